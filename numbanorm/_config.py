@@ -1,0 +1,40 @@
+"""Every tunable of numbanorm in one place: JIT flags, block sizes, thresholds.
+
+Kernels import their numbers from here; nothing else in the package hard-codes a size.
+"""
+import os
+
+from numba import config as _numba_config
+
+# Calls from several Python threads at once must be safe: numba's default "workqueue" layer
+# aborts on concurrent parallel regions, so ask for a thread-safe layer (OpenMP or TBB) unless
+# the user chose one explicitly.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    _numba_config.THREADING_LAYER = "threadsafe"
+
+# Reassociation lets LLVM vectorise the sums; "nnan"/"ninf" are never set because NaN and inf
+# must propagate to the output of their own group.
+FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
+
+# Every kernel: cached on disk (a second process loads instead of compiling), GIL released so
+# Python threads run kernels concurrently, NumPy's division semantics (x/0 -> inf/nan, no raise).
+JIT = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+
+# Elements per Welford/Chan block: small enough that the second (centring) read hits L1.
+BLOCK = 1024
+
+# Inputs with at most this many elements run a serial kernel: a parallel region costs ~1.5 us.
+SERIAL_MAX_ELEMENTS = 1 << 15
+
+# Cross-row reductions (dweight/dbias, batch_norm statistics) are split into at most this many
+# partial buffers, merged in a fixed order. The split depends on the shape only, never on the
+# thread count, so results are bitwise identical for any number of threads.
+MAX_PARTIALS = 64
+
+# batch_norm: channels whose contiguous slabs (the spatial size S) are at least this long are
+# reduced slab by slab; shorter slabs ((N, C) input, tiny spatial sizes) are reduced as columns
+# of an (N, C*S) matrix, vectorised across the columns.
+SLAB_MIN = 64
+
+# Bytes of a column-reduction row block, kept in L2 between the two reads of the block.
+COLUMN_BLOCK_BYTES = 256 * 1024

@@ -1,0 +1,147 @@
+"""All argument checks of the public API. Every check raises before any kernel runs, with a
+TypeError (wrong kind of object or dtype) or ValueError (wrong value or shape) naming the
+argument and what was expected."""
+import math
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def array(x, name):
+    """x as a float32/float64 ndarray. Objects NumPy can convert (lists, PyTorch CPU tensors)
+    are converted; nothing is copied for an ndarray."""
+    if not isinstance(x, np.ndarray):
+        if hasattr(x, "__cuda_array_interface__"):
+            raise TypeError(
+                f"{name} lives on a GPU (it has __cuda_array_interface__); numbanorm's CUDA "
+                "backend is not available in this version: copy it to a NumPy array first")
+        if x is None or isinstance(x, (str, bytes, dict, set)):
+            raise TypeError(f"{name} must be a float32 or float64 array, got {type(x).__name__}")
+        try:
+            x = np.asarray(x)
+        except Exception as exc:  # noqa: BLE001 - any conversion failure is the caller's type
+            raise TypeError(f"{name} must be a float32 or float64 array; converting "
+                            f"{type(x).__name__} failed: {exc}") from exc
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
+    return x
+
+
+def optional_array(p, name, shape, dtype):
+    """None, or an array of exactly `shape` and x's dtype (mixing dtypes is refused)."""
+    if p is None:
+        return None
+    p = array(p, name)
+    if p.dtype != dtype:
+        raise TypeError(f"{name} must have the input's dtype {dtype}, got {p.dtype}")
+    if p.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {p.shape}")
+    return p
+
+
+def running_buffer(buf, name, num_features, dtype, will_update):
+    """None or a (num_features,) buffer of x's dtype; writeable ndarray when it is updated."""
+    if buf is None:
+        return None
+    if will_update and not isinstance(buf, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array to be updated in place, "
+                        f"got {type(buf).__name__}")
+    buf = optional_array(buf, name, (num_features,), dtype)
+    if will_update and not buf.flags.writeable:
+        raise ValueError(f"{name} is read-only but training mode updates it in place; pass a "
+                         "writeable array, or running buffers of None")
+    return buf
+
+
+def ndim_at_least(x, name, k, what):
+    if x.ndim < k:
+        raise ValueError(f"{name} must have at least {k} dimensions ({what}), got shape {x.shape}")
+
+
+def eps(value, name="eps"):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return value
+
+
+def momentum(value, allow_none=False, name="momentum"):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number in [0, 1]"
+                        + (" or None" if allow_none else "") + f", got {type(value).__name__}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
+
+
+def positive_int(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return int(value)
+
+
+def normalized_shape(shape, name="normalized_shape"):
+    if isinstance(shape, numbers.Integral) and not isinstance(shape, (bool, np.bool_)):
+        shape = (shape,)
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a tuple of ints, "
+                        f"got {type(shape).__name__}") from None
+    for s in shape:
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"{name} must contain ints, got {shape!r}")
+        if s < 0:
+            raise ValueError(f"{name} must contain sizes >= 0, got {shape!r}")
+    if not shape:
+        raise ValueError(f"{name} must name at least one dimension")
+    return tuple(int(s) for s in shape)
+
+
+def trailing_shape(x, shape, name="normalized_shape"):
+    k = len(shape)
+    if x.ndim < k or x.shape[x.ndim - k:] != shape:
+        raise ValueError(f"{name} {shape} must match the trailing dimensions of the input, "
+                         f"got input shape {x.shape}")
+
+
+def out_array(out, x, may_alias):
+    """None, or a writeable array of x's shape and dtype. `out` may be x itself (in place)
+    when may_alias, never a partial overlap with x."""
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+    if out.dtype != x.dtype:
+        raise TypeError(f"out must have the input's dtype {x.dtype}, got {out.dtype}")
+    if out.shape != x.shape:
+        raise ValueError(f"out must have the input's shape {x.shape}, got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    if np.may_share_memory(out, x):
+        same = (out.__array_interface__["data"][0] == x.__array_interface__["data"][0]
+                and out.strides == x.strides)
+        if not (may_alias and same):
+            raise ValueError(
+                "out overlaps the input: pass out=x exactly for an in-place result (plain "
+                "functions only; *_forward keeps x for the backward pass), or a separate array")
+    return out
+
+
+def grad_output(dy, shape, dtype):
+    dy = array(dy, "dy")
+    if dy.dtype != dtype:
+        raise TypeError(f"dy must have the forward input's dtype {dtype}, got {dy.dtype}")
+    if dy.shape != tuple(shape):
+        raise ValueError(f"dy must have the forward output's shape {tuple(shape)}, "
+                         f"got {dy.shape}")
+    return dy

@@ -1,0 +1,205 @@
+"""Channels geometry: batch_norm.
+
+x is viewed as (N, C, S); channel c's statistics run over N*S values that are N strided slabs
+of S contiguous values. Two layouts of the same reduction:
+
+- slabs (S >= SLAB_MIN): work item (k, c) reduces channel c over the k-th chunk of the batch,
+  slab by slab, with blocked Welford/Chan; x is passed as (N*C, S).
+- columns (S < SLAB_MIN, including (N, C) input): x is an (N, M = C*S) matrix; chunk k reduces a
+  run of rows block by block, vectorised across the M columns, into per-column partial triples.
+
+Either way the partials (K chunks, fixed by the shape) merge with Chan's formula in a fixed
+order, so results do not depend on the thread count. The elementwise passes are
+
+    forward:   y  = (x - mean[c])*a[c] + b[c]              a = rstd*w, b = bias
+    backward:  dx = k1[c]*dy + k2[c]*(x - mean[c]) + k3[c]
+               (training: k1 = w*rstd, k2 = -k1*rstd*dw/n, k3 = -k1*db/n; eval: k2 = k3 = 0)
+    with dw[c] = rstd*sum(dy*(x - mean)), db[c] = sum(dy) from the `*_sums` kernels.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .._config import JIT
+from ._moments import block_moments, chan_merge
+
+
+@njit(parallel=True, **JIT)
+def slab_partials(x2, N, C, pmean, pm2):
+    """Per-(chunk, channel) (mean, M2) over the chunk's slabs; pmean, pm2: (K, C)."""
+    K = pmean.shape[0]
+    S = x2.shape[1]
+    per = (N + K - 1) // K
+    for item in prange(K * C):
+        k = item // C
+        c = item % C
+        n = 0.0
+        mean = 0.0
+        m2 = 0.0
+        for i in range(k * per, min(N, (k + 1) * per)):
+            mb, m2b = block_moments(x2[i * C + c], 0, S, True, 1.0)
+            n, mean, m2 = chan_merge(n, mean, m2, float(S), mb, m2b)
+        pmean[k, c] = mean
+        pm2[k, c] = m2
+
+
+@njit(**JIT)
+def _column_chunk(x2, k, K, rows_per_block, mean, m2, acc, dsum, qsum):
+    N, M = x2.shape
+    per = (N + K - 1) // K
+    stop = min(N, (k + 1) * per)
+    n = 0.0
+    for b0 in range(k * per, stop, rows_per_block):
+        b1 = min(b0 + rows_per_block, stop)
+        nb = float(b1 - b0)
+        acc[:] = 0.0
+        for i in range(b0, b1):
+            xi = x2[i]
+            for j in range(M):
+                acc[j] += xi[j]
+        for j in range(M):
+            acc[j] /= nb
+        dsum[:] = 0.0
+        qsum[:] = 0.0
+        for i in range(b0, b1):
+            xi = x2[i]
+            for j in range(M):
+                t = xi[j] - acc[j]
+                dsum[j] += t
+                qsum[j] += t * t
+        nn = n + nb
+        f = n * nb / nn
+        for j in range(M):
+            m2b = qsum[j] - dsum[j] * dsum[j] / nb
+            delta = acc[j] - mean[j]
+            mean[j] += delta * (nb / nn)
+            m2[j] += m2b + delta * delta * f
+        n = nn
+
+
+@njit(parallel=True, **JIT)
+def column_partials(x2, rows_per_block, pmean, pm2):
+    """Per-(chunk, column) (mean, M2) of x2 (N, M); pmean, pm2: (K, M), zeroed."""
+    K, M = pmean.shape
+    for k in prange(K):
+        acc = np.empty(M)
+        dsum = np.empty(M)
+        qsum = np.empty(M)
+        _column_chunk(x2, k, K, rows_per_block, pmean[k], pm2[k], acc, dsum, qsum)
+
+
+@njit(**JIT)
+def merge_partials(pmean, pm2, counts, C):
+    """Merge the (K, C*P) partial triples into per-channel (mean, M2): for channel c, the K*P
+    entries [k, c*P + p] in (k, p) order; counts[k] is the element count of each entry of
+    chunk k."""
+    K, M = pmean.shape
+    P = M // C
+    mean = np.empty(C)
+    m2 = np.empty(C)
+    for c in range(C):
+        n = 0.0
+        mu = 0.0
+        q = 0.0
+        for k in range(K):
+            for p in range(c * P, (c + 1) * P):
+                n, mu, q = chan_merge(n, mu, q, counts[k], pmean[k, p], pm2[k, p])
+        mean[c] = mu
+        m2[c] = q
+    return mean, m2
+
+
+@njit(parallel=True, **JIT)
+def slab_sums(dy2, x2, N, C, mean, sdy, sdyx):
+    """Per-(chunk, channel) sum(dy) and sum(dy*(x - mean[c])); sdy, sdyx: (K, C)."""
+    K = sdy.shape[0]
+    S = x2.shape[1]
+    per = (N + K - 1) // K
+    for item in prange(K * C):
+        k = item // C
+        c = item % C
+        m = mean[c]
+        a = 0.0
+        b = 0.0
+        for i in range(k * per, min(N, (k + 1) * per)):
+            xr = x2[i * C + c]
+            dr = dy2[i * C + c]
+            for s in range(S):
+                d = float(dr[s])
+                a += d
+                b += d * (xr[s] - m)
+        sdy[k, c] = a
+        sdyx[k, c] = b
+
+
+@njit(parallel=True, **JIT)
+def column_sums(dy2, x2, mean_col, sdy, sdyx):
+    """Per-(chunk, column) sum(dy) and sum(dy*(x - mean_col)) of (N, M) arrays; sdy, sdyx:
+    (K, M), zeroed."""
+    N, M = x2.shape
+    K = sdy.shape[0]
+    per = (N + K - 1) // K
+    for k in prange(K):
+        a = sdy[k]
+        b = sdyx[k]
+        for i in range(k * per, min(N, (k + 1) * per)):
+            xi = x2[i]
+            di = dy2[i]
+            for j in range(M):
+                d = float(di[j])
+                a[j] += d
+                b[j] += d * (xi[j] - mean_col[j])
+
+
+@njit(parallel=True, **JIT)
+def slab_affine(x2, C, mean, a, b, y2):
+    """y = (x - mean[c])*a[c] + b[c] on (N*C, S) slabs, row i being channel i % C."""
+    S = x2.shape[1]
+    for i in prange(x2.shape[0]):
+        c = i % C
+        m = mean[c]
+        ac = a[c]
+        bc = b[c]
+        xr = x2[i]
+        yr = y2[i]
+        for s in range(S):
+            yr[s] = (xr[s] - m) * ac + bc
+
+
+@njit(parallel=True, **JIT)
+def column_affine(x2, mean_col, a_col, b_col, y2):
+    """y = (x - mean_col)*a_col + b_col on an (N, M) matrix, per-column parameters."""
+    M = x2.shape[1]
+    for i in prange(x2.shape[0]):
+        xi = x2[i]
+        yi = y2[i]
+        for j in range(M):
+            yi[j] = (xi[j] - mean_col[j]) * a_col[j] + b_col[j]
+
+
+@njit(parallel=True, **JIT)
+def slab_dx(dy2, x2, C, mean, k1, k2, k3, dx2):
+    """dx = k1[c]*dy + k2[c]*(x - mean[c]) + k3[c] on (N*C, S) slabs."""
+    S = x2.shape[1]
+    for i in prange(x2.shape[0]):
+        c = i % C
+        m = mean[c]
+        a = k1[c]
+        b = k2[c]
+        e = k3[c]
+        xr = x2[i]
+        dr = dy2[i]
+        out = dx2[i]
+        for s in range(S):
+            out[s] = a * dr[s] + b * (xr[s] - m) + e
+
+
+@njit(parallel=True, **JIT)
+def column_dx(dy2, x2, mean_col, k1, k2, k3, dx2):
+    """dx = k1*dy + k2*(x - mean_col) + k3 on an (N, M) matrix, per-column parameters."""
+    M = x2.shape[1]
+    for i in prange(x2.shape[0]):
+        xi = x2[i]
+        di = dy2[i]
+        out = dx2[i]
+        for j in range(M):
+            out[j] = k1[j] * di[j] + k2[j] * (xi[j] - mean_col[j]) + k3[j]

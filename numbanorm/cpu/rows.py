@@ -1,0 +1,142 @@
+"""Rows geometry: layer_norm, rms_norm, group_norm, instance_norm.
+
+x is viewed as (R, L) with L = Cg*S: row r is one normalisation group of L contiguous values,
+made of Cg channels of S values each. The affine parameters of element (r, j*S + s) are
+weight[c], bias[c] with c = (r % G)*Cg + j:
+
+    layer_norm / rms_norm  R = prod(leading dims), Cg = prod(normalized_shape), S = 1, G = 1
+    group_norm             R = N*G, Cg = C/G, S = prod(spatial)
+    instance_norm          group_norm with G = C
+
+Forward, per row:  mean, var from blocked Welford/Chan (rms: mean = 0, var = mean(x^2));
+                   rstd = 1/sqrt(var + eps);  y = (x - mean)*rstd*w[c] + b[c]
+Backward, per row, with xhat = (x - mean)*rstd and g = dy*w[c]:
+                   dx = rstd*(g - mean(g) - xhat*mean(g*xhat))    (rms: no mean(g) term)
+                   dw[c] += sum(dy*xhat),  db[c] += sum(dy)       (per-chunk partial rows)
+
+All arithmetic is in float64; the row is read from memory once per pass, the second pass of a
+row hits cache. Each kernel has a parallel driver and a serial one for small inputs.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .._config import JIT
+from ._moments import moments, rstd_of
+
+
+@njit(**JIT)
+def _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
+    L = x.shape[1]
+    xr = x[r]
+    yr = y[r]
+    mean, var_scaled, inv = moments(xr, 0, L, centered)
+    rstd = rstd_of(var_scaled, inv, eps)
+    mean_out[r] = mean
+    rstd_out[r] = rstd
+    if S == 1:
+        c0 = (r % G) * L
+        for j in range(L):
+            yr[j] = (xr[j] - mean) * (rstd * weight[c0 + j]) + bias[c0 + j]
+    else:
+        Cg = L // S
+        c0 = (r % G) * Cg
+        for j in range(Cg):
+            a = rstd * weight[c0 + j]
+            b = float(bias[c0 + j])
+            for i in range(j * S, (j + 1) * S):
+                yr[i] = (xr[i] - mean) * a + b
+
+
+@njit(parallel=True, **JIT)
+def forward(x, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
+    """y, mean, rstd of every row (see the module docstring); parallel over rows."""
+    for r in prange(x.shape[0]):
+        _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
+
+
+@njit(**JIT)
+def forward_serial(x, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
+    """`forward` on one thread, for inputs too small to pay for a parallel region."""
+    for r in range(x.shape[0]):
+        _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
+
+
+@njit(**JIT)
+def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks, dx,
+                    dw_part, db_part):
+    R, L = x.shape
+    per = (R + nchunks - 1) // nchunks
+    Cg = L // S
+    dwk = dw_part[k]
+    dbk = db_part[k]
+    for r in range(k * per, min(R, (k + 1) * per)):
+        m = mean[r] if centered else 0.0
+        rs = rstd[r]
+        xr = x[r]
+        dyr = dy[r]
+        dxr = dx[r]
+        c0 = (r % G) * Cg
+        sum_g = 0.0
+        sum_gx = 0.0
+        if S == 1:
+            if want_params:
+                for j in range(L):
+                    xh = (xr[j] - m) * rs
+                    d = float(dyr[j])
+                    g = d * weight[c0 + j]
+                    sum_g += g
+                    sum_gx += g * xh
+                    dwk[c0 + j] += d * xh
+                    dbk[c0 + j] += d
+            else:
+                for j in range(L):
+                    xh = (xr[j] - m) * rs
+                    g = dyr[j] * weight[c0 + j]
+                    sum_g += g
+                    sum_gx += g * xh
+        else:
+            for j in range(Cg):
+                s_dy = 0.0
+                s_dyx = 0.0
+                for i in range(j * S, (j + 1) * S):
+                    d = float(dyr[i])
+                    s_dy += d
+                    s_dyx += d * ((xr[i] - m) * rs)
+                w = float(weight[c0 + j])
+                sum_g += w * s_dy
+                sum_gx += w * s_dyx
+                if want_params:
+                    dwk[c0 + j] += s_dyx
+                    dbk[c0 + j] += s_dy
+        mean_g = sum_g / L if centered else 0.0
+        mean_gx = sum_gx / L
+        if S == 1:
+            for j in range(L):
+                xh = (xr[j] - m) * rs
+                dxr[j] = rs * (dyr[j] * weight[c0 + j] - mean_g - xh * mean_gx)
+        else:
+            for j in range(Cg):
+                w = float(weight[c0 + j])
+                for i in range(j * S, (j + 1) * S):
+                    xh = (xr[i] - m) * rs
+                    dxr[i] = rs * (dyr[i] * w - mean_g - xh * mean_gx)
+
+
+@njit(parallel=True, **JIT)
+def backward(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, dw_part, db_part):
+    """dx of every row, and per-chunk partial dweight/dbias rows (dw_part, db_part: (K, C),
+    zeroed, K fixed by the shape); parallel over the K chunks of consecutive rows."""
+    nchunks = dw_part.shape[0]
+    for k in prange(nchunks):
+        _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks,
+                        dx, dw_part, db_part)
+
+
+@njit(**JIT)
+def backward_serial(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, dw_part,
+                    db_part):
+    """`backward` on one thread."""
+    nchunks = dw_part.shape[0]
+    for k in range(nchunks):
+        _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks,
+                        dx, dw_part, db_part)

@@ -1,0 +1,479 @@
+"""The functional API: PyTorch's names, arguments and defaults, NumPy arrays in and out.
+
+Each op NAME has three entry points:
+
+    NAME(x, ...)                 -> y
+    NAME_forward(x, ...)         -> (y, saved)      saved: a `Saved` record for the backward
+    NAME_backward(dy, saved)     -> (dx, dweight, dbias)   (rms_norm: (dx, dweight))
+
+Data flows one way: validate (numbanorm._validate) -> contiguous 2-D/3-D view -> CPU kernel of
+the op's geometry (numbanorm.cpu.rows or numbanorm.cpu.channels) -> reshape back. Statistics
+and gradients are computed in float64; outputs have the input's dtype and shape.
+
+A copy of x is made only when x is not C-contiguous (Fortran order, transposes, strided
+views); the kernels then read the copy, which `saved` keeps for the backward pass.
+"""
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _validate as V
+from ._config import COLUMN_BLOCK_BYTES, MAX_PARTIALS, SERIAL_MAX_ELEMENTS, SLAB_MIN
+from .cpu import channels, rows
+
+__all__ = [
+    "Saved",
+    "batch_norm", "batch_norm_forward", "batch_norm_backward",
+    "layer_norm", "layer_norm_forward", "layer_norm_backward",
+    "group_norm", "group_norm_forward", "group_norm_backward",
+    "instance_norm", "instance_norm_forward", "instance_norm_backward",
+    "rms_norm", "rms_norm_forward", "rms_norm_backward",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class Saved:
+    """What a forward pass keeps for its backward pass.
+
+    mean, rstd: the statistics used to normalise, shaped by the normalised groups and in the
+    input's dtype (mean is None for rms_norm). The rest is private: the input (the contiguous
+    view the kernels read), float64 copies of the statistics, the weight and the geometry.
+    The record holds a reference to x, as autograd does: modifying x in place between forward
+    and backward makes the backward wrong.
+    """
+    op: str
+    mean: np.ndarray | None
+    rstd: np.ndarray
+    _x: np.ndarray = field(repr=False)
+    _mean64: np.ndarray = field(repr=False)
+    _rstd64: np.ndarray = field(repr=False)
+    _weight: np.ndarray | None = field(repr=False)
+    _has_bias: bool = field(repr=False)
+    _geometry: tuple = field(repr=False)
+    _shape: tuple = field(repr=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# shared host helpers
+
+def _prod(shape):
+    return int(math.prod(shape))
+
+
+def _target(out, x):
+    """The array the kernel writes: out itself when C-contiguous, else a fresh C array."""
+    if out is not None and out.flags.c_contiguous:
+        return out
+    return np.empty(x.shape, x.dtype)
+
+
+def _deliver(y, out):
+    if out is None or out is y:
+        return y
+    np.copyto(out, y)
+    return out
+
+
+def _param(p, size, dtype, fill):
+    return p.reshape(size) if p is not None else np.full(size, fill, dtype)
+
+
+def _chunk_counts(n_rows, nchunks, scale):
+    per = -(-n_rows // nchunks)
+    starts = np.arange(nchunks) * per
+    return (np.clip(n_rows - starts, 0, per) * scale).astype(np.float64)
+
+
+def _public(stat64, dtype, shape):
+    return stat64.astype(dtype).reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# rows geometry: layer_norm, rms_norm, group_norm, instance_norm (input statistics)
+
+def _rows_forward(op, x, geometry, weight, bias, eps, out, group_shape):
+    _, R, L, G, S, C, centered = geometry
+    x2 = np.ascontiguousarray(x).reshape(R, L)
+    y = _target(out, x)
+    mean64 = np.empty(R)
+    rstd64 = np.empty(R)
+    if R:
+        kernel = rows.forward_serial if x.size <= SERIAL_MAX_ELEMENTS else rows.forward
+        kernel(x2, G, S, _param(weight, C, x.dtype, 1), _param(bias, C, x.dtype, 0), eps,
+               centered, y.reshape(R, L), mean64, rstd64)
+    saved = Saved(
+        op=op, mean=_public(mean64, x.dtype, group_shape) if centered else None,
+        rstd=_public(rstd64, x.dtype, group_shape), _x=x2, _mean64=mean64, _rstd64=rstd64,
+        _weight=weight, _has_bias=bias is not None, _geometry=geometry, _shape=x.shape)
+    return _deliver(y, out), saved
+
+
+def _rows_backward(dy, saved):
+    _, R, L, G, S, C, centered = saved._geometry
+    x2 = saved._x
+    dy2 = np.ascontiguousarray(dy).reshape(R, L)
+    weight = saved._weight
+    want_params = weight is not None or saved._has_bias
+    nchunks = max(1, min(R, MAX_PARTIALS))
+    dw_part = np.zeros((nchunks, C if want_params else 0))
+    db_part = np.zeros_like(dw_part)
+    dx = np.empty((R, L), x2.dtype)
+    if R:
+        kernel = rows.backward_serial if x2.size <= SERIAL_MAX_ELEMENTS else rows.backward
+        kernel(dy2, x2, saved._mean64, saved._rstd64, G, S, _param(weight, C, x2.dtype, 1),
+               centered, want_params, dx, dw_part, db_part)
+    dweight = dbias = None
+    if weight is not None:
+        dweight = dw_part.sum(axis=0).astype(x2.dtype).reshape(weight.shape)
+    if saved._has_bias:
+        dbias = db_part.sum(axis=0).astype(x2.dtype).reshape(C if weight is None
+                                                              else weight.shape)
+    return dx.reshape(saved._shape), dweight, dbias
+
+
+# ---------------------------------------------------------------------------------------------
+# channels geometry: batch_norm (and instance_norm with running statistics)
+
+def _channel_stats(x3):
+    """Per-channel (mean, biased variance) in float64 of a contiguous (N, C, S) array."""
+    N, C, S = x3.shape
+    if S >= SLAB_MIN:
+        nchunks = max(1, min(N, MAX_PARTIALS // C))
+        pmean = np.empty((nchunks, C))
+        pm2 = np.empty((nchunks, C))
+        channels.slab_partials(x3.reshape(N * C, S), N, C, pmean, pm2)
+        counts = _chunk_counts(N, nchunks, S)
+    else:
+        M = C * S
+        rows_per_block = max(1, COLUMN_BLOCK_BYTES // max(1, M * x3.itemsize))
+        nchunks = max(1, min(MAX_PARTIALS, -(-N // rows_per_block)))
+        pmean = np.zeros((nchunks, M))
+        pm2 = np.zeros((nchunks, M))
+        channels.column_partials(x3.reshape(N, M), rows_per_block, pmean, pm2)
+        counts = _chunk_counts(N, nchunks, 1)
+    mean, m2 = channels.merge_partials(pmean, pm2, counts, C)
+    return mean, m2 / (N * S)
+
+
+def _channel_affine(x3, mean, a, b, y3):
+    N, C, S = x3.shape
+    if S >= SLAB_MIN:
+        channels.slab_affine(x3.reshape(N * C, S), C, mean, a, b, y3.reshape(N * C, S))
+    else:
+        channels.column_affine(x3.reshape(N, C * S), np.repeat(mean, S), np.repeat(a, S),
+                               np.repeat(b, S), y3.reshape(N, C * S))
+
+
+def _channel_sums(dy3, x3, mean):
+    """Per-channel sum(dy) and sum(dy*(x - mean)) in float64."""
+    N, C, S = x3.shape
+    if S >= SLAB_MIN:
+        nchunks = max(1, min(N, MAX_PARTIALS // C))
+        sdy = np.empty((nchunks, C))
+        sdyx = np.empty((nchunks, C))
+        channels.slab_sums(dy3.reshape(N * C, S), x3.reshape(N * C, S), N, C, mean, sdy, sdyx)
+        return sdy.sum(axis=0), sdyx.sum(axis=0)
+    M = C * S
+    nchunks = max(1, min(N, MAX_PARTIALS))
+    sdy = np.zeros((nchunks, M))
+    sdyx = np.zeros((nchunks, M))
+    channels.column_sums(dy3.reshape(N, M), x3.reshape(N, M), np.repeat(mean, S), sdy, sdyx)
+    return sdy.sum(axis=0).reshape(C, S).sum(axis=1), sdyx.sum(axis=0).reshape(C, S).sum(axis=1)
+
+
+def _channel_dx(dy3, x3, mean, k1, k2, k3, dx3):
+    N, C, S = x3.shape
+    if S >= SLAB_MIN:
+        channels.slab_dx(dy3.reshape(N * C, S), x3.reshape(N * C, S), C, mean, k1, k2, k3,
+                         dx3.reshape(N * C, S))
+    else:
+        rep = lambda v: np.repeat(v, S)  # noqa: E731
+        channels.column_dx(dy3.reshape(N, C * S), x3.reshape(N, C * S), rep(mean), rep(k1),
+                           rep(k2), rep(k3), dx3.reshape(N, C * S))
+
+
+def _update_running(running_mean, running_var, mean, var_unbiased, momentum):
+    """In place, both or neither: the new values are computed before either buffer is written."""
+    new_mean = (1.0 - momentum) * running_mean + momentum * mean
+    new_var = (1.0 - momentum) * running_var + momentum * var_unbiased
+    running_mean[...] = new_mean
+    running_var[...] = new_var
+
+
+def _channels_forward(op, x, mean64, rstd64, weight, bias, out, geometry, public_shape):
+    """Normalise (N, C, *) x with per-channel float64 mean/rstd; build the saved record."""
+    N, C = x.shape[:2]
+    S = _prod(x.shape[2:])
+    x3 = np.ascontiguousarray(x).reshape(N, C, S)
+    y = _target(out, x)
+    w = _param(weight, C, np.float64, 1.0)
+    a = rstd64 * w
+    b = _param(bias, C, np.float64, 0.0).astype(np.float64)
+    if x.size:
+        _channel_affine(x3, mean64, a, b, y.reshape(N, C, S))
+    saved = Saved(
+        op=op, mean=np.broadcast_to(mean64.astype(x.dtype), public_shape),
+        rstd=np.broadcast_to(rstd64.astype(x.dtype), public_shape), _x=x3, _mean64=mean64,
+        _rstd64=rstd64, _weight=weight, _has_bias=bias is not None, _geometry=geometry,
+        _shape=x.shape)
+    return _deliver(y, out), saved
+
+
+def _channels_backward(dy, saved):
+    _, training = saved._geometry
+    x3 = saved._x
+    N, C, S = x3.shape
+    dy3 = np.ascontiguousarray(dy).reshape(N, C, S)
+    mean, rstd = saved._mean64, saved._rstd64
+    weight = saved._weight
+    want_params = weight is not None or saved._has_bias
+    w = _param(weight, C, np.float64, 1.0)
+    dx = np.empty(x3.shape, x3.dtype)
+    if training or want_params:
+        if x3.size:
+            sum_dy, sum_dyx = _channel_sums(dy3, x3, mean)
+        else:
+            sum_dy = sum_dyx = np.zeros(C)
+    dw = None if not want_params else rstd * sum_dyx
+    k1 = w * rstd
+    if training:
+        n = N * S
+        k2 = -k1 * rstd * (rstd * sum_dyx) / n
+        k3 = -k1 * sum_dy / n
+    else:
+        k2 = k3 = np.zeros(C)
+    if x3.size:
+        _channel_dx(dy3, x3, mean, k1, k2, k3, dx)
+    dweight = dw.astype(x3.dtype) if weight is not None else None
+    dbias = sum_dy.astype(x3.dtype) if saved._has_bias else None
+    return dx.reshape(saved._shape), dweight, dbias
+
+
+def _check_channels_params(x, weight, bias, running_mean, running_var, use_batch_stats):
+    C = x.shape[1]
+    weight = V.optional_array(weight, "weight", (C,), x.dtype)
+    bias = V.optional_array(bias, "bias", (C,), x.dtype)
+    running_mean = V.running_buffer(running_mean, "running_mean", C, x.dtype, use_batch_stats)
+    running_var = V.running_buffer(running_var, "running_var", C, x.dtype, use_batch_stats)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must be given together (or both None)")
+    return weight, bias, running_mean, running_var
+
+
+# ---------------------------------------------------------------------------------------------
+# batch_norm
+
+def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out, keep):
+    x = V.array(x, "x")
+    V.ndim_at_least(x, "x", 2, "(N, C) or (N, C, *spatial)")
+    training = bool(training)
+    weight, bias, running_mean, running_var = _check_channels_params(
+        x, weight, bias, running_mean, running_var, training)
+    momentum = V.momentum(momentum)
+    eps = V.eps(eps)
+    out = V.out_array(out, x, may_alias=not keep)
+    N, C = x.shape[:2]
+    S = _prod(x.shape[2:])
+    if training:
+        if N * S == 1:
+            raise ValueError("Expected more than 1 value per channel when training, got input "
+                             f"size {x.shape}")
+        if N * S == 0:
+            mean64 = np.full(C, np.nan)
+            rstd64 = np.full(C, np.nan)
+        else:
+            mean64, var64 = _channel_stats(np.ascontiguousarray(x).reshape(N, C, S))
+            rstd64 = 1.0 / np.sqrt(var64 + eps)
+            if running_mean is not None:
+                _update_running(running_mean, running_var, mean64, var64 * (N * S / (N * S - 1)),
+                                momentum)
+    else:
+        if running_mean is None:
+            raise ValueError("running_mean and running_var are required when training=False "
+                             "(eval mode normalises with the running statistics)")
+        mean64 = running_mean.astype(np.float64)
+        rstd64 = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+    return _channels_forward("batch_norm", x, mean64, rstd64, weight, bias, out,
+                             ("channels", training), (C,))
+
+
+def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5, *, out=None):
+    """Batch normalization over (N, C) or (N, C, *spatial) input, as torch.nn.functional.batch_norm.
+
+    Training mode normalises each channel with the batch's mean and biased variance and, when
+    running buffers are given, updates them in place:
+    running = (1 - momentum)*running + momentum*batch_stat (unbiased variance into running_var).
+    Eval mode (training=False) normalises with running_mean and running_var.
+    `out` may be x itself for an in-place result.
+    """
+    return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out,
+                       keep=False)[0]
+
+
+def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None,
+                       training=False, momentum=0.1, eps=1e-5, *, out=None):
+    """`batch_norm` returning (y, saved); saved.mean and saved.rstd have shape (C,)."""
+    return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out,
+                       keep=True)
+
+
+def batch_norm_backward(dy, saved):
+    """(dx, dweight, dbias) of a `batch_norm_forward`, in training or eval mode."""
+    return _backward(dy, saved, ("batch_norm",))
+
+
+# ---------------------------------------------------------------------------------------------
+# layer_norm and rms_norm
+
+def _trailing_norm(op, x, normalized_shape, weight, bias, eps, out, keep, centered):
+    x = V.array(x, "x")
+    shape = V.normalized_shape(normalized_shape)
+    V.trailing_shape(x, shape)
+    weight = V.optional_array(weight, "weight", shape, x.dtype)
+    bias = V.optional_array(bias, "bias", shape, x.dtype)
+    eps = float(np.finfo(x.dtype).eps) if eps is None and not centered else V.eps(eps)
+    out = V.out_array(out, x, may_alias=not keep)
+    lead = x.shape[:x.ndim - len(shape)]
+    L = _prod(shape)
+    geometry = ("rows", _prod(lead), L, 1, 1, L, centered)
+    return _rows_forward(op, x, geometry, weight, bias, eps, out, lead)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None):
+    """Layer normalization over the trailing `normalized_shape` dimensions, as
+    torch.nn.functional.layer_norm: y = (x - mean)/sqrt(var + eps)*weight + bias."""
+    return _trailing_norm("layer_norm", x, normalized_shape, weight, bias, eps, out, False,
+                          True)[0]
+
+
+def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None):
+    """`layer_norm` returning (y, saved); saved.mean/rstd have shape x.shape[:-len(normalized_shape)]."""
+    return _trailing_norm("layer_norm", x, normalized_shape, weight, bias, eps, out, True, True)
+
+
+def layer_norm_backward(dy, saved):
+    """(dx, dweight, dbias) of a `layer_norm_forward`."""
+    return _backward(dy, saved, ("layer_norm",))
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None):
+    """RMS normalization, as torch.nn.functional.rms_norm: y = x/sqrt(mean(x^2) + eps)*weight;
+    eps=None means np.finfo(x.dtype).eps."""
+    return _trailing_norm("rms_norm", x, normalized_shape, weight, None, eps, out, False,
+                          False)[0]
+
+
+def rms_norm_forward(x, normalized_shape, weight=None, eps=None, *, out=None):
+    """`rms_norm` returning (y, saved); saved.mean is None, saved.rstd = 1/sqrt(mean(x^2)+eps)."""
+    return _trailing_norm("rms_norm", x, normalized_shape, weight, None, eps, out, True, False)
+
+
+def rms_norm_backward(dy, saved):
+    """(dx, dweight) of an `rms_norm_forward`."""
+    dx, dweight, _ = _backward(dy, saved, ("rms_norm",))
+    return dx, dweight
+
+
+# ---------------------------------------------------------------------------------------------
+# group_norm and instance_norm
+
+def _group_norm(x, num_groups, weight, bias, eps, out, keep):
+    x = V.array(x, "x")
+    V.ndim_at_least(x, "x", 2, "(N, C, *spatial)")
+    num_groups = V.positive_int(num_groups, "num_groups")
+    N, C = x.shape[:2]
+    if C % num_groups:
+        raise ValueError(f"num_groups ({num_groups}) must divide the number of channels "
+                         f"({C}) of x")
+    weight = V.optional_array(weight, "weight", (C,), x.dtype)
+    bias = V.optional_array(bias, "bias", (C,), x.dtype)
+    eps = V.eps(eps)
+    out = V.out_array(out, x, may_alias=not keep)
+    S = _prod(x.shape[2:])
+    geometry = ("rows", N * num_groups, C // num_groups * S, num_groups, S, C, True)
+    return _rows_forward("group_norm", x, geometry, weight, bias, eps, out, (N, num_groups))
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None):
+    """Group normalization, as torch.nn.functional.group_norm: the C channels of each sample
+    split into num_groups groups, each normalised over its channels and spatial positions."""
+    return _group_norm(x, num_groups, weight, bias, eps, out, False)[0]
+
+
+def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None):
+    """`group_norm` returning (y, saved); saved.mean/rstd have shape (N, num_groups)."""
+    return _group_norm(x, num_groups, weight, bias, eps, out, True)
+
+
+def group_norm_backward(dy, saved):
+    """(dx, dweight, dbias) of a `group_norm_forward`."""
+    return _backward(dy, saved, ("group_norm",))
+
+
+def _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
+                   out, keep):
+    x = V.array(x, "x")
+    V.ndim_at_least(x, "x", 3, "(N, C, *spatial)")
+    use_input_stats = bool(use_input_stats)
+    weight, bias, running_mean, running_var = _check_channels_params(
+        x, weight, bias, running_mean, running_var, use_input_stats)
+    momentum = V.momentum(momentum)
+    eps = V.eps(eps)
+    out = V.out_array(out, x, may_alias=not keep)
+    N, C = x.shape[:2]
+    S = _prod(x.shape[2:])
+    if not use_input_stats:
+        if running_mean is None:
+            raise ValueError("running_mean and running_var are required when "
+                             "use_input_stats=False")
+        mean64 = running_mean.astype(np.float64)
+        rstd64 = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+        return _channels_forward("instance_norm", x, mean64, rstd64, weight, bias, out,
+                                 ("channels", False), (N, C))
+    if S == 1:
+        raise ValueError("Expected more than 1 spatial element when training, got input size "
+                         f"{x.shape}")
+    geometry = ("rows", N * C, S, C, S, C, True)
+    y, saved = _rows_forward("instance_norm", x, geometry, weight, bias, eps, out, (N, C))
+    if running_mean is not None and N * S:
+        # PyTorch's rule: the mean over the batch of each instance's statistics.
+        var = 1.0 / saved._rstd64.reshape(N, C) ** 2 - eps
+        _update_running(running_mean, running_var, saved._mean64.reshape(N, C).mean(axis=0),
+                        (var * (S / (S - 1))).mean(axis=0), momentum)
+    return y, saved
+
+
+def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None):
+    """Instance normalization, as torch.nn.functional.instance_norm: each (sample, channel)
+    normalised over its spatial positions; with use_input_stats=False, the running buffers."""
+    return _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum,
+                          eps, out, False)[0]
+
+
+def instance_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None,
+                          use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None):
+    """`instance_norm` returning (y, saved); saved.mean/rstd have shape (N, C)."""
+    return _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum,
+                          eps, out, True)
+
+
+def instance_norm_backward(dy, saved):
+    """(dx, dweight, dbias) of an `instance_norm_forward`."""
+    return _backward(dy, saved, ("instance_norm",))
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _backward(dy, saved, ops):
+    if not isinstance(saved, Saved):
+        raise TypeError(f"saved must be the record returned by {ops[0]}_forward, "
+                        f"got {type(saved).__name__}")
+    if saved.op not in ops:
+        raise TypeError(f"saved comes from {saved.op}_forward, not {ops[0]}_forward")
+    dy = V.grad_output(dy, saved._shape, saved._x.dtype)
+    if saved._geometry[0] == "rows":
+        return _rows_backward(dy, saved)
+    return _channels_backward(dy, saved)
