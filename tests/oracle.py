@@ -1,0 +1,108 @@
+"""Float64 NumPy reference for every op, forward and backward, written from the definitions
+(two-pass mean and variance, NumPy reductions) and independent of numbanorm's kernels.
+
+Each function returns a dict with y, mean, rstd (shaped like numbanorm's saved statistics) and,
+when dy is given, dx, dweight, dbias. Gradients use the textbook formulas with
+xhat = (x - mean)*rstd and g = dy*w:  dx = rstd*(g - mean(g) - xhat*mean(g*xhat)); the finite-
+difference tests check those formulas independently.
+"""
+import numpy as np
+
+
+def _normalize(xg, dyg, wg, bg, axes, centered, eps, param_axes, stat_shape, C):
+    """xg: x reshaped so that `axes` are the normalised ones; wg/bg broadcast to xg."""
+    mean = xg.mean(axis=axes, keepdims=True) if centered else np.zeros_like(
+        xg.sum(axis=axes, keepdims=True))
+    var = ((xg - mean) ** 2).mean(axis=axes, keepdims=True)
+    rstd = 1.0 / np.sqrt(var + eps)
+    xhat = (xg - mean) * rstd
+    y = xhat * wg + bg
+    res = dict(y=y, mean=mean.reshape(stat_shape) if centered else None,
+               rstd=rstd.reshape(stat_shape), var=var.reshape(stat_shape))
+    if dyg is not None:
+        g = dyg * wg
+        mg = g.mean(axis=axes, keepdims=True) if centered else 0.0
+        res["dx"] = rstd * (g - mg - xhat * (g * xhat).mean(axis=axes, keepdims=True))
+        res["dweight"] = (dyg * xhat).sum(axis=param_axes).reshape(C)
+        res["dbias"] = dyg.sum(axis=param_axes).reshape(C)
+    return res
+
+
+def _f64(a):
+    return None if a is None else np.asarray(a, dtype=np.float64)
+
+
+def _finish(res, shape, wshape):
+    res["y"] = res["y"].reshape(shape)
+    if "dx" in res:
+        res["dx"] = res["dx"].reshape(shape)
+        res["dweight"] = res["dweight"].reshape(wshape)
+        res["dbias"] = res["dbias"].reshape(wshape)
+    return res
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, dy=None, centered=True):
+    x, dy, w, b = _f64(x), _f64(dy), _f64(weight), _f64(bias)
+    shape = (normalized_shape,) if np.isscalar(normalized_shape) else tuple(normalized_shape)
+    L = int(np.prod(shape))
+    lead = x.shape[:x.ndim - len(shape)]
+    xg = x.reshape(-1, L)
+    wg = np.ones(L) if w is None else w.reshape(L)
+    bg = np.zeros(L) if b is None else b.reshape(L)
+    res = _normalize(xg, None if dy is None else dy.reshape(-1, L), wg[None], bg[None], (1,),
+                     centered, eps, (0,), lead, L)
+    return _finish(res, x.shape, shape)
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=None, dy=None):
+    if eps is None:
+        eps = float(np.finfo(np.asarray(x).dtype).eps)
+    return layer_norm(x, normalized_shape, weight, None, eps, dy, centered=False)
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, dy=None):
+    x, dy, w, b = _f64(x), _f64(dy), _f64(weight), _f64(bias)
+    N, C = x.shape[:2]
+    G = num_groups
+    xg = x.reshape(N, G, C // G, -1)
+    wg = (np.ones(C) if w is None else w).reshape(1, G, C // G, 1)
+    bg = (np.zeros(C) if b is None else b).reshape(1, G, C // G, 1)
+    res = _normalize(xg, None if dy is None else dy.reshape(xg.shape), wg, bg, (2, 3), True,
+                     eps, (0, 3), (N, G), C)
+    return _finish(res, x.shape, (C,))
+
+
+def instance_norm(x, weight=None, bias=None, eps=1e-5, dy=None):
+    return group_norm(x, np.asarray(x).shape[1], weight, bias, eps, dy)
+
+
+def batch_norm_train(x, weight=None, bias=None, eps=1e-5, dy=None):
+    x, dy, w, b = _f64(x), _f64(dy), _f64(weight), _f64(bias)
+    N, C = x.shape[:2]
+    xg = x.reshape(N, C, -1)
+    wg = (np.ones(C) if w is None else w).reshape(1, C, 1)
+    bg = (np.zeros(C) if b is None else b).reshape(1, C, 1)
+    res = _normalize(xg, None if dy is None else dy.reshape(xg.shape), wg, bg, (0, 2), True,
+                     eps, (0, 2), (C,), C)
+    n = xg.shape[0] * xg.shape[2]
+    res["var_unbiased"] = res["var"] * n / (n - 1)
+    return _finish(res, x.shape, (C,))
+
+
+def batch_norm_eval(x, running_mean, running_var, weight=None, bias=None, eps=1e-5, dy=None):
+    """Normalisation by fixed statistics: no reduction in the forward, and dx = dy*w*rstd."""
+    x, dy, w, b = _f64(x), _f64(dy), _f64(weight), _f64(bias)
+    N, C = x.shape[:2]
+    xg = x.reshape(N, C, -1)
+    wg = (np.ones(C) if w is None else w).reshape(1, C, 1)
+    bg = (np.zeros(C) if b is None else b).reshape(1, C, 1)
+    mean = _f64(running_mean).reshape(1, C, 1)
+    rstd = 1.0 / np.sqrt(_f64(running_var).reshape(1, C, 1) + eps)
+    xhat = (xg - mean) * rstd
+    res = dict(y=(xhat * wg + bg).reshape(x.shape), mean=mean.reshape(C), rstd=rstd.reshape(C))
+    if dy is not None:
+        dyg = dy.reshape(xg.shape)
+        res["dx"] = (dyg * wg * rstd).reshape(x.shape)
+        res["dweight"] = (dyg * xhat).sum(axis=(0, 2))
+        res["dbias"] = dyg.sum(axis=(0, 2))
+    return res

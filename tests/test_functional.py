@@ -1,0 +1,335 @@
+"""Every op, forward and backward, against the float64 oracle on awkward shapes and layouts."""
+import numpy as np
+import pytest
+
+import numbanorm as nn
+from conftest import assert_close
+import oracle
+
+DTYPES = [np.float32, np.float64]
+
+
+def _data(rng, shape, dtype, mean=0.0, std=1.0):
+    return (rng.standard_normal(shape) * std + mean).astype(dtype)
+
+
+def _check(res, ref, dtype, keys=("y",)):
+    for k in keys:
+        assert_close(res[k], ref[k], dtype, name=k)
+
+
+def _run(fwd, bwd, x, dy, args, kwargs):
+    y, saved = fwd(x, *args, **kwargs)
+    out = bwd(dy, saved)
+    return y, saved, out
+
+
+LAYER_CASES = [
+    ((1, 8), (8,)), ((7, 13), (13,)), ((3, 5, 31), (31,)), ((2, 3, 4, 5), (4, 5)),
+    ((5, 1), (1,)), ((4, 2000), (2000,)), ((2, 3, 1031), 1031), ((300, 64), (64,)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,nshape", LAYER_CASES)
+@pytest.mark.parametrize("affine", ["both", "weight", "none"])
+def test_layer_norm(rng, dtype, shape, nshape, affine):
+    x = _data(rng, shape, dtype, mean=3.0, std=2.0)
+    dy = _data(rng, shape, dtype)
+    ns = (nshape,) if isinstance(nshape, int) else nshape
+    w = _data(rng, ns, dtype) if affine != "none" else None
+    b = _data(rng, ns, dtype) if affine == "both" else None
+    y, saved = nn.layer_norm_forward(x, nshape, w, b, eps=1e-5)
+    dx, dw, db = nn.layer_norm_backward(dy, saved)
+    ref = oracle.layer_norm(x, nshape, w, b, 1e-5, dy)
+    assert_close(y, ref["y"], dtype, name="y")
+    assert_close(saved.mean, ref["mean"], dtype, 3.0, name="mean")
+    assert_close(saved.rstd, ref["rstd"], dtype, name="rstd")
+    assert saved.mean.shape == shape[:len(shape) - len(ns)]
+    assert_close(dx, ref["dx"], dtype, name="dx")
+    assert_close(nn.layer_norm(x, nshape, w, b), ref["y"], dtype, name="plain y")
+    if w is not None:
+        assert_close(dw, ref["dweight"], dtype, np.sqrt(x.size), name="dweight")
+    else:
+        assert dw is None
+    if b is not None:
+        assert_close(db, ref["dbias"], dtype, np.sqrt(x.size), name="dbias")
+    else:
+        assert db is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,nshape", LAYER_CASES)
+def test_rms_norm(rng, dtype, shape, nshape):
+    x = _data(rng, shape, dtype, mean=1.0)
+    dy = _data(rng, shape, dtype)
+    ns = (nshape,) if isinstance(nshape, int) else nshape
+    w = _data(rng, ns, dtype)
+    y, saved = nn.rms_norm_forward(x, nshape, w)
+    dx, dw = nn.rms_norm_backward(dy, saved)
+    ref = oracle.rms_norm(x, nshape, w, None, dy)
+    assert saved.mean is None
+    assert_close(y, ref["y"], dtype, name="y")
+    assert_close(saved.rstd, ref["rstd"], dtype, name="rstd")
+    assert_close(dx, ref["dx"], dtype, name="dx")
+    assert_close(dw, ref["dweight"], dtype, np.sqrt(x.size), name="dweight")
+    y2 = nn.rms_norm(x, nshape, eps=1e-3)
+    assert_close(y2, oracle.rms_norm(x, nshape, None, 1e-3)["y"], dtype, name="eps")
+
+
+GROUP_CASES = [
+    ((2, 6, 5), 3), ((3, 4), 2), ((1, 7, 3, 5), 7), ((2, 6, 4, 3, 2), 1), ((4, 10, 1), 5),
+    ((2, 64, 9, 9), 32), ((3, 6, 400), 2),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,groups", GROUP_CASES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_group_norm(rng, dtype, shape, groups, affine):
+    x = _data(rng, shape, dtype, mean=-2.0, std=3.0)
+    dy = _data(rng, shape, dtype)
+    C = shape[1]
+    w = _data(rng, C, dtype) if affine else None
+    b = _data(rng, C, dtype) if affine else None
+    y, saved = nn.group_norm_forward(x, groups, w, b, eps=1e-4)
+    dx, dw, db = nn.group_norm_backward(dy, saved)
+    ref = oracle.group_norm(x, groups, w, b, 1e-4, dy)
+    assert saved.mean.shape == (shape[0], groups)
+    assert_close(y, ref["y"], dtype, name="y")
+    assert_close(saved.mean, ref["mean"], dtype, 2.0, name="mean")
+    assert_close(saved.rstd, ref["rstd"], dtype, name="rstd")
+    assert_close(dx, ref["dx"], dtype, name="dx")
+    if affine:
+        assert_close(dw, ref["dweight"], dtype, np.sqrt(x.size), name="dweight")
+        assert_close(db, ref["dbias"], dtype, np.sqrt(x.size), name="dbias")
+    else:
+        assert dw is None and db is None
+
+
+INSTANCE_SHAPES = [(2, 3, 5), (1, 4, 7, 3), (3, 2, 2, 3, 4), (2, 5, 129), (2, 3, 70, 70)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", INSTANCE_SHAPES)
+def test_instance_norm(rng, dtype, shape):
+    x = _data(rng, shape, dtype, mean=5.0)
+    dy = _data(rng, shape, dtype)
+    C = shape[1]
+    w = _data(rng, C, dtype)
+    b = _data(rng, C, dtype)
+    y, saved = nn.instance_norm_forward(x, weight=w, bias=b)
+    dx, dw, db = nn.instance_norm_backward(dy, saved)
+    ref = oracle.instance_norm(x, w, b, 1e-5, dy)
+    assert saved.rstd.shape == shape[:2]
+    assert_close(y, ref["y"], dtype, name="y")
+    assert_close(saved.mean, ref["mean"], dtype, 5.0, name="mean")
+    assert_close(dx, ref["dx"], dtype, name="dx")
+    assert_close(dw, ref["dweight"], dtype, np.sqrt(x.size), name="dweight")
+    assert_close(db, ref["dbias"], dtype, np.sqrt(x.size), name="dbias")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_instance_norm_running_stats(rng, dtype):
+    x = _data(rng, (3, 4, 11), dtype, mean=2.0)
+    rm = np.zeros(4, dtype)
+    rv = np.ones(4, dtype)
+    nn.instance_norm(x, rm, rv, momentum=0.3)
+    xg = x.astype(np.float64)
+    mean_ref = 0.3 * xg.mean(axis=2).mean(axis=0)
+    var_ref = 0.7 + 0.3 * xg.var(axis=2, ddof=1).mean(axis=0)
+    assert_close(rm, mean_ref, dtype, name="running_mean")
+    assert_close(rv, var_ref, dtype, name="running_var")
+    # eval: normalise with the running statistics, backward through fixed statistics
+    dy = _data(rng, x.shape, dtype)
+    w = _data(rng, 4, dtype)
+    y, saved = nn.instance_norm_forward(x, rm, rv, w, None, use_input_stats=False)
+    dx, dw, db = nn.instance_norm_backward(dy, saved)
+    ref = oracle.batch_norm_eval(x, rm, rv, w, None, 1e-5, dy)
+    assert saved.mean.shape == (3, 4)
+    assert_close(y, ref["y"], dtype, name="y")
+    assert_close(dx, ref["dx"], dtype, name="dx")
+    assert_close(dw, ref["dweight"], dtype, np.sqrt(x.size), name="dweight")
+    assert db is None
+
+
+BATCH_SHAPES = [(5, 3), (2, 7), (64, 5), (3, 4, 5), (2, 3, 2, 3), (4, 2, 3, 3, 3), (3, 5, 70),
+                (2, 3, 9, 11), (1000, 17), (130, 3, 2)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BATCH_SHAPES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_training(rng, dtype, shape, affine):
+    x = _data(rng, shape, dtype, mean=4.0, std=0.5)
+    dy = _data(rng, shape, dtype)
+    C = shape[1]
+    w = _data(rng, C, dtype) if affine else None
+    b = _data(rng, C, dtype) if affine else None
+    rm = _data(rng, C, dtype)
+    rv = np.abs(_data(rng, C, dtype)) + 0.5
+    rm0, rv0 = rm.copy(), rv.copy()
+    y, saved = nn.batch_norm_forward(x, rm, rv, w, b, training=True, momentum=0.2, eps=1e-3)
+    dx, dw, db = nn.batch_norm_backward(dy, saved)
+    ref = oracle.batch_norm_train(x, w, b, 1e-3, dy)
+    assert saved.mean.shape == (C,)
+    assert_close(y, ref["y"], dtype, name="y")
+    assert_close(saved.mean, ref["mean"], dtype, 4.0, name="mean")
+    assert_close(saved.rstd, ref["rstd"], dtype, name="rstd")
+    assert_close(dx, ref["dx"], dtype, name="dx")
+    assert_close(rm, 0.8 * rm0.astype(np.float64) + 0.2 * ref["mean"], dtype, 4.0, "running_mean")
+    assert_close(rv, 0.8 * rv0.astype(np.float64) + 0.2 * ref["var_unbiased"], dtype, 1.0,
+                 "running_var")
+    if affine:
+        assert_close(dw, ref["dweight"], dtype, np.sqrt(x.size), name="dweight")
+        assert_close(db, ref["dbias"], dtype, np.sqrt(x.size), name="dbias")
+    else:
+        assert dw is None and db is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(5, 3), (3, 4, 5), (2, 3, 9, 11), (3, 5, 70)])
+def test_batch_norm_eval(rng, dtype, shape):
+    x = _data(rng, shape, dtype, mean=1.0)
+    dy = _data(rng, shape, dtype)
+    C = shape[1]
+    w, b = _data(rng, C, dtype), _data(rng, C, dtype)
+    rm = _data(rng, C, dtype)
+    rv = np.abs(_data(rng, C, dtype)) + 0.5
+    rm0, rv0 = rm.copy(), rv.copy()
+    y, saved = nn.batch_norm_forward(x, rm, rv, w, b, training=False)
+    dx, dw, db = nn.batch_norm_backward(dy, saved)
+    ref = oracle.batch_norm_eval(x, rm, rv, w, b, 1e-5, dy)
+    assert_close(y, ref["y"], dtype, name="y")
+    assert_close(dx, ref["dx"], dtype, name="dx")
+    assert_close(dw, ref["dweight"], dtype, np.sqrt(x.size), name="dweight")
+    assert_close(db, ref["dbias"], dtype, np.sqrt(x.size), name="dbias")
+    np.testing.assert_array_equal(rm, rm0)
+    np.testing.assert_array_equal(rv, rv0)
+
+
+def _layouts(rng, shape, dtype):
+    base = _data(rng, shape, dtype, mean=1.0)
+    fortran = np.asfortranarray(base)
+    big = _data(rng, tuple(2 * s for s in shape), dtype)
+    strided = big[tuple(slice(None, None, 2) for _ in shape)]
+    strided[...] = base
+    readonly = base.copy()
+    readonly.flags.writeable = False
+    return {"fortran": fortran, "strided": strided, "readonly": readonly}
+
+
+OPS = {
+    "layer_norm": (lambda x: nn.layer_norm_forward(x, x.shape[-1]), nn.layer_norm_backward),
+    "rms_norm": (lambda x: nn.rms_norm_forward(x, x.shape[-2:]), nn.rms_norm_backward),
+    "group_norm": (lambda x: nn.group_norm_forward(x, 2), nn.group_norm_backward),
+    "instance_norm": (lambda x: nn.instance_norm_forward(x), nn.instance_norm_backward),
+    "batch_norm": (lambda x: nn.batch_norm_forward(x, training=True), nn.batch_norm_backward),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_layouts_match_contiguous(rng, dtype, op):
+    """Fortran-ordered, strided and read-only inputs give exactly the contiguous result, and
+    are not modified."""
+    fwd, bwd = OPS[op]
+    shape = (3, 4, 5, 6)
+    dy = _data(rng, shape, dtype)
+    for name, x in _layouts(rng, shape, dtype).items():
+        before = x.copy()
+        c = np.ascontiguousarray(x)
+        y_ref, s_ref = fwd(c)
+        g_ref = bwd(dy, s_ref)
+        y, s = fwd(x)
+        g = bwd(np.asfortranarray(dy), s)
+        np.testing.assert_array_equal(y, y_ref, err_msg=name)
+        np.testing.assert_array_equal(g[0], g_ref[0], err_msg=name)
+        np.testing.assert_array_equal(x, before, err_msg=name)
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_out_argument(rng, op):
+    fwd = {"layer_norm": lambda x, **k: nn.layer_norm(x, x.shape[-1], **k),
+           "rms_norm": lambda x, **k: nn.rms_norm(x, x.shape[-1], **k),
+           "group_norm": lambda x, **k: nn.group_norm(x, 2, **k),
+           "instance_norm": lambda x, **k: nn.instance_norm(x, **k),
+           "batch_norm": lambda x, **k: nn.batch_norm(x, training=True, **k)}[op]
+    x = _data(rng, (3, 4, 5), np.float32)
+    ref = fwd(x)
+    out = np.empty_like(x)
+    assert fwd(x, out=out) is out
+    np.testing.assert_array_equal(out, ref)
+    fortran_out = np.empty(x.shape, x.dtype, order="F")
+    assert fwd(x, out=fortran_out) is fortran_out
+    np.testing.assert_array_equal(fortran_out, ref)
+    inplace = x.copy()
+    assert fwd(inplace, out=inplace) is inplace
+    np.testing.assert_array_equal(inplace, ref)
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_zero_size_batch(op):
+    fwd, bwd = OPS[op]
+    x = np.zeros((0, 4, 5, 6), np.float32)
+    y, saved = fwd(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    dx = bwd(np.zeros_like(x), saved)[0]
+    assert dx.shape == x.shape
+
+
+def test_saved_is_immutable_and_typed(rng):
+    x = _data(rng, (4, 6), np.float32)
+    _, saved = nn.layer_norm_forward(x, 6)
+    assert saved.mean.dtype == np.float32 and saved.rstd.dtype == np.float32
+    with pytest.raises(AttributeError):
+        saved.mean = None
+    _, saved64 = nn.layer_norm_forward(x.astype(np.float64), 6)
+    assert saved64.rstd.dtype == np.float64
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "group_norm", "batch_norm", "rms_norm"])
+def test_finite_differences(rng, op):
+    """Analytic gradients of loss = sum(y * dy) against central differences in float64."""
+    shape = (3, 4, 5)
+    x = _data(rng, shape, np.float64, mean=0.5)
+    dy = _data(rng, shape, np.float64)
+    w = _data(rng, {"layer_norm": 5, "rms_norm": 5}.get(op, 4), np.float64)
+    b = _data(rng, w.shape, np.float64)
+    if op == "layer_norm":
+        f = lambda x, w, b: nn.layer_norm_forward(x, 5, w, b)  # noqa: E731
+        bwd = nn.layer_norm_backward
+    elif op == "rms_norm":
+        f = lambda x, w, b: nn.rms_norm_forward(x, 5, w)  # noqa: E731
+        bwd = lambda dy, s: nn.rms_norm_backward(dy, s) + (None,)  # noqa: E731
+    elif op == "group_norm":
+        f = lambda x, w, b: nn.group_norm_forward(x, 2, w, b)  # noqa: E731
+        bwd = nn.group_norm_backward
+    else:
+        f = lambda x, w, b: nn.batch_norm_forward(x, None, None, w, b, True)  # noqa: E731
+        bwd = nn.batch_norm_backward
+    _, saved = f(x, w, b)
+    dx, dw, db = bwd(dy, saved)
+
+    def loss(x_, w_, b_):
+        return float((f(x_, w_, b_)[0] * dy).sum())
+
+    h = 1e-6
+    for idx in [(0, 0, 0), (1, 2, 3), (2, 3, 4), (0, 1, 4)]:
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += h
+        xm[idx] -= h
+        num = (loss(xp, w, b) - loss(xm, w, b)) / (2 * h)
+        assert abs(num - dx[idx]) < 1e-6 * max(1.0, abs(num)), (idx, num, dx[idx])
+    for j in range(w.size):
+        wp, wm = w.copy(), w.copy()
+        wp[j] += h
+        wm[j] -= h
+        num = (loss(x, wp, b) - loss(x, wm, b)) / (2 * h)
+        assert abs(num - dw[j]) < 1e-6 * max(1.0, abs(num)), (j, num, dw[j])
+        if db is not None:
+            bp, bm = b.copy(), b.copy()
+            bp[j] += h
+            bm[j] -= h
+            num = (loss(x, w, bp) - loss(x, w, bm)) / (2 * h)
+            assert abs(num - db[j]) < 1e-6 * max(1.0, abs(num)), (j, num, db[j])
