@@ -135,14 +135,14 @@ def _rows_backward(dy, saved):
 # ---------------------------------------------------------------------------------------------
 # channels geometry: batch_norm (and instance_norm with running statistics)
 
-def _channel_stats(x3):
-    """Per-channel (mean, biased variance) in float64 of a contiguous (N, C, S) array."""
+def _channel_partials(x3, inv):
+    """Per-channel float64 (mean, M2) of x*inv[c] for a contiguous (N, C, S) array."""
     N, C, S = x3.shape
     if S >= SLAB_MIN:
         nchunks = max(1, min(N, MAX_PARTIALS // C))
         pmean = np.empty((nchunks, C))
         pm2 = np.empty((nchunks, C))
-        channels.slab_partials(x3.reshape(N * C, S), N, C, pmean, pm2)
+        channels.slab_partials(x3.reshape(N * C, S), N, C, inv, pmean, pm2)
         counts = _chunk_counts(N, nchunks, S)
     else:
         M = C * S
@@ -150,10 +150,28 @@ def _channel_stats(x3):
         nchunks = max(1, min(MAX_PARTIALS, -(-N // rows_per_block)))
         pmean = np.zeros((nchunks, M))
         pm2 = np.zeros((nchunks, M))
-        channels.column_partials(x3.reshape(N, M), rows_per_block, pmean, pm2)
+        channels.column_partials(x3.reshape(N, M), np.repeat(inv, S), rows_per_block, pmean,
+                                 pm2)
         counts = _chunk_counts(N, nchunks, 1)
-    mean, m2 = channels.merge_partials(pmean, pm2, counts, C)
-    return mean, m2 / (N * S)
+    return channels.merge_partials(pmean, pm2, counts, C)
+
+
+def _channel_stats(x3):
+    """Per-channel (mean, var_scaled, inv) in float64 of a contiguous (N, C, S) array: the
+    biased variance is var_scaled/inv**2 (see cpu._moments.moments). inv is 1 unless a
+    channel's squares overflow float64 on finite data; that channel is reduced again, scaled
+    by an exact power of two."""
+    N, C, S = x3.shape
+    inv = np.ones(C)
+    mean, m2 = _channel_partials(x3, inv)
+    overflow = ~(np.isfinite(m2) & np.isfinite(mean))
+    if overflow.any():
+        biggest = channels.channel_absmax(x3)
+        rescale = overflow & np.isfinite(biggest) & (biggest > 0)
+        if rescale.any():
+            inv[rescale] = np.ldexp(1.0, -np.frexp(biggest[rescale])[1])
+            mean, m2 = _channel_partials(x3, inv)
+    return mean / inv, m2 / (N * S), inv
 
 
 def _channel_affine(x3, mean, a, b, y3):
@@ -283,11 +301,12 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
             mean64 = np.full(C, np.nan)
             rstd64 = np.full(C, np.nan)
         else:
-            mean64, var64 = _channel_stats(np.ascontiguousarray(x).reshape(N, C, S))
-            rstd64 = 1.0 / np.sqrt(var64 + eps)
+            mean64, var_scaled, inv = _channel_stats(np.ascontiguousarray(x).reshape(N, C, S))
+            rstd64 = inv / np.sqrt(var_scaled + eps * inv * inv)
             if running_mean is not None:
-                _update_running(running_mean, running_var, mean64, var64 * (N * S / (N * S - 1)),
-                                momentum)
+                with np.errstate(over="ignore"):  # a variance beyond float range is inf
+                    var_unbiased = var_scaled / (inv * inv) * (N * S / (N * S - 1))
+                _update_running(running_mean, running_var, mean64, var_unbiased, momentum)
     else:
         if running_mean is None:
             raise ValueError("running_mean and running_var are required when training=False "

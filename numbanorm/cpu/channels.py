@@ -24,8 +24,9 @@ from ._moments import block_moments, chan_merge
 
 
 @njit(parallel=True, **JIT)
-def slab_partials(x2, N, C, pmean, pm2):
-    """Per-(chunk, channel) (mean, M2) over the chunk's slabs; pmean, pm2: (K, C)."""
+def slab_partials(x2, N, C, inv, pmean, pm2):
+    """Per-(chunk, channel) (mean, M2) of x*inv[c] over the chunk's slabs; pmean, pm2: (K, C).
+    inv is 1 except for channels whose squares overflow (see `moments`)."""
     K = pmean.shape[0]
     S = x2.shape[1]
     per = (N + K - 1) // K
@@ -36,14 +37,14 @@ def slab_partials(x2, N, C, pmean, pm2):
         mean = 0.0
         m2 = 0.0
         for i in range(k * per, min(N, (k + 1) * per)):
-            mb, m2b = block_moments(x2[i * C + c], 0, S, True, 1.0)
+            mb, m2b = block_moments(x2[i * C + c], 0, S, True, inv[c])
             n, mean, m2 = chan_merge(n, mean, m2, float(S), mb, m2b)
         pmean[k, c] = mean
         pm2[k, c] = m2
 
 
 @njit(**JIT)
-def _column_chunk(x2, k, K, rows_per_block, mean, m2, acc, dsum, qsum):
+def _column_chunk(x2, inv, k, K, rows_per_block, mean, m2, acc, dsum, qsum):
     N, M = x2.shape
     per = (N + K - 1) // K
     stop = min(N, (k + 1) * per)
@@ -55,7 +56,7 @@ def _column_chunk(x2, k, K, rows_per_block, mean, m2, acc, dsum, qsum):
         for i in range(b0, b1):
             xi = x2[i]
             for j in range(M):
-                acc[j] += xi[j]
+                acc[j] += xi[j] * inv[j]
         for j in range(M):
             acc[j] /= nb
         dsum[:] = 0.0
@@ -63,7 +64,7 @@ def _column_chunk(x2, k, K, rows_per_block, mean, m2, acc, dsum, qsum):
         for i in range(b0, b1):
             xi = x2[i]
             for j in range(M):
-                t = xi[j] - acc[j]
+                t = xi[j] * inv[j] - acc[j]
                 dsum[j] += t
                 qsum[j] += t * t
         nn = n + nb
@@ -77,14 +78,14 @@ def _column_chunk(x2, k, K, rows_per_block, mean, m2, acc, dsum, qsum):
 
 
 @njit(parallel=True, **JIT)
-def column_partials(x2, rows_per_block, pmean, pm2):
-    """Per-(chunk, column) (mean, M2) of x2 (N, M); pmean, pm2: (K, M), zeroed."""
+def column_partials(x2, inv, rows_per_block, pmean, pm2):
+    """Per-(chunk, column) (mean, M2) of x2*inv (N, M); pmean, pm2: (K, M), zeroed."""
     K, M = pmean.shape
     for k in prange(K):
         acc = np.empty(M)
         dsum = np.empty(M)
         qsum = np.empty(M)
-        _column_chunk(x2, k, K, rows_per_block, pmean[k], pm2[k], acc, dsum, qsum)
+        _column_chunk(x2, inv, k, K, rows_per_block, pmean[k], pm2[k], acc, dsum, qsum)
 
 
 @njit(**JIT)
@@ -106,6 +107,25 @@ def merge_partials(pmean, pm2, counts, C):
         mean[c] = mu
         m2[c] = q
     return mean, m2
+
+
+@njit(parallel=True, **JIT)
+def channel_absmax(x3):
+    """max |x| per channel of an (N, C, S) array; NaN where the channel holds NaN or inf."""
+    N, C, S = x3.shape
+    out = np.zeros(C)
+    for c in prange(C):
+        m = 0.0
+        for i in range(N):
+            xr = x3[i, c]
+            for s in range(S):
+                a = abs(xr[s])
+                if not np.isfinite(a):
+                    m = np.nan
+                elif a > m:
+                    m = a
+        out[c] = m
+    return out
 
 
 @njit(parallel=True, **JIT)

@@ -1,0 +1,122 @@
+"""Numerical robustness against float64 references: large means, constant groups, huge
+magnitudes, NaN/inf confined to their own group, and thread-count independent results."""
+import numba
+import numpy as np
+import pytest
+
+import numbanorm as nn
+import oracle
+
+DTYPES = [np.float32, np.float64]
+
+# Each op as (forward, backward, oracle, group reshaper) on x of shape (8, 6, 40).
+OPS = {
+    "layer_norm": (lambda x: nn.layer_norm_forward(x, 40), nn.layer_norm_backward,
+                   lambda x, dy: oracle.layer_norm(x, 40, dy=dy, eps=1e-5)),
+    "group_norm": (lambda x: nn.group_norm_forward(x, 3), nn.group_norm_backward,
+                   lambda x, dy: oracle.group_norm(x, 3, dy=dy)),
+    "instance_norm": (lambda x: nn.instance_norm_forward(x), nn.instance_norm_backward,
+                      lambda x, dy: oracle.instance_norm(x, dy=dy)),
+    "batch_norm": (lambda x: nn.batch_norm_forward(x, training=True), nn.batch_norm_backward,
+                   lambda x, dy: oracle.batch_norm_train(x, dy=dy)),
+    "batch_norm_nc": (lambda x: nn.batch_norm_forward(x.reshape(-1, 40), training=True),
+                      nn.batch_norm_backward,
+                      lambda x, dy: oracle.batch_norm_train(x.reshape(-1, 40), dy=dy.reshape(-1, 40))),
+}
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+@pytest.mark.parametrize("mean", [1e4, 1e6, 1e8])
+def test_float32_large_mean(rng, op, mean):
+    """float32 data with std 1 around a large mean: statistics and outputs as accurate as the
+    float32 data allows (the oracle sees the same rounded float32 values, in float64)."""
+    fwd, bwd, ref_fn = OPS[op]
+    x = (rng.standard_normal((8, 6, 40)) + mean).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y, saved = fwd(x)
+    dx = bwd(dy.reshape(y.shape), saved)[0]
+    ref = ref_fn(x, dy)
+    np.testing.assert_allclose(saved.rstd, ref["rstd"].reshape(saved.rstd.shape), rtol=2e-6)
+    # The variance itself, wherever float32 can represent the data's spread (at mean 1e8 the
+    # float32 spacing is 8, and every value rounds to the same number: variance 0).
+    var = 1.0 / saved._rstd64 ** 2 - 1e-5
+    ref_var = ref["var"].reshape(var.shape)
+    spread = ref_var > 1e-2
+    np.testing.assert_allclose(var[spread], ref_var[spread], rtol=1e-5)
+    np.testing.assert_allclose(y, ref["y"].reshape(y.shape), rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(dx, ref["dx"].reshape(dx.shape), rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_constant_groups(rng, dtype, op):
+    """Variance 0: the output is exactly the bias (here 0), gradients finite."""
+    fwd, bwd, _ = OPS[op]
+    x = np.full((8, 6, 40), 3.25, dtype)
+    y, saved = fwd(x)
+    assert np.all(y == 0)
+    dx = bwd(np.ones_like(y), saved)[0]
+    assert np.all(np.isfinite(dx))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_huge_magnitudes(rng, dtype, op):
+    """Values near the top of the dtype's range normalise to finite, correct values."""
+    fwd, bwd, ref_fn = OPS[op]
+    scale = 1e30 if dtype == np.float32 else 1e300
+    x = (rng.standard_normal((8, 6, 40)) * scale).astype(dtype)
+    y, _ = fwd(x)
+    assert np.all(np.isfinite(y))
+    ref = ref_fn(x.astype(np.float64) / scale, np.zeros_like(x, dtype=np.float64))
+    np.testing.assert_allclose(y, ref["y"].reshape(y.shape), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the oracle's own inf - inf
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("op", ["layer_norm", "group_norm", "instance_norm"])
+def test_nan_stays_in_its_group(rng, op, bad):
+    fwd, _, ref_fn = OPS[op]
+    x = rng.standard_normal((8, 6, 40)).astype(np.float32)
+    x[2, 4, 7] = bad
+    y, _ = fwd(x)
+    ref = ref_fn(x, None)["y"].reshape(y.shape)  # NaN in exactly the affected group
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    assert np.isnan(y).any()
+    ok = ~np.isnan(ref)
+    np.testing.assert_allclose(y[ok], ref[ok], rtol=1e-5, atol=2e-6)
+
+
+def test_nan_stays_in_its_channel(rng):
+    x = rng.standard_normal((8, 6, 40)).astype(np.float32)
+    x[2, 4, 7] = np.nan
+    y = nn.batch_norm(x, training=True)
+    assert np.isnan(y[:, 4]).all()
+    assert not np.isnan(np.delete(y, 4, axis=1)).any()
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_bitwise_identical_for_any_thread_count(rng, op):
+    fwd, bwd, _ = OPS[op]
+    x = (rng.standard_normal((64, 6, 40)) + 5).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            y, saved = fwd(x)
+            results.append((y,) + tuple(bwd(dy.reshape(y.shape), saved)))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(*results):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+
+
+def test_eps_zero_and_variance_below_eps(rng):
+    x = (rng.standard_normal((4, 50)) * 1e-4).astype(np.float64)
+    for eps in (0.0, 1e-5):
+        y = nn.layer_norm(x, 50, eps=eps)
+        np.testing.assert_allclose(y, oracle.layer_norm(x, 50, eps=eps)["y"], rtol=1e-10,
+                                   atol=1e-12)
