@@ -26,6 +26,7 @@ from ._moments import moments, rstd_of
 
 @njit(**JIT)
 def _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
+    # Inner loops run 0-based over slices so that they vectorise (see _moments.block_moments).
     L = x.shape[1]
     xr = x[r]
     yr = y[r]
@@ -35,16 +36,20 @@ def _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
     rstd_out[r] = rstd
     if S == 1:
         c0 = (r % G) * L
+        w = weight[c0:c0 + L]
+        b = bias[c0:c0 + L]
         for j in range(L):
-            yr[j] = (xr[j] - mean) * (rstd * weight[c0 + j]) + bias[c0 + j]
+            yr[j] = (xr[j] - mean) * (rstd * w[j]) + b[j]
     else:
         Cg = L // S
         c0 = (r % G) * Cg
         for j in range(Cg):
             a = rstd * weight[c0 + j]
             b = float(bias[c0 + j])
-            for i in range(j * S, (j + 1) * S):
-                yr[i] = (xr[i] - mean) * a + b
+            xs = xr[j * S:(j + 1) * S]
+            ys = yr[j * S:(j + 1) * S]
+            for i in range(S):
+                ys[i] = (xs[i] - mean) * a + b
 
 
 @njit(parallel=True, **JIT)
@@ -67,8 +72,6 @@ def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, n
     R, L = x.shape
     per = (R + nchunks - 1) // nchunks
     Cg = L // S
-    dwk = dw_part[k]
-    dbk = db_part[k]
     for r in range(k * per, min(R, (k + 1) * per)):
         m = mean[r] if centered else 0.0
         rs = rstd[r]
@@ -79,47 +82,56 @@ def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, n
         sum_g = 0.0
         sum_gx = 0.0
         if S == 1:
+            w = weight[c0:c0 + L]
             if want_params:
+                dwk = dw_part[k, c0:c0 + L]
+                dbk = db_part[k, c0:c0 + L]
                 for j in range(L):
                     xh = (xr[j] - m) * rs
                     d = float(dyr[j])
-                    g = d * weight[c0 + j]
+                    g = d * w[j]
                     sum_g += g
                     sum_gx += g * xh
-                    dwk[c0 + j] += d * xh
-                    dbk[c0 + j] += d
+                    dwk[j] += d * xh
+                    dbk[j] += d
             else:
                 for j in range(L):
                     xh = (xr[j] - m) * rs
-                    g = dyr[j] * weight[c0 + j]
+                    g = dyr[j] * w[j]
                     sum_g += g
                     sum_gx += g * xh
         else:
             for j in range(Cg):
+                xs = xr[j * S:(j + 1) * S]
+                ds = dyr[j * S:(j + 1) * S]
                 s_dy = 0.0
                 s_dyx = 0.0
-                for i in range(j * S, (j + 1) * S):
-                    d = float(dyr[i])
+                for i in range(S):
+                    d = float(ds[i])
                     s_dy += d
-                    s_dyx += d * ((xr[i] - m) * rs)
-                w = float(weight[c0 + j])
-                sum_g += w * s_dy
-                sum_gx += w * s_dyx
+                    s_dyx += d * ((xs[i] - m) * rs)
+                wj = float(weight[c0 + j])
+                sum_g += wj * s_dy
+                sum_gx += wj * s_dyx
                 if want_params:
-                    dwk[c0 + j] += s_dyx
-                    dbk[c0 + j] += s_dy
+                    dw_part[k, c0 + j] += s_dyx
+                    db_part[k, c0 + j] += s_dy
         mean_g = sum_g / L if centered else 0.0
         mean_gx = sum_gx / L
         if S == 1:
+            w = weight[c0:c0 + L]
             for j in range(L):
                 xh = (xr[j] - m) * rs
-                dxr[j] = rs * (dyr[j] * weight[c0 + j] - mean_g - xh * mean_gx)
+                dxr[j] = rs * (dyr[j] * w[j] - mean_g - xh * mean_gx)
         else:
             for j in range(Cg):
-                w = float(weight[c0 + j])
-                for i in range(j * S, (j + 1) * S):
-                    xh = (xr[i] - m) * rs
-                    dxr[i] = rs * (dyr[i] * w - mean_g - xh * mean_gx)
+                wj = float(weight[c0 + j])
+                xs = xr[j * S:(j + 1) * S]
+                ds = dyr[j * S:(j + 1) * S]
+                dxs = dxr[j * S:(j + 1) * S]
+                for i in range(S):
+                    xh = (xs[i] - m) * rs
+                    dxs[i] = rs * (ds[i] * wj - mean_g - xh * mean_gx)
 
 
 @njit(parallel=True, **JIT)

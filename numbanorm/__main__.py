@@ -1,0 +1,73 @@
+"""Command line: `numbanorm bench ...` and `numbanorm info` (also `python -m numbanorm`)."""
+import argparse
+import sys
+
+
+def _shape(text):
+    try:
+        shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape must look like 32,64,56,56, got {text!r}")
+    if len(shape) < 2 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"shape needs at least 2 positive sizes, got {text!r}")
+    return shape
+
+
+def info():
+    import numba
+    import numpy
+
+    import numbanorm
+    lines = [f"numbanorm {numbanorm.__version__}", f"numpy {numpy.__version__}",
+             f"numba {numba.__version__}", f"threads {numba.get_num_threads()} "
+             f"(of {numba.config.NUMBA_NUM_THREADS})",
+             f"threading layer requested: {numba.config.THREADING_LAYER}",
+             "devices: cpu (the CUDA backend is not part of this version)"]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="numbanorm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("bench", help="time every op against NumPy and PyTorch")
+    from .bench import OPS, STANDARD, TINY
+    b.add_argument("--op", action="append", choices=OPS, help="only this op (repeatable)")
+    b.add_argument("--shape", type=_shape, action="append",
+                   help="run this shape instead of the standard ones, e.g. 32,64,56,56")
+    b.add_argument("--dtype", action="append", choices=["float32", "float64"],
+                   help="only this dtype (with --shape: the dtypes to run, default float32)")
+    b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    b.add_argument("--threads", type=int, help="Numba and PyTorch threads (default: all)")
+    b.add_argument("--repeats", type=int, default=5, help="timed runs per case (median taken)")
+    b.add_argument("--min-run", type=float, default=0.05,
+                   help="seconds each timed run lasts at least (calls are looped)")
+    b.add_argument("--tiny", action="store_true", help="the tiny, overhead-bound cases")
+    b.add_argument("--no-torch", action="store_true")
+    b.add_argument("--no-numpy", action="store_true")
+    b.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("info", help="what numbanorm detected: versions, threads, devices")
+    args = parser.parse_args(argv)
+    if args.command == "info":
+        print(info())
+        return 0
+    if args.device == "cuda":
+        parser.error("--device cuda: the CUDA backend is not part of this version")
+    if args.repeats < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--repeats and --threads must be positive")
+    if args.shape:
+        ops = args.op or list(OPS)
+        cases = [(op, s, d) for op in ops for s in args.shape for d in (args.dtype or ["float32"])]
+        bad = [(op, s) for op, s, _ in cases if op in ("instance_norm",) and len(s) < 3]
+        if bad:
+            parser.error(f"instance_norm needs (N, C, *spatial) shapes, got {bad[0][1]}")
+    else:
+        cases = [c for c in (TINY if args.tiny else STANDARD)
+                 if (not args.op or c[0] in args.op) and (not args.dtype or c[2] in args.dtype)]
+    from .bench import run
+    print(run(cases, repeats=args.repeats, min_run=args.min_run, threads=args.threads,
+              with_torch=not args.no_torch, with_numpy=not args.no_numpy, as_json=args.json))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""`numbanorm bench`: each op forward and backward on the standard shapes, timed against a
+hand-vectorised NumPy version and PyTorch (when installed) in the same run.
+
+Per case: the median time of `repeats` timed runs (each run loops enough calls to last
+~`min_run` seconds), effective GB/s (forward: read x + write y; backward: read x and dy + write
+dx), the percentage of this machine's memory bandwidth (a parallel triad measured at start-up,
+read + write counted), the speed-up over NumPy and PyTorch (their time / ours), and the
+largest error against a float64 computation, relative to the largest reference value.
+Every implementation allocates its outputs on every call.
+"""
+import json
+import math
+import sys
+import time
+
+import numpy as np
+from numba import njit, prange
+
+from . import functional as F
+
+# (op, shape, dtype) of the standard cases
+STANDARD = [
+    ("batch_norm", (32, 64, 56, 56), "float32"), ("batch_norm", (128, 256, 14, 14), "float32"),
+    ("batch_norm", (8, 32, 32, 32), "float32"), ("batch_norm", (4096, 1024), "float32"),
+    ("layer_norm", (4096, 768), "float32"), ("layer_norm", (8, 512, 4096), "float32"),
+    ("layer_norm", (64, 1024), "float32"), ("layer_norm", (16384, 128), "float32"),
+    ("group_norm", (32, 64, 56, 56), "float32"), ("group_norm", (8, 256, 32, 32), "float32"),
+    ("instance_norm", (16, 64, 128, 128), "float32"), ("instance_norm", (8, 32, 32, 32), "float32"),
+    ("rms_norm", (8, 512, 4096), "float32"),
+    ("layer_norm", (4096, 768), "float64"), ("batch_norm", (32, 64, 56, 56), "float64"),
+]
+# The tiny cases where per-call overhead decides.
+TINY = [("layer_norm", (1, 8), "float32"), ("layer_norm", (64, 1024), "float32"),
+        ("batch_norm", (8, 32, 32, 32), "float32")]
+OPS = ("batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm")
+EPS = 1e-5
+
+
+def num_groups(C):
+    return math.gcd(C, 32)
+
+
+# ---------------------------------------------------------------------------------------------
+# the three implementations of one case, each as (forward(), backward(state)) closures
+
+def _param_shape(op, shape):
+    return (shape[-1],) if op in ("layer_norm", "rms_norm") else (shape[1],)
+
+
+def _numpy_axes(op, shape):
+    """x reshaped so that normalised axes are explicit, and those axes."""
+    N, C = shape[0], shape[1] if len(shape) > 1 else 1
+    if op in ("layer_norm", "rms_norm"):
+        return (-1, shape[-1]), (1,), (1, shape[-1])
+    if op == "batch_norm":
+        return (N, C, -1), (0, 2), (1, C, 1)
+    G = num_groups(C) if op == "group_norm" else C
+    return (N, G, C // G, -1), (2, 3), (1, G, C // G, 1)
+
+
+def numpy_impl(op, x, w, b, dy):
+    """Hand-vectorised NumPy, in x's dtype: two-pass mean and variance, centred backward."""
+    view, axes, pshape = _numpy_axes(op, x.shape)
+    centered = op != "rms_norm"
+    wg = w.reshape(pshape)
+    bg = None if b is None else b.reshape(pshape)
+
+    def forward():
+        xg = x.reshape(view)
+        xc = xg - xg.mean(axis=axes, keepdims=True) if centered else xg
+        rstd = 1.0 / np.sqrt((xc * xc).mean(axis=axes, keepdims=True) + EPS)
+        xhat = xc * rstd
+        y = xhat * wg if bg is None else xhat * wg + bg
+        return y.reshape(x.shape), (xhat, rstd)
+
+    def backward(state):
+        xhat, rstd = state
+        dyg = dy.reshape(xhat.shape)
+        g = dyg * wg
+        mgx = (g * xhat).mean(axis=axes, keepdims=True)
+        dx = rstd * (g - g.mean(axis=axes, keepdims=True) - xhat * mgx) if centered \
+            else rstd * (g - xhat * mgx)
+        param_axes = tuple(a for a in range(xhat.ndim) if pshape[a] == 1)
+        return dx.reshape(x.shape), (dyg * xhat).sum(axis=param_axes), dyg.sum(axis=param_axes)
+
+    return forward, backward
+
+
+def numbanorm_impl(op, x, w, b, dy):
+    fwd, bwd = {
+        "batch_norm": (lambda: F.batch_norm_forward(x, None, None, w, b, True, 0.1, EPS),
+                       F.batch_norm_backward),
+        "layer_norm": (lambda: F.layer_norm_forward(x, x.shape[-1], w, b, EPS),
+                       F.layer_norm_backward),
+        "rms_norm": (lambda: F.rms_norm_forward(x, x.shape[-1], w, EPS), F.rms_norm_backward),
+        "group_norm": (lambda: F.group_norm_forward(x, num_groups(x.shape[1]), w, b, EPS),
+                       F.group_norm_backward),
+        "instance_norm": (lambda: F.instance_norm_forward(x, None, None, w, b, True, 0.1, EPS),
+                          F.instance_norm_backward),
+    }[op]
+    return fwd, lambda saved: bwd(dy, saved)
+
+
+def torch_impl(op, x, w, b, dy):
+    import torch
+    import torch.nn.functional as TF
+    xt = torch.from_numpy(x).requires_grad_()
+    wt = torch.from_numpy(w).requires_grad_()
+    bt = None if b is None else torch.from_numpy(b).requires_grad_()
+    dyt = torch.from_numpy(dy)
+    call = {
+        "batch_norm": lambda: TF.batch_norm(xt, None, None, wt, bt, True, 0.1, EPS),
+        "layer_norm": lambda: TF.layer_norm(xt, (x.shape[-1],), wt, bt, EPS),
+        "rms_norm": lambda: TF.rms_norm(xt, (x.shape[-1],), wt, EPS),
+        "group_norm": lambda: TF.group_norm(xt, num_groups(x.shape[1]), wt, bt, EPS),
+        "instance_norm": lambda: TF.instance_norm(xt, None, None, wt, bt, True, 0.1, EPS),
+    }[op]
+    inputs = [t for t in (xt, wt, bt) if t is not None]
+
+    def forward():
+        with torch.no_grad():
+            return call()
+
+    def backward(y):
+        return torch.autograd.grad(y, inputs, dyt, retain_graph=True)
+
+    return forward, backward, call
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+
+def _time(fn, repeats, min_run):
+    fn()  # warm-up (and JIT compile or cache load)
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-7)
+    number = max(1, int(min_run / once))
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        samples.append((time.perf_counter() - t0) / number)
+    return float(np.median(samples)), float(min(samples)), float(max(samples))
+
+
+@njit(parallel=True, cache=True)
+def _triad(a, b, c, s):
+    for i in prange(a.size):
+        a[i] = b[i] + s * c[i]
+
+
+def triad_bandwidth(n=1 << 25, repeats=7):
+    """Memory bandwidth in GB/s from a parallel triad over three 256 MiB float64 arrays
+    (two reads and one write counted)."""
+    b = np.ones(n)
+    c = np.ones(n)
+    a = np.empty(n)
+    _triad(a, b, c, 3.0)
+    best = min(_timed(lambda: _triad(a, b, c, 3.0)) for _ in range(repeats))
+    return 3 * a.nbytes / best / 1e9
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _max_rel_err(ours, ref):
+    ref = np.asarray(ref, dtype=np.float64)
+    scale = float(np.max(np.abs(ref))) if ref.size else 1.0
+    return float(np.max(np.abs(ours.astype(np.float64) - ref))) / (scale or 1.0)
+
+
+def run_case(op, shape, dtype, repeats, min_run, with_torch, with_numpy, bandwidth):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape) + 0.5).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    pshape = _param_shape(op, shape)
+    w = (1 + 0.1 * rng.standard_normal(pshape)).astype(dtype)
+    b = None if op == "rms_norm" else (0.1 * rng.standard_normal(pshape)).astype(dtype)
+    rows = []
+    nb_fwd, nb_bwd = numbanorm_impl(op, x, w, b, dy)
+    y, saved = nb_fwd()
+    dx = nb_bwd(saved)[0]
+    ref_fwd, ref_bwd = numpy_impl(op, x.astype(np.float64), w.astype(np.float64),
+                                  None if b is None else b.astype(np.float64),
+                                  dy.astype(np.float64))
+    ref_y, ref_state = ref_fwd()
+    ref_dx = ref_bwd(ref_state)[0]
+    errors = {"forward": _max_rel_err(y, ref_y), "backward": _max_rel_err(dx, ref_dx)}
+    timings = {"forward": _time(nb_fwd, repeats, min_run),
+               "backward": _time(lambda: nb_bwd(saved), repeats, min_run)}
+    others = {}
+    if with_numpy:
+        np_fwd, np_bwd = numpy_impl(op, x, w, b, dy)
+        state = np_fwd()[1]
+        others["numpy"] = {"forward": _time(np_fwd, repeats, min_run)[0],
+                           "backward": _time(lambda: np_bwd(state), repeats, min_run)[0]}
+    if with_torch:
+        t_fwd, t_bwd, t_call = torch_impl(op, x, w, b, dy)
+        y_graph = t_call()
+        others["torch"] = {"forward": _time(t_fwd, repeats, min_run)[0],
+                           "backward": _time(lambda: t_bwd(y_graph), repeats, min_run)[0]}
+    for direction, streams in (("forward", 2), ("backward", 3)):
+        med, lo, hi = timings[direction]
+        gbs = streams * x.nbytes / med / 1e9
+        row = {"op": op, "shape": list(shape), "dtype": dtype, "pass": direction,
+               "median_s": med, "min_s": lo, "max_s": hi, "gb_per_s": gbs,
+               "pct_bandwidth": 100 * gbs / bandwidth if bandwidth else None,
+               "max_rel_err": errors[direction]}
+        for name, t in others.items():
+            row[f"vs_{name}"] = t[direction] / med
+            row[f"{name}_s"] = t[direction]
+        rows.append(row)
+    return rows
+
+
+def _fmt_table(rows, bandwidth, threads):
+    head = (f"{'op':<14}{'shape':<20}{'dtype':<8}{'pass':<9}{'median':>10}{'range':>17}"
+            f"{'GB/s':>8}{'%bw':>6}{'vs numpy':>10}{'vs torch':>10}{'max err':>10}")
+    lines = [f"numbanorm bench: {threads} thread(s), triad bandwidth {bandwidth:.1f} GB/s; "
+             "'vs X' = X's time / numbanorm's time (higher is better)", head, "-" * len(head)]
+    for r in rows:
+        rng_ = f"{r['min_s'] * 1e3:.3g}-{r['max_s'] * 1e3:.3g} ms"
+        vs_np = f"{r['vs_numpy']:.2f}x" if "vs_numpy" in r else "-"
+        vs_t = f"{r['vs_torch']:.2f}x" if "vs_torch" in r else "-"
+        pct = f"{r['pct_bandwidth']:.0f}" if r["pct_bandwidth"] is not None else "-"
+        lines.append(
+            f"{r['op']:<14}{'x'.join(map(str, r['shape'])):<20}{r['dtype']:<8}{r['pass']:<9}"
+            f"{r['median_s'] * 1e3:>8.3f}ms{rng_:>17}{r['gb_per_s']:>8.1f}{pct:>6}"
+            f"{vs_np:>10}{vs_t:>10}{r['max_rel_err']:>10.1e}")
+    ratios = [r["vs_torch"] for r in rows if "vs_torch" in r]
+    if ratios:
+        geo = math.exp(sum(math.log(v) for v in ratios) / len(ratios))
+        lines.append(f"geometric mean vs torch: {geo:.2f}x over {len(ratios)} cases; "
+                     f"slowest {min(ratios):.2f}x")
+    return "\n".join(lines)
+
+
+def run(cases, repeats=5, min_run=0.05, threads=None, with_torch=True, with_numpy=True,
+        as_json=False, progress=sys.stderr, measure_bandwidth=True):
+    import numba
+    if threads is not None:
+        numba.set_num_threads(threads)
+    threads = numba.get_num_threads()
+    torch_ok = False
+    if with_torch:
+        try:
+            import torch
+            torch.set_num_threads(threads)
+            torch_ok = True
+        except ImportError:
+            print("PyTorch is not installed: the 'vs torch' column is left out", file=progress)
+    bandwidth = triad_bandwidth() if measure_bandwidth else None
+    rows = []
+    for i, (op, shape, dtype) in enumerate(cases, 1):
+        print(f"[{i}/{len(cases)}] {op} {'x'.join(map(str, shape))} {dtype}", file=progress,
+              flush=True)
+        rows += run_case(op, shape, dtype, repeats, min_run, torch_ok, with_numpy, bandwidth)
+    if as_json:
+        return json.dumps({"threads": threads, "triad_gb_per_s": bandwidth, "rows": rows},
+                          indent=1)
+    return _fmt_table(rows, bandwidth or float("nan"), threads)
