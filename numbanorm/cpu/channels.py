@@ -23,24 +23,31 @@ from .._config import JIT
 from ._moments import block_moments, chan_merge
 
 
+@njit(**JIT)
+def _slab_chunk_moments(x2, N, C, c, start, stop, inv):
+    S = x2.shape[1]
+    n = 0.0
+    mean = 0.0
+    m2 = 0.0
+    for i in range(start, stop):
+        mb, m2b = block_moments(x2[i * C + c], 0, S, True, inv)
+        n, mean, m2 = chan_merge(n, mean, m2, float(S), mb, m2b)
+    return mean, m2
+
+
 @njit(parallel=True, **JIT)
 def slab_partials(x2, N, C, inv, pmean, pm2):
     """Per-(chunk, channel) (mean, M2) of x*inv[c] over the chunk's slabs; pmean, pm2: (K, C).
     inv is 1 except for channels whose squares overflow (see `moments`)."""
+    # The item's work lives in its own function: inlined into the parallel loop with its
+    # bounds computed there, the same loop measured 4x slower.
     K = pmean.shape[0]
-    S = x2.shape[1]
     per = (N + K - 1) // K
     for item in prange(K * C):
         k = item // C
         c = item % C
-        n = 0.0
-        mean = 0.0
-        m2 = 0.0
-        for i in range(k * per, min(N, (k + 1) * per)):
-            mb, m2b = block_moments(x2[i * C + c], 0, S, True, inv[c])
-            n, mean, m2 = chan_merge(n, mean, m2, float(S), mb, m2b)
-        pmean[k, c] = mean
-        pm2[k, c] = m2
+        pmean[k, c], pm2[k, c] = _slab_chunk_moments(x2, N, C, c, k * per,
+                                                     min(N, (k + 1) * per), inv[c])
 
 
 @njit(**JIT)
@@ -90,20 +97,36 @@ def column_partials(x2, inv, rows_per_block, pmean, pm2):
 
 @njit(**JIT)
 def merge_partials(pmean, pm2, counts, C):
-    """Merge the (K, C*P) partial triples into per-channel (mean, M2): for channel c, the K*P
-    entries [k, c*P + p] in (k, p) order; counts[k] is the element count of each entry of
-    chunk k."""
+    """Merge the (K, C*P) partial triples into per-channel (mean, M2): first the K chunks of
+    each column in order (vectorised across columns; counts[k] is the element count of every
+    entry of chunk k), then the P adjacent columns of each channel in order."""
     K, M = pmean.shape
     P = M // C
+    n = counts[0]
+    col_mean = pmean[0].copy()
+    col_m2 = pm2[0].copy()
+    for k in range(1, K):
+        nb = counts[k]
+        if nb == 0:
+            continue
+        nn = n + nb
+        f_mean = nb / nn
+        f_m2 = n * nb / nn
+        mk = pmean[k]
+        qk = pm2[k]
+        for j in range(M):
+            delta = mk[j] - col_mean[j]
+            col_mean[j] += delta * f_mean
+            col_m2[j] += qk[j] + delta * delta * f_m2
+        n = nn
     mean = np.empty(C)
     m2 = np.empty(C)
     for c in range(C):
-        n = 0.0
+        cn = 0.0
         mu = 0.0
         q = 0.0
-        for k in range(K):
-            for p in range(c * P, (c + 1) * P):
-                n, mu, q = chan_merge(n, mu, q, counts[k], pmean[k, p], pm2[k, p])
+        for p in range(P):
+            cn, mu, q = chan_merge(cn, mu, q, n, col_mean[c * P + p], col_m2[c * P + p])
         mean[c] = mu
         m2[c] = q
     return mean, m2
