@@ -1,0 +1,45 @@
+"""asv benchmarks: every op, forward and backward, float32 and float64, at the standard shapes
+of `numbanorm bench` (one list of cases, in numbanorm.bench), on each backend.
+
+    cd asv_bench && asv run --python=same            # the current environment
+    cd asv_bench && asv continuous HEAD~1 HEAD       # two commits, virtualenv builds
+"""
+import numpy as np
+
+from numbanorm import bench
+
+# The standard cases, plus a float64 twin of each op's first shape.
+_CASES = list(bench.STANDARD)
+for _op in bench.OPS:
+    _op, _shape, _ = next(c for c in bench.STANDARD if c[0] == _op)
+    if (_op, _shape, "float64") not in _CASES:
+        _CASES.append((_op, _shape, "float64"))
+CASES = {f"{op}-{'x'.join(map(str, shape))}-{dtype}": (op, shape, dtype)
+         for op, shape, dtype in _CASES}
+
+
+class Normalization:
+    params = [sorted(CASES), ["forward", "backward"], ["cpu", "cuda"]]
+    param_names = ["case", "pass", "backend"]
+    timeout = 300
+
+    def setup(self, case, direction, backend):
+        if backend == "cuda":
+            raise NotImplementedError("the CUDA backend is not part of this version")
+        op, shape, dtype = CASES[case]
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(shape).astype(dtype)
+        dy = rng.standard_normal(shape).astype(dtype)
+        pshape = (shape[-1],) if op in ("layer_norm", "rms_norm") else (shape[1],)
+        w = np.ones(pshape, dtype)
+        b = None if op == "rms_norm" else np.zeros(pshape, dtype)
+        forward, backward = bench.numbanorm_impl(op, x, w, b, dy)
+        _, saved = forward()  # JIT compile or cache load, outside the timing
+        backward(saved)
+        self.call = forward if direction == "forward" else (lambda: backward(saved))
+
+    def time_op(self, case, direction, backend):
+        self.call()
+
+    def peakmem_op(self, case, direction, backend):
+        self.call()

@@ -1,0 +1,34 @@
+"""The `numbanorm` command: bench on a small custom shape (JSON output parsed), and info."""
+import json
+
+import pytest
+
+from numbanorm.__main__ import main
+
+
+def test_bench_json(capsys):
+    main(["bench", "--op", "layer_norm", "--op", "batch_norm", "--shape", "16,24",
+          "--repeats", "1", "--min-run", "0.001", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    rows = report["rows"]
+    assert [(r["op"], r["pass"]) for r in rows] == [
+        ("layer_norm", "forward"), ("layer_norm", "backward"),
+        ("batch_norm", "forward"), ("batch_norm", "backward")]
+    for r in rows:
+        assert r["median_s"] > 0 and r["gb_per_s"] > 0
+        assert r["max_rel_err"] < 1e-5  # accuracy column against float64
+        assert r["vs_numpy"] > 0
+    assert report["triad_gb_per_s"] > 0
+
+
+def test_bench_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--shape", "0,3"])
+    with pytest.raises(SystemExit):
+        main(["bench", "--device", "cuda"])
+
+
+def test_info(capsys):
+    main(["info"])
+    out = capsys.readouterr().out
+    assert "numba" in out and "threads" in out
