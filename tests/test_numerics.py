@@ -120,3 +120,26 @@ def test_eps_zero_and_variance_below_eps(rng):
         y = nn.layer_norm(x, 50, eps=eps)
         np.testing.assert_allclose(y, oracle.layer_norm(x, 50, eps=eps)["y"], rtol=1e-10,
                                    atol=1e-12)
+
+
+def test_concurrent_calls_match_serial(rng):
+    """A thread pool normalising different arrays, and one eval-mode layer shared read-only,
+    give exactly the serial results."""
+    from concurrent.futures import ThreadPoolExecutor
+    xs = [(rng.standard_normal((64, 32, 50)) + i).astype(np.float32) for i in range(8)]
+    dy = rng.standard_normal((64, 32, 50)).astype(np.float32)
+    layer = nn.BatchNorm1d(32)
+    layer.running_mean[:] = rng.standard_normal(32)
+    layer.eval()
+
+    def work(x):
+        y, saved = nn.group_norm_forward(x, 8)
+        return (y, nn.group_norm_backward(dy, saved)[0], nn.batch_norm(x, training=True),
+                layer(x))
+
+    serial = [work(x) for x in xs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(work, xs * 3))
+    for i, got in enumerate(concurrent):
+        for a, b in zip(serial[i % len(xs)], got):
+            np.testing.assert_array_equal(a, b)
