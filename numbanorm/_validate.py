@@ -61,6 +61,8 @@ def ndim_at_least(x, name, k, what):
 
 
 def eps(value, name="eps"):
+    if type(value) is float and value >= 0.0 and value != math.inf:  # the common case, fast
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
@@ -90,6 +92,8 @@ def positive_int(value, name):
 
 
 def normalized_shape(shape, name="normalized_shape"):
+    if type(shape) is int and shape >= 0:  # the common case, fast
+        return (shape,)
     if isinstance(shape, numbers.Integral) and not isinstance(shape, (bool, np.bool_)):
         shape = (shape,)
     try:

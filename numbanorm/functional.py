@@ -76,8 +76,21 @@ def _deliver(y, out):
     return out
 
 
+_UNIT_PARAMS = {}
+
+
 def _param(p, size, dtype, fill):
-    return p.reshape(size) if p is not None else np.full(size, fill, dtype)
+    """p flattened, or a constant array standing in for a missing weight (1) or bias (0).
+    The constants are cached (the kernels only read them)."""
+    if p is not None:
+        return p.reshape(size)
+    key = (size, np.dtype(dtype), fill)
+    unit = _UNIT_PARAMS.get(key)
+    if unit is None:
+        if len(_UNIT_PARAMS) > 64:
+            _UNIT_PARAMS.clear()
+        unit = _UNIT_PARAMS[key] = np.full(size, fill, dtype)
+    return unit
 
 
 def _chunk_counts(n_rows, nchunks, scale):
@@ -116,7 +129,7 @@ def _public(stat64, dtype, shape):
 # ---------------------------------------------------------------------------------------------
 # rows geometry: layer_norm, rms_norm, group_norm, instance_norm (input statistics)
 
-def _rows_forward(op, x, geometry, weight, bias, eps, out, group_shape):
+def _rows_forward(op, x, geometry, weight, bias, eps, out, group_shape, keep=True):
     _, R, L, G, S, C, centered = geometry
     x2 = np.ascontiguousarray(x).reshape(R, L)
     y = _target(out, x)
@@ -126,6 +139,8 @@ def _rows_forward(op, x, geometry, weight, bias, eps, out, group_shape):
         kernel = rows.forward_serial if x.size <= SERIAL_MAX_ELEMENTS else rows.forward
         kernel(x2, G, S, _param(weight, C, x.dtype, 1), _param(bias, C, x.dtype, 0), eps,
                centered, y.reshape(R, L), mean64, rstd64)
+    if not keep:
+        return _deliver(y, out), None
     saved = Saved(
         op=op, mean=_public(mean64, x.dtype, group_shape) if centered else None,
         rstd=_public(rstd64, x.dtype, group_shape), _x=x2, _mean64=mean64, _rstd64=rstd64,
@@ -381,7 +396,7 @@ def _trailing_norm(op, x, normalized_shape, weight, bias, eps, out, keep, center
     lead = x.shape[:x.ndim - len(shape)]
     L = _prod(shape)
     geometry = ("rows", _prod(lead), L, 1, 1, L, centered)
-    return _rows_forward(op, x, geometry, weight, bias, eps, out, lead)
+    return _rows_forward(op, x, geometry, weight, bias, eps, out, lead, keep)
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None):
@@ -436,7 +451,8 @@ def _group_norm(x, num_groups, weight, bias, eps, out, keep):
     out = V.out_array(out, x, may_alias=not keep)
     S = _prod(x.shape[2:])
     geometry = ("rows", N * num_groups, C // num_groups * S, num_groups, S, C, True)
-    return _rows_forward("group_norm", x, geometry, weight, bias, eps, out, (N, num_groups))
+    return _rows_forward("group_norm", x, geometry, weight, bias, eps, out, (N, num_groups),
+                         keep)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None):
