@@ -17,7 +17,6 @@ Backward, per row, with xhat = (x - mean)*rstd and g = dy*w[c]:
 All arithmetic is in float64; the row is read from memory once per pass, the second pass of a
 row hits cache. Each kernel has a parallel driver and a serial one for small inputs.
 """
-import numpy as np
 from numba import njit, prange
 
 from .._config import JIT
