@@ -114,8 +114,8 @@ def normalized_shape(shape, name="normalized_shape"):
 def trailing_shape(x, shape, name="normalized_shape"):
     k = len(shape)
     if x.ndim < k or x.shape[x.ndim - k:] != shape:
-        raise ValueError(f"{name} {shape} must match the trailing dimensions of the input, "
-                         f"got input shape {x.shape}")
+        raise ValueError(f"{name} {shape} must match the trailing dimensions of x, "
+                         f"got x of shape {x.shape}")
 
 
 def out_array(out, x, may_alias):

@@ -239,15 +239,15 @@ def _channel_sums(dy3, x3, mean):
     return sdy.sum(axis=0).reshape(C, S).sum(axis=1), sdyx.sum(axis=0).reshape(C, S).sum(axis=1)
 
 
-def _channel_dx(dy3, x3, mean, k1, k2, k3, dx3):
+def _channel_dx(dy3, x3, mean, rstd, k1, k2, k3, dx3):
     N, C, S = x3.shape
     if S >= SLAB_MIN:
-        channels.slab_dx(dy3.reshape(N * C, S), x3.reshape(N * C, S), C, mean, k1, k2, k3,
-                         dx3.reshape(N * C, S))
+        channels.slab_dx(dy3.reshape(N * C, S), x3.reshape(N * C, S), C, mean, rstd, k1, k2,
+                         k3, dx3.reshape(N * C, S))
     else:
         rep = lambda v: np.repeat(v, S)  # noqa: E731
-        channels.column_dx(dy3.reshape(N, C * S), x3.reshape(N, C * S), rep(mean), rep(k1),
-                           rep(k2), rep(k3), dx3.reshape(N, C * S))
+        channels.column_dx(dy3.reshape(N, C * S), x3.reshape(N, C * S), rep(mean), rep(rstd),
+                           rep(k1), rep(k2), rep(k3), dx3.reshape(N, C * S))
 
 
 def _update_running(running_mean, running_var, mean, var_unbiased, momentum):
@@ -296,12 +296,12 @@ def _channels_backward(dy, saved):
     k1 = w * rstd
     if training:
         n = N * S
-        k2 = -k1 * rstd * (rstd * sum_dyx) / n
+        k2 = -k1 * (rstd * sum_dyx) / n
         k3 = -k1 * sum_dy / n
     else:
         k2 = k3 = np.zeros(C)
     if x3.size:
-        _channel_dx(dy3, x3, mean, k1, k2, k3, dx)
+        _channel_dx(dy3, x3, mean, rstd, k1, k2, k3, dx)
     dweight = dw.astype(x3.dtype) if weight is not None else None
     dbias = sum_dy.astype(x3.dtype) if saved._has_bias else None
     return dx.reshape(saved._shape), dweight, dbias

@@ -12,14 +12,15 @@ Either way the partials (K chunks, fixed by the shape) merge with Chan's formula
 order, so results do not depend on the thread count. The elementwise passes are
 
     forward:   y  = (x - mean[c])*a[c] + b[c]              a = rstd*w, b = bias
-    backward:  dx = k1[c]*dy + k2[c]*(x - mean[c]) + k3[c]
-               (training: k1 = w*rstd, k2 = -k1*rstd*dw/n, k3 = -k1*db/n; eval: k2 = k3 = 0)
+    backward:  dx = k1[c]*dy + k2[c]*xhat + k3[c]             xhat = (x - mean[c])*rstd[c]
+               (training: k1 = w*rstd, k2 = -k1*dw/n, k3 = -k1*db/n; eval: k2 = k3 = 0)
+               k2 multiplies xhat, not x - mean: k1*rstd underflows for float64 |x| ~ 1e300.
     with dw[c] = rstd*sum(dy*(x - mean)), db[c] = sum(dy) from the `*_sums` kernels.
 """
 import numpy as np
 from numba import njit, prange
 
-from .._config import JIT
+from .._config import ELEMENTWISE_JIT, JIT
 from ._moments import block_moments, chan_merge
 
 
@@ -219,13 +220,14 @@ def column_affine(x2, mean_col, a_col, b_col, y2):
             yi[j] = (xi[j] - mean_col[j]) * a_col[j] + b_col[j]
 
 
-@njit(parallel=True, **JIT)
-def slab_dx(dy2, x2, C, mean, k1, k2, k3, dx2):
-    """dx = k1[c]*dy + k2[c]*(x - mean[c]) + k3[c] on (N*C, S) slabs."""
+@njit(parallel=True, **ELEMENTWISE_JIT)
+def slab_dx(dy2, x2, C, mean, rstd, k1, k2, k3, dx2):
+    """dx = k1[c]*dy + k2[c]*(x - mean[c])*rstd[c] + k3[c] on (N*C, S) slabs."""
     S = x2.shape[1]
     for i in prange(x2.shape[0]):
         c = i % C
         m = mean[c]
+        r = rstd[c]
         a = k1[c]
         b = k2[c]
         e = k3[c]
@@ -233,16 +235,17 @@ def slab_dx(dy2, x2, C, mean, k1, k2, k3, dx2):
         dr = dy2[i]
         out = dx2[i]
         for s in range(S):
-            out[s] = a * dr[s] + b * (xr[s] - m) + e
+            out[s] = a * dr[s] + b * ((xr[s] - m) * r) + e
 
 
-@njit(parallel=True, **JIT)
-def column_dx(dy2, x2, mean_col, k1, k2, k3, dx2):
-    """dx = k1*dy + k2*(x - mean_col) + k3 on an (N, M) matrix, per-column parameters."""
+@njit(parallel=True, **ELEMENTWISE_JIT)
+def column_dx(dy2, x2, mean_col, rstd_col, k1, k2, k3, dx2):
+    """dx = k1*dy + k2*(x - mean_col)*rstd_col + k3 on an (N, M) matrix, per-column
+    parameters."""
     M = x2.shape[1]
     for i in prange(x2.shape[0]):
         xi = x2[i]
         di = dy2[i]
         out = dx2[i]
         for j in range(M):
-            out[j] = k1[j] * di[j] + k2[j] * (xi[j] - mean_col[j]) + k3[j]
+            out[j] = k1[j] * di[j] + k2[j] * ((xi[j] - mean_col[j]) * rstd_col[j]) + k3[j]
