@@ -43,3 +43,24 @@ SLAB_MIN = 64
 
 # Bytes of a column-reduction row block, kept in L2 between the two reads of the block.
 COLUMN_BLOCK_BYTES = 256 * 1024
+
+# ---------------------------------------------------------------------------------------------
+# CUDA (numbanorm.cuda). Read once at import; the test suite sets NUMBANORM_CUDA_THREADS small
+# so that the simulator runs multi-block reductions and partial merges on tiny shapes.
+
+# Threads per block of every kernel: a power of two (the shared-memory reductions halve it).
+CUDA_THREADS = int(os.environ.get("NUMBANORM_CUDA_THREADS", "256"))
+if CUDA_THREADS < 2 or CUDA_THREADS & (CUDA_THREADS - 1):
+    raise ValueError(f"NUMBANORM_CUDA_THREADS must be a power of two >= 2, got {CUDA_THREADS}")
+
+# Blocks a grid-stride launch aims for (enough to fill an H100's 132 SMs several times over);
+# launch size never changes results, only which block handles which item.
+CUDA_TARGET_BLOCKS = int(os.environ.get("NUMBANORM_CUDA_TARGET_BLOCKS", "1024"))
+
+# Column reductions (batch_norm statistics and sums, layer/group norm dweight/dbias) split the
+# rows into at most this many partitions, set by the shape only; partials merge in a fixed
+# order, so results are bitwise identical from run to run.
+CUDA_MAX_PARTIALS = 256
+
+# Environment variable that sends NumPy input to the GPU for a whole program ("cuda" or "cpu").
+DEVICE_ENV = "NUMBANORM_DEVICE"

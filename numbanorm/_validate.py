@@ -6,6 +6,8 @@ import numbers
 
 import numpy as np
 
+from . import _device
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -13,10 +15,8 @@ def array(x, name):
     """x as a float32/float64 ndarray. Objects NumPy can convert (lists, PyTorch CPU tensors)
     are converted; nothing is copied for an ndarray."""
     if not isinstance(x, np.ndarray):
-        if hasattr(x, "__cuda_array_interface__"):
-            raise TypeError(
-                f"{name} lives on a GPU (it has __cuda_array_interface__); numbanorm's CUDA "
-                "backend is not available in this version: copy it to a NumPy array first")
+        if _device.is_device_array(x):
+            return device_array(x, name)
         if x is None or isinstance(x, (str, bytes, dict, set)):
             raise TypeError(f"{name} must be a float32 or float64 array, got {type(x).__name__}")
         try:
@@ -27,6 +27,24 @@ def array(x, name):
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
     return x
+
+
+def device_array(x, name):
+    """A GPU array (numba, CuPy, PyTorch CUDA) as a zero-copy numba device array: float32 or
+    float64 and C-contiguous (the CUDA kernels index contiguous rows)."""
+    try:
+        d = _device.to_device(x)
+    except _device.CudaUnavailableError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. a tensor that requires grad
+        raise TypeError(f"{name} lives on a GPU but cannot be read there: {exc}") from exc
+    if np.dtype(d.dtype) not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {d.dtype}")
+    if d.size and not d.is_c_contiguous():
+        raise ValueError(f"{name} is a non-contiguous GPU array; the CUDA kernels read "
+                         "C-contiguous data: make it contiguous first (cupy.ascontiguousarray, "
+                         "tensor.contiguous())")
+    return d
 
 
 def optional_array(p, name, shape, dtype):
@@ -45,11 +63,11 @@ def running_buffer(buf, name, num_features, dtype, will_update):
     """None or a (num_features,) buffer of x's dtype; writeable ndarray when it is updated."""
     if buf is None:
         return None
-    if will_update and not isinstance(buf, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy array to be updated in place, "
+    if will_update and not (isinstance(buf, np.ndarray) or _device.is_device_array(buf)):
+        raise TypeError(f"{name} must be a NumPy (or GPU) array to be updated in place, "
                         f"got {type(buf).__name__}")
     buf = optional_array(buf, name, (num_features,), dtype)
-    if will_update and not buf.flags.writeable:
+    if will_update and isinstance(buf, np.ndarray) and not buf.flags.writeable:
         raise ValueError(f"{name} is read-only but training mode updates it in place; pass a "
                          "writeable array, or running buffers of None")
     return buf
@@ -123,6 +141,8 @@ def out_array(out, x, may_alias):
     when may_alias, never a partial overlap with x."""
     if out is None:
         return None
+    if not isinstance(x, np.ndarray):
+        return _device_out(out, x, may_alias)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
     if out.dtype != x.dtype:
@@ -138,6 +158,23 @@ def out_array(out, x, may_alias):
             raise ValueError(
                 "out overlaps the input: pass out=x exactly for an in-place result (plain "
                 "functions only; *_forward keeps x for the backward pass), or a separate array")
+    return out
+
+
+def _device_out(out, x, may_alias):
+    if not _device.is_device_array(out):
+        raise TypeError(f"out must be a GPU array like x, got {type(out).__name__}")
+    d = device_array(out, "out")
+    if d.dtype != x.dtype:
+        raise TypeError(f"out must have the input's dtype {x.dtype}, got {d.dtype}")
+    if d.shape != x.shape:
+        raise ValueError(f"out must have the input's shape {x.shape}, got {d.shape}")
+    a0, a1 = _device.span(d)
+    b0, b1 = _device.span(x)
+    if a0 < b1 and b0 < a1 and not (may_alias and a0 == b0):
+        raise ValueError(
+            "out overlaps the input: pass out=x exactly for an in-place result (plain "
+            "functions only; *_forward keeps x for the backward pass), or a separate array")
     return out
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _device
 from . import _validate as V
 from ._config import COLUMN_BLOCK_BYTES, MAX_PARTIALS, SERIAL_MAX_ELEMENTS, SLAB_MIN
 from .cpu import channels, rows
@@ -53,6 +54,100 @@ class Saved:
     _has_bias: bool = field(repr=False)
     _geometry: tuple = field(repr=False)
     _shape: tuple = field(repr=False)
+    _place: object = field(default=None, repr=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# placement: which backend runs a call, and how its arrays get there and back
+
+class _Place:
+    """Where one call runs. gpu: the CUDA kernels. host_io: NumPy x sent to the GPU by
+    device="cuda" (or NUMBANORM_DEVICE=cuda): arrays go over and results come back as NumPy,
+    running buffers included. like: the caller's x, whose kind of array results take."""
+
+    __slots__ = ("gpu", "host_io", "like", "x", "_writeback")
+
+    def __init__(self, gpu, host_io, like, x):
+        self.gpu, self.host_io, self.like, self.x = gpu, host_io, like, x
+        self._writeback = []
+
+    def param(self, p, name, updated=False):
+        """p (already validated) on the call's side, or a clear error where it can't be."""
+        if p is None:
+            return None
+        on_gpu = not isinstance(p, np.ndarray)
+        if on_gpu == self.gpu:
+            return p
+        if on_gpu:
+            raise ValueError(f"{name} is on the GPU but x is a NumPy array: pass device='cuda' "
+                             f"to run on the GPU, or a NumPy {name}")
+        if updated and not self.host_io:
+            raise ValueError(f"{name} is a NumPy array but x is on the GPU, and training "
+                             f"updates {name} in place: pass a GPU array")
+        d = _device.to_device(np.ascontiguousarray(p))
+        if updated:
+            self._writeback.append((d, p))
+        return d
+
+    def write_back(self):
+        """Copy running buffers updated on the GPU into the caller's NumPy arrays (host_io):
+        all are copied to the host before any is written, so both or neither change."""
+        fresh = [(d.copy_to_host(), p) for d, p in self._writeback]
+        for value, p in fresh:
+            p[...] = value
+
+    def deliver(self, y, out):
+        """A device result as the caller's kind of array (into out when given)."""
+        if self.host_io:
+            y = y.copy_to_host()
+            return _deliver(y, out)
+        if out is not None:
+            _device.to_device(out).copy_to_device(y)
+            return out
+        return _device.wrap_like(y, self.like)
+
+    def stat(self, a):
+        return a.copy_to_host() if self.host_io else a
+
+
+def _placement(x, device):
+    """(x validated on the side it runs, _Place). NumPy x runs on the CPU unless device='cuda'
+    (or NUMBANORM_DEVICE=cuda) asks for the GPU; GPU x always runs on the GPU."""
+    want = _device.requested(device)
+    like = x
+    x = V.array(x, "x")
+    if not isinstance(x, np.ndarray):
+        if want == "cpu":
+            raise ValueError("x is on the GPU but device='cpu' was asked for: copy it to the "
+                             "host first")
+        return x, _Place(True, False, like, x)
+    if want == "cuda":
+        return x, _Place(True, True, like, _device.to_device(np.ascontiguousarray(x)))
+    return x, _CPU
+
+
+_CPU = _Place(False, False, None, None)
+
+
+def _cuda():
+    """The CUDA host functions (imported on first GPU use only)."""
+    from .cuda import _host
+    return _host
+
+
+def _gpu_saved(op, place, geometry, mean64, rstd64, stat_shape, weight, bias, x_kernel, shape,
+               centered=True):
+    H = _cuda()
+    dtype = x_kernel.dtype
+    return Saved(
+        op=op, mean=place.stat(H.public(mean64, dtype, stat_shape)) if centered else None,
+        rstd=place.stat(H.public(rstd64, dtype, stat_shape)), _x=x_kernel, _mean64=mean64,
+        _rstd64=rstd64, _weight=weight, _has_bias=bias is not None, _geometry=geometry,
+        _shape=shape, _place=place)
+
+
+def _gpu_gradients(place, dx, dweight, dbias):
+    return tuple(None if g is None else place.deliver(g, None) for g in (dx, dweight, dbias))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,8 +224,15 @@ def _public(stat64, dtype, shape):
 # ---------------------------------------------------------------------------------------------
 # rows geometry: layer_norm, rms_norm, group_norm, instance_norm (input statistics)
 
-def _rows_forward(op, x, geometry, weight, bias, eps, out, group_shape, keep=True):
+def _rows_forward(op, x, geometry, weight, bias, eps, out, group_shape, keep=True, place=None):
     _, R, L, G, S, C, centered = geometry
+    if place is not None and place.gpu:
+        y, mean64, rstd64 = _cuda().rows_forward(place.x, geometry, weight, bias, eps)
+        saved = None
+        if keep:
+            saved = _gpu_saved(op, place, geometry, mean64, rstd64, group_shape, weight, bias,
+                               place.x.reshape(R, L), x.shape, centered)
+        return place.deliver(y, out), saved
     x2 = np.ascontiguousarray(x).reshape(R, L)
     y = _target(out, x)
     mean64 = np.empty(R)
@@ -150,6 +252,8 @@ def _rows_forward(op, x, geometry, weight, bias, eps, out, group_shape, keep=Tru
 
 def _rows_backward(dy, saved):
     _, R, L, G, S, C, centered = saved._geometry
+    if saved._place is not None:
+        return _gpu_gradients(saved._place, *_cuda().rows_backward(dy, saved))
     x2 = saved._x
     dy2 = np.ascontiguousarray(dy).reshape(R, L)
     weight = saved._weight
@@ -258,10 +362,17 @@ def _update_running(running_mean, running_var, mean, var_unbiased, momentum):
     running_var[...] = new_var
 
 
-def _channels_forward(op, x, mean64, rstd64, weight, bias, out, geometry, public_shape):
+def _channels_forward(op, x, mean64, rstd64, weight, bias, out, geometry, public_shape,
+                      place=_CPU):
     """Normalise (N, C, *) x with per-channel float64 mean/rstd; build the saved record."""
     N, C = x.shape[:2]
     S = _prod(x.shape[2:])
+    if place.gpu:
+        x3 = place.x.reshape(N, C, S)
+        y = _cuda().channels_affine(x3, mean64, rstd64, weight, bias)
+        saved = _gpu_saved(op, place, geometry, mean64, rstd64, (C,), weight, bias, x3,
+                           x.shape)
+        return place.deliver(y, out), saved
     x3 = np.ascontiguousarray(x).reshape(N, C, S)
     y = _target(out, x)
     w = _param(weight, C, np.float64, 1.0)
@@ -281,6 +392,9 @@ def _channels_backward(dy, saved):
     _, training = saved._geometry
     x3 = saved._x
     N, C, S = x3.shape
+    if saved._place is not None:
+        return _gpu_gradients(saved._place, *_cuda().channels_backward(
+            dy.reshape(N, C, S), saved, training))
     dy3 = np.ascontiguousarray(dy).reshape(N, C, S)
     mean, rstd = saved._mean64, saved._rstd64
     weight = saved._weight
@@ -307,7 +421,7 @@ def _channels_backward(dy, saved):
     return dx.reshape(saved._shape), dweight, dbias
 
 
-def _check_channels_params(x, weight, bias, running_mean, running_var, use_batch_stats):
+def _check_channels_params(x, weight, bias, running_mean, running_var, use_batch_stats, place):
     C = x.shape[1]
     weight = V.optional_array(weight, "weight", (C,), x.dtype)
     bias = V.optional_array(bias, "bias", (C,), x.dtype)
@@ -315,27 +429,45 @@ def _check_channels_params(x, weight, bias, running_mean, running_var, use_batch
     running_var = V.running_buffer(running_var, "running_var", C, x.dtype, use_batch_stats)
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together (or both None)")
-    return weight, bias, running_mean, running_var
+    return (place.param(weight, "weight"), place.param(bias, "bias"),
+            place.param(running_mean, "running_mean", updated=use_batch_stats),
+            place.param(running_var, "running_var", updated=use_batch_stats))
 
 
 # ---------------------------------------------------------------------------------------------
 # batch_norm
 
-def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out, keep):
-    x = V.array(x, "x")
+def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out, keep,
+                device):
+    x, place = _placement(x, device)
     V.ndim_at_least(x, "x", 2, "(N, C) or (N, C, *spatial)")
     training = bool(training)
     weight, bias, running_mean, running_var = _check_channels_params(
-        x, weight, bias, running_mean, running_var, training)
+        x, weight, bias, running_mean, running_var, training, place)
     momentum = V.momentum(momentum)
     eps = V.eps(eps)
     out = V.out_array(out, x, may_alias=not keep)
     N, C = x.shape[:2]
     S = _prod(x.shape[2:])
+    if training and N * S == 1:
+        raise ValueError("Expected more than 1 value per channel when training, got input "
+                         f"size {x.shape}")
+    if not training and running_mean is None:
+        raise ValueError("running_mean and running_var are required when training=False "
+                         "(eval mode normalises with the running statistics)")
+    if place.gpu:
+        H = _cuda()
+        if not training:
+            mean64, rstd64 = H.running_stats(running_mean, running_var, eps)
+        elif N * S == 0:
+            mean64 = rstd64 = H.fill_nan(C)
+        else:
+            mean64, rstd64 = H.channel_stats(place.x.reshape(N, C, S), eps, momentum,
+                                             running_mean, running_var)
+            place.write_back()
+        return _channels_forward("batch_norm", x, mean64, rstd64, weight, bias, out,
+                                 ("channels", training), (C,), place)
     if training:
-        if N * S == 1:
-            raise ValueError("Expected more than 1 value per channel when training, got input "
-                             f"size {x.shape}")
         if N * S == 0:
             mean64 = np.full(C, np.nan)
             rstd64 = np.full(C, np.nan)
@@ -347,9 +479,6 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
                     var_unbiased = var_scaled / (inv * inv) * (N * S / (N * S - 1))
                 _update_running(running_mean, running_var, mean64, var_unbiased, momentum)
     else:
-        if running_mean is None:
-            raise ValueError("running_mean and running_var are required when training=False "
-                             "(eval mode normalises with the running statistics)")
         mean64 = running_mean.astype(np.float64)
         rstd64 = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
     return _channels_forward("batch_norm", x, mean64, rstd64, weight, bias, out,
@@ -357,7 +486,7 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5, *, out=None):
+               momentum=0.1, eps=1e-5, *, out=None, device=None):
     """Batch normalization over (N, C) or (N, C, *spatial) input, as torch.nn.functional.batch_norm.
 
     Training mode normalises each channel with the batch's mean and biased variance and, when
@@ -367,14 +496,14 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, t
     `out` may be x itself for an in-place result.
     """
     return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out,
-                       keep=False)[0]
+                       keep=False, device=device)[0]
 
 
 def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None,
-                       training=False, momentum=0.1, eps=1e-5, *, out=None):
+                       training=False, momentum=0.1, eps=1e-5, *, out=None, device=None):
     """`batch_norm` returning (y, saved); saved.mean and saved.rstd have shape (C,)."""
     return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out,
-                       keep=True)
+                       keep=True, device=device)
 
 
 def batch_norm_backward(dy, saved):
@@ -385,30 +514,31 @@ def batch_norm_backward(dy, saved):
 # ---------------------------------------------------------------------------------------------
 # layer_norm and rms_norm
 
-def _trailing_norm(op, x, normalized_shape, weight, bias, eps, out, keep, centered):
-    x = V.array(x, "x")
+def _trailing_norm(op, x, normalized_shape, weight, bias, eps, out, keep, centered, device):
+    x, place = _placement(x, device)
     shape = V.normalized_shape(normalized_shape)
     V.trailing_shape(x, shape)
-    weight = V.optional_array(weight, "weight", shape, x.dtype)
-    bias = V.optional_array(bias, "bias", shape, x.dtype)
+    weight = place.param(V.optional_array(weight, "weight", shape, x.dtype), "weight")
+    bias = place.param(V.optional_array(bias, "bias", shape, x.dtype), "bias")
     eps = float(np.finfo(x.dtype).eps) if eps is None and not centered else V.eps(eps)
     out = V.out_array(out, x, may_alias=not keep)
     lead = x.shape[:x.ndim - len(shape)]
     L = _prod(shape)
     geometry = ("rows", _prod(lead), L, 1, 1, L, centered)
-    return _rows_forward(op, x, geometry, weight, bias, eps, out, lead, keep)
+    return _rows_forward(op, x, geometry, weight, bias, eps, out, lead, keep, place)
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None):
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None, device=None):
     """Layer normalization over the trailing `normalized_shape` dimensions, as
     torch.nn.functional.layer_norm: y = (x - mean)/sqrt(var + eps)*weight + bias."""
     return _trailing_norm("layer_norm", x, normalized_shape, weight, bias, eps, out, False,
-                          True)[0]
+                          True, device)[0]
 
 
-def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None):
+def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None, device=None):
     """`layer_norm` returning (y, saved); saved.mean/rstd have shape x.shape[:-len(normalized_shape)]."""
-    return _trailing_norm("layer_norm", x, normalized_shape, weight, bias, eps, out, True, True)
+    return _trailing_norm("layer_norm", x, normalized_shape, weight, bias, eps, out, True, True,
+                          device)
 
 
 def layer_norm_backward(dy, saved):
@@ -416,16 +546,17 @@ def layer_norm_backward(dy, saved):
     return _backward(dy, saved, ("layer_norm",))
 
 
-def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None):
+def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, device=None):
     """RMS normalization, as torch.nn.functional.rms_norm: y = x/sqrt(mean(x^2) + eps)*weight;
     eps=None means np.finfo(x.dtype).eps."""
     return _trailing_norm("rms_norm", x, normalized_shape, weight, None, eps, out, False,
-                          False)[0]
+                          False, device)[0]
 
 
-def rms_norm_forward(x, normalized_shape, weight=None, eps=None, *, out=None):
+def rms_norm_forward(x, normalized_shape, weight=None, eps=None, *, out=None, device=None):
     """`rms_norm` returning (y, saved); saved.mean is None, saved.rstd = 1/sqrt(mean(x^2)+eps)."""
-    return _trailing_norm("rms_norm", x, normalized_shape, weight, None, eps, out, True, False)
+    return _trailing_norm("rms_norm", x, normalized_shape, weight, None, eps, out, True, False,
+                          device)
 
 
 def rms_norm_backward(dy, saved):
@@ -437,33 +568,33 @@ def rms_norm_backward(dy, saved):
 # ---------------------------------------------------------------------------------------------
 # group_norm and instance_norm
 
-def _group_norm(x, num_groups, weight, bias, eps, out, keep):
-    x = V.array(x, "x")
+def _group_norm(x, num_groups, weight, bias, eps, out, keep, device):
+    x, place = _placement(x, device)
     V.ndim_at_least(x, "x", 2, "(N, C, *spatial)")
     num_groups = V.positive_int(num_groups, "num_groups")
     N, C = x.shape[:2]
     if C % num_groups:
         raise ValueError(f"num_groups ({num_groups}) must divide the number of channels "
                          f"({C}) of x")
-    weight = V.optional_array(weight, "weight", (C,), x.dtype)
-    bias = V.optional_array(bias, "bias", (C,), x.dtype)
+    weight = place.param(V.optional_array(weight, "weight", (C,), x.dtype), "weight")
+    bias = place.param(V.optional_array(bias, "bias", (C,), x.dtype), "bias")
     eps = V.eps(eps)
     out = V.out_array(out, x, may_alias=not keep)
     S = _prod(x.shape[2:])
     geometry = ("rows", N * num_groups, C // num_groups * S, num_groups, S, C, True)
     return _rows_forward("group_norm", x, geometry, weight, bias, eps, out, (N, num_groups),
-                         keep)
+                         keep, place)
 
 
-def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None):
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None, device=None):
     """Group normalization, as torch.nn.functional.group_norm: the C channels of each sample
     split into num_groups groups, each normalised over its channels and spatial positions."""
-    return _group_norm(x, num_groups, weight, bias, eps, out, False)[0]
+    return _group_norm(x, num_groups, weight, bias, eps, out, False, device)[0]
 
 
-def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None):
+def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None, device=None):
     """`group_norm` returning (y, saved); saved.mean/rstd have shape (N, num_groups)."""
-    return _group_norm(x, num_groups, weight, bias, eps, out, True)
+    return _group_norm(x, num_groups, weight, bias, eps, out, True, device)
 
 
 def group_norm_backward(dy, saved):
@@ -472,12 +603,12 @@ def group_norm_backward(dy, saved):
 
 
 def _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
-                   out, keep):
-    x = V.array(x, "x")
+                   out, keep, device):
+    x, place = _placement(x, device)
     V.ndim_at_least(x, "x", 3, "(N, C, *spatial)")
     use_input_stats = bool(use_input_stats)
     weight, bias, running_mean, running_var = _check_channels_params(
-        x, weight, bias, running_mean, running_var, use_input_stats)
+        x, weight, bias, running_mean, running_var, use_input_stats, place)
     momentum = V.momentum(momentum)
     eps = V.eps(eps)
     out = V.out_array(out, x, may_alias=not keep)
@@ -487,15 +618,25 @@ def _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, 
         if running_mean is None:
             raise ValueError("running_mean and running_var are required when "
                              "use_input_stats=False")
-        mean64 = running_mean.astype(np.float64)
-        rstd64 = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+        if place.gpu:
+            mean64, rstd64 = _cuda().running_stats(running_mean, running_var, eps)
+        else:
+            mean64 = running_mean.astype(np.float64)
+            rstd64 = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
         return _channels_forward("instance_norm", x, mean64, rstd64, weight, bias, out,
-                                 ("channels", False), (N, C))
+                                 ("channels", False), (N, C), place)
     if S == 1:
         raise ValueError("Expected more than 1 spatial element when training, got input size "
                          f"{x.shape}")
     geometry = ("rows", N * C, S, C, S, C, True)
-    y, saved = _rows_forward("instance_norm", x, geometry, weight, bias, eps, out, (N, C))
+    y, saved = _rows_forward("instance_norm", x, geometry, weight, bias, eps, out, (N, C),
+                             True, place)
+    if place.gpu:
+        if running_mean is not None and N * S:
+            _cuda().instance_running_update(saved._mean64, saved._rstd64, N, C, S, eps,
+                                            momentum, running_mean, running_var)
+            place.write_back()
+        return y, saved
     if running_mean is not None and N * S:
         # PyTorch's rule: the mean over the batch of each instance's statistics.
         var = 1.0 / saved._rstd64.reshape(N, C) ** 2 - eps
@@ -505,18 +646,19 @@ def _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, 
 
 
 def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
-                  use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None):
+                  use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None, device=None):
     """Instance normalization, as torch.nn.functional.instance_norm: each (sample, channel)
     normalised over its spatial positions; with use_input_stats=False, the running buffers."""
     return _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum,
-                          eps, out, False)[0]
+                          eps, out, False, device)[0]
 
 
 def instance_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None,
-                          use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None):
+                          use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None,
+                          device=None):
     """`instance_norm` returning (y, saved); saved.mean/rstd have shape (N, C)."""
     return _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum,
-                          eps, out, True)
+                          eps, out, True, device)
 
 
 def instance_norm_backward(dy, saved):
@@ -533,6 +675,14 @@ def _backward(dy, saved, ops):
     if saved.op not in ops:
         raise TypeError(f"saved comes from {saved.op}_forward, not {ops[0]}_forward")
     dy = V.grad_output(dy, saved._shape, saved._x.dtype)
+    place = saved._place
+    dy_on_gpu = not isinstance(dy, np.ndarray)
+    if place is None and dy_on_gpu:
+        raise ValueError("dy is on the GPU but the forward ran on the CPU: pass a NumPy dy")
+    if place is not None and not place.host_io and not dy_on_gpu:
+        raise ValueError("dy is a NumPy array but the forward ran on the GPU: pass a GPU dy")
+    if place is not None and not dy_on_gpu:
+        dy = _device.to_device(np.ascontiguousarray(dy))
     if saved._geometry[0] == "rows":
         return _rows_backward(dy, saved)
     return _channels_backward(dy, saved)

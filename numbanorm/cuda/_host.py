@@ -1,0 +1,187 @@
+"""Host side of the CUDA path: allocate on the device, size the grids, launch. Mirrors the CPU
+helpers in numbanorm.functional (same geometry tuples, same Saved record); nothing here
+copies data between host and device.
+
+Launch sizes come from numbanorm._config (CUDA_THREADS, CUDA_TARGET_BLOCKS,
+CUDA_MAX_PARTIALS). The partition of rows into partials depends on the shape and that config
+only, so results are bitwise identical from run to run.
+"""
+
+import numpy as np
+
+from .. import _device
+from .._config import CUDA_MAX_PARTIALS, CUDA_TARGET_BLOCKS, CUDA_THREADS
+from . import channels, rows
+
+_UNIT = {}
+
+
+def empty(shape, dtype):
+    return _device.cuda().device_array(shape, dtype)
+
+
+def _flat(a):
+    return a.reshape(a.size)
+
+
+def _blocks(items, per_block=CUDA_THREADS):
+    return max(1, min(-(-items // per_block), 8 * CUDA_TARGET_BLOCKS))
+
+
+def param(p, size, dtype, fill):
+    """p flattened, or a cached device constant standing in for a missing weight or bias."""
+    if p is not None:
+        return _flat(p)
+    key = (size, np.dtype(dtype), fill)
+    unit = _UNIT.get(key)
+    if unit is None:
+        unit = _UNIT[key] = _device.cuda().to_device(np.full(max(size, 1), fill, dtype))
+    return unit
+
+
+def public(stat64, dtype, shape):
+    """A float64 device statistic in x's dtype and the public shape."""
+    out = empty(stat64.size, dtype)
+    if stat64.size:
+        channels.cast[_blocks(stat64.size), CUDA_THREADS](stat64, out)
+    return out.reshape(shape) if len(shape) else out
+
+
+def _partition(N, M):
+    """(P partitions, rows per partition, grid) for a column reduction over an (N, M) matrix."""
+    col_blocks = -(-M // CUDA_THREADS)
+    P = max(1, min(N, CUDA_MAX_PARTIALS, -(-CUDA_TARGET_BLOCKS // col_blocks)))
+    rows_per = -(-N // P)
+    P = -(-N // rows_per)
+    return P, rows_per, (min(col_blocks, 8 * CUDA_TARGET_BLOCKS), P)
+
+
+# ---------------------------------------------------------------------------------------------
+# rows geometry
+
+def rows_forward(x, geometry, weight, bias, eps):
+    """(y, mean64, rstd64) for a C-contiguous device x viewed as (R, L)."""
+    _, R, L, G, S, C, centered = geometry
+    x2 = x.reshape(R, L)
+    y = empty(x.shape, x.dtype)
+    mean64 = empty(R, np.float64)
+    rstd64 = empty(R, np.float64)
+    if R and L:
+        rows.forward[_blocks(R, 1), CUDA_THREADS](
+            x2, G, S, L // S, param(weight, C, x.dtype, 1), param(bias, C, x.dtype, 0), eps,
+            centered, y.reshape(R, L), mean64, rstd64)
+    return y, mean64, rstd64
+
+
+def param_sums(dy2, x2, mean64, rstd64, stat_stride, Cg, C, S):
+    """Per-channel float64 (sum(dy), sum(dy*xhat)) over the rows of (N, C*S) matrices."""
+    N, M = x2.shape
+    sum_dy = empty(C, np.float64)
+    sum_dyx = empty(C, np.float64)
+    P, rows_per, grid = _partition(N, M)
+    pdy = empty((P, M), np.float64)
+    pdyx = empty((P, M), np.float64)
+    channels.column_sums[grid, CUDA_THREADS](dy2, x2, mean64, rstd64, stat_stride, Cg, S,
+                                             rows_per, pdy, pdyx)
+    channels.merge_sums[_blocks(C, 1), CUDA_THREADS](pdy, pdyx, S, sum_dy, sum_dyx)
+    return sum_dy, sum_dyx
+
+
+def rows_backward(dy, saved):
+    _, R, L, G, S, C, centered = saved._geometry
+    x2 = saved._x
+    dy2 = dy.reshape(R, L)
+    dx = empty(saved._shape, x2.dtype)
+    weight = saved._weight
+    if R and L:
+        rows.backward[_blocks(R, 1), CUDA_THREADS](
+            dy2, x2, saved._mean64, saved._rstd64, G, S, L // S, param(weight, C, x2.dtype, 1),
+            centered, dx.reshape(R, L))
+    dweight = dbias = None
+    if weight is not None or saved._has_bias:
+        if R and L:
+            # (R, Cg*S) rows of G groups = (R/G, C*S): channel c, group row n*G + c//Cg
+            sum_dy, sum_dyx = param_sums(dy2.reshape(R // G, C * S), x2.reshape(R // G, C * S),
+                                         saved._mean64, saved._rstd64, G, L // S, C, S)
+        else:
+            sum_dy = sum_dyx = _device.cuda().to_device(np.zeros(C))
+        pshape = weight.shape if weight is not None else (C,)
+        if weight is not None:
+            dweight = public(sum_dyx, x2.dtype, pshape)
+        if saved._has_bias:
+            dbias = public(sum_dy, x2.dtype, pshape)
+    return dx, dweight, dbias
+
+
+def instance_running_update(mean64, rstd64, N, C, S, eps, momentum, running_mean,
+                            running_var):
+    channels.instance_running_update[_blocks(C), CUDA_THREADS](
+        mean64, rstd64, N, S, eps, momentum, running_mean, running_var)
+
+
+# ---------------------------------------------------------------------------------------------
+# channels geometry: batch_norm
+
+def channel_stats(x3, eps, momentum, running_mean, running_var):
+    """Per-channel float64 (mean, rstd) of a device (N, C, S) array; running buffers (device
+    arrays or None) are updated in place by the same kernel."""
+    N, C, S = x3.shape
+    x2 = x3.reshape(N, C * S)
+    P, rows_per, grid = _partition(N, C * S)
+    pmean = empty((P, C * S), np.float64)
+    pm2 = empty((P, C * S), np.float64)
+    channels.column_moments[grid, CUDA_THREADS](x2, rows_per, pmean, pm2)
+    mean64 = empty(C, np.float64)
+    rstd64 = empty(C, np.float64)
+    update = running_mean is not None
+    if not update:
+        running_mean = running_var = mean64  # never written (update is False)
+    channels.merge_moments[_blocks(C, 1), CUDA_THREADS](
+        pmean, pm2, rows_per, S, x2, eps, momentum, update, running_mean, running_var, mean64,
+        rstd64)
+    return mean64, rstd64
+
+
+def running_stats(running_mean, running_var, eps):
+    C = running_mean.shape[0]
+    mean64 = empty(C, np.float64)
+    rstd64 = empty(C, np.float64)
+    channels.running_stats[_blocks(C), CUDA_THREADS](running_mean, running_var, eps, mean64,
+                                                     rstd64)
+    return mean64, rstd64
+
+
+def channels_affine(x3, mean64, rstd64, weight, bias):
+    N, C, S = x3.shape
+    y = empty(x3.shape, x3.dtype)
+    if x3.size:
+        channels.affine[_blocks(x3.size), CUDA_THREADS](
+            _flat(x3), C, S, mean64, rstd64, param(weight, C, x3.dtype, 1),
+            param(bias, C, x3.dtype, 0), _flat(y))
+    return y
+
+
+def channels_backward(dy3, saved, training):
+    x3 = saved._x
+    N, C, S = x3.shape
+    weight = saved._weight
+    want_params = weight is not None or saved._has_bias
+    dx = empty(x3.shape, x3.dtype)
+    if x3.size and (training or want_params):
+        sum_dy, sum_dyx = param_sums(dy3.reshape(N, C * S), x3.reshape(N, C * S),
+                                     saved._mean64, saved._rstd64, 0, 1, C, S)
+    else:
+        sum_dy = sum_dyx = _device.cuda().to_device(np.zeros(C))
+    if x3.size:
+        channels.dx[_blocks(x3.size), CUDA_THREADS](
+            _flat(dy3), _flat(x3), C, S, saved._mean64, saved._rstd64,
+            param(weight, C, x3.dtype, 1), sum_dy, sum_dyx, float(N * S), training, _flat(dx))
+    dweight = public(sum_dyx, x3.dtype, (C,)) if weight is not None else None
+    dbias = public(sum_dy, x3.dtype, (C,)) if saved._has_bias else None
+    return dx, dweight, dbias
+
+
+def fill_nan(n):
+    return _device.cuda().to_device(np.full(n, np.nan))
+
+

@@ -1,0 +1,192 @@
+"""Channels geometry on CUDA: per-channel reductions over an (N, M = C*S) matrix, where
+channel c owns columns c*S .. c*S + S - 1. Used by batch_norm (statistics, backward sums) and by
+the rows geometry's dweight/dbias (sums over rows and spatial positions per channel).
+
+    column_moments   grid (column blocks, P partitions of the rows): thread m accumulates
+                     Welford (count, mean, M2) of column m over its partition's rows, in
+                     float64; coalesced, since neighbouring threads read neighbouring columns.
+    merge_moments    one block per channel: Chan-merges its P*S partials in a fixed order,
+                     computes mean and rstd, updates the running buffers in place. A channel
+                     whose M2 overflows float64 (|x| ~ 1e300) is reduced again by the same
+                     block, scaled by an exact power of two.
+    column_sums      as column_moments, for sum(dy) and sum(dy*xhat), xhat = (x - mean)*rstd
+                     with the statistics of row n*stat_stride + c//Cg (batch_norm: stat_stride
+                     0, Cg 1 -> channel c; group norm: row n*G + c//Cg).
+    merge_sums       one block per channel: fixed-order sums of its P*S partials.
+    affine, dx       elementwise, grid-stride:
+                     y  = (x - mean[c])*rstd[c]*w[c] + b[c]
+                     dx = w*rstd*(dy - sum_dy/n - xhat*sum_dyxhat/n)   (training)
+                     dx = w*rstd*dy                                    (eval)
+
+No atomics: every partial has one writer and merges in index order, so results are bitwise
+identical from run to run and for any grid size.
+"""
+import math
+
+from numba import cuda, float64
+
+from ._reduce import THREADS, block_merge, block_max, block_sum2, chan_merge, \
+    power_of_two_below, welford
+
+
+@cuda.jit
+def column_moments(x2, rows_per, pmean, pm2):
+    N, M = x2.shape
+    P = pmean.shape[0]
+    t = cuda.threadIdx.x
+    for p in range(cuda.blockIdx.y, P, cuda.gridDim.y):
+        n0 = p * rows_per
+        n1 = min(N, n0 + rows_per)
+        for m in range(cuda.blockIdx.x * THREADS + t, M, cuda.gridDim.x * THREADS):
+            cnt = 0.0
+            mean = 0.0
+            m2 = 0.0
+            for n in range(n0, n1):
+                cnt, mean, m2 = welford(cnt, mean, m2, float64(x2[n, m]))
+            pmean[p, m] = mean
+            pm2[p, m] = m2
+
+
+@cuda.jit
+def merge_moments(pmean, pm2, rows_per, S, x2, eps, momentum, update, running_mean,
+                  running_var, mean_out, rstd_out):
+    sn = cuda.shared.array(THREADS, float64)
+    smean = cuda.shared.array(THREADS, float64)
+    sm2 = cuda.shared.array(THREADS, float64)
+    N = x2.shape[0]
+    P = pmean.shape[0]
+    C = mean_out.shape[0]
+    t = cuda.threadIdx.x
+    for c in range(cuda.blockIdx.x, C, cuda.gridDim.x):
+        cnt = 0.0
+        mean = 0.0
+        m2 = 0.0
+        for k in range(t, P * S, THREADS):
+            p = k // S
+            m = c * S + k % S
+            rows = float64(min(N, (p + 1) * rows_per) - p * rows_per)
+            cnt, mean, m2 = chan_merge(cnt, mean, m2, rows, pmean[p, m], pm2[p, m])
+        cnt, mean, m2 = block_merge(sn, smean, sm2, cnt, mean, m2)
+        inv = 1.0
+        if not (math.isfinite(m2) and math.isfinite(mean)):
+            biggest = 0.0
+            for k in range(t, N * S, THREADS):
+                v = abs(float64(x2[k // S, c * S + k % S]))
+                if v > biggest or math.isnan(v):
+                    biggest = v
+            biggest = block_max(sn, biggest)
+            if math.isfinite(biggest) and biggest > 0.0:
+                inv = power_of_two_below(biggest)
+                cnt = 0.0
+                mean = 0.0
+                m2 = 0.0
+                for k in range(t, N * S, THREADS):
+                    cnt, mean, m2 = welford(cnt, mean, m2,
+                                            float64(x2[k // S, c * S + k % S]) * inv)
+                cnt, mean, m2 = block_merge(sn, smean, sm2, cnt, mean, m2)
+        if t == 0:
+            var_scaled = m2 / cnt
+            mean_out[c] = mean / inv
+            rstd_out[c] = inv / math.sqrt(var_scaled + eps * inv * inv)
+            if update:
+                unbiased = var_scaled / (inv * inv) * (cnt / (cnt - 1.0))
+                running_mean[c] = (1.0 - momentum) * float64(running_mean[c]) \
+                    + momentum * (mean / inv)
+                running_var[c] = (1.0 - momentum) * float64(running_var[c]) + momentum * unbiased
+
+
+@cuda.jit
+def column_sums(dy2, x2, mean, rstd, stat_stride, Cg, S, rows_per, pdy, pdyx):
+    N, M = x2.shape
+    P = pdy.shape[0]
+    t = cuda.threadIdx.x
+    for p in range(cuda.blockIdx.y, P, cuda.gridDim.y):
+        n0 = p * rows_per
+        n1 = min(N, n0 + rows_per)
+        for m in range(cuda.blockIdx.x * THREADS + t, M, cuda.gridDim.x * THREADS):
+            group = (m // S) // Cg
+            a = 0.0
+            b = 0.0
+            for n in range(n0, n1):
+                i = n * stat_stride + group
+                g = float64(dy2[n, m])
+                a += g
+                b += g * ((float64(x2[n, m]) - mean[i]) * rstd[i])
+            pdy[p, m] = a
+            pdyx[p, m] = b
+
+
+@cuda.jit
+def merge_sums(pdy, pdyx, S, sum_dy, sum_dyx):
+    sa = cuda.shared.array(THREADS, float64)
+    sb = cuda.shared.array(THREADS, float64)
+    P = pdy.shape[0]
+    C = sum_dy.shape[0]
+    t = cuda.threadIdx.x
+    for c in range(cuda.blockIdx.x, C, cuda.gridDim.x):
+        a = 0.0
+        b = 0.0
+        for k in range(t, P * S, THREADS):
+            m = c * S + k % S
+            a += pdy[k // S, m]
+            b += pdyx[k // S, m]
+        a, b = block_sum2(sa, sb, a, b)
+        if t == 0:
+            sum_dy[c] = a
+            sum_dyx[c] = b
+
+
+@cuda.jit
+def affine(x1, C, S, mean, rstd, weight, bias, y1):
+    for i in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, x1.shape[0],
+                   cuda.gridDim.x * THREADS):
+        c = (i // S) % C
+        a = rstd[c] * float64(weight[c])
+        y1[i] = (float64(x1[i]) - mean[c]) * a + float64(bias[c])
+
+
+@cuda.jit
+def dx(dy1, x1, C, S, mean, rstd, weight, sum_dy, sum_dyx, count, training, dx1):
+    for i in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, x1.shape[0],
+                   cuda.gridDim.x * THREADS):
+        c = (i // S) % C
+        k1 = float64(weight[c]) * rstd[c]
+        g = float64(dy1[i])
+        if training:
+            xhat = (float64(x1[i]) - mean[c]) * rstd[c]
+            g = g - sum_dy[c] / count - xhat * (sum_dyx[c] / count)
+        dx1[i] = k1 * g
+
+
+@cuda.jit
+def cast(src, dst):
+    """dst[i] = src[i] in dst's dtype (statistics and gradients leave float64 here)."""
+    for i in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, src.shape[0],
+                   cuda.gridDim.x * THREADS):
+        dst[i] = src[i]
+
+
+@cuda.jit
+def running_stats(running_mean, running_var, eps, mean_out, rstd_out):
+    """Eval mode: normalise with the running statistics, rstd = 1/sqrt(running_var + eps)."""
+    for c in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, mean_out.shape[0],
+                   cuda.gridDim.x * THREADS):
+        mean_out[c] = float64(running_mean[c])
+        rstd_out[c] = 1.0 / math.sqrt(float64(running_var[c]) + eps)
+
+
+@cuda.jit
+def instance_running_update(mean, rstd, N, S, eps, momentum, running_mean, running_var):
+    """instance_norm's running buffers (PyTorch's rule): the mean over the batch of each
+    instance's mean and unbiased variance, summed over n in order."""
+    C = running_mean.shape[0]
+    for c in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, C, cuda.gridDim.x * THREADS):
+        m = 0.0
+        v = 0.0
+        for n in range(N):
+            m += mean[n * C + c]
+            v += 1.0 / (rstd[n * C + c] * rstd[n * C + c]) - eps
+        m /= N
+        v = v / N * (S / (S - 1.0))
+        running_mean[c] = (1.0 - momentum) * float64(running_mean[c]) + momentum * m
+        running_var[c] = (1.0 - momentum) * float64(running_var[c]) + momentum * v
