@@ -9,6 +9,7 @@ from .functional import (  # noqa: F401
     layer_norm, layer_norm_backward, layer_norm_forward,
     rms_norm, rms_norm_backward, rms_norm_forward,
 )
+from ._device import CudaUnavailableError, info  # noqa: F401
 from .layers import (  # noqa: F401
     BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
     InstanceNorm3d, LayerNorm, RMSNorm,

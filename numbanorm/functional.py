@@ -369,7 +369,7 @@ def _channels_forward(op, x, mean64, rstd64, weight, bias, out, geometry, public
     S = _prod(x.shape[2:])
     if place.gpu:
         x3 = place.x.reshape(N, C, S)
-        y = _cuda().channels_affine(x3, mean64, rstd64, weight, bias)
+        y = _cuda().channels_affine(x3, mean64, rstd64, weight, bias).reshape(x.shape)
         saved = _gpu_saved(op, place, geometry, mean64, rstd64, (C,), weight, bias, x3,
                            x.shape)
         return place.deliver(y, out), saved

@@ -1,3 +1,14 @@
+import os
+
+# The CUDA tests run on a real GPU when there is one, else in Numba's CUDA simulator. The
+# choice must be made before numba is imported. Under the simulator, blocks of 8 threads and a
+# 4-block target make tiny shapes run the multi-block reductions and partial merges.
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not os.path.exists("/dev/nvidiactl"):
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    os.environ.setdefault("NUMBANORM_CUDA_THREADS", "8")
+    os.environ.setdefault("NUMBANORM_CUDA_TARGET_BLOCKS", "4")
+
 import zlib
 
 import numpy as np

@@ -178,7 +178,7 @@ def channels_backward(dy3, saved, training):
             param(weight, C, x3.dtype, 1), sum_dy, sum_dyx, float(N * S), training, _flat(dx))
     dweight = public(sum_dyx, x3.dtype, (C,)) if weight is not None else None
     dbias = public(sum_dy, x3.dtype, (C,)) if saved._has_bias else None
-    return dx, dweight, dbias
+    return dx.reshape(saved._shape), dweight, dbias
 
 
 def fill_nan(n):

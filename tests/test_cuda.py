@@ -1,0 +1,257 @@
+"""The CUDA path: every op forward and backward against the float64 oracle and against the CPU
+path, dispatch and interop, running buffers, robustness. Runs on a real GPU when one is present,
+else in Numba's CUDA simulator (see conftest.py: small blocks, so the multi-block reductions
+and partial merges run on these tiny shapes)."""
+import numpy as np
+import pytest
+
+import numbanorm as nn
+from numbanorm import _device
+from conftest import TOLERANCES, assert_close
+import oracle
+
+cuda = _device.cuda()  # the simulator stands in when there is no GPU
+DTYPES = [np.float32, np.float64]
+
+
+def dev(a):
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def host(a):
+    return None if a is None else a.copy_to_host()
+
+
+def _data(rng, shape, dtype, mean=0.0, std=1.0):
+    return (rng.standard_normal(shape) * std + mean).astype(dtype)
+
+
+# op -> (forward on device args, backward, oracle, parameter shape of x)
+CASES = {
+    "layer_norm": ((3, 4, 5), lambda x, w, b: nn.layer_norm_forward(x, (4, 5), w, b),
+                   nn.layer_norm_backward,
+                   lambda x, w, b, dy: oracle.layer_norm(x, (4, 5), w, b, 1e-5, dy), (4, 5)),
+    "layer_norm_long": ((2, 37), lambda x, w, b: nn.layer_norm_forward(x, 37, w, b),
+                        nn.layer_norm_backward,
+                        lambda x, w, b, dy: oracle.layer_norm(x, 37, w, b, 1e-5, dy), (37,)),
+    "rms_norm": ((3, 2, 13), lambda x, w, b: nn.rms_norm_forward(x, 13, w),
+                 nn.rms_norm_backward,
+                 lambda x, w, b, dy: oracle.rms_norm(x, 13, w, None, dy), (13,)),
+    "group_norm": ((2, 6, 3, 5), lambda x, w, b: nn.group_norm_forward(x, 3, w, b),
+                   nn.group_norm_backward,
+                   lambda x, w, b, dy: oracle.group_norm(x, 3, w, b, 1e-5, dy), (6,)),
+    "instance_norm": ((2, 3, 11), lambda x, w, b: nn.instance_norm_forward(x, weight=w, bias=b),
+                      nn.instance_norm_backward,
+                      lambda x, w, b, dy: oracle.instance_norm(x, w, b, 1e-5, dy), (3,)),
+    "batch_norm": ((5, 3, 2, 3), lambda x, w, b: nn.batch_norm_forward(x, None, None, w, b,
+                                                                       training=True),
+                   nn.batch_norm_backward,
+                   lambda x, w, b, dy: oracle.batch_norm_train(x, w, b, 1e-5, dy), (3,)),
+    "batch_norm_nc": ((13, 7), lambda x, w, b: nn.batch_norm_forward(x, None, None, w, b,
+                                                                     training=True),
+                      nn.batch_norm_backward,
+                      lambda x, w, b, dy: oracle.batch_norm_train(x, w, b, 1e-5, dy), (7,)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("op", sorted(CASES))
+def test_op_matches_oracle_and_cpu(rng, op, dtype, affine):
+    shape, fwd, bwd, ref_fn, pshape = CASES[op]
+    x = _data(rng, shape, dtype, mean=2.0, std=3.0)
+    dy = _data(rng, shape, dtype)
+    w = _data(rng, pshape, dtype) if affine else None
+    b = _data(rng, pshape, dtype) if affine and op != "rms_norm" else None
+    y_d, saved = fwd(dev(x), w if w is None else dev(w), b)  # host bias: copied to the GPU
+    grads = bwd(dev(dy), saved)
+    ref = ref_fn(x, w, b, dy)
+    y = host(y_d)
+    assert_close(y, ref["y"], dtype, name="y")
+    assert_close(host(grads[0]), ref["dx"], dtype, name="dx")
+    if w is not None:
+        assert_close(host(grads[1]), ref["dweight"], dtype, np.sqrt(x.size), name="dweight")
+        assert host(grads[1]).shape == pshape
+    else:
+        assert grads[1] is None
+    if b is not None:
+        assert_close(host(grads[2]), ref["dbias"], dtype, np.sqrt(x.size), name="dbias")
+    assert_close(host(saved.rstd).ravel(), ref["rstd"].ravel(), dtype, name="rstd")
+    # the CPU path on the same data: both accumulate in float64, so within float32 rounding
+    y_cpu, saved_cpu = fwd(x, w, b)
+    np.testing.assert_allclose(y, y_cpu, rtol=TOLERANCES[dtype][0], atol=TOLERANCES[dtype][1])
+    dx_cpu = bwd(dy, saved_cpu)[0]
+    np.testing.assert_allclose(host(grads[0]), dx_cpu, rtol=TOLERANCES[dtype][0],
+                               atol=TOLERANCES[dtype][1])
+    # run to run: bitwise identical
+    y2, saved2 = fwd(dev(x), w if w is None else dev(w), b)
+    np.testing.assert_array_equal(host(y2), y)
+    for g1, g2 in zip(grads, bwd(dev(dy), saved2)):
+        if g1 is not None:
+            np.testing.assert_array_equal(host(g1), host(g2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_running_buffers_on_device_and_eval(rng, dtype):
+    x = _data(rng, (6, 4, 5), dtype, mean=1.0, std=2.0)
+    dy = _data(rng, x.shape, dtype)
+    rm, rv = _data(rng, 4, dtype), np.abs(_data(rng, 4, dtype)) + 0.5
+    rm_d, rv_d = dev(rm), dev(rv)
+    nn.batch_norm(dev(x), rm_d, rv_d, training=True, momentum=0.3)
+    ref = oracle.batch_norm_train(x)
+    assert_close(host(rm_d), 0.7 * rm + 0.3 * ref["mean"], dtype, name="running_mean")
+    assert_close(host(rv_d), 0.7 * rv + 0.3 * ref["var_unbiased"], dtype, name="running_var")
+    # eval mode reads the (device) running buffers
+    y, saved = nn.batch_norm_forward(dev(x), rm_d, rv_d, training=False)
+    dx = nn.batch_norm_backward(dev(dy), saved)[0]
+    ref = oracle.batch_norm_eval(x, host(rm_d), host(rv_d), dy=dy)
+    assert_close(host(y), ref["y"], dtype, name="eval y")
+    assert_close(host(dx), ref["dx"], dtype, name="eval dx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_instance_norm_running_buffers(rng, dtype):
+    x = _data(rng, (3, 4, 9), dtype, mean=-1.0)
+    rm, rv = np.zeros(4, dtype), np.ones(4, dtype)
+    rm_cpu, rv_cpu = rm.copy(), rv.copy()
+    y = nn.instance_norm(x, rm, rv, momentum=0.5, device="cuda")   # NumPy in, NumPy out
+    y_cpu = nn.instance_norm(x, rm_cpu, rv_cpu, momentum=0.5)
+    assert isinstance(y, np.ndarray)
+    np.testing.assert_allclose(y, y_cpu, rtol=TOLERANCES[dtype][0], atol=TOLERANCES[dtype][1])
+    np.testing.assert_allclose(rm, rm_cpu, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(rv, rv_cpu, rtol=1e-6, atol=1e-7)
+    y_eval = nn.instance_norm(x, rm, rv, use_input_stats=False, device="cuda")
+    ref = oracle.batch_norm_eval(x.reshape(1, 12, 9).reshape(3, 4, 9), rm, rv)
+    assert_close(y_eval, ref["y"], dtype, name="eval y")
+
+
+def test_device_keyword_and_environment(rng, monkeypatch):
+    x = _data(rng, (4, 6, 5), np.float32)
+    dy = _data(rng, x.shape, np.float32)
+    w = _data(rng, 6, np.float32)
+    y, saved = nn.group_norm_forward(x, 2, w, device="cuda")
+    assert isinstance(y, np.ndarray) and isinstance(saved.rstd, np.ndarray)
+    dx, dw, db = nn.group_norm_backward(dy, saved)
+    assert isinstance(dx, np.ndarray) and db is None
+    ref = oracle.group_norm(x, 2, w, dy=dy)
+    assert_close(dx, ref["dx"], np.float32, name="dx")
+    assert_close(dw, ref["dweight"], np.float32, np.sqrt(x.size), name="dweight")
+    monkeypatch.setenv("NUMBANORM_DEVICE", "cuda")
+    out = np.empty_like(x)
+    assert nn.group_norm(x, 2, w, out=out) is out
+    assert_close(out, ref["y"], np.float32, name="env y")
+    monkeypatch.setenv("NUMBANORM_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="NUMBANORM_DEVICE environment variable must be"):
+        nn.group_norm(x, 2)
+
+
+def test_out_on_device(rng):
+    x = _data(rng, (5, 8), np.float32)
+    ref = oracle.layer_norm(x, 8)["y"]
+    x_d = dev(x)
+    out = cuda.device_array_like(x_d)
+    assert nn.layer_norm(x_d, 8, out=out) is out
+    assert_close(host(out), ref, np.float32, name="out")
+    assert nn.layer_norm(x_d, 8, out=x_d) is x_d  # in place
+    assert_close(host(x_d), ref, np.float32, name="in place")
+    with pytest.raises(ValueError, match="out overlaps the input"):
+        nn.layer_norm_forward(x_d, 8, out=x_d)
+    with pytest.raises(TypeError, match="out must be a GPU array"):
+        nn.layer_norm(x_d, 8, out=np.empty_like(x))
+
+
+def test_mixed_placement_errors(rng):
+    x = _data(rng, (4, 3, 5), np.float32)
+    x_d = dev(x)
+    w_d = dev(np.ones(3, np.float32))
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="weight is on the GPU but x is a NumPy array"):
+        nn.batch_norm(x, None, None, w_d, training=True)
+    with pytest.raises(ValueError, match="running_mean is a NumPy array but x is on the GPU"):
+        nn.batch_norm(x_d, rm, rv, training=True)
+    np.testing.assert_array_equal(rm, 0)
+    nn.batch_norm(x_d, rm, rv, training=False)  # read-only host buffers are copied over
+    with pytest.raises(ValueError, match="device='cpu' was asked for"):
+        nn.layer_norm(x_d, 5, device="cpu")
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
+        nn.layer_norm(x, 5, device="gpu")
+    y, saved = nn.layer_norm_forward(x_d, 5)
+    with pytest.raises(ValueError, match="dy is a NumPy array but the forward ran on the GPU"):
+        nn.layer_norm_backward(np.ones_like(x), saved)
+    y, saved = nn.layer_norm_forward(x, 5)
+    with pytest.raises(ValueError, match="dy is on the GPU but the forward ran on the CPU"):
+        nn.layer_norm_backward(dev(np.ones_like(x)), saved)
+    with pytest.raises(TypeError, match="x must have dtype float32 or float64"):
+        nn.layer_norm(dev(np.ones((2, 3), np.int32)), 3)
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "group_norm", "batch_norm", "batch_norm_nc"])
+def test_huge_magnitudes_float64(rng, op):
+    shape, fwd, bwd, ref_fn, _ = CASES[op]
+    scale = 1e300
+    x = _data(rng, shape, np.float64) * scale
+    dy = _data(rng, shape, np.float64)
+    y, saved = fwd(dev(x), None, None)
+    dx = host(bwd(dev(dy), saved)[0])
+    ref = ref_fn(x / scale, None, None, dy)
+    np.testing.assert_allclose(host(y), ref["y"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dx * scale, ref["dx"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "group_norm", "batch_norm_nc"])
+def test_float32_large_mean(rng, op):
+    shape, fwd, bwd, ref_fn, _ = CASES[op]
+    x = (rng.standard_normal(shape) + 1e6).astype(np.float32)
+    y, saved = fwd(dev(x), None, None)
+    ref = ref_fn(x, None, None, None)
+    var = 1.0 / host(saved.rstd).astype(np.float64).ravel() ** 2 - 1e-5
+    np.testing.assert_allclose(var, ref["var"].ravel(), rtol=1e-5)
+    np.testing.assert_allclose(host(y), ref["y"], rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_nan_and_constant_groups(rng):
+    x = _data(rng, (2, 4, 6), np.float32)
+    x[0, :2, 3] = np.nan          # group 0 of sample 0
+    x[1, 2:] = 5.0                # group 1 of sample 1: constant
+    b = _data(rng, 4, np.float32)
+    y = host(nn.group_norm(dev(x), 2, None, b))
+    assert np.isnan(y[0, :2]).all()
+    assert np.isfinite(y[0, 2:]).all() and np.isfinite(y[1]).all()
+    np.testing.assert_array_equal(y[1, 2:], np.broadcast_to(b[2:, None], (2, 6)))
+    ref = oracle.group_norm(x[:, :, :], 2, None, b)["y"]
+    assert_close(y[0, 2:], ref[0, 2:], np.float32)
+
+
+def test_cuda_unavailable_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(_device, "_state", {})
+    monkeypatch.setattr(cuda, "is_available", lambda: False)
+    with pytest.raises(_device.CudaUnavailableError, match="needs an NVIDIA GPU"):
+        nn.layer_norm(np.ones((2, 3), np.float32), 3, device="cuda")
+    np.testing.assert_allclose(nn.layer_norm(np.ones((2, 3), np.float32) * [1, 2, 3], 3)[0],
+                               [-1.2247, 0, 1.2247], atol=1e-4)  # the CPU path still works
+    assert nn.info()["gpu"] is None
+
+
+def test_info_reports_gpu():
+    facts = nn.info()
+    assert facts["gpu"] and facts["numba"] and facts["threads"] >= 1
+
+
+def _real_gpu():
+    return not _device._simulated()
+
+
+@pytest.mark.skipif(not _real_gpu(), reason="CuPy and PyTorch CUDA tensors need a real GPU")
+def test_cupy_and_torch_interop(rng):
+    x = _data(rng, (8, 16), np.float32)
+    ref = oracle.layer_norm(x, 16)["y"]
+    cupy = pytest.importorskip("cupy")
+    y = nn.layer_norm(cupy.asarray(x), 16)
+    assert isinstance(y, cupy.ndarray)
+    assert_close(cupy.asnumpy(y), ref, np.float32)
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        y = nn.layer_norm(torch.tensor(x, device="cuda"), 16)
+        assert isinstance(y, torch.Tensor) and y.is_cuda
+        assert_close(y.cpu().numpy(), ref, np.float32)
