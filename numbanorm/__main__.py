@@ -14,15 +14,8 @@ def _shape(text):
 
 
 def info():
-    import numba
-    import numpy
-
-    import numbanorm
-    lines = [f"numbanorm {numbanorm.__version__}", f"numpy {numpy.__version__}",
-             f"numba {numba.__version__}", f"threads {numba.get_num_threads()} "
-             f"(of {numba.config.NUMBA_NUM_THREADS})",
-             f"threading layer requested: {numba.config.THREADING_LAYER}",
-             "devices: cpu (the CUDA backend is not part of this version)"]
+    from ._device import info as facts
+    lines = [f"{key}: {value}" for key, value in facts().items()]
     return "\n".join(lines)
 
 
@@ -50,10 +43,15 @@ def main(argv=None):
     if args.command == "info":
         print(info())
         return 0
-    if args.device == "cuda":
-        parser.error("--device cuda: the CUDA backend is not part of this version")
     if args.repeats < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--repeats and --threads must be positive")
+    if args.device == "cuda":
+        from .bench_cuda import STANDARD as GPU_CASES, run as run_gpu
+        cases = ([(op, s) for op in (args.op or list(OPS)) for s in args.shape] if args.shape
+                 else [c for c in GPU_CASES if not args.op or c[0] in args.op])
+        print(run_gpu(cases, repeats=args.repeats, min_run=args.min_run,
+                      with_torch=not args.no_torch, as_json=args.json))
+        return 0
     if args.shape:
         ops = args.op or list(OPS)
         cases = [(op, s, d) for op in ops for s in args.shape for d in (args.dtype or ["float32"])]

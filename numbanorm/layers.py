@@ -10,6 +10,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from . import _device
 from . import _validate as V
 from . import functional as F
 
@@ -30,6 +31,8 @@ def _dtype(dtype):
 def _to_numpy(value, key):
     if hasattr(value, "detach"):  # a PyTorch tensor, possibly requiring grad
         value = value.detach().cpu().numpy()
+    elif _device.is_device_array(value) and hasattr(value, "copy_to_host"):
+        value = value.copy_to_host()
     try:
         return np.asarray(value)
     except Exception as exc:  # noqa: BLE001
@@ -59,6 +62,33 @@ class _Norm:
     def __call__(self, x):
         return self.forward(x)
 
+    @property
+    def device(self):
+        """"cuda" when the parameters and buffers live on the GPU, else "cpu"."""
+        return "cuda" if getattr(self, "_on_gpu", False) else "cpu"
+
+    def to(self, device):
+        """Move the parameters and buffers to "cuda" (numba device arrays) or back to "cpu"
+        (NumPy arrays); returns the layer. On the GPU the layer takes GPU input, and training
+        updates the running buffers in place there."""
+        device = _device.requested(device)
+        if device is None:
+            raise ValueError("device must be 'cpu' or 'cuda', got None")
+        moved = {}
+        for key, value in self._present_state():
+            if key == "num_batches_tracked":
+                continue
+            on_gpu = not isinstance(value, np.ndarray)
+            if device == "cuda" and not on_gpu:
+                value = _device.to_device(value)
+            elif device == "cpu" and on_gpu:
+                value = value.copy_to_host()
+            moved[key] = value
+        for key, value in moved.items():  # all moved before any is replaced
+            setattr(self, key, value)
+        self._on_gpu = device == "cuda"
+        return self
+
     def forward(self, x):
         """y for x; keeps the saved statistics for `backward`."""
         y, saved = self._forward(x)
@@ -70,10 +100,11 @@ class _Norm:
         if self._saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
         if self._unbatched:
-            dy = V.array(dy, "dy")[None]
+            dy = V.array(dy, "dy")
+            dy = dy.reshape((1,) + tuple(dy.shape))
         dx, dweight, dbias = self._backward(dy, self._saved)
         self.grad_weight, self.grad_bias = dweight, dbias
-        return dx[0] if self._unbatched else dx
+        return dx.reshape(tuple(dx.shape)[1:]) if self._unbatched else dx
 
     def _present_state(self):
         for key in self._state_keys:
@@ -85,8 +116,12 @@ class _Norm:
         """Copies of the parameters and buffers under PyTorch's key names."""
         state = OrderedDict()
         for key, value in self._present_state():
-            state[key] = np.array(value, dtype=np.int64) if key == "num_batches_tracked" \
-                else value.copy()
+            if key == "num_batches_tracked":
+                state[key] = np.array(value, dtype=np.int64)
+            elif isinstance(value, np.ndarray):
+                state[key] = value.copy()
+            else:  # on the GPU: a host copy
+                state[key] = value.copy_to_host()
         return state
 
     def load_state_dict(self, state_dict, strict=True):
@@ -118,8 +153,11 @@ class _Norm:
         for key, value in staged.items():
             if key == "num_batches_tracked":
                 self.num_batches_tracked = value
-            else:
+            elif isinstance(getattr(self, key), np.ndarray):
                 getattr(self, key)[...] = value
+            else:
+                target = getattr(self, key)
+                target.copy_to_device(np.ascontiguousarray(value, target.dtype))
 
     def __repr__(self):
         return f"{type(self).__name__}({self._extra_repr()})"
@@ -148,8 +186,11 @@ class _ChannelNorm(_Norm):
 
     def reset_running_stats(self):
         if self.track_running_stats:
-            self.running_mean[...] = 0
-            self.running_var[...] = 1
+            for buf, value in ((self.running_mean, 0.0), (self.running_var, 1.0)):
+                if isinstance(buf, np.ndarray):
+                    buf[...] = value
+                else:
+                    buf.copy_to_device(np.full(buf.shape, value, buf.dtype))
             self.num_batches_tracked = 0
 
     def _check_ndim(self, x):
@@ -211,7 +252,7 @@ class _InstanceNorm(_ChannelNorm):
         x = self._check_ndim(x)
         self._unbatched = x.ndim == self._ndims[0]
         if self._unbatched:
-            x = x[None]
+            x = x.reshape((1,) + tuple(x.shape))
         if x.shape[1] != self.num_features:
             message = (f"expected input's size at dim={0 if self._unbatched else 1} to match "
                        f"num_features ({self.num_features}), but got: {x.shape[1]}.")
@@ -222,7 +263,7 @@ class _InstanceNorm(_ChannelNorm):
             x, self.running_mean, self.running_var, self.weight, self.bias,
             self.training or not self.track_running_stats,
             0.0 if self.momentum is None else self.momentum, self.eps)
-        return (y[0] if self._unbatched else y), saved
+        return (y.reshape(tuple(y.shape)[1:]) if self._unbatched else y), saved
 
     _backward = staticmethod(F.instance_norm_backward)
 

@@ -25,10 +25,22 @@ def test_bench_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--shape", "0,3"])
     with pytest.raises(SystemExit):
-        main(["bench", "--device", "cuda"])
+        main(["bench", "--device", "tpu"])
+
+
+def test_bench_cuda_json(capsys):
+    """The GPU table's machinery, on a tiny shape (in the simulator when there is no GPU)."""
+    main(["bench", "--device", "cuda", "--op", "layer_norm", "--op", "batch_norm", "--shape",
+          "4,8", "--repeats", "1", "--min-run", "0", "--no-torch", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["gpu"] and report["copy_gb_per_s"] > 0
+    assert [(r["op"], r["pass_"]) for r in report["rows"]] == [
+        ("layer_norm", "forward"), ("layer_norm", "backward"),
+        ("batch_norm", "forward"), ("batch_norm", "backward")]
+    assert all(r["median_s"] > 0 for r in report["rows"])
 
 
 def test_info(capsys):
     main(["info"])
     out = capsys.readouterr().out
-    assert "numba" in out and "threads" in out
+    assert "numba" in out and "threads" in out and "gpu" in out

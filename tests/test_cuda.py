@@ -255,3 +255,44 @@ def test_cupy_and_torch_interop(rng):
         y = nn.layer_norm(torch.tensor(x, device="cuda"), 16)
         assert isinstance(y, torch.Tensor) and y.is_cuda
         assert_close(y.cpu().numpy(), ref, np.float32)
+
+
+LAYERS = [
+    (nn.BatchNorm2d, (4,), (3, 4, 2, 3)), (nn.BatchNorm1d, (5,), (7, 5)),
+    (nn.InstanceNorm1d, (3,), (3, 6)),  # unbatched (C, L)
+    (nn.InstanceNorm2d, (3,), (2, 3, 2, 3)), (nn.LayerNorm, ((2, 3),), (4, 2, 3)),
+    (nn.GroupNorm, (2, 4), (2, 4, 5)), (nn.RMSNorm, (6,), (3, 6)),
+]
+
+
+@pytest.mark.parametrize("cls,args,shape", LAYERS, ids=lambda v: getattr(v, "__name__", ""))
+def test_layers_on_device_match_cpu(rng, cls, args, shape):
+    """A layer moved with .to("cuda") gives the CPU layer's outputs, gradients and running
+    buffers over train and eval steps, and .to("cpu") brings its state back."""
+    kwargs = {"track_running_stats": True, "affine": True} if cls in (
+        nn.InstanceNorm1d, nn.InstanceNorm2d) else {}
+    cpu_layer, gpu_layer = cls(*args, **kwargs), cls(*args, **kwargs).to("cuda")
+    assert gpu_layer.device == "cuda"
+    for step in range(3):
+        if step == 2:
+            cpu_layer.eval()
+            gpu_layer.eval()
+        x = _data(rng, shape, np.float32, mean=step, std=2.0)
+        dy = _data(rng, shape, np.float32)
+        y_cpu = cpu_layer(x)
+        y_gpu = host(gpu_layer(dev(x)))
+        np.testing.assert_allclose(y_gpu, y_cpu, rtol=2e-6, atol=2e-6)
+        dx_cpu = cpu_layer.backward(dy)
+        dx_gpu = host(gpu_layer.backward(dev(dy)))
+        np.testing.assert_allclose(dx_gpu, dx_cpu, rtol=2e-6, atol=2e-6)
+        if cpu_layer.grad_weight is not None:
+            np.testing.assert_allclose(host(gpu_layer.grad_weight), cpu_layer.grad_weight,
+                                       rtol=2e-6, atol=1e-5)
+    state_cpu, state_gpu = cpu_layer.state_dict(), gpu_layer.state_dict()
+    for key in state_cpu:
+        np.testing.assert_allclose(state_gpu[key], state_cpu[key], rtol=2e-6, atol=1e-7)
+    gpu_layer.load_state_dict(state_cpu)
+    back = gpu_layer.to("cpu")
+    assert back.device == "cpu"
+    for key, value in back.state_dict().items():
+        np.testing.assert_array_equal(value, state_cpu[key])

@@ -1,0 +1,156 @@
+"""GPU timings: `numbanorm bench --device cuda` (see numbanorm.bench for the CPU table).
+
+Each op forward and backward on device arrays, against PyTorch's CUDA kernels on the same
+tensors when PyTorch with CUDA is installed. Times are medians of repeats, each repeat a loop
+of calls closed by a device synchronisation. GB/s counts what the pass must move (forward: read
+x, write y; backward: read x and dy, write dx); the reference bandwidth is a device-to-device
+copy of 1 GiB measured in the same run (read + write counted).
+"""
+import json
+import sys
+import time
+
+import numpy as np
+
+# The H100 shapes of issue 3 (float32).
+STANDARD = [
+    ("layer_norm", (32768, 4096)), ("layer_norm", (65536, 1024)), ("layer_norm", (262144, 128)),
+    ("rms_norm", (32768, 4096)), ("batch_norm", (128, 256, 56, 56)),
+    ("batch_norm", (65536, 1024)), ("group_norm", (64, 256, 64, 64)),
+    ("instance_norm", (64, 256, 64, 64)),
+]
+
+
+def _sync():
+    from numba import cuda
+    cuda.synchronize()
+
+
+def _median_time(fn, repeats, min_run):
+    fn()
+    _sync()
+    t0 = time.perf_counter()
+    fn()
+    _sync()
+    once = max(time.perf_counter() - t0, 1e-7)
+    loops = max(1, int(min_run / once))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        _sync()
+        times.append((time.perf_counter() - t0) / loops)
+    return float(np.median(times)), float(min(times)), float(max(times))
+
+
+def copy_bandwidth(nbytes=1 << 30, repeats=5):
+    from numba import cuda
+    n = nbytes // 4
+    a = cuda.device_array(n, np.float32)
+    b = cuda.device_array(n, np.float32)
+    med, _, _ = _median_time(lambda: b.copy_to_device(a), repeats, 0.05)
+    return 2 * n * 4 / med / 1e9
+
+
+def _numbanorm(op, xd, w, b, C):
+    import numbanorm as nn
+    if op == "layer_norm":
+        fwd = lambda: nn.layer_norm_forward(xd, C, w, b)  # noqa: E731
+        return fwd, nn.layer_norm_backward
+    if op == "rms_norm":
+        return (lambda: nn.rms_norm_forward(xd, C, w)), nn.rms_norm_backward
+    if op == "group_norm":
+        return (lambda: nn.group_norm_forward(xd, 32, w, b)), nn.group_norm_backward
+    if op == "instance_norm":
+        return (lambda: nn.instance_norm_forward(xd, weight=w, bias=b)), \
+            nn.instance_norm_backward
+    return (lambda: nn.batch_norm_forward(xd, None, None, w, b, training=True)), \
+        nn.batch_norm_backward
+
+
+def _torch(op, x, w, b, dy):
+    import torch
+    import torch.nn.functional as TF
+    xt = torch.tensor(x, device="cuda", requires_grad=True)
+    wt = torch.tensor(w, device="cuda", requires_grad=True)
+    bt = torch.tensor(b, device="cuda", requires_grad=True)
+    dyt = torch.tensor(dy, device="cuda")
+    C = wt.shape[0]
+    fwd = {
+        "layer_norm": lambda t: TF.layer_norm(t, (C,), wt, bt),
+        "rms_norm": lambda t: TF.rms_norm(t, (C,), wt),
+        "group_norm": lambda t: TF.group_norm(t, 32, wt, bt),
+        "instance_norm": lambda t: TF.instance_norm(t, weight=wt, bias=bt),
+        "batch_norm": lambda t: TF.batch_norm(t, None, None, wt, bt, training=True),
+    }[op]
+
+    def forward():
+        with torch.no_grad():
+            fwd(xt)
+    y = fwd(xt)
+    inputs = (xt, wt) if op == "rms_norm" else (xt, wt, bt)
+
+    def backward():
+        torch.autograd.grad(y, inputs, dyt, retain_graph=True)
+    return forward, backward, torch.cuda.synchronize
+
+
+def run_case(op, shape, repeats, min_run, bandwidth, with_torch):
+    from numba import cuda
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape, dtype=np.float32) + 0.5
+    dy = rng.standard_normal(shape, dtype=np.float32)
+    C = shape[1] if op in ("batch_norm", "group_norm", "instance_norm") else shape[-1]
+    w = rng.standard_normal(C, dtype=np.float32)
+    b = rng.standard_normal(C, dtype=np.float32)
+    xd, dyd, wd, bd = (cuda.to_device(a) for a in (x, dy, w, b))
+    fwd, bwd = _numbanorm(op, xd, wd, bd, C)
+    _, saved = fwd()
+    rows = []
+    nbytes = {"forward": 2 * x.nbytes, "backward": 3 * x.nbytes}
+    timings = {"forward": _median_time(fwd, repeats, min_run),
+               "backward": _median_time(lambda: bwd(dyd, saved), repeats, min_run)}
+    ref = {}
+    if with_torch:
+        tf, tb, _ = _torch(op, x, w, b, dy)
+        ref = {"forward": _median_time(tf, repeats, min_run)[0],
+               "backward": _median_time(tb, repeats, min_run)[0]}
+    for p in ("forward", "backward"):
+        med, lo, hi = timings[p]
+        gbs = nbytes[p] / med / 1e9
+        rows.append(dict(op=op, shape=list(shape), pass_=p, median_s=med, min_s=lo, max_s=hi,
+                         gb_per_s=gbs, pct_copy=100 * gbs / bandwidth,
+                         vs_torch=ref[p] / med if p in ref else None))
+    return rows
+
+
+def run(cases=None, repeats=5, min_run=0.2, with_torch=True, as_json=False, progress=sys.stderr):
+    import numbanorm
+    facts = numbanorm.info()
+    if not facts.get("gpu"):
+        raise numbanorm.CudaUnavailableError(facts.get("gpu_unavailable", "no GPU"))
+    if with_torch:
+        try:
+            import torch
+            with_torch = torch.cuda.is_available()
+        except ImportError:
+            with_torch = False
+    from ._device import _simulated
+    bandwidth = copy_bandwidth(1 << 20 if _simulated() else 1 << 30)
+    rows = []
+    for op, shape in cases or STANDARD:
+        print(f"  {op} {shape} ...", file=progress, flush=True)
+        rows += run_case(op, shape, repeats, min_run, bandwidth, with_torch)
+    if as_json:
+        return json.dumps(dict(gpu=facts["gpu"], copy_gb_per_s=bandwidth, rows=rows), indent=1)
+    lines = [f"GPU: {facts['gpu']}; device copy bandwidth {bandwidth:.0f} GB/s "
+             f"(read + write); medians of {repeats}",
+             f"{'op':14s} {'shape':20s} {'pass':8s} {'median':>10s} {'GB/s':>8s} "
+             f"{'% copy':>7s} {'vs torch':>9s}"]
+    for r in rows:
+        vs = "-" if r["vs_torch"] is None else f"{r['vs_torch']:.2f}x"
+        lines.append(f"{r['op']:14s} {str(tuple(r['shape'])):20s} {r['pass_']:8s} "
+                     f"{r['median_s'] * 1e6:8.1f}us {r['gb_per_s']:8.0f} {r['pct_copy']:6.0f}% "
+                     f"{vs:>9s}")
+    return "\n".join(lines)
