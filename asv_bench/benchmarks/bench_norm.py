@@ -18,14 +18,24 @@ CASES = {f"{op}-{'x'.join(map(str, shape))}-{dtype}": (op, shape, dtype)
          for op, shape, dtype in _CASES}
 
 
+def _real_gpu():
+    """numba.cuda when a real GPU is present; NotImplementedError (asv: skipped) otherwise."""
+    from numbanorm import _device
+    try:
+        cuda = _device.cuda()
+    except _device.CudaUnavailableError as exc:
+        raise NotImplementedError(str(exc)) from exc
+    if _device._simulated():
+        raise NotImplementedError("the CUDA simulator is not worth timing")
+    return cuda
+
+
 class Normalization:
     params = [sorted(CASES), ["forward", "backward"], ["cpu", "cuda"]]
     param_names = ["case", "pass", "backend"]
     timeout = 300
 
     def setup(self, case, direction, backend):
-        if backend == "cuda":
-            raise NotImplementedError("the CUDA backend is not part of this version")
         op, shape, dtype = CASES[case]
         rng = np.random.default_rng(0)
         x = rng.standard_normal(shape).astype(dtype)
@@ -33,11 +43,20 @@ class Normalization:
         pshape = (shape[-1],) if op in ("layer_norm", "rms_norm") else (shape[1],)
         w = np.ones(pshape, dtype)
         b = None if op == "rms_norm" else np.zeros(pshape, dtype)
+        sync = None
+        if backend == "cuda":
+            cuda = _real_gpu()
+            x, dy, w, b = (None if a is None else cuda.to_device(a) for a in (x, dy, w, b))
+            sync = cuda.synchronize
         forward, backward, plain = bench.numbanorm_impl(op, x, w, b, dy)
         _, saved = forward()  # JIT compile or cache load, outside the timing
         backward(saved)
         plain()
-        self.call = plain if direction == "forward" else (lambda: backward(saved))
+        call = plain if direction == "forward" else (lambda: backward(saved))
+        if sync is None:
+            self.call = call
+        else:  # the timed call includes the kernels' completion, not just their launch
+            self.call = lambda: (call(), sync())
 
     def time_op(self, case, direction, backend):
         self.call()
