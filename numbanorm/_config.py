@@ -31,6 +31,12 @@ BLOCK = 1024
 # Inputs with at most this many elements run a serial kernel: a parallel region costs ~1.5 us.
 SERIAL_MAX_ELEMENTS = 1 << 15
 
+# batch_norm inputs run the fused serial kernels (channels.small_forward/small_backward: one
+# call instead of three parallel regions) up to SERIAL_MAX_ELEMENTS, and up to this many
+# elements when the spatial size is below SLAB_MIN (column layout, e.g. (N, C) input). Measured
+# on (64, 1024): 0.12 -> 0.06 ms forward; on (8, 32, 32, 32) the fused kernel was 3x slower.
+FUSED_COLUMNS_MAX_ELEMENTS = 1 << 18
+
 # Cross-row reductions (dweight/dbias, batch_norm statistics) are split into at most this many
 # partial buffers, merged in a fixed order. The split depends on the shape only, never on the
 # thread count, so results are bitwise identical for any number of threads.

@@ -12,6 +12,10 @@ and gradients are computed in float64; outputs have the input's dtype and shape.
 
 A copy of x is made only when x is not C-contiguous (Fortran order, transposes, strided
 views); the kernels then read the copy, which `saved` keeps for the backward pass.
+
+GPU arrays (`__cuda_array_interface__`) run on the CUDA kernels of numbanorm.cuda instead, and
+every forward takes `device=`: "cuda" sends NumPy input to the GPU and returns NumPy, "cpu"
+insists on the CPU, None (default) follows the data or the NUMBANORM_DEVICE variable.
 """
 import math
 import threading
@@ -21,7 +25,8 @@ import numpy as np
 
 from . import _device
 from . import _validate as V
-from ._config import COLUMN_BLOCK_BYTES, MAX_PARTIALS, SERIAL_MAX_ELEMENTS, SLAB_MIN
+from ._config import (COLUMN_BLOCK_BYTES, FUSED_COLUMNS_MAX_ELEMENTS, MAX_PARTIALS,
+                      SERIAL_MAX_ELEMENTS, SLAB_MIN)
 from .cpu import channels, rows
 
 __all__ = [
@@ -278,6 +283,11 @@ def _rows_backward(dy, saved):
 # ---------------------------------------------------------------------------------------------
 # channels geometry: batch_norm (and instance_norm with running statistics)
 
+def _kernels(size):
+    """The channels kernels: serial twins for inputs too small to pay for parallel regions."""
+    return channels.SERIAL if size <= SERIAL_MAX_ELEMENTS else channels
+
+
 def _channel_partials(x3, inv):
     """Per-channel float64 (mean, M2) of x*inv[c] for a contiguous (N, C, S) array."""
     N, C, S = x3.shape
@@ -285,7 +295,7 @@ def _channel_partials(x3, inv):
         nchunks = max(1, min(N, MAX_PARTIALS // C))
         pmean = np.empty((nchunks, C))
         pm2 = np.empty((nchunks, C))
-        channels.slab_partials(x3.reshape(N * C, S), N, C, inv, pmean, pm2)
+        _kernels(x3.size).slab_partials(x3.reshape(N * C, S), N, C, inv, pmean, pm2)
         counts = _chunk_counts(N, nchunks, S)
     else:
         M = C * S
@@ -293,8 +303,8 @@ def _channel_partials(x3, inv):
         nchunks = max(1, min(MAX_PARTIALS, -(-N // rows_per_block)))
         pmean = _scratch("mean", (nchunks, M))
         pm2 = _scratch("m2", (nchunks, M))
-        channels.column_partials(x3.reshape(N, M), np.repeat(inv, S), rows_per_block, pmean,
-                                 pm2)
+        _kernels(x3.size).column_partials(x3.reshape(N, M), np.repeat(inv, S), rows_per_block,
+                                          pmean, pm2)
         counts = _chunk_counts(N, nchunks, 1)
     return channels.merge_partials(pmean, pm2, counts, C)
 
@@ -309,7 +319,7 @@ def _channel_stats(x3):
     mean, m2 = _channel_partials(x3, inv)
     overflow = ~(np.isfinite(m2) & np.isfinite(mean))
     if overflow.any():
-        biggest = channels.channel_absmax(x3)
+        biggest = _kernels(x3.size).channel_absmax(x3)
         rescale = overflow & np.isfinite(biggest) & (biggest > 0)
         if rescale.any():
             inv[rescale] = np.ldexp(1.0, -np.frexp(biggest[rescale])[1])
@@ -320,10 +330,11 @@ def _channel_stats(x3):
 def _channel_affine(x3, mean, a, b, y3):
     N, C, S = x3.shape
     if S >= SLAB_MIN:
-        channels.slab_affine(x3.reshape(N * C, S), C, mean, a, b, y3.reshape(N * C, S))
+        _kernels(x3.size).slab_affine(x3.reshape(N * C, S), C, mean, a, b,
+                                      y3.reshape(N * C, S))
     else:
-        channels.column_affine(x3.reshape(N, C * S), np.repeat(mean, S), np.repeat(a, S),
-                               np.repeat(b, S), y3.reshape(N, C * S))
+        _kernels(x3.size).column_affine(x3.reshape(N, C * S), np.repeat(mean, S),
+                                        np.repeat(a, S), np.repeat(b, S), y3.reshape(N, C * S))
 
 
 def _channel_sums(dy3, x3, mean):
@@ -333,25 +344,47 @@ def _channel_sums(dy3, x3, mean):
         nchunks = max(1, min(N, MAX_PARTIALS // C))
         sdy = np.empty((nchunks, C))
         sdyx = np.empty((nchunks, C))
-        channels.slab_sums(dy3.reshape(N * C, S), x3.reshape(N * C, S), N, C, mean, sdy, sdyx)
+        _kernels(x3.size).slab_sums(dy3.reshape(N * C, S), x3.reshape(N * C, S), N, C, mean,
+                                    sdy, sdyx)
         return sdy.sum(axis=0), sdyx.sum(axis=0)
     M = C * S
     nchunks = max(1, min(N, MAX_PARTIALS))
     sdy = _scratch("sum_dy", (nchunks, M))
     sdyx = _scratch("sum_dyx", (nchunks, M))
-    channels.column_sums(dy3.reshape(N, M), x3.reshape(N, M), np.repeat(mean, S), sdy, sdyx)
+    _kernels(x3.size).column_sums(dy3.reshape(N, M), x3.reshape(N, M), np.repeat(mean, S), sdy,
+                                  sdyx)
     return sdy.sum(axis=0).reshape(C, S).sum(axis=1), sdyx.sum(axis=0).reshape(C, S).sum(axis=1)
 
 
 def _channel_dx(dy3, x3, mean, rstd, k1, k2, k3, dx3):
     N, C, S = x3.shape
+    kernels = _kernels(x3.size)
     if S >= SLAB_MIN:
-        channels.slab_dx(dy3.reshape(N * C, S), x3.reshape(N * C, S), C, mean, rstd, k1, k2,
-                         k3, dx3.reshape(N * C, S))
+        kernels.slab_dx(dy3.reshape(N * C, S), x3.reshape(N * C, S), C, mean, rstd, k1, k2, k3,
+                        dx3.reshape(N * C, S))
     else:
         rep = lambda v: np.repeat(v, S)  # noqa: E731
-        channels.column_dx(dy3.reshape(N, C * S), x3.reshape(N, C * S), rep(mean), rep(rstd),
-                           rep(k1), rep(k2), rep(k3), dx3.reshape(N, C * S))
+        kernels.column_dx(dy3.reshape(N, C * S), x3.reshape(N, C * S), rep(mean), rep(rstd),
+                          rep(k1), rep(k2), rep(k3), dx3.reshape(N, C * S))
+
+
+def _fused(size, S):
+    """Whether batch_norm on `size` elements of spatial size S takes the fused serial kernels."""
+    return size <= SERIAL_MAX_ELEMENTS or (S < SLAB_MIN and size <= FUSED_COLUMNS_MAX_ELEMENTS)
+
+
+def _small_batch_norm(x, weight, bias, eps, out):
+    """(y, mean, var) by the fused serial kernel, or None where it declines (non-finite
+    statistics: the general path rescales or propagates)."""
+    N, C = x.shape[:2]
+    x2 = np.ascontiguousarray(x).reshape(N, -1)
+    y = _target(out, x)
+    mean64 = np.empty(C)
+    var64 = np.empty(C)
+    if channels.small_forward(x2, C, _param(weight, C, x.dtype, 1), _param(bias, C, x.dtype, 0),
+                              eps, y.reshape(N, -1), mean64, var64):
+        return y, mean64, var64
+    return None
 
 
 def _update_running(running_mean, running_var, mean, var_unbiased, momentum):
@@ -363,8 +396,9 @@ def _update_running(running_mean, running_var, mean, var_unbiased, momentum):
 
 
 def _channels_forward(op, x, mean64, rstd64, weight, bias, out, geometry, public_shape,
-                      place=_CPU):
-    """Normalise (N, C, *) x with per-channel float64 mean/rstd; build the saved record."""
+                      place=_CPU, y=None):
+    """Normalise (N, C, *) x with per-channel float64 mean/rstd (unless y is already
+    computed); build the saved record."""
     N, C = x.shape[:2]
     S = _prod(x.shape[2:])
     if place.gpu:
@@ -374,12 +408,13 @@ def _channels_forward(op, x, mean64, rstd64, weight, bias, out, geometry, public
                            x.shape)
         return place.deliver(y, out), saved
     x3 = np.ascontiguousarray(x).reshape(N, C, S)
-    y = _target(out, x)
-    w = _param(weight, C, np.float64, 1.0)
-    a = rstd64 * w
-    b = _param(bias, C, np.float64, 0.0).astype(np.float64)
-    if x.size:
-        _channel_affine(x3, mean64, a, b, y.reshape(N, C, S))
+    if y is None:
+        y = _target(out, x)
+        w = _param(weight, C, np.float64, 1.0)
+        a = rstd64 * w
+        b = _param(bias, C, np.float64, 0.0).astype(np.float64)
+        if x.size:
+            _channel_affine(x3, mean64, a, b, y.reshape(N, C, S))
     saved = Saved(
         op=op, mean=np.broadcast_to(mean64.astype(x.dtype), public_shape),
         rstd=np.broadcast_to(rstd64.astype(x.dtype), public_shape), _x=x3, _mean64=mean64,
@@ -401,6 +436,14 @@ def _channels_backward(dy, saved):
     want_params = weight is not None or saved._has_bias
     w = _param(weight, C, np.float64, 1.0)
     dx = np.empty(x3.shape, x3.dtype)
+    if x3.size and _fused(x3.size, S):
+        sum_dy = np.empty(C)
+        sum_dyx = np.empty(C)
+        channels.small_backward(dy3.reshape(N, C * S), x3.reshape(N, C * S), C, mean, rstd, w,
+                                training, dx.reshape(N, C * S), sum_dy, sum_dyx)
+        dweight = (sum_dyx).astype(x3.dtype) if weight is not None else None
+        dbias = sum_dy.astype(x3.dtype) if saved._has_bias else None
+        return dx.reshape(saved._shape), dweight, dbias
     if training or want_params:
         if x3.size:
             sum_dy, sum_dyx = _channel_sums(dy3, x3, mean)
@@ -471,6 +514,15 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
         if N * S == 0:
             mean64 = np.full(C, np.nan)
             rstd64 = np.full(C, np.nan)
+        elif _fused(x.size, S) and (
+                fused := _small_batch_norm(x, weight, bias, eps, out)) is not None:
+            y, mean64, var64 = fused
+            rstd64 = 1.0 / np.sqrt(var64 + eps)
+            if running_mean is not None:
+                _update_running(running_mean, running_var, mean64, var64 * (N * S / (N * S - 1)),
+                                momentum)
+            return _channels_forward("batch_norm", x, mean64, rstd64, weight, bias, out,
+                                     ("channels", True), (C,), y=y)
         else:
             mean64, var_scaled, inv = _channel_stats(np.ascontiguousarray(x).reshape(N, C, S))
             rstd64 = inv / np.sqrt(var_scaled + eps * inv * inv)
@@ -535,8 +587,10 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
                           True, device)[0]
 
 
-def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None, device=None):
-    """`layer_norm` returning (y, saved); saved.mean/rstd have shape x.shape[:-len(normalized_shape)]."""
+def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None,
+                       device=None):
+    """`layer_norm` returning (y, saved); saved.mean/rstd have shape
+    x.shape[:-len(normalized_shape)]."""
     return _trailing_norm("layer_norm", x, normalized_shape, weight, bias, eps, out, True, True,
                           device)
 
