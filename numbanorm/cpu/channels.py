@@ -31,12 +31,13 @@ SERIAL = types.SimpleNamespace()
 def _parallel_and_serial(jit):
     """Compile a kernel twice: parallel, and serially (prange runs as range) under the name
     SERIAL.<name>, for inputs too small to pay for a parallel region (~1.5 us each, and
-    batch_norm runs three). The serial twin is a copy of the function with its own qualified
-    name, so the two never share an on-disk cache entry (Numba's cache key omits `parallel`)."""
+    batch_norm runs three). The twin's code object gets its own name: Numba names the on-disk
+    cache file after the code object and its key omits `parallel`, so a twin sharing the code
+    object would load the other's machine code."""
     def wrap(fn):
-        twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
-                                  fn.__defaults__, fn.__closure__)
-        twin.__qualname__ = fn.__qualname__ + "_serial"
+        name = fn.__name__ + "_serial"
+        code = fn.__code__.replace(co_name=name, co_qualname=name)  # names the cache file
+        twin = types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
         twin.__doc__ = fn.__doc__
         serial = njit(**jit)(twin)
         setattr(SERIAL, fn.__name__, serial)
