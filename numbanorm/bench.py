@@ -132,10 +132,15 @@ def torch_impl(op, x, w, b, dy):
 # ---------------------------------------------------------------------------------------------
 # timing
 
-def _time(fn, repeats, min_run):
+def _time(fn, repeats, min_run, sync=None):
+    """(median, min, max) seconds per call over `repeats` runs of a loop of calls lasting at
+    least min_run; sync (a GPU synchronisation) closes each timed loop."""
+    sync = sync or (lambda: None)
     fn()  # warm-up (and JIT compile or cache load)
+    sync()
     t0 = time.perf_counter()
     fn()
+    sync()
     once = max(time.perf_counter() - t0, 1e-7)
     number = max(1, int(min_run / once))
     samples = []
@@ -143,6 +148,7 @@ def _time(fn, repeats, min_run):
         t0 = time.perf_counter()
         for _ in range(number):
             fn()
+        sync()
         samples.append((time.perf_counter() - t0) / number)
     return float(np.median(samples)), float(min(samples)), float(max(samples))
 

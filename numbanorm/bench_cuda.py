@@ -8,9 +8,10 @@ copy of 1 GiB measured in the same run (read + write counted).
 """
 import json
 import sys
-import time
 
 import numpy as np
+
+from .bench import _time
 
 # The H100 shapes of issue 3 (float32).
 STANDARD = [
@@ -27,21 +28,7 @@ def _sync():
 
 
 def _median_time(fn, repeats, min_run):
-    fn()
-    _sync()
-    t0 = time.perf_counter()
-    fn()
-    _sync()
-    once = max(time.perf_counter() - t0, 1e-7)
-    loops = max(1, int(min_run / once))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(loops):
-            fn()
-        _sync()
-        times.append((time.perf_counter() - t0) / loops)
-    return float(np.median(times)), float(min(times)), float(max(times))
+    return _time(fn, repeats, min_run, sync=_sync)
 
 
 def copy_bandwidth(nbytes=1 << 30, repeats=5):

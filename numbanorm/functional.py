@@ -373,11 +373,11 @@ def _fused(size, S):
     return size <= SERIAL_MAX_ELEMENTS or (S < SLAB_MIN and size <= FUSED_COLUMNS_MAX_ELEMENTS)
 
 
-def _small_batch_norm(x, weight, bias, eps, out):
-    """(y, mean, var) by the fused serial kernel, or None where it declines (non-finite
-    statistics: the general path rescales or propagates)."""
-    N, C = x.shape[:2]
-    x2 = np.ascontiguousarray(x).reshape(N, -1)
+def _small_batch_norm(x, x3, weight, bias, eps, out):
+    """(y, mean, var) by the fused serial kernel on x's contiguous (N, C, S) view x3, or None
+    where it declines (non-finite statistics: the general path rescales or propagates)."""
+    N, C, _ = x3.shape
+    x2 = x3.reshape(N, -1)
     y = _target(out, x)
     mean64 = np.empty(C)
     var64 = np.empty(C)
@@ -396,9 +396,10 @@ def _update_running(running_mean, running_var, mean, var_unbiased, momentum):
 
 
 def _channels_forward(op, x, mean64, rstd64, weight, bias, out, geometry, public_shape,
-                      place=_CPU, y=None):
+                      place=_CPU, y=None, x3=None):
     """Normalise (N, C, *) x with per-channel float64 mean/rstd (unless y is already
-    computed); build the saved record."""
+    computed); build the saved record. x3: x's contiguous (N, C, S) view, when the caller
+    already made it."""
     N, C = x.shape[:2]
     S = _prod(x.shape[2:])
     if place.gpu:
@@ -407,7 +408,8 @@ def _channels_forward(op, x, mean64, rstd64, weight, bias, out, geometry, public
         saved = _gpu_saved(op, place, geometry, mean64, rstd64, (C,), weight, bias, x3,
                            x.shape)
         return place.deliver(y, out), saved
-    x3 = np.ascontiguousarray(x).reshape(N, C, S)
+    if x3 is None:
+        x3 = np.ascontiguousarray(x).reshape(N, C, S)
     if y is None:
         y = _target(out, x)
         w = _param(weight, C, np.float64, 1.0)
@@ -510,31 +512,32 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
             place.write_back()
         return _channels_forward("batch_norm", x, mean64, rstd64, weight, bias, out,
                                  ("channels", training), (C,), place)
+    # One contiguous view for every kernel and the saved record (a copy only when x is not
+    # C-contiguous).
+    x3 = np.ascontiguousarray(x).reshape(N, C, S)
+    y = None
     if training:
+        var_unbiased = None
         if N * S == 0:
             mean64 = np.full(C, np.nan)
             rstd64 = np.full(C, np.nan)
         elif _fused(x.size, S) and (
-                fused := _small_batch_norm(x, weight, bias, eps, out)) is not None:
+                fused := _small_batch_norm(x, x3, weight, bias, eps, out)) is not None:
             y, mean64, var64 = fused
             rstd64 = 1.0 / np.sqrt(var64 + eps)
-            if running_mean is not None:
-                _update_running(running_mean, running_var, mean64, var64 * (N * S / (N * S - 1)),
-                                momentum)
-            return _channels_forward("batch_norm", x, mean64, rstd64, weight, bias, out,
-                                     ("channels", True), (C,), y=y)
+            var_unbiased = var64 * (N * S / (N * S - 1))
         else:
-            mean64, var_scaled, inv = _channel_stats(np.ascontiguousarray(x).reshape(N, C, S))
+            mean64, var_scaled, inv = _channel_stats(x3)
             rstd64 = inv / np.sqrt(var_scaled + eps * inv * inv)
-            if running_mean is not None:
-                with np.errstate(over="ignore"):  # a variance beyond float range is inf
-                    var_unbiased = var_scaled / (inv * inv) * (N * S / (N * S - 1))
-                _update_running(running_mean, running_var, mean64, var_unbiased, momentum)
+            with np.errstate(over="ignore"):  # a variance beyond float range is inf
+                var_unbiased = var_scaled / (inv * inv) * (N * S / (N * S - 1))
+        if running_mean is not None and var_unbiased is not None:
+            _update_running(running_mean, running_var, mean64, var_unbiased, momentum)
     else:
         mean64 = running_mean.astype(np.float64)
         rstd64 = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
     return _channels_forward("batch_norm", x, mean64, rstd64, weight, bias, out,
-                             ("channels", training), (C,))
+                             ("channels", training), (C,), y=y, x3=x3)
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,

@@ -2,6 +2,8 @@
 tried with wrong types, shapes, dtypes and values. Each must raise a TypeError or ValueError
 whose message names the argument, before any kernel runs, leaving x, out and the running
 buffers exactly as they were."""
+import inspect
+
 import numpy as np
 import pytest
 
@@ -80,7 +82,8 @@ def _matrix():
 def test_function_argument(name, arg, index, exc):
     fn, kwargs, bad = _functions()[name]
     kwargs = {k: v for k, v in kwargs.items() if v is not None or k == "eps"}
-    kwargs.pop("training", None) if name == "instance_norm" else None
+    if name == "instance_norm":  # instance_norm takes use_input_stats, not training
+        kwargs.pop("training", None)
     value = bad[arg][index][0]
     x = _x()
     before = {k: v.copy() for k, v in kwargs.items() if isinstance(v, np.ndarray)}
@@ -163,7 +166,6 @@ BAD_CONSTRUCTOR = {
 
 def _constructor_matrix():
     for cls, base in LAYERS:
-        import inspect
         names = inspect.signature(cls.__init__).parameters
         for arg, values in BAD_CONSTRUCTOR.items():
             if arg in names:

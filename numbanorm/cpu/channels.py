@@ -302,19 +302,20 @@ def small_forward(x2, C, weight, bias, eps, y2, mean_out, var_out):
             t = xi[j] - col_mean[j]
             d[j] += t
             q[j] += t * t
+    col_m2 = np.empty(M)
+    for j in range(M):
+        col_m2[j] = q[j] - d[j] * d[j] / N
+    mean_c, m2_c = merge_partials(col_mean.reshape(1, M), col_m2.reshape(1, M),
+                                  np.full(1, float(N)), C)
     a_col = np.empty(M)
     b_col = np.empty(M)
     m_col = np.empty(M)
     for c in range(C):
-        n = 0.0
-        mean = 0.0
-        m2 = 0.0
-        for s in range(S):
-            j = c * S + s
-            n, mean, m2 = chan_merge(n, mean, m2, float(N), col_mean[j], q[j] - d[j] * d[j] / N)
+        mean = mean_c[c]
+        m2 = m2_c[c]
         if not (np.isfinite(m2) and np.isfinite(mean)):
             return False  # overflow, or NaN/inf data: the general path sorts out which
-        var = m2 / n
+        var = m2 / (N * S)
         mean_out[c] = mean
         var_out[c] = var
         rstd = 1.0 / np.sqrt(var + eps)

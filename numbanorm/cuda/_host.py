@@ -104,7 +104,7 @@ def rows_backward(dy, saved):
             sum_dy, sum_dyx = param_sums(dy2.reshape(R // G, C * S), x2.reshape(R // G, C * S),
                                          saved._mean64, saved._rstd64, G, L // S, C, S)
         else:
-            sum_dy = sum_dyx = _device.cuda().to_device(np.zeros(C))
+            sum_dy = sum_dyx = _constant(C, 0.0)
         pshape = weight.shape if weight is not None else (C,)
         if weight is not None:
             dweight = public(sum_dyx, x2.dtype, pshape)
@@ -171,7 +171,7 @@ def channels_backward(dy3, saved, training):
         sum_dy, sum_dyx = param_sums(dy3.reshape(N, C * S), x3.reshape(N, C * S),
                                      saved._mean64, saved._rstd64, 0, 1, C, S)
     else:
-        sum_dy = sum_dyx = _device.cuda().to_device(np.zeros(C))
+        sum_dy = sum_dyx = _constant(C, 0.0)
     if x3.size:
         channels.dx[_blocks(x3.size), CUDA_THREADS](
             _flat(dy3), _flat(x3), C, S, saved._mean64, saved._rstd64,
@@ -181,7 +181,12 @@ def channels_backward(dy3, saved, training):
     return dx.reshape(saved._shape), dweight, dbias
 
 
+def _constant(n, value):
+    """A fresh float64 device array of n copies of value."""
+    return _device.cuda().to_device(np.full(n, value))
+
+
 def fill_nan(n):
-    return _device.cuda().to_device(np.full(n, np.nan))
+    return _constant(n, np.nan)
 
 
