@@ -529,7 +529,7 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
         else:
             mean64, var_scaled, inv = _channel_stats(x3)
             rstd64 = inv / np.sqrt(var_scaled + eps * inv * inv)
-            with np.errstate(over="ignore"):  # a variance beyond float range is inf
+            with np.errstate(over="ignore", divide="ignore"):  # var beyond float range: inf
                 var_unbiased = var_scaled / (inv * inv) * (N * S / (N * S - 1))
         if running_mean is not None and var_unbiased is not None:
             _update_running(running_mean, running_var, mean64, var_unbiased, momentum)

@@ -53,7 +53,7 @@ def _slab_chunk_moments(x2, N, C, c, start, stop, inv):
     mean = 0.0
     m2 = 0.0
     for i in range(start, stop):
-        mb, m2b = block_moments(x2[i * C + c], 0, S, True, inv)
+        mb, m2b = block_moments(x2[i * C + c], True, inv)
         n, mean, m2 = chan_merge(n, mean, m2, float(S), mb, m2b)
     return mean, m2
 

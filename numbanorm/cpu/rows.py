@@ -14,22 +14,37 @@ Backward, per row, with xhat = (x - mean)*rstd and g = dy*w[c]:
                    dx = rstd*(g - mean(g) - xhat*mean(g*xhat))    (rms: no mean(g) term)
                    dw[c] += sum(dy*xhat),  db[c] += sum(dy)       (per-chunk partial rows)
 
-All arithmetic is in float64; the row is read from memory once per pass, the second pass of a
+Statistics and reductions are in float64, elementwise arithmetic in x's dtype (see _moments); the row is read from memory once per pass, the second pass of a
 row hits cache. Each kernel has a parallel driver and a serial one for small inputs.
 """
 from numba import njit, prange
 
 from .._config import JIT
-from ._moments import moments, rstd_of
+from ._moments import like, moments, rstd_of
 
 
-@njit(**JIT)
+@njit(inline='always', **JIT)
+def _affine_each(xs, mean, a, w, b, ys):
+    """ys = (xs - mean)*(a*w) + b elementwise (per-element w, b), in xs's dtype after the
+    float64 subtraction (see _moments.like)."""
+    for j in range(xs.size):
+        ys[j] = like(xs, xs[j] - mean) * (a * w[j]) + b[j]
+
+
+@njit(inline='always', **JIT)
+def _affine_all(xs, mean, a, b, ys):
+    """ys = (xs - mean)*a + b elementwise with scalar a, b (see _affine_each)."""
+    for j in range(xs.size):
+        ys[j] = like(xs, xs[j] - mean) * a + b
+
+
+@njit(inline='always', **JIT)
 def _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
     # Inner loops run 0-based over slices so that they vectorise (see _moments.block_moments).
     L = x.shape[1]
     xr = x[r]
     yr = y[r]
-    mean, var_scaled, inv = moments(xr, 0, L, centered)
+    mean, var_scaled, inv = moments(xr, centered)
     rstd = rstd_of(var_scaled, inv, eps)
     mean_out[r] = mean
     rstd_out[r] = rstd
@@ -37,18 +52,14 @@ def _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
         c0 = (r % G) * L
         w = weight[c0:c0 + L]
         b = bias[c0:c0 + L]
-        for j in range(L):
-            yr[j] = (xr[j] - mean) * (rstd * w[j]) + b[j]
+        _affine_each(xr, mean, like(xr, rstd), w, b, yr)
     else:
         Cg = L // S
         c0 = (r % G) * Cg
         for j in range(Cg):
-            a = rstd * weight[c0 + j]
-            b = float(bias[c0 + j])
-            xs = xr[j * S:(j + 1) * S]
-            ys = yr[j * S:(j + 1) * S]
-            for i in range(S):
-                ys[i] = (xs[i] - mean) * a + b
+            a = like(xr, rstd * weight[c0 + j])
+            b = bias[c0 + j]
+            _affine_all(xr[j * S:(j + 1) * S], mean, a, b, yr[j * S:(j + 1) * S])
 
 
 @njit(parallel=True, **JIT)
