@@ -42,6 +42,11 @@ FUSED_COLUMNS_MAX_ELEMENTS = 1 << 18
 # thread count, so results are bitwise identical for any number of threads.
 MAX_PARTIALS = 64
 
+# ... and each partial covers at least this many input elements: a partial buffer row is as
+# wide as the channels, so (64, 1024) layer_norm split 64 ways zeroed and summed 1 MiB of
+# partials for 256 KiB of input.
+PARTIAL_MIN_ELEMENTS = 1 << 14
+
 # batch_norm: channels whose contiguous slabs (the spatial size S) are at least this long are
 # reduced slab by slab; shorter slabs ((N, C) input, tiny spatial sizes) are reduced as columns
 # of an (N, C*S) matrix, vectorised across the columns.

@@ -26,7 +26,7 @@ import numpy as np
 from . import _device
 from . import _validate as V
 from ._config import (COLUMN_BLOCK_BYTES, FUSED_COLUMNS_MAX_ELEMENTS, MAX_PARTIALS,
-                      SERIAL_MAX_ELEMENTS, SLAB_MIN)
+                      PARTIAL_MIN_ELEMENTS, SERIAL_MAX_ELEMENTS, SLAB_MIN)
 from .cpu import channels, rows
 
 __all__ = [
@@ -193,6 +193,12 @@ def _param(p, size, dtype, fill):
     return unit
 
 
+def _nchunks(n_rows, row_size, limit=MAX_PARTIALS):
+    """How many partials a cross-row reduction of n_rows rows of row_size elements is split
+    into: a function of the shape only (so results never depend on the thread count)."""
+    return max(1, min(n_rows, limit, n_rows * row_size // PARTIAL_MIN_ELEMENTS))
+
+
 def _chunk_counts(n_rows, nchunks, scale):
     per = -(-n_rows // nchunks)
     starts = np.arange(nchunks) * per
@@ -263,7 +269,7 @@ def _rows_backward(dy, saved):
     dy2 = np.ascontiguousarray(dy).reshape(R, L)
     weight = saved._weight
     want_params = weight is not None or saved._has_bias
-    nchunks = max(1, min(R, MAX_PARTIALS))
+    nchunks = _nchunks(R, L)
     dw_part = _scratch("dweight", (nchunks, C if want_params else 0))
     db_part = _scratch("dbias", dw_part.shape)
     dx = np.empty((R, L), x2.dtype)
@@ -348,7 +354,7 @@ def _channel_sums(dy3, x3, mean):
                                     sdy, sdyx)
         return sdy.sum(axis=0), sdyx.sum(axis=0)
     M = C * S
-    nchunks = max(1, min(N, MAX_PARTIALS))
+    nchunks = _nchunks(N, M)
     sdy = _scratch("sum_dy", (nchunks, M))
     sdyx = _scratch("sum_dyx", (nchunks, M))
     _kernels(x3.size).column_sums(dy3.reshape(N, M), x3.reshape(N, M), np.repeat(mean, S), sdy,

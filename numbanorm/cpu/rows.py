@@ -76,7 +76,25 @@ def forward_serial(x, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
         _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
 
 
-@njit(**JIT)
+@njit(inline='always', **JIT)
+def _dx_each(xs, ds, mean, rstd, w, mean_g, mean_gx, dxs):
+    """dx = rstd*(dy*w - mean_g - xhat*mean_gx) elementwise (per-element w), in x's dtype after
+    the float64 subtraction (see _moments); rstd multiplies the bracket, never xhat*mean_gx
+    alone, so no rstd^2 constant is formed (it underflows for |x| ~ 1e300)."""
+    for j in range(xs.size):
+        xh = like(xs, xs[j] - mean) * rstd
+        dxs[j] = rstd * (like(xs, float(ds[j]) * w[j] - mean_g) - xh * mean_gx)
+
+
+@njit(inline='always', **JIT)
+def _dx_all(xs, ds, mean, rstd, w, mean_g, mean_gx, dxs):
+    """_dx_each with a scalar w."""
+    for j in range(xs.size):
+        xh = like(xs, xs[j] - mean) * rstd
+        dxs[j] = rstd * (like(xs, float(ds[j]) * w - mean_g) - xh * mean_gx)
+
+
+@njit(inline='always', **JIT)
 def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks, dx,
                     dw_part, db_part):
     R, L = x.shape
@@ -107,7 +125,7 @@ def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, n
             else:
                 for j in range(L):
                     xh = (xr[j] - m) * rs
-                    g = dyr[j] * w[j]
+                    g = float(dyr[j]) * w[j]
                     sum_g += g
                     sum_gx += g * xh
         else:
@@ -127,21 +145,14 @@ def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, n
                     dw_part[k, c0 + j] += s_dyx
                     db_part[k, c0 + j] += s_dy
         mean_g = sum_g / L if centered else 0.0
-        mean_gx = sum_gx / L
+        mean_gx = like(xr, sum_gx / L)
+        rsd = like(xr, rs)
         if S == 1:
-            w = weight[c0:c0 + L]
-            for j in range(L):
-                xh = (xr[j] - m) * rs
-                dxr[j] = rs * (dyr[j] * w[j] - mean_g - xh * mean_gx)
+            _dx_each(xr, dyr, m, rsd, weight[c0:c0 + L], mean_g, mean_gx, dxr)
         else:
             for j in range(Cg):
-                wj = float(weight[c0 + j])
-                xs = xr[j * S:(j + 1) * S]
-                ds = dyr[j * S:(j + 1) * S]
-                dxs = dxr[j * S:(j + 1) * S]
-                for i in range(S):
-                    xh = (xs[i] - m) * rs
-                    dxs[i] = rs * (ds[i] * wj - mean_g - xh * mean_gx)
+                sl = slice(j * S, (j + 1) * S)
+                _dx_all(xr[sl], dyr[sl], m, rsd, weight[c0 + j], mean_g, mean_gx, dxr[sl])
 
 
 @njit(parallel=True, **JIT)
