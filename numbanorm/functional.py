@@ -294,8 +294,9 @@ def _kernels(size):
     return channels.SERIAL if size <= SERIAL_MAX_ELEMENTS else channels
 
 
-def _channel_partials(x3, inv):
-    """Per-channel float64 (mean, M2) of x*inv[c] for a contiguous (N, C, S) array."""
+def _channel_partials(x3, inv=None):
+    """Per-channel float64 (mean, M2) of x*inv[c] (inv None: x) for a contiguous (N, C, S)
+    array."""
     N, C, S = x3.shape
     if S >= SLAB_MIN:
         nchunks = max(1, min(N, MAX_PARTIALS // C))
@@ -309,8 +310,9 @@ def _channel_partials(x3, inv):
         nchunks = max(1, min(MAX_PARTIALS, -(-N // rows_per_block)))
         pmean = _scratch("mean", (nchunks, M))
         pm2 = _scratch("m2", (nchunks, M))
-        _kernels(x3.size).column_partials(x3.reshape(N, M), np.repeat(inv, S), rows_per_block,
-                                          pmean, pm2)
+        _kernels(x3.size).column_partials(x3.reshape(N, M),
+                                          None if inv is None else np.repeat(inv, S),
+                                          rows_per_block, pmean, pm2)
         counts = _chunk_counts(N, nchunks, 1)
     return channels.merge_partials(pmean, pm2, counts, C)
 
@@ -322,7 +324,7 @@ def _channel_stats(x3):
     by an exact power of two."""
     N, C, S = x3.shape
     inv = np.ones(C)
-    mean, m2 = _channel_partials(x3, inv)
+    mean, m2 = _channel_partials(x3)
     overflow = ~(np.isfinite(m2) & np.isfinite(mean))
     if overflow.any():
         biggest = _kernels(x3.size).channel_absmax(x3)
@@ -418,9 +420,8 @@ def _channels_forward(op, x, mean64, rstd64, weight, bias, out, geometry, public
         x3 = np.ascontiguousarray(x).reshape(N, C, S)
     if y is None:
         y = _target(out, x)
-        w = _param(weight, C, np.float64, 1.0)
-        a = rstd64 * w
-        b = _param(bias, C, np.float64, 0.0).astype(np.float64)
+        a = (rstd64 * _param(weight, C, np.float64, 1.0)).astype(x.dtype)
+        b = _param(bias, C, x.dtype, 0.0)
         if x.size:
             _channel_affine(x3, mean64, a, b, y.reshape(N, C, S))
     saved = Saved(
