@@ -78,6 +78,23 @@ def test_huge_magnitudes(rng, dtype, op):
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_float32_block_sum_overflow(rng, op):
+    """float32 data whose block sums overflow float32 (the provisional block mean is summed in
+    the data's dtype; 40 values of mean 2e37 sum past 3.4e38): the float64 redo of the block
+    (or, behind it, the rescaled reduction) keeps y and dx right."""
+    fwd, bwd, ref_fn = OPS[op]
+    scale = 1e37
+    x = (rng.standard_normal((8, 6, 40)) * scale + 2 * scale).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y, saved = fwd(x)
+    dx = bwd(dy.reshape(y.shape), saved)[0]
+    ref = ref_fn(x.astype(np.float64) / scale, dy.astype(np.float64))
+    np.testing.assert_allclose(y, ref["y"].reshape(y.shape), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dx.astype(np.float64) * scale, ref["dx"].reshape(dx.shape),
+                               rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the oracle's own inf - inf
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 @pytest.mark.parametrize("op", ["layer_norm", "group_norm", "instance_norm"])
