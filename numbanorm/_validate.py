@@ -110,8 +110,10 @@ def positive_int(value, name):
 
 
 def normalized_shape(shape, name="normalized_shape"):
-    if type(shape) is int and shape >= 0:  # the common case, fast
+    if type(shape) is int and shape >= 0:  # the common cases, fast
         return (shape,)
+    if type(shape) is tuple and len(shape) == 1 and type(shape[0]) is int and shape[0] >= 0:
+        return shape
     if isinstance(shape, numbers.Integral) and not isinstance(shape, (bool, np.bool_)):
         shape = (shape,)
     try:

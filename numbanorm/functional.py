@@ -183,7 +183,7 @@ def _param(p, size, dtype, fill):
     """p flattened, or a constant array standing in for a missing weight (1) or bias (0).
     The constants are cached (the kernels only read them)."""
     if p is not None:
-        return p.reshape(size)
+        return p if p.ndim == 1 else p.reshape(size)
     key = (size, np.dtype(dtype), fill)
     unit = _UNIT_PARAMS.get(key)
     if unit is None:
