@@ -193,10 +193,10 @@ def _param(p, size, dtype, fill):
     return unit
 
 
-def _nchunks(n_rows, row_size, limit=MAX_PARTIALS):
+def _nchunks(n_rows, row_size):
     """How many partials a cross-row reduction of n_rows rows of row_size elements is split
     into: a function of the shape only (so results never depend on the thread count)."""
-    return max(1, min(n_rows, limit, n_rows * row_size // PARTIAL_MIN_ELEMENTS))
+    return max(1, min(n_rows, MAX_PARTIALS, n_rows * row_size // PARTIAL_MIN_ELEMENTS))
 
 
 def _chunk_counts(n_rows, nchunks, scale):

@@ -27,9 +27,10 @@ float32 ulps of the float64 result. On float64 data the same code is plain float
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 from numba.extending import overload
 
+from .. import _chan
 from .._config import BLOCK, JIT
 
 
@@ -44,16 +45,20 @@ def _like(a, v):
     return lambda a, v: dtype(v)
 
 
-@njit(**JIT)
-def chan_merge(n, mean, m2, nb, mb, m2b):
-    """Merge the triple (nb, mb, m2b) into (n, mean, m2); either may be empty."""
-    if nb == 0:
-        return n, mean, m2
-    if n == 0:
-        return nb, mb, m2b
-    nn = n + nb
-    delta = mb - mean
-    return nn, mean + delta * (nb / nn), m2 + m2b + delta * delta * (n * nb / nn)
+def at(w, j):
+    """w[j] for an array w, w itself for a scalar: one elementwise loop serves per-element and
+    per-channel parameters (Numba picks the form at compile time)."""
+    return w[j] if isinstance(w, np.ndarray) else w
+
+
+@overload(at)
+def _at(w, j):
+    if isinstance(w, types.Array):
+        return lambda w, j: w[j]
+    return lambda w, j: w
+
+
+chan_merge = njit(**JIT)(_chan.chan_merge)
 
 
 @njit(**JIT)

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import ELEMENTWISE_JIT, JIT
-from ._moments import block_moments, chan_merge, like
+from ._moments import _term, block_moments, chan_merge, like
 
 SERIAL = types.SimpleNamespace()
 
@@ -84,9 +84,7 @@ def slab_partials(x2, N, C, inv, pmean, pm2):
 @njit(inline='always', **JIT)
 def _col(xi, j, inv):
     """xi[j]*inv[j] in float64; inv None (no channel rescaled) compiles without the multiply."""
-    if inv is None:
-        return float(xi[j])
-    return xi[j] * inv[j]
+    return _term(float(xi[j]), _entry(inv, j))
 
 
 @njit(**JIT)

@@ -14,28 +14,21 @@ Backward, per row, with xhat = (x - mean)*rstd and g = dy*w[c]:
                    dx = rstd*(g - mean(g) - xhat*mean(g*xhat))    (rms: no mean(g) term)
                    dw[c] += sum(dy*xhat),  db[c] += sum(dy)       (per-chunk partial rows)
 
-Statistics and reductions are in float64, elementwise arithmetic in x's dtype (see _moments); the row is read from memory once per pass, the second pass of a
-row hits cache. Each kernel has a parallel driver and a serial one for small inputs.
+Statistics and reductions are in float64, elementwise arithmetic in x's dtype (see _moments);
+the row is read from memory once per pass, the second pass of a row hits cache. Each kernel has a parallel driver and a serial one for small inputs.
 """
 from numba import njit, prange
 
 from .._config import JIT
-from ._moments import like, moments, rstd_of
+from ._moments import at, like, moments, rstd_of
 
 
 @njit(inline='always', **JIT)
-def _affine_each(xs, mean, a, w, b, ys):
-    """ys = (xs - mean)*(a*w) + b elementwise (per-element w, b), in xs's dtype after the
-    float64 subtraction (see _moments.like)."""
+def _affine(xs, mean, a, w, b, ys):
+    """ys = (xs - mean)*(a*w) + b elementwise, w and b arrays (per element) or scalars, in xs's
+    dtype after the float64 subtraction (see _moments.like)."""
     for j in range(xs.size):
-        ys[j] = like(xs, xs[j] - mean) * (a * w[j]) + b[j]
-
-
-@njit(inline='always', **JIT)
-def _affine_all(xs, mean, a, b, ys):
-    """ys = (xs - mean)*a + b elementwise with scalar a, b (see _affine_each)."""
-    for j in range(xs.size):
-        ys[j] = like(xs, xs[j] - mean) * a + b
+        ys[j] = like(xs, xs[j] - mean) * (a * at(w, j)) + at(b, j)
 
 
 @njit(inline='always', **JIT)
@@ -52,14 +45,15 @@ def _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
         c0 = (r % G) * L
         w = weight[c0:c0 + L]
         b = bias[c0:c0 + L]
-        _affine_each(xr, mean, like(xr, rstd), w, b, yr)
+        _affine(xr, mean, like(xr, rstd), w, b, yr)
     else:
         Cg = L // S
         c0 = (r % G) * Cg
         for j in range(Cg):
-            a = like(xr, rstd * weight[c0 + j])
-            b = bias[c0 + j]
-            _affine_all(xr[j * S:(j + 1) * S], mean, a, b, yr[j * S:(j + 1) * S])
+            sl = slice(j * S, (j + 1) * S)
+            # rstd*w rounded once per channel; the loop's a*1 is exact
+            _affine(xr[sl], mean, like(xr, rstd * weight[c0 + j]), like(xr, 1.0), bias[c0 + j],
+                    yr[sl])
 
 
 @njit(parallel=True, **JIT)
@@ -77,21 +71,13 @@ def forward_serial(x, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
 
 
 @njit(inline='always', **JIT)
-def _dx_each(xs, ds, mean, rstd, w, mean_g, mean_gx, dxs):
-    """dx = rstd*(dy*w - mean_g - xhat*mean_gx) elementwise (per-element w), in x's dtype after
-    the float64 subtraction (see _moments); rstd multiplies the bracket, never xhat*mean_gx
-    alone, so no rstd^2 constant is formed (it underflows for |x| ~ 1e300)."""
+def _dx(xs, ds, mean, rstd, w, mean_g, mean_gx, dxs):
+    """dx = rstd*(dy*w - mean_g - xhat*mean_gx) elementwise (w an array or a scalar), in x's
+    dtype after the float64 subtractions (see _moments); rstd multiplies the bracket, never
+    xhat*mean_gx alone, so no rstd^2 constant is formed (it underflows for |x| ~ 1e300)."""
     for j in range(xs.size):
         xh = like(xs, xs[j] - mean) * rstd
-        dxs[j] = rstd * (like(xs, float(ds[j]) * w[j] - mean_g) - xh * mean_gx)
-
-
-@njit(inline='always', **JIT)
-def _dx_all(xs, ds, mean, rstd, w, mean_g, mean_gx, dxs):
-    """_dx_each with a scalar w."""
-    for j in range(xs.size):
-        xh = like(xs, xs[j] - mean) * rstd
-        dxs[j] = rstd * (like(xs, float(ds[j]) * w - mean_g) - xh * mean_gx)
+        dxs[j] = rstd * (like(xs, float(ds[j]) * at(w, j) - mean_g) - xh * mean_gx)
 
 
 @njit(inline='always', **JIT)
@@ -148,11 +134,11 @@ def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, n
         mean_gx = like(xr, sum_gx / L)
         rsd = like(xr, rs)
         if S == 1:
-            _dx_each(xr, dyr, m, rsd, weight[c0:c0 + L], mean_g, mean_gx, dxr)
+            _dx(xr, dyr, m, rsd, weight[c0:c0 + L], mean_g, mean_gx, dxr)
         else:
             for j in range(Cg):
                 sl = slice(j * S, (j + 1) * S)
-                _dx_all(xr[sl], dyr[sl], m, rsd, weight[c0 + j], mean_g, mean_gx, dxr[sl])
+                _dx(xr[sl], dyr[sl], m, rsd, weight[c0 + j], mean_g, mean_gx, dxr[sl])
 
 
 @njit(parallel=True, **JIT)

@@ -10,22 +10,13 @@ import math
 
 from numba import cuda
 
+from .. import _chan
 from .._config import CUDA_THREADS
 
 THREADS = CUDA_THREADS
 
 
-@cuda.jit(device=True, inline=True)
-def chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
-    """Merge two (count, mean, M2) triples (Chan et al.)."""
-    if n_b == 0.0:
-        return n_a, mean_a, m2_a
-    if n_a == 0.0:
-        return n_b, mean_b, m2_b
-    n = n_a + n_b
-    delta = mean_b - mean_a
-    w = n_b / n
-    return n, mean_a + delta * w, m2_a + m2_b + delta * delta * n_a * w
+chan_merge = cuda.jit(device=True, inline=True)(_chan.chan_merge)
 
 
 @cuda.jit(device=True, inline=True)
