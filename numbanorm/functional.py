@@ -336,7 +336,14 @@ def _channel_stats(x3):
 
 
 def _channel_affine(x3, mean, a, b, y3):
+    """y = (x - mean[c])*a[c] + b[c], computed as (x - mh)*a + (b - (mean - mh)*a) with mh the
+    mean rounded to x's dtype: the kernels then run wholly in x's dtype (for float32, twice
+    the SIMD width and no conversions), x - mh is exact where it matters (x near mh), and the
+    part of the mean that mh drops is added back through b."""
     N, C, S = x3.shape
+    mh = mean.astype(x3.dtype)
+    b = (b - (mean - mh) * a).astype(x3.dtype)
+    mean = mh
     if S >= SLAB_MIN:
         _kernels(x3.size).slab_affine(x3.reshape(N * C, S), C, mean, a, b,
                                       y3.reshape(N * C, S))

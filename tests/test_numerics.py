@@ -6,23 +6,44 @@ import pytest
 
 import numbanorm as nn
 import oracle
+from numbanorm import functional
 
 DTYPES = [np.float32, np.float64]
 
-# Each op as (forward, backward, oracle, group reshaper) on x of shape (8, 6, 40).
+# Each op as (forward, backward, oracle) on x of shape (8, 6, 40); forward and oracle take eps.
 OPS = {
-    "layer_norm": (lambda x: nn.layer_norm_forward(x, 40), nn.layer_norm_backward,
-                   lambda x, dy: oracle.layer_norm(x, 40, dy=dy, eps=1e-5)),
-    "group_norm": (lambda x: nn.group_norm_forward(x, 3), nn.group_norm_backward,
-                   lambda x, dy: oracle.group_norm(x, 3, dy=dy)),
-    "instance_norm": (lambda x: nn.instance_norm_forward(x), nn.instance_norm_backward,
-                      lambda x, dy: oracle.instance_norm(x, dy=dy)),
-    "batch_norm": (lambda x: nn.batch_norm_forward(x, training=True), nn.batch_norm_backward,
-                   lambda x, dy: oracle.batch_norm_train(x, dy=dy)),
-    "batch_norm_nc": (lambda x: nn.batch_norm_forward(x.reshape(-1, 40), training=True),
+    "layer_norm": (lambda x, eps=1e-5: nn.layer_norm_forward(x, 40, eps=eps),
+                   nn.layer_norm_backward,
+                   lambda x, dy, eps=1e-5: oracle.layer_norm(x, 40, dy=dy, eps=eps)),
+    "group_norm": (lambda x, eps=1e-5: nn.group_norm_forward(x, 3, eps=eps),
+                   nn.group_norm_backward,
+                   lambda x, dy, eps=1e-5: oracle.group_norm(x, 3, dy=dy, eps=eps)),
+    "instance_norm": (lambda x, eps=1e-5: nn.instance_norm_forward(x, eps=eps),
+                      nn.instance_norm_backward,
+                      lambda x, dy, eps=1e-5: oracle.instance_norm(x, dy=dy, eps=eps)),
+    "batch_norm": (lambda x, eps=1e-5: nn.batch_norm_forward(x, training=True, eps=eps),
+                   nn.batch_norm_backward,
+                   lambda x, dy, eps=1e-5: oracle.batch_norm_train(x, dy=dy, eps=eps)),
+    "batch_norm_nc": (lambda x, eps=1e-5: nn.batch_norm_forward(x.reshape(-1, 40), training=True,
+                                                                eps=eps),
                       nn.batch_norm_backward,
-                      lambda x, dy: oracle.batch_norm_train(x.reshape(-1, 40), dy=dy.reshape(-1, 40))),
+                      lambda x, dy, eps=1e-5: oracle.batch_norm_train(
+                          x.reshape(-1, 40), dy=None if dy is None else dy.reshape(-1, 40),
+                          eps=eps)),
 }
+
+
+@pytest.fixture(autouse=True, params=["small", "general"])
+def kernel_path(request, monkeypatch):
+    """Every test twice: with the shape's own kernels (small inputs take the serial and fused
+    batch_norm kernels), and through the general parallel kernels, with batch_norm's column
+    reduction cut into blocks of a few rows, so the float32 block reductions, their float64
+    redo and the block merges all run on these small shapes."""
+    if request.param == "general":
+        monkeypatch.setattr(functional, "SERIAL_MAX_ELEMENTS", 0)
+        monkeypatch.setattr(functional, "FUSED_COLUMNS_MAX_ELEMENTS", 0)
+        monkeypatch.setattr(functional, "COLUMN_BLOCK_BYTES", 6000)
+    return request.param
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
@@ -92,6 +113,43 @@ def test_float32_block_sum_overflow(rng, op):
     ref = ref_fn(x.astype(np.float64) / scale, dy.astype(np.float64))
     np.testing.assert_allclose(y, ref["y"].reshape(y.shape), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(dx.astype(np.float64) * scale, ref["dx"].reshape(dx.shape),
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+@pytest.mark.parametrize("mean", [0.0, 1e-18])
+def test_float32_tiny_spread(rng, op, mean):
+    """float32 data with std 1e-22 and eps = 0: the squared deviations (~1e-44) underflow
+    float32, so a float32 sum of squares would lose them; the float64 redo of such blocks keeps
+    the variance, y and dx right."""
+    fwd, bwd, ref_fn = OPS[op]
+    x = (rng.standard_normal((8, 6, 40)) * 1e-22 + mean).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y, saved = fwd(x, eps=0.0)
+    dx = bwd(dy.reshape(y.shape), saved)[0]
+    ref = ref_fn(x, dy, eps=0.0)
+    var = 1.0 / saved._rstd64 ** 2
+    np.testing.assert_allclose(var, ref["var"].reshape(var.shape), rtol=1e-5)
+    np.testing.assert_allclose(y, ref["y"].reshape(y.shape), rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(dx.astype(np.float64) * 1e-22, ref["dx"].reshape(dx.shape) * 1e-22,
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_float32_squares_overflow(rng, op):
+    """float32 data with std 1e25: squared deviations overflow float32 (the float32 block sums
+    of squares are redone in float64) but not float64."""
+    fwd, bwd, ref_fn = OPS[op]
+    scale = 1e25
+    x = (rng.standard_normal((8, 6, 40)) * scale).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y, saved = fwd(x)
+    dx = bwd(dy.reshape(y.shape), saved)[0]
+    ref = ref_fn(x.astype(np.float64), dy.astype(np.float64))
+    var = 1.0 / saved._rstd64 ** 2
+    np.testing.assert_allclose(var, ref["var"].reshape(var.shape), rtol=1e-5)
+    np.testing.assert_allclose(y, ref["y"].reshape(y.shape), rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(dx.astype(np.float64) * scale, ref["dx"].reshape(dx.shape) * scale,
                                rtol=1e-4, atol=1e-4)
 
 

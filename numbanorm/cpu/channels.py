@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import ELEMENTWISE_JIT, JIT
-from ._moments import _term, block_moments, chan_merge, like
+from ._moments import TINY_MEAN_SQUARE, _term, block_moments, chan_merge, like, narrow
 
 SERIAL = types.SimpleNamespace()
 
@@ -82,15 +82,74 @@ def slab_partials(x2, N, C, inv, pmean, pm2):
 
 
 @njit(inline='always', **JIT)
-def _col(xi, j, inv):
-    """xi[j]*inv[j] in float64; inv None (no channel rescaled) compiles without the multiply."""
-    return _term(float(xi[j]), _entry(inv, j))
+def _col(xi, j, inv, zero):
+    """xi[j]*inv[j] in the type of the scalar zero; inv None (no channel rescaled) compiles
+    without the multiply."""
+    return _term(like(zero, xi[j]), _entry(inv, j))
+
+
+@njit(inline='always', **JIT)
+def _column_block(x2, b0, b1, inv, acc, dsum, qsum):
+    """Per column of rows b0:b1 of x2*inv, in acc's dtype: the provisional mean acc, d = dsum =
+    sum(x - acc) and q = qsum = sum((x - acc)^2) (see _moments)."""
+    # Rows are taken four at a time: the per-column accumulators are loaded and stored once per
+    # four rows instead of once per row (the loop is bound by those L1 accesses, not by flops).
+    M = x2.shape[1]
+    zero = like(acc, 0.0)
+    nb = b1 - b0
+    b4 = b0 + nb // 4 * 4
+    acc[:] = 0.0
+    for i in range(b0, b4, 4):
+        x0, x1, x2_, x3 = x2[i], x2[i + 1], x2[i + 2], x2[i + 3]
+        for j in range(M):
+            acc[j] += ((_col(x0, j, inv, zero) + _col(x1, j, inv, zero))
+                       + (_col(x2_, j, inv, zero) + _col(x3, j, inv, zero)))
+    for i in range(b4, b1):
+        xi = x2[i]
+        for j in range(M):
+            acc[j] += _col(xi, j, inv, zero)
+    for j in range(M):
+        acc[j] /= nb
+    dsum[:] = 0.0
+    qsum[:] = 0.0
+    for i in range(b0, b4, 4):
+        x0, x1, x2_, x3 = x2[i], x2[i + 1], x2[i + 2], x2[i + 3]
+        for j in range(M):
+            m = acc[j]
+            t0 = _col(x0, j, inv, zero) - m
+            t1 = _col(x1, j, inv, zero) - m
+            t2 = _col(x2_, j, inv, zero) - m
+            t3 = _col(x3, j, inv, zero) - m
+            dsum[j] += (t0 + t1) + (t2 + t3)
+            qsum[j] += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
+    for i in range(b4, b1):
+        xi = x2[i]
+        for j in range(M):
+            t = _col(xi, j, inv, zero) - acc[j]
+            dsum[j] += t
+            qsum[j] += t * t
+
+
+@njit(inline='always', **JIT)
+def _narrow_block_ok(x2, b0, b1, acc, qsum):
+    """Whether a float32 _column_block is exact enough: every sum finite, and every column's
+    mean square at least TINY_MEAN_SQUARE unless the column is constant (all t = 0)."""
+    floor = (b1 - b0) * TINY_MEAN_SQUARE
+    for j in range(acc.size):
+        if not (np.isfinite(acc[j]) and np.isfinite(qsum[j])):
+            return False
+        if qsum[j] < floor:
+            for i in range(b0, b1):
+                if x2[i, j] != acc[j]:
+                    return False
+    return True
 
 
 @njit(**JIT)
-def _column_chunk(x2, inv, k, K, rows_per_block, mean, m2, acc, dsum, qsum):
-    # Rows are taken four at a time: the per-column accumulators are loaded and stored once per
-    # four rows instead of once per row (the loop is bound by those L1 accesses, not by flops).
+def _column_chunk(x2, inv, k, K, rows_per_block, mean, m2, acc, dsum, qsum, acc_n, dsum_n,
+                  qsum_n):
+    # acc_n, dsum_n, qsum_n are in x's dtype: float32 data takes the float32 block (twice the
+    # SIMD width) and redoes it in float64 (acc, dsum, qsum) where it is not exact enough.
     N, M = x2.shape
     per = (N + K - 1) // K
     stop = min(N, (k + 1) * per)
@@ -98,47 +157,30 @@ def _column_chunk(x2, inv, k, K, rows_per_block, mean, m2, acc, dsum, qsum):
     for b0 in range(k * per, stop, rows_per_block):
         b1 = min(b0 + rows_per_block, stop)
         nb = float(b1 - b0)
-        b4 = b0 + (b1 - b0) // 4 * 4
-        acc[:] = 0.0
-        for i in range(b0, b4, 4):
-            x0, x1, x2_, x3 = x2[i], x2[i + 1], x2[i + 2], x2[i + 3]
-            for j in range(M):
-                acc[j] += (_col(x0, j, inv) + _col(x1, j, inv)) + (_col(x2_, j, inv)
-                                                                  + _col(x3, j, inv))
-        for i in range(b4, b1):
-            xi = x2[i]
-            for j in range(M):
-                acc[j] += _col(xi, j, inv)
-        for j in range(M):
-            acc[j] /= nb
-        dsum[:] = 0.0
-        qsum[:] = 0.0
-        for i in range(b0, b4, 4):
-            x0, x1, x2_, x3 = x2[i], x2[i + 1], x2[i + 2], x2[i + 3]
-            for j in range(M):
-                m = acc[j]
-                t0 = _col(x0, j, inv) - m
-                t1 = _col(x1, j, inv) - m
-                t2 = _col(x2_, j, inv) - m
-                t3 = _col(x3, j, inv) - m
-                dsum[j] += (t0 + t1) + (t2 + t3)
-                qsum[j] += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
-        for i in range(b4, b1):
-            xi = x2[i]
-            for j in range(M):
-                t = _col(xi, j, inv) - acc[j]
-                dsum[j] += t
-                qsum[j] += t * t
-        nn = n + nb
-        f = n * nb / nn
-        for j in range(M):
-            dn = dsum[j] / nb
-            mb = acc[j] + dn
-            m2b = qsum[j] - dsum[j] * dn
-            delta = mb - mean[j]
-            mean[j] += delta * (nb / nn)
-            m2[j] += m2b + delta * delta * f
-        n = nn
+        if narrow(acc_n) and inv is None:
+            _column_block(x2, b0, b1, inv, acc_n, dsum_n, qsum_n)
+            if _narrow_block_ok(x2, b0, b1, acc_n, qsum_n):
+                n = _merge_block(n, nb, acc_n, dsum_n, qsum_n, mean, m2)
+                continue
+        _column_block(x2, b0, b1, inv, acc, dsum, qsum)
+        n = _merge_block(n, nb, acc, dsum, qsum, mean, m2)
+
+
+@njit(inline='always', **JIT)
+def _merge_block(n, nb, acc, dsum, qsum, mean, m2):
+    """Chan-merge a block's per-column (acc, dsum, qsum) into the running (mean, m2) of n
+    rows; returns the new row count."""
+    nn = n + nb
+    f = n * nb / nn
+    for j in range(acc.size):
+        d = float(dsum[j])
+        dn = d / nb
+        mb = float(acc[j]) + dn
+        m2b = float(qsum[j]) - d * dn
+        delta = mb - mean[j]
+        mean[j] += delta * (nb / nn)
+        m2[j] += m2b + delta * delta * f
+    return nn
 
 
 @_parallel_and_serial(JIT)
@@ -150,7 +192,11 @@ def column_partials(x2, inv, rows_per_block, pmean, pm2):
         acc = np.empty(M)
         dsum = np.empty(M)
         qsum = np.empty(M)
-        _column_chunk(x2, inv, k, K, rows_per_block, pmean[k], pm2[k], acc, dsum, qsum)
+        acc_n = np.empty(M, x2.dtype)
+        dsum_n = np.empty(M, x2.dtype)
+        qsum_n = np.empty(M, x2.dtype)
+        _column_chunk(x2, inv, k, K, rows_per_block, pmean[k], pm2[k], acc, dsum, qsum, acc_n,
+                      dsum_n, qsum_n)
 
 
 @njit(**JIT)
@@ -253,8 +299,9 @@ def column_sums(dy2, x2, mean_col, sdy, sdyx):
 
 @_parallel_and_serial(JIT)
 def slab_affine(x2, C, mean, a, b, y2):
-    """y = (x - mean[c])*a[c] + b[c] on (N*C, S) slabs, row i being channel i % C; a, b in
-    x's dtype, arithmetic in x's dtype after the float64 subtraction (see _moments)."""
+    """y = (x - mean[c])*a[c] + b[c] on (N*C, S) slabs, row i being channel i % C; mean, a, b
+    and the arithmetic in x's dtype (see functional._channel_affine for how the mean's
+    rounding is kept)."""
     S = x2.shape[1]
     for i in prange(x2.shape[0]):
         c = i % C
@@ -264,13 +311,13 @@ def slab_affine(x2, C, mean, a, b, y2):
         xr = x2[i]
         yr = y2[i]
         for s in range(S):
-            yr[s] = like(xr, xr[s] - m) * ac + bc
+            yr[s] = (xr[s] - m) * ac + bc
 
 
 @_parallel_and_serial(JIT)
 def column_affine(x2, mean_col, a_col, b_col, y2):
-    """y = (x - mean_col)*a_col + b_col on an (N, M) matrix, per-column parameters (a_col,
-    b_col in x's dtype, as in slab_affine)."""
+    """y = (x - mean_col)*a_col + b_col on an (N, M) matrix, per-column parameters (in x's
+    dtype, as in slab_affine)."""
     # One row per inner loop: a four-row version (one parameter load per four rows) did not
     # vectorise (too many possible aliasings to check) and measured 3.5x slower.
     M = x2.shape[1]
@@ -278,7 +325,7 @@ def column_affine(x2, mean_col, a_col, b_col, y2):
         xi = x2[i]
         yi = y2[i]
         for j in range(M):
-            yi[j] = like(xi, xi[j] - mean_col[j]) * a_col[j] + b_col[j]
+            yi[j] = (xi[j] - mean_col[j]) * a_col[j] + b_col[j]
 
 
 @_parallel_and_serial(ELEMENTWISE_JIT)

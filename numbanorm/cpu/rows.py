@@ -20,15 +20,17 @@ the row is read from memory once per pass, the second pass of a row hits cache. 
 from numba import njit, prange
 
 from .._config import JIT
-from ._moments import at, like, moments, rstd_of
+from ._moments import at, like, moments, rstd_of, split_mean
 
 
 @njit(inline='always', **JIT)
-def _affine(xs, mean, a, w, b, ys):
-    """ys = (xs - mean)*(a*w) + b elementwise, w and b arrays (per element) or scalars, in xs's
-    dtype after the float64 subtraction (see _moments.like)."""
+def _affine(xs, mean, rstd, w, b, ys):
+    """ys = (xs - mean)*rstd*w + b elementwise, w and b arrays (per element) or scalars, all in
+    xs's dtype (see split_mean)."""
+    mh, lo = split_mean(rstd, mean)
+    a = like(rstd, rstd)
     for j in range(xs.size):
-        ys[j] = like(xs, xs[j] - mean) * (a * at(w, j)) + at(b, j)
+        ys[j] = ((xs[j] - mh) * a - lo) * at(w, j) + at(b, j)
 
 
 @njit(inline='always', **JIT)
@@ -41,19 +43,18 @@ def _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
     rstd = rstd_of(var_scaled, inv, eps)
     mean_out[r] = mean
     rstd_out[r] = rstd
+    zero = like(xr, 0.0)
     if S == 1:
         c0 = (r % G) * L
-        w = weight[c0:c0 + L]
-        b = bias[c0:c0 + L]
-        _affine(xr, mean, like(xr, rstd), w, b, yr)
+        _affine(xr, mean, like(zero, rstd), weight[c0:c0 + L], bias[c0:c0 + L], yr)
     else:
         Cg = L // S
         c0 = (r % G) * Cg
         for j in range(Cg):
             sl = slice(j * S, (j + 1) * S)
-            # rstd*w rounded once per channel; the loop's a*1 is exact
-            _affine(xr[sl], mean, like(xr, rstd * weight[c0 + j]), like(xr, 1.0), bias[c0 + j],
-                    yr[sl])
+            # rstd*w rounded once per channel; the loop's *1 is exact
+            _affine(xr[sl], mean, like(zero, rstd * weight[c0 + j]), like(zero, 1.0),
+                    bias[c0 + j], yr[sl])
 
 
 @njit(parallel=True, **JIT)
@@ -76,8 +77,8 @@ def _dx(xs, ds, mean, rstd, w, mean_g, mean_gx, dxs):
     dtype after the float64 subtractions (see _moments); rstd multiplies the bracket, never
     xhat*mean_gx alone, so no rstd^2 constant is formed (it underflows for |x| ~ 1e300)."""
     for j in range(xs.size):
-        xh = like(xs, xs[j] - mean) * rstd
-        dxs[j] = rstd * (like(xs, float(ds[j]) * at(w, j) - mean_g) - xh * mean_gx)
+        xh = like(rstd, xs[j] - mean) * rstd
+        dxs[j] = rstd * (like(rstd, float(ds[j]) * at(w, j) - mean_g) - xh * mean_gx)
 
 
 @njit(inline='always', **JIT)
