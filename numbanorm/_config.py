@@ -25,6 +25,11 @@ JIT = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 # underflows to 0 for float64 data of |x| ~ 1e300 (measured: batch_norm dx off by 10%).
 ELEMENTWISE_JIT = dict(JIT, fastmath=FASTMATH - {"reassoc"})
 
+# The rows backward rounds g = dy*w in float32 both where mean(g) sums it and where dx subtracts
+# mean(g) from it; "contract" would fuse the second into an fma with the unrounded product, and
+# a group of one value would get dx = rstd*(rounding error of g) instead of exactly 0.
+BACKWARD_JIT = dict(JIT, fastmath=FASTMATH - {"contract"})
+
 # Elements per Welford/Chan block: small enough that the second (centring) read hits L1.
 BLOCK = 1024
 

@@ -77,6 +77,18 @@ def _at(w, j):
     return lambda w, j: w
 
 
+def part(w, b0, b1):
+    """w[b0:b1] for an array w, w itself for a scalar (see `at`)."""
+    return w[b0:b1] if isinstance(w, np.ndarray) else w
+
+
+@overload(part)
+def _part(w, b0, b1):
+    if isinstance(w, types.Array):
+        return lambda w, b0, b1: w[b0:b1]
+    return lambda w, b0, b1: w
+
+
 chan_merge = njit(**JIT)(_chan.chan_merge)
 
 

@@ -19,8 +19,8 @@ the row is read from memory once per pass, the second pass of a row hits cache. 
 """
 from numba import njit, prange
 
-from .._config import JIT
-from ._moments import at, like, moments, rstd_of, split_mean
+from .._config import BACKWARD_JIT, BLOCK, JIT
+from ._moments import at, like, moments, part, rstd_of, split_mean
 
 
 @njit(inline='always', **JIT)
@@ -72,13 +72,41 @@ def forward_serial(x, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
 
 
 @njit(inline='always', **JIT)
-def _dx(xs, ds, mean, rstd, w, mean_g, mean_gx, dxs):
-    """dx = rstd*(dy*w - mean_g - xhat*mean_gx) elementwise (w an array or a scalar), in x's
-    dtype after the float64 subtractions (see _moments); rstd multiplies the bracket, never
-    xhat*mean_gx alone, so no rstd^2 constant is formed (it underflows for |x| ~ 1e300)."""
+def _sums(xs, ds, mh, rstd, lo, w):
+    """(sum(g), sum(g*xhat)) over a slice of at most BLOCK values, g = dy*w (w an array or a
+    scalar), summed in x's dtype and returned in float64."""
+    sg = like(rstd, 0.0)
+    sgx = like(rstd, 0.0)
     for j in range(xs.size):
-        xh = like(rstd, xs[j] - mean) * rstd
-        dxs[j] = rstd * (like(rstd, float(ds[j]) * at(w, j) - mean_g) - xh * mean_gx)
+        g = ds[j] * at(w, j)
+        sg += g
+        sgx += g * ((xs[j] - mh) * rstd - lo)
+    return float(sg), float(sgx)
+
+
+@njit(inline='always', **JIT)
+def _row_sums(xs, ds, mh, rstd, lo, w):
+    """_sums over any length, block by block, the blocks added in float64."""
+    sg = 0.0
+    sgx = 0.0
+    for b0 in range(0, xs.size, BLOCK):
+        b1 = min(b0 + BLOCK, xs.size)
+        a, b = _sums(xs[b0:b1], ds[b0:b1], mh, rstd, lo, part(w, b0, b1))
+        sg += a
+        sgx += b
+    return sg, sgx
+
+
+@njit(inline='always', **JIT)
+def _dx(xs, ds, mh, rstd, lo, w, mean_g, mean_gx, dxs):
+    """dx = rstd*(dy*w - mean_g - xhat*mean_gx) elementwise (w an array or a scalar), all in
+    x's dtype (xhat as in _affine); rstd multiplies the bracket, never xhat*mean_gx alone, so no
+    rstd^2 constant is formed (it underflows for |x| ~ 1e300). dy*w is rounded before mean_g
+    is subtracted (the kernels are compiled without 'contract'), as it was when summed into
+    mean_g: a group of one value gets dx exactly 0."""
+    for j in range(xs.size):
+        xh = (xs[j] - mh) * rstd - lo
+        dxs[j] = rstd * ((ds[j] * at(w, j) - mean_g) - xh * mean_gx)
 
 
 @njit(inline='always', **JIT)
@@ -87,62 +115,48 @@ def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, n
     R, L = x.shape
     per = (R + nchunks - 1) // nchunks
     Cg = L // S
+    zero = like(x, 0.0)
+    one = like(x, 1.0)
     for r in range(k * per, min(R, (k + 1) * per)):
-        m = mean[r] if centered else 0.0
-        rs = rstd[r]
+        rs = like(zero, rstd[r])
+        mh, lo = split_mean(rs, mean[r] if centered else 0.0)
         xr = x[r]
         dyr = dy[r]
         dxr = dx[r]
         c0 = (r % G) * Cg
-        sum_g = 0.0
-        sum_gx = 0.0
         if S == 1:
-            w = weight[c0:c0 + L]
+            sum_g, sum_gx = _row_sums(xr, dyr, mh, rs, lo, weight[c0:c0 + L])
             if want_params:
+                # Two loops, not one: each touches fewer arrays, so each vectorises.
                 dwk = dw_part[k, c0:c0 + L]
                 dbk = db_part[k, c0:c0 + L]
                 for j in range(L):
-                    xh = (xr[j] - m) * rs
-                    d = float(dyr[j])
-                    g = d * w[j]
-                    sum_g += g
-                    sum_gx += g * xh
-                    dwk[j] += d * xh
-                    dbk[j] += d
-            else:
+                    dwk[j] += float(dyr[j] * ((xr[j] - mh) * rs - lo))
                 for j in range(L):
-                    xh = (xr[j] - m) * rs
-                    g = float(dyr[j]) * w[j]
-                    sum_g += g
-                    sum_gx += g * xh
+                    dbk[j] += float(dyr[j])
         else:
+            sum_g = 0.0
+            sum_gx = 0.0
             for j in range(Cg):
-                xs = xr[j * S:(j + 1) * S]
-                ds = dyr[j * S:(j + 1) * S]
-                s_dy = 0.0
-                s_dyx = 0.0
-                for i in range(S):
-                    d = float(ds[i])
-                    s_dy += d
-                    s_dyx += d * ((xs[i] - m) * rs)
+                sl = slice(j * S, (j + 1) * S)
+                s_dy, s_dyx = _row_sums(xr[sl], dyr[sl], mh, rs, lo, one)
                 wj = float(weight[c0 + j])
                 sum_g += wj * s_dy
                 sum_gx += wj * s_dyx
                 if want_params:
                     dw_part[k, c0 + j] += s_dyx
                     db_part[k, c0 + j] += s_dy
-        mean_g = sum_g / L if centered else 0.0
-        mean_gx = like(xr, sum_gx / L)
-        rsd = like(xr, rs)
+        mean_g = like(zero, sum_g / L if centered else 0.0)
+        mean_gx = like(zero, sum_gx / L)
         if S == 1:
-            _dx(xr, dyr, m, rsd, weight[c0:c0 + L], mean_g, mean_gx, dxr)
+            _dx(xr, dyr, mh, rs, lo, weight[c0:c0 + L], mean_g, mean_gx, dxr)
         else:
             for j in range(Cg):
                 sl = slice(j * S, (j + 1) * S)
-                _dx(xr[sl], dyr[sl], m, rsd, weight[c0 + j], mean_g, mean_gx, dxr[sl])
+                _dx(xr[sl], dyr[sl], mh, rs, lo, weight[c0 + j], mean_g, mean_gx, dxr[sl])
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=True, **BACKWARD_JIT)
 def backward(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, dw_part, db_part):
     """dx of every row, and per-chunk partial dweight/dbias rows (dw_part, db_part: (K, C),
     zeroed, K fixed by the shape); parallel over the K chunks of consecutive rows."""
@@ -152,7 +166,7 @@ def backward(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, dw_part
                         dx, dw_part, db_part)
 
 
-@njit(**JIT)
+@njit(**BACKWARD_JIT)
 def backward_serial(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, dw_part,
                     db_part):
     """`backward` on one thread."""
