@@ -8,7 +8,8 @@ Each op NAME has three entry points:
 
 Data flows one way: validate (numbanorm._validate) -> contiguous 2-D/3-D view -> CPU kernel of
 the op's geometry (numbanorm.cpu.rows or numbanorm.cpu.channels) -> reshape back. Statistics
-and gradients are computed in float64; outputs have the input's dtype and shape.
+and gradients are merged and returned in float64 (within a block the kernels work in the data's
+dtype: see numbanorm.cpu._moments); outputs have the input's dtype and shape.
 
 A copy of x is made only when x is not C-contiguous (Fortran order, transposes, strided
 views); the kernels then read the copy, which `saved` keeps for the backward pass.

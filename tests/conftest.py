@@ -14,9 +14,9 @@ import zlib
 import numpy as np
 import pytest
 
-# (dtype, rtol, atol): numbanorm reduces in float64 and finishes float32 outputs in float32
-# after a float64 centring step, so float32 results sit within a few float32 ulps of the
-# float64 oracle.
+# (dtype, rtol, atol): numbanorm sums blocks in the data's dtype, merges them in float64 and
+# runs the elementwise passes in the data's dtype around a split (float32 + remainder) mean, so
+# float32 results sit within a few float32 ulps of the float64 oracle.
 TOLERANCES = {
     np.float32: (2e-6, 2e-6),
     np.float64: (1e-12, 1e-12),

@@ -9,20 +9,23 @@ For a block of b contiguous values with provisional mean m = sum(x)/b:
     delta = m_b - mean;  n' = n + n_b;  mean += delta*n_b/n';  M2 += M2_b + delta^2*n*n_b/n'
 
 Each block is read twice, the second time from L1, so memory is read once; both loops are plain
-sums that vectorise. The provisional mean m is summed in the data's dtype (twice the SIMD width
-of float64 for float32 data; its rounding error is what the d term removes, and a float32 sum
-that overflows is redone in float64). d and q, and every merge, are in float64 for every input
-dtype: float32 data with |x| up to its maximum (~3e38) squares without overflow. float64 data
-whose squares overflow is rescaled by an exact power of two and reduced again (the rare path in
-`moments`).
+sums that vectorise. Within a block everything is in the data's dtype; for float32 data that is
+twice the SIMD width of float64 and no conversions. x - m is exact where it matters (x near m, so
+the large-mean case keeps its variance), the d term removes m's rounding error, and a block's
+float32 sums carry ~1e-7 relative error (the DESIGN bound: "float32 at least"). Three cases are
+redone in float64 instead: a float32 sum of x that overflows, a sum of squares that overflows
+(|x - m| > 1.8e19), and a sum of squares so small that deviations may have underflowed
+(mean square below TINY_MEAN_SQUARE; constant blocks, whose deviations are all 0, are exact and
+kept). Block results and every merge are float64. float64 data whose squares overflow is rescaled
+by an exact power of two and reduced again (the rare path in `moments`).
 
-Elementwise passes on float32 data run in float32 after one float64 step: like(x, x - mean)
-subtracts the float64 mean in float64 and rounds once, so x - mean is exact to half an ulp even
-when |mean| >> std (a float32 mean would be off by up to an ulp of the mean: 0.06 at mean 1e6),
-and the rest (a float32 scale, an fma) costs half the SIMD work of float64. y ends within a few
-float32 ulps of the float64 result. On float64 data the same code is plain float64.
-(A two-float (hi, lo) mean in float32 would be cheaper still, but 'reassoc' is free to fold
-(x - hi) - lo into x - (hi + lo), which drops lo: measured 3e-5 errors.)
+Elementwise passes run wholly in the data's dtype too. The float64 mean is split (split_mean) into
+mh, the mean rounded to the data's dtype, and lo = (mean - mh)*rstd, and x - mean becomes
+(x - mh)*rstd - lo: x - mh is exact for x within a factor 2 of mh, and lo restores the part of the
+mean that rounding dropped (0.03 at mean 1e6 in float32), so float32 y and dx stay within a few
+float32 ulps of the float64 result even when |mean| >> std. lo must stay its own term: written
+(x - mh) - lo, 'reassoc' may fold it into x - (mh + lo), which drops lo (measured 3e-5 errors).
+On float64 data the same code is plain float64 with lo = 0.
 """
 import math
 

@@ -14,8 +14,10 @@ Backward, per row, with xhat = (x - mean)*rstd and g = dy*w[c]:
                    dx = rstd*(g - mean(g) - xhat*mean(g*xhat))    (rms: no mean(g) term)
                    dw[c] += sum(dy*xhat),  db[c] += sum(dy)       (per-chunk partial rows)
 
-Statistics and reductions are in float64, elementwise arithmetic in x's dtype (see _moments);
-the row is read from memory once per pass, the second pass of a row hits cache. Each kernel has a parallel driver and a serial one for small inputs.
+Sums run in x's dtype over blocks of at most BLOCK values, blocks and rows are combined in
+float64, elementwise arithmetic is in x's dtype (see _moments). The row is read from memory
+once per pass, the second pass of a row hits cache. Each kernel has a parallel driver and a
+serial one for small inputs.
 """
 from numba import njit, prange
 
