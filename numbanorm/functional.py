@@ -353,16 +353,9 @@ def _channel_affine(x3, mean, a, b, y3):
                                         np.repeat(a, S), np.repeat(b, S), y3.reshape(N, C * S))
 
 
-def _channel_sums(dy3, x3, mean):
-    """Per-channel sum(dy) and sum(dy*(x - mean)) in float64."""
+def _column_sums(dy3, x3, mean):
+    """Per-channel sum(dy) and sum(dy*(x - mean)) in float64 of the column layout."""
     N, C, S = x3.shape
-    if S >= SLAB_MIN:
-        nchunks = max(1, min(N, MAX_PARTIALS // C))
-        sdy = np.empty((nchunks, C))
-        sdyx = np.empty((nchunks, C))
-        _kernels(x3.size).slab_sums(dy3.reshape(N * C, S), x3.reshape(N * C, S), N, C, mean,
-                                    sdy, sdyx)
-        return sdy.sum(axis=0), sdyx.sum(axis=0)
     M = C * S
     nchunks = _nchunks(N, M)
     sdy = _scratch("sum_dy", (nchunks, M))
@@ -372,16 +365,14 @@ def _channel_sums(dy3, x3, mean):
     return sdy.sum(axis=0).reshape(C, S).sum(axis=1), sdyx.sum(axis=0).reshape(C, S).sum(axis=1)
 
 
-def _channel_dx(dy3, x3, mean, rstd, k1, k2, k3, dx3):
+def _column_dx(dy3, x3, mean, rstd, k1, mean_dy, mean_dyx, dx3):
+    """dx = k1*((dy - mean_dy) - xhat*mean_dyx) per channel of the column layout (float64
+    parameters; the kernel rounds them to x's dtype and runs in it)."""
     N, C, S = x3.shape
-    kernels = _kernels(x3.size)
-    if S >= SLAB_MIN:
-        kernels.slab_dx(dy3.reshape(N * C, S), x3.reshape(N * C, S), C, mean, rstd, k1, k2, k3,
-                        dx3.reshape(N * C, S))
-    else:
-        rep = lambda v: np.repeat(v, S)  # noqa: E731
-        kernels.column_dx(dy3.reshape(N, C * S), x3.reshape(N, C * S), rep(mean), rep(rstd),
-                          rep(k1), rep(k2), rep(k3), dx3.reshape(N, C * S))
+    rep = lambda v: np.repeat(v, S)  # noqa: E731
+    _kernels(x3.size).column_dx(dy3.reshape(N, C * S), x3.reshape(N, C * S), rep(mean),
+                                rep(rstd), rep(k1), rep(mean_dy), rep(mean_dyx),
+                                dx3.reshape(N, C * S))
 
 
 def _fused(size, S):
@@ -461,21 +452,25 @@ def _channels_backward(dy, saved):
         dweight = (sum_dyx).astype(x3.dtype) if weight is not None else None
         dbias = sum_dy.astype(x3.dtype) if saved._has_bias else None
         return dx.reshape(saved._shape), dweight, dbias
-    if training or want_params:
-        if x3.size:
-            sum_dy, sum_dyx = _channel_sums(dy3, x3, mean)
-        else:
-            sum_dy = sum_dyx = np.zeros(C)
-    dw = None if not want_params else rstd * sum_dyx
-    k1 = w * rstd
-    if training:
-        n = N * S
-        k2 = -k1 * (rstd * sum_dyx) / n
-        k3 = -k1 * sum_dy / n
+    if x3.size and S >= SLAB_MIN:
+        nchunks = max(1, min(N, MAX_PARTIALS // C))
+        sum_dy = np.empty(C)
+        sum_dyx = np.empty(C)
+        channels.slab_backward(dy3.reshape(N * C, S), x3.reshape(N * C, S), N, C, mean, rstd, w,
+                               training, want_params, x3.size > SERIAL_MAX_ELEMENTS,
+                               np.empty((nchunks, C)), np.empty((nchunks, C)),
+                               dx.reshape(N * C, S), sum_dy, sum_dyx)
     else:
-        k2 = k3 = np.zeros(C)
-    if x3.size:
-        _channel_dx(dy3, x3, mean, rstd, k1, k2, k3, dx)
+        sum_dy = sum_dyx = np.zeros(C)
+        if x3.size and (training or want_params):
+            sum_dy, sum_dyx = _column_sums(dy3, x3, mean)
+        mean_dy = mean_dyx = np.zeros(C)
+        if training and x3.size:
+            mean_dy = sum_dy / (N * S)
+            mean_dyx = rstd * sum_dyx / (N * S)  # mean(dy*xhat)
+        if x3.size:
+            _column_dx(dy3, x3, mean, rstd, w * rstd, mean_dy, mean_dyx, dx)
+    dw = None if not want_params else rstd * sum_dyx
     dweight = dw.astype(x3.dtype) if weight is not None else None
     dbias = sum_dy.astype(x3.dtype) if saved._has_bias else None
     return dx.reshape(saved._shape), dweight, dbias

@@ -220,6 +220,34 @@ def split_mean(scale, mean):
     return mh, like(scale, (mean - mh) * scale)
 
 
+@njit(inline='always', **JIT)
+def _block_grad_sums(xs, ds, mh, rstd, lo, w):
+    """(sum(g), sum(g*xhat)) over at most BLOCK values, g = dy*w (w an array or a scalar),
+    xhat = (x - mh)*rstd - lo (see split_mean), summed in x's dtype, returned in float64."""
+    sg = like(rstd, 0.0)
+    sgx = like(rstd, 0.0)
+    for j in range(xs.size):
+        g = ds[j] * at(w, j)
+        sg += g
+        sgx += g * ((xs[j] - mh) * rstd - lo)
+    return float(sg), float(sgx)
+
+
+@njit(inline='always', **JIT)
+def grad_sums(xs, ds, mh, rstd, lo, w):
+    """(sum(g), sum(g*xhat)) of the backward passes over any length: blocks of BLOCK values
+    summed in x's dtype (as the statistics), added in float64. With rstd = w = 1 and
+    lo = mean - mh: (sum(dy), sum(dy*(x - mean)))."""
+    sg = 0.0
+    sgx = 0.0
+    for b0 in range(0, xs.size, BLOCK):
+        b1 = min(b0 + BLOCK, xs.size)
+        a, b = _block_grad_sums(xs[b0:b1], ds[b0:b1], mh, rstd, lo, part(w, b0, b1))
+        sg += a
+        sgx += b
+    return sg, sgx
+
+
 @njit(**JIT)
 def rstd_of(var_scaled, inv, eps):
     """1/sqrt(var + eps) for var = var_scaled / inv**2, without forming var."""

@@ -21,8 +21,8 @@ serial one for small inputs.
 """
 from numba import njit, prange
 
-from .._config import BACKWARD_JIT, BLOCK, JIT
-from ._moments import at, like, moments, part, rstd_of, split_mean
+from .._config import BACKWARD_JIT, JIT
+from ._moments import at, grad_sums, like, moments, rstd_of, split_mean
 
 
 @njit(inline='always', **JIT)
@@ -71,32 +71,6 @@ def forward_serial(x, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
     """`forward` on one thread, for inputs too small to pay for a parallel region."""
     for r in range(x.shape[0]):
         _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
-
-
-@njit(inline='always', **JIT)
-def _sums(xs, ds, mh, rstd, lo, w):
-    """(sum(g), sum(g*xhat)) over a slice of at most BLOCK values, g = dy*w (w an array or a
-    scalar), summed in x's dtype and returned in float64."""
-    sg = like(rstd, 0.0)
-    sgx = like(rstd, 0.0)
-    for j in range(xs.size):
-        g = ds[j] * at(w, j)
-        sg += g
-        sgx += g * ((xs[j] - mh) * rstd - lo)
-    return float(sg), float(sgx)
-
-
-@njit(inline='always', **JIT)
-def _row_sums(xs, ds, mh, rstd, lo, w):
-    """_sums over any length, block by block, the blocks added in float64."""
-    sg = 0.0
-    sgx = 0.0
-    for b0 in range(0, xs.size, BLOCK):
-        b1 = min(b0 + BLOCK, xs.size)
-        a, b = _sums(xs[b0:b1], ds[b0:b1], mh, rstd, lo, part(w, b0, b1))
-        sg += a
-        sgx += b
-    return sg, sgx
 
 
 @njit(inline='always', **JIT)
@@ -165,7 +139,7 @@ def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, n
         dxr = dx[r]
         c0 = (r % G) * Cg
         if S == 1:
-            sum_g, sum_gx = _row_sums(xr, dyr, mh, rs, lo, weight[c0:c0 + L])
+            sum_g, sum_gx = grad_sums(xr, dyr, mh, rs, lo, weight[c0:c0 + L])
             if want_params:
                 # Rows sharing their parameters (G == 1: layer_norm, rms_norm) four at a
                 # time, at the fourth row of each four, while the four are still in cache.
@@ -183,7 +157,7 @@ def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, n
             sum_gx = 0.0
             for j in range(Cg):
                 sl = slice(j * S, (j + 1) * S)
-                s_dy, s_dyx = _row_sums(xr[sl], dyr[sl], mh, rs, lo, one)
+                s_dy, s_dyx = grad_sums(xr[sl], dyr[sl], mh, rs, lo, one)
                 wj = float(weight[c0 + j])
                 sum_g += wj * s_dy
                 sum_gx += wj * s_dyx
