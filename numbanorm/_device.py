@@ -61,10 +61,28 @@ def is_device_array(obj):
     return False
 
 
+def _env_device():
+    """The DEVICE_ENV variable, read on every call (a program may set it after import). Where
+    CPython exposes os.environ's underlying dict, it is read directly: os.environ.get of an
+    unset variable raises and catches a KeyError inside, 0.7 us per call, a fifth of a tiny
+    layer_norm's whole host time."""
+    data = getattr(os.environ, "_data", None)
+    if isinstance(data, dict) and _ENV_KEY is not None:
+        raw = data.get(_ENV_KEY)
+        return None if raw is None else os.environ.decodevalue(raw)
+    return os.environ.get(DEVICE_ENV)
+
+
+try:
+    _ENV_KEY = os.environ.encodekey(DEVICE_ENV)
+except AttributeError:  # not CPython's os._Environ
+    _ENV_KEY = None
+
+
 def requested(device):
     """None, "cpu" or "cuda" (a device= argument wins over the environment variable)."""
     if device is None:
-        device = os.environ.get(DEVICE_ENV) or None
+        device = _env_device() or None
         name = f"the {DEVICE_ENV} environment variable"
     else:
         name = "device"
