@@ -33,6 +33,11 @@ BACKWARD_JIT = dict(JIT, fastmath=FASTMATH - {"contract"})
 # Elements per Welford/Chan block: small enough that the second (centring) read hits L1.
 BLOCK = 1024
 
+# float32 blocks whose mean square deviation from the block mean is below this are reduced
+# again in float64: deviations under ~1e-19 square to float32 subnormals or 0, and below this
+# floor their share of the sum is no longer negligible (see cpu._moments._block).
+TINY_MEAN_SQUARE = 2.0 ** -100
+
 # Inputs with at most this many elements run a serial kernel: a parallel region costs ~1.5 us.
 SERIAL_MAX_ELEMENTS = 1 << 15
 

@@ -279,7 +279,8 @@ class InstanceNorm2d(_InstanceNorm):
 
 
 class InstanceNorm3d(_InstanceNorm):
-    """Instance normalization of (N, C, D, H, W) or (C, D, H, W) input, as torch.nn.InstanceNorm3d."""
+    """Instance normalization of (N, C, D, H, W) or (C, D, H, W) input, as
+    torch.nn.InstanceNorm3d."""
     _ndims = (4, 5)
 
 

@@ -34,12 +34,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from .. import _chan
-from .._config import BLOCK, JIT
-
-# float32 block reductions whose mean square deviation is below this are redone in float64:
-# deviations under ~1e-19 square to float32 subnormals or 0, and below this floor their share of
-# the sum is no longer negligible (see _block).
-TINY_MEAN_SQUARE = 2.0 ** -100
+from .._config import BLOCK, JIT, TINY_MEAN_SQUARE
 
 
 def like(a, v):

@@ -22,9 +22,8 @@ import types
 import numpy as np
 from numba import njit, prange
 
-from .._config import ELEMENTWISE_JIT, JIT
-from ._moments import (TINY_MEAN_SQUARE, _term, block_moments, chan_merge, grad_sums, like,
-                       narrow, split_mean)
+from .._config import ELEMENTWISE_JIT, JIT, TINY_MEAN_SQUARE
+from ._moments import _term, block_moments, chan_merge, grad_sums, like, narrow, split_mean
 
 SERIAL = types.SimpleNamespace()
 
@@ -261,7 +260,6 @@ def slab_sums(dy2, x2, N, C, mean, sdy, sdyx):
     """Per-(chunk, channel) sum(dy) and sum(dy*(x - mean[c])); sdy, sdyx: (K, C). Summed per
     slab block in x's dtype, around the split mean (see _moments.grad_sums)."""
     K = sdy.shape[0]
-    S = x2.shape[1]
     per = (N + K - 1) // K
     one = like(x2, 1.0)
     for item in prange(K * C):
