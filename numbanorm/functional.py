@@ -456,10 +456,10 @@ def _channels_backward(dy, saved):
         nchunks = max(1, min(N, MAX_PARTIALS // C))
         sum_dy = np.empty(C)
         sum_dyx = np.empty(C)
-        channels.slab_backward(dy3.reshape(N * C, S), x3.reshape(N * C, S), N, C, mean, rstd, w,
-                               training, want_params, x3.size > SERIAL_MAX_ELEMENTS,
-                               np.empty((nchunks, C)), np.empty((nchunks, C)),
-                               dx.reshape(N * C, S), sum_dy, sum_dyx)
+        _kernels(x3.size).slab_backward(dy3.reshape(N * C, S), x3.reshape(N * C, S), N, C, mean,
+                                        rstd, w, training, want_params, np.empty((nchunks, C)),
+                                        np.empty((nchunks, C)), dx.reshape(N * C, S), sum_dy,
+                                        sum_dyx)
     else:
         sum_dy = sum_dyx = np.zeros(C)
         if x3.size and (training or want_params):

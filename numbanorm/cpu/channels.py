@@ -15,7 +15,8 @@ order, so results do not depend on the thread count. The elementwise passes are
     backward:  dx = k1[c]*((dy - mean_dy[c]) - xhat*mean_dyx[c])   xhat = (x - mean[c])*rstd[c]
                (k1 = w*rstd; training: mean_dy = db/n, mean_dyx = dw/n; eval: both 0)
                No k1*rstd constant is formed: it underflows for float64 |x| ~ 1e300.
-    with dw[c] = rstd*sum(dy*(x - mean)), db[c] = sum(dy) from the `*_sums` kernels.
+    with dw[c] = rstd*sum(dy*(x - mean)), db[c] = sum(dy) from slab_backward or
+    column_sums.
 """
 import types
 
@@ -145,11 +146,34 @@ def _narrow_block_ok(x2, b0, b1, acc, qsum):
     return True
 
 
+@njit(inline='always', **JIT)
+def _column_block_plain(x2, b0, b1, inv, acc, dsum, qsum):
+    """_column_block in float64, one row per loop: the rare redo of a float32 block (smaller
+    code than the four-row form, which would double the kernel's compile time)."""
+    nb = b1 - b0
+    acc[:] = 0.0
+    for i in range(b0, b1):
+        xi = x2[i]
+        for j in range(acc.size):
+            acc[j] += _col(xi, j, inv, 0.0)
+    for j in range(acc.size):
+        acc[j] /= nb
+    dsum[:] = 0.0
+    qsum[:] = 0.0
+    for i in range(b0, b1):
+        xi = x2[i]
+        for j in range(acc.size):
+            t = _col(xi, j, inv, 0.0) - acc[j]
+            dsum[j] += t
+            qsum[j] += t * t
+
+
 @njit(**JIT)
 def _column_chunk(x2, inv, k, K, rows_per_block, mean, m2, acc, dsum, qsum, acc_n, dsum_n,
                   qsum_n):
-    # acc_n, dsum_n, qsum_n are in x's dtype: float32 data takes the float32 block (twice the
-    # SIMD width) and redoes it in float64 (acc, dsum, qsum) where it is not exact enough.
+    # acc_n, dsum_n, qsum_n are in x's dtype: each block is reduced in x's dtype (for float32
+    # twice the SIMD width), and a float32 block that is not exact enough is redone in float64
+    # (acc, dsum, qsum).
     N, M = x2.shape
     per = (N + K - 1) // K
     stop = min(N, (k + 1) * per)
@@ -157,13 +181,12 @@ def _column_chunk(x2, inv, k, K, rows_per_block, mean, m2, acc, dsum, qsum, acc_
     for b0 in range(k * per, stop, rows_per_block):
         b1 = min(b0 + rows_per_block, stop)
         nb = float(b1 - b0)
-        if narrow(acc_n) and inv is None:
-            _column_block(x2, b0, b1, inv, acc_n, dsum_n, qsum_n)
-            if _narrow_block_ok(x2, b0, b1, acc_n, qsum_n):
-                n = _merge_block(n, nb, acc_n, dsum_n, qsum_n, mean, m2)
-                continue
-        _column_block(x2, b0, b1, inv, acc, dsum, qsum)
-        n = _merge_block(n, nb, acc, dsum, qsum, mean, m2)
+        _column_block(x2, b0, b1, inv, acc_n, dsum_n, qsum_n)
+        if narrow(acc_n) and not _narrow_block_ok(x2, b0, b1, acc_n, qsum_n):
+            _column_block_plain(x2, b0, b1, inv, acc, dsum, qsum)
+            n = _merge_block(n, nb, acc, dsum, qsum, mean, m2)
+        else:
+            n = _merge_block(n, nb, acc_n, dsum_n, qsum_n, mean, m2)
 
 
 @njit(inline='always', **JIT)
@@ -256,27 +279,6 @@ def channel_absmax(x3):
 
 
 @_parallel_and_serial(JIT)
-def slab_sums(dy2, x2, N, C, mean, sdy, sdyx):
-    """Per-(chunk, channel) sum(dy) and sum(dy*(x - mean[c])); sdy, sdyx: (K, C). Summed per
-    slab block in x's dtype, around the split mean (see _moments.grad_sums)."""
-    K = sdy.shape[0]
-    per = (N + K - 1) // K
-    one = like(x2, 1.0)
-    for item in prange(K * C):
-        k = item // C
-        c = item % C
-        mh, lo = split_mean(one, mean[c])
-        a = 0.0
-        b = 0.0
-        for i in range(k * per, min(N, (k + 1) * per)):
-            sa, sb = grad_sums(x2[i * C + c], dy2[i * C + c], mh, one, lo, one)
-            a += sa
-            b += sb
-        sdy[k, c] = a
-        sdyx[k, c] = b
-
-
-@_parallel_and_serial(JIT)
 def column_sums(dy2, x2, mean_col, sdy, sdyx):
     """Per-(chunk, column) sum(dy) and sum(dy*(x - mean_col)) of (N, M) arrays; sdy, sdyx:
     (K, M), zeroed."""
@@ -335,25 +337,18 @@ def _dx_params(x, mean, rstd, k1, mean_dy, mean_dyx, c):
     return mh, r, lo, like(x, k1[c]), like(x, mean_dy[c]), like(x, mean_dyx[c])
 
 
-@_parallel_and_serial(ELEMENTWISE_JIT)
-def slab_dx(dy2, x2, C, mean, rstd, k1, mean_dy, mean_dyx, dx2):
-    """dx = k1[c]*((dy - mean_dy[c]) - xhat*mean_dyx[c]) on (N*C, S) slabs, xhat =
-    (x - mean[c])*rstd[c], all in x's dtype (float64 parameters rounded per slab, the mean
-    split as in _moments.split_mean). The cancelling subtractions come before the scaling by
-    k1, so their rounding is relative to the result."""
-    S = x2.shape[1]
-    for i in prange(x2.shape[0]):
-        m, r, lc, a, md, mx = _dx_params(x2, mean, rstd, k1, mean_dy, mean_dyx, i % C)
-        xr = x2[i]
-        dr = dy2[i]
-        out = dx2[i]
-        for s in range(S):
-            out[s] = a * ((dr[s] - md) - ((xr[s] - m) * r - lc) * mx)
+@njit(**ELEMENTWISE_JIT)
+def _slab_dx(xr, dr, m, r, lc, a, md, mx, out):
+    """dx = a*((dy - md) - xhat*mx) on one slab, xhat = (x - m)*r - lc, all in x's dtype
+    (see slab_backward). A function of its own: its flags keep the written association (see
+    _config.ELEMENTWISE_JIT) inside a kernel compiled with 'reassoc'."""
+    for s in range(xr.size):
+        out[s] = a * ((dr[s] - md) - ((xr[s] - m) * r - lc) * mx)
 
 
 @_parallel_and_serial(ELEMENTWISE_JIT)
 def column_dx(dy2, x2, mean_col, rstd_col, k1, mean_dy, mean_dyx, dx2):
-    """slab_dx on an (N, M) matrix with per-column float64 parameters."""
+    """The dx of slab_backward on an (N, M) matrix with per-column float64 parameters."""
     N, M = x2.shape
     dt = x2.dtype
     mh = np.empty(M, dt)
@@ -374,22 +369,42 @@ def column_dx(dy2, x2, mean_col, rstd_col, k1, mean_dy, mean_dyx, dx2):
             out[j] = a[j] * ((di[j] - md[j]) - xh * mx[j])
 
 
-@njit(**JIT)
-def slab_backward(dy2, x2, N, C, mean, rstd, weight, training, want_sums, parallel, sdy, sdyx,
-                  dx2, sum_dy, sum_dyx):
-    """The slabs backward in one call: per-chunk sums (sdy, sdyx: (K, C)) merged in chunk
-    order into sum_dy = sum(dy) and sum_dyx = sum(dy*(x - mean)), then dx. One dispatch
-    instead of two and their NumPy glue (~25 us of host time against ~50 us of kernels on
-    (8, 32, 32, 32)). parallel picks the parallel kernels or their serial twins."""
-    n = N * x2.shape[1]
+@_parallel_and_serial(JIT)
+def slab_backward(dy2, x2, N, C, mean, rstd, weight, training, want_sums, sdy, sdyx, dx2,
+                  sum_dy, sum_dyx):
+    """The slabs backward ((N*C, S) slabs, row i being channel i % C) in one call: per-(chunk,
+    channel) sums sdy, sdyx ((K, C)) merged in chunk order into sum_dy = sum(dy) and
+    sum_dyx = sum(dy*(x - mean)), then
+
+        dx = k1*((dy - mean_dy) - xhat*mean_dyx),  k1 = w*rstd,  xhat = (x - mean)*rstd
+
+    with mean_dy = sum_dy/n, mean_dyx = rstd*sum_dyx/n in training (0 in eval), in x's dtype
+    (the parameters rounded per slab, the mean split as in _moments.split_mean). The
+    cancelling subtractions come before the scaling by k1, so their rounding is relative to
+    the result, and no k1*rstd constant is formed (it underflows for float64 |x| ~ 1e300).
+    One call instead of two kernels and their NumPy glue (~25 us of host time against ~50 us
+    of kernel on (8, 32, 32, 32))."""
+    K = sdy.shape[0]
+    S = x2.shape[1]
+    n = N * S
+    per = (N + K - 1) // K
+    one = like(x2, 1.0)
     sum_dy[:] = 0.0
     sum_dyx[:] = 0.0
     if training or want_sums:
-        if parallel:
-            slab_sums(dy2, x2, N, C, mean, sdy, sdyx)
-        else:
-            slab_sums_serial(dy2, x2, N, C, mean, sdy, sdyx)  # noqa: F821 (made above)
-        for k in range(sdy.shape[0]):
+        for item in prange(K * C):
+            k = item // C
+            c = item % C
+            mh, lo = split_mean(one, mean[c])
+            a = 0.0
+            b = 0.0
+            for i in range(k * per, min(N, (k + 1) * per)):
+                sa, sb = grad_sums(x2[i * C + c], dy2[i * C + c], mh, one, lo, one)
+                a += sa
+                b += sb
+            sdy[k, c] = a
+            sdyx[k, c] = b
+        for k in range(K):
             for c in range(C):
                 sum_dy[c] += sdy[k, c]
                 sum_dyx[c] += sdyx[k, c]
@@ -400,10 +415,9 @@ def slab_backward(dy2, x2, N, C, mean, rstd, weight, training, want_sums, parall
         for c in range(C):
             mean_dy[c] = sum_dy[c] / n
             mean_dyx[c] = rstd[c] * sum_dyx[c] / n  # mean(dy*xhat)
-    if parallel:
-        slab_dx(dy2, x2, C, mean, rstd, k1, mean_dy, mean_dyx, dx2)
-    else:
-        slab_dx_serial(dy2, x2, C, mean, rstd, k1, mean_dy, mean_dyx, dx2)  # noqa: F821
+    for i in prange(N * C):
+        m, r, lc, a, md, mx = _dx_params(x2, mean, rstd, k1, mean_dy, mean_dyx, i % C)
+        _slab_dx(x2[i], dy2[i], m, r, lc, a, md, mx, dx2[i])
 
 
 # ---------------------------------------------------------------------------------------------
