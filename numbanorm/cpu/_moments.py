@@ -160,17 +160,19 @@ def block_moments(x, centered, inv):
     0 and M2 = sum(x^2)."""
     # Inner loops run 0-based over a block slice: Numba then knows the index is non-negative,
     # drops the wraparound check and LLVM vectorises (measured 8x faster than range(b0, b1)).
-    # The first block initialises the triple (no merge), so a row of at most BLOCK values, the
-    # common layer_norm case, is one _block call.
+    # One _block call site (it is inlined: a second site doubled the kernels' compile time);
+    # the first block initialises the triple, so a row of at most BLOCK values has no merge.
     n = x.size
-    if n == 0:
-        return 0.0, 0.0
-    mean, m2 = _block(x[:min(n, BLOCK)], centered, inv)
-    count = float(min(n, BLOCK))
-    for b0 in range(BLOCK, n, BLOCK):
+    count = 0.0
+    mean = 0.0
+    m2 = 0.0
+    for b0 in range(0, n, BLOCK):
         xb = x[b0:min(b0 + BLOCK, n)]
         mb, m2b = _block(xb, centered, inv)
-        count, mean, m2 = chan_merge(count, mean, m2, float(xb.size), mb, m2b)
+        if b0 == 0:
+            count, mean, m2 = float(xb.size), mb, m2b
+        else:
+            count, mean, m2 = chan_merge(count, mean, m2, float(xb.size), mb, m2b)
     return mean, m2
 
 
