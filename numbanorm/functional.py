@@ -452,6 +452,7 @@ def _channels_backward(dy, saved):
         dweight = (sum_dyx).astype(x3.dtype) if weight is not None else None
         dbias = sum_dy.astype(x3.dtype) if saved._has_bias else None
         return dx.reshape(saved._shape), dweight, dbias
+    sum_dy = sum_dyx = np.zeros(C)  # an empty batch: no sums, no dx to write
     if x3.size and S >= SLAB_MIN:
         nchunks = max(1, min(N, MAX_PARTIALS // C))
         sum_dy = np.empty(C)
@@ -460,16 +461,14 @@ def _channels_backward(dy, saved):
                                         rstd, w, training, want_params, np.empty((nchunks, C)),
                                         np.empty((nchunks, C)), dx.reshape(N * C, S), sum_dy,
                                         sum_dyx)
-    else:
-        sum_dy = sum_dyx = np.zeros(C)
-        if x3.size and (training or want_params):
+    elif x3.size:
+        if training or want_params:
             sum_dy, sum_dyx = _column_sums(dy3, x3, mean)
         mean_dy = mean_dyx = np.zeros(C)
-        if training and x3.size:
+        if training:
             mean_dy = sum_dy / (N * S)
             mean_dyx = rstd * sum_dyx / (N * S)  # mean(dy*xhat)
-        if x3.size:
-            _column_dx(dy3, x3, mean, rstd, w * rstd, mean_dy, mean_dyx, dx)
+        _column_dx(dy3, x3, mean, rstd, w * rstd, mean_dy, mean_dyx, dx)
     dw = None if not want_params else rstd * sum_dyx
     dweight = dw.astype(x3.dtype) if weight is not None else None
     dbias = sum_dy.astype(x3.dtype) if saved._has_bias else None

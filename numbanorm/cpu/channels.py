@@ -24,7 +24,8 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import ELEMENTWISE_JIT, JIT, TINY_MEAN_SQUARE
-from ._moments import _term, block_moments, chan_merge, grad_sums, like, narrow, split_mean
+from ._moments import (_constant, _term, block_moments, chan_merge, grad_sums, like, narrow,
+                       split_mean)
 
 SERIAL = types.SimpleNamespace()
 
@@ -139,10 +140,8 @@ def _narrow_block_ok(x2, b0, b1, acc, qsum):
     for j in range(acc.size):
         if not (np.isfinite(acc[j]) and np.isfinite(qsum[j])):
             return False
-        if qsum[j] < floor:
-            for i in range(b0, b1):
-                if x2[i, j] != acc[j]:
-                    return False
+        if qsum[j] < floor and not _constant(x2[b0:b1, j], acc[j]):
+            return False
     return True
 
 

@@ -28,11 +28,10 @@ from ._moments import at, grad_sums, like, moments, rstd_of, split_mean
 @njit(inline='always', **JIT)
 def _affine(xs, mean, rstd, w, b, ys):
     """ys = (xs - mean)*rstd*w + b elementwise, w and b arrays (per element) or scalars, all in
-    xs's dtype (see split_mean)."""
+    xs's dtype (rstd a scalar of that dtype; see split_mean)."""
     mh, lo = split_mean(rstd, mean)
-    a = like(rstd, rstd)
     for j in range(xs.size):
-        ys[j] = ((xs[j] - mh) * a - lo) * at(w, j) + at(b, j)
+        ys[j] = ((xs[j] - mh) * rstd - lo) * at(w, j) + at(b, j)
 
 
 @njit(inline='always', **JIT)
@@ -132,9 +131,7 @@ def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, n
     start = k * per
     stop = min(R, (k + 1) * per)
     for r in range(start, stop):
-        rs = like(zero, rstd[r])
-        mh, lo = split_mean(rs, mean[r] if centered else 0.0)
-        xr = x[r]
+        xr, mh, rs, lo = _xhat(x, mean, rstd, centered, r, zero)
         dyr = dy[r]
         dxr = dx[r]
         c0 = (r % G) * Cg
