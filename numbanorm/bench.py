@@ -4,8 +4,11 @@ hand-vectorised NumPy version and PyTorch (when installed) in the same run.
 Per case: the median time of `repeats` timed runs (each run loops enough calls to last
 ~`min_run` seconds), effective GB/s (forward: read x + write y; backward: read x and dy + write
 dx), the percentage of this machine's memory bandwidth (a parallel triad measured at start-up,
-read + write counted), the speed-up over NumPy and PyTorch (their time / ours), and the
-largest error against a float64 computation, relative to the largest reference value.
+read + write counted), the speed-up over NumPy and PyTorch, and the largest error against a
+float64 computation, relative to the largest reference value. The implementations of a case
+are timed interleaved, one timed run of each per repeat, and a speed-up is the median over
+repeats of their time / ours in the same repeat: on a shared machine the load of other
+processes then falls on both sides of a ratio alike.
 Every implementation allocates its outputs on every call.
 """
 import json
@@ -132,25 +135,48 @@ def torch_impl(op, x, w, b, dy):
 # ---------------------------------------------------------------------------------------------
 # timing
 
-def _time(fn, repeats, min_run, sync=None):
-    """(median, min, max) seconds per call over `repeats` runs of a loop of calls lasting at
-    least min_run; sync (a GPU synchronisation) closes each timed loop."""
+def _time_paired(fns, repeats, min_run, sync=None):
+    """Time several implementations of one case interleaved: {name: seconds per call of each
+    of `repeats` timed runs}. Each run loops enough calls to last at least min_run; repeat r
+    times every implementation once, in turn (the order reversed on odd repeats), so a burst
+    of load from other processes falls on all of them within a fraction of a second instead of
+    on whichever happened to be running. sync (a GPU synchronisation) closes each timed loop."""
     sync = sync or (lambda: None)
-    fn()  # warm-up (and JIT compile or cache load)
-    sync()
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    once = max(time.perf_counter() - t0, 1e-7)
-    number = max(1, int(min_run / once))
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
+    number = {}
+    for name, fn in fns.items():
+        fn()  # warm-up (and JIT compile or cache load)
         sync()
-        samples.append((time.perf_counter() - t0) / number)
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        once = max(time.perf_counter() - t0, 1e-7)
+        number[name] = max(1, int(min_run / once))
+    samples = {name: [] for name in fns}
+    order = list(fns)
+    for r in range(repeats):
+        for name in (order if r % 2 == 0 else order[::-1]):
+            fn, n = fns[name], number[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            sync()
+            samples[name].append((time.perf_counter() - t0) / n)
+    return samples
+
+
+def _summary(samples):
+    """(median, min, max) of one implementation's samples."""
     return float(np.median(samples)), float(min(samples)), float(max(samples))
+
+
+def _paired_ratio(theirs, ours):
+    """Median over repeats of their time / our time in the same repeat."""
+    return float(np.median(np.asarray(theirs) / np.asarray(ours)))
+
+
+def _time(fn, repeats, min_run, sync=None):
+    """(median, min, max) seconds per call of fn alone (see _time_paired)."""
+    return _summary(_time_paired({"fn": fn}, repeats, min_run, sync)["fn"])
 
 
 @njit(parallel=True, cache=True)
@@ -199,29 +225,30 @@ def run_case(op, shape, dtype, repeats, min_run, with_torch, with_numpy, bandwid
     ref_y, ref_state = ref_fwd()
     ref_dx = ref_bwd(ref_state)[0]
     errors = {"forward": _max_rel_err(y, ref_y), "backward": _max_rel_err(dx, ref_dx)}
-    timings = {"forward": _time(nb_plain, repeats, min_run),
-               "backward": _time(lambda: nb_bwd(saved), repeats, min_run)}
-    others = {}
+    impls = {"forward": {"numbanorm": nb_plain}, "backward": {"numbanorm": lambda: nb_bwd(saved)}}
     if with_numpy:
         np_fwd, np_bwd = numpy_impl(op, x, w, b, dy)
         state = np_fwd()[1]
-        others["numpy"] = {"forward": _time(np_fwd, repeats, min_run)[0],
-                           "backward": _time(lambda: np_bwd(state), repeats, min_run)[0]}
+        impls["forward"]["numpy"] = np_fwd
+        impls["backward"]["numpy"] = lambda: np_bwd(state)
     if with_torch:
         t_fwd, t_bwd, t_call = torch_impl(op, x, w, b, dy)
         y_graph = t_call()
-        others["torch"] = {"forward": _time(t_fwd, repeats, min_run)[0],
-                           "backward": _time(lambda: t_bwd(y_graph), repeats, min_run)[0]}
+        impls["forward"]["torch"] = t_fwd
+        impls["backward"]["torch"] = lambda: t_bwd(y_graph)
+    samples = {d: _time_paired(impls[d], repeats, min_run) for d in impls}
     for direction, streams in (("forward", 2), ("backward", 3)):
-        med, lo, hi = timings[direction]
+        ours = samples[direction]["numbanorm"]
+        med, lo, hi = _summary(ours)
         gbs = streams * x.nbytes / med / 1e9
         row = {"op": op, "shape": list(shape), "dtype": dtype, "pass": direction,
                "median_s": med, "min_s": lo, "max_s": hi, "gb_per_s": gbs,
                "pct_bandwidth": 100 * gbs / bandwidth if bandwidth else None,
                "max_rel_err": errors[direction]}
-        for name, t in others.items():
-            row[f"vs_{name}"] = t[direction] / med
-            row[f"{name}_s"] = t[direction]
+        for name, theirs in samples[direction].items():
+            if name != "numbanorm":
+                row[f"vs_{name}"] = _paired_ratio(theirs, ours)
+                row[f"{name}_s"] = float(np.median(theirs))
         rows.append(row)
     return rows
 

@@ -1,17 +1,18 @@
 """GPU timings: `numbanorm bench --device cuda` (see numbanorm.bench for the CPU table).
 
 Each op forward and backward on device arrays, against PyTorch's CUDA kernels on the same
-tensors when PyTorch with CUDA is installed. Times are medians of repeats, each repeat a loop
-of calls closed by a device synchronisation. GB/s counts what the pass must move (forward: read
-x, write y; backward: read x and dy, write dx); the reference bandwidth is a device-to-device
-copy of 1 GiB measured in the same run (read + write counted).
+tensors when PyTorch with CUDA is installed, timed interleaved (see numbanorm.bench). Times
+are medians of repeats, each repeat a loop of calls closed by a device synchronisation. GB/s
+counts what the pass must move (forward: read x, write y; backward: read x and dy, write dx);
+the reference bandwidth is a device-to-device copy of 1 GiB measured in the same run (read +
+write counted).
 """
 import json
 import sys
 
 import numpy as np
 
-from .bench import _time
+from .bench import _paired_ratio, _summary, _time, _time_paired
 
 # The H100 shapes of issue 3 (float32).
 STANDARD = [
@@ -96,19 +97,20 @@ def run_case(op, shape, repeats, min_run, bandwidth, with_torch):
     _, saved = fwd()
     rows = []
     nbytes = {"forward": 2 * x.nbytes, "backward": 3 * x.nbytes}
-    timings = {"forward": _median_time(fwd, repeats, min_run),
-               "backward": _median_time(lambda: bwd(dyd, saved), repeats, min_run)}
-    ref = {}
+    impls = {"forward": {"numbanorm": fwd}, "backward": {"numbanorm": lambda: bwd(dyd, saved)}}
     if with_torch:
         tf, tb, _ = _torch(op, x, w, b, dy)
-        ref = {"forward": _median_time(tf, repeats, min_run)[0],
-               "backward": _median_time(tb, repeats, min_run)[0]}
+        impls["forward"]["torch"] = tf
+        impls["backward"]["torch"] = tb
+    samples = {p: _time_paired(impls[p], repeats, min_run, sync=_sync) for p in impls}
     for p in ("forward", "backward"):
-        med, lo, hi = timings[p]
+        med, lo, hi = _summary(samples[p]["numbanorm"])
         gbs = nbytes[p] / med / 1e9
+        theirs = samples[p].get("torch")
         rows.append(dict(op=op, shape=list(shape), pass_=p, median_s=med, min_s=lo, max_s=hi,
                          gb_per_s=gbs, pct_copy=100 * gbs / bandwidth,
-                         vs_torch=ref[p] / med if p in ref else None))
+                         vs_torch=None if theirs is None else
+                         _paired_ratio(theirs, samples[p]["numbanorm"])))
     return rows
 
 
