@@ -254,7 +254,7 @@ def run_case(op, shape, dtype, repeats, min_run, with_torch, with_numpy, bandwid
 
 
 def _fmt_table(rows, bandwidth, threads):
-    head = (f"{'op':<14}{'shape':<20}{'dtype':<8}{'pass':<9}{'median':>10}{'range':>17}"
+    head = (f"{'op':<14}{'shape':<20}{'dtype':<8}{'pass':<9}{'median':>10}{'range':>21}"
             f"{'GB/s':>8}{'%bw':>6}{'vs numpy':>10}{'vs torch':>10}{'max err':>10}")
     lines = [f"numbanorm bench: {threads} thread(s), triad bandwidth {bandwidth:.1f} GB/s; "
              "'vs X' = X's time / numbanorm's time (higher is better)", head, "-" * len(head)]
@@ -265,7 +265,7 @@ def _fmt_table(rows, bandwidth, threads):
         pct = f"{r['pct_bandwidth']:.0f}" if r["pct_bandwidth"] is not None else "-"
         lines.append(
             f"{r['op']:<14}{'x'.join(map(str, r['shape'])):<20}{r['dtype']:<8}{r['pass']:<9}"
-            f"{r['median_s'] * 1e3:>8.3f}ms{rng_:>17}{r['gb_per_s']:>8.1f}{pct:>6}"
+            f"{r['median_s'] * 1e3:>8.4g}ms{rng_:>21}{r['gb_per_s']:>8.1f}{pct:>6}"
             f"{vs_np:>10}{vs_t:>10}{r['max_rel_err']:>10.1e}")
     ratios = [r["vs_torch"] for r in rows if "vs_torch" in r]
     if ratios:
