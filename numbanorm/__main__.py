@@ -37,6 +37,10 @@ def main(argv=None):
     b.add_argument("--tiny", action="store_true", help="the tiny, overhead-bound cases")
     b.add_argument("--no-torch", action="store_true")
     b.add_argument("--no-numpy", action="store_true")
+    b.add_argument("--out", action="store_true",
+                   help="numbanorm's forward writes into a preallocated out= array (NumPy and "
+                        "PyTorch still allocate theirs): the kernel's own bandwidth, without "
+                        "the operating system's page zeroing of a fresh output")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("info", help="what numbanorm detected: versions, threads, devices")
     args = parser.parse_args(argv)
@@ -63,7 +67,8 @@ def main(argv=None):
                  if (not args.op or c[0] in args.op) and (not args.dtype or c[2] in args.dtype)]
     from .bench import run
     print(run(cases, repeats=args.repeats, min_run=args.min_run, threads=args.threads,
-              with_torch=not args.no_torch, with_numpy=not args.no_numpy, as_json=args.json))
+              with_torch=not args.no_torch, with_numpy=not args.no_numpy, as_json=args.json,
+              preallocated=args.out))
     return 0
 
 

@@ -9,7 +9,10 @@ float64 computation, relative to the largest reference value. The implementation
 are timed interleaved, one timed run of each per repeat, and a speed-up is the median over
 repeats of their time / ours in the same repeat: on a shared machine the load of other
 processes then falls on both sides of a ratio alike.
-Every implementation allocates its outputs on every call.
+Every implementation allocates its outputs on every call, except numbanorm's forward under
+`--out` (preallocated=True), which writes into an out= array made once: outputs larger than
+malloc's mmap threshold (32 MiB at most) come from the operating system zeroed on every call,
+a cost that depends on the machine, not on the kernel, and that out= avoids.
 """
 import json
 import math
@@ -89,9 +92,10 @@ def numpy_impl(op, x, w, b, dy):
     return forward, backward
 
 
-def numbanorm_impl(op, x, w, b, dy):
+def numbanorm_impl(op, x, w, b, dy, preallocated=False):
     """(forward_with_saved, backward(saved), plain_forward): the plain forward is what is timed
-    against PyTorch's no-grad forward, like for like; the saved record feeds the backward."""
+    against PyTorch's no-grad forward, like for like (writing into one out= array made here
+    when preallocated); the saved record feeds the backward."""
     args = {
         "batch_norm": ((x, None, None, w, b, True, 0.1, EPS), F.batch_norm),
         "layer_norm": ((x, x.shape[-1], w, b, EPS), F.layer_norm),
@@ -102,8 +106,9 @@ def numbanorm_impl(op, x, w, b, dy):
     call_args, plain = args[op]
     forward = getattr(F, f"{op}_forward")
     backward = getattr(F, f"{op}_backward")
+    out = np.empty_like(x) if preallocated else None
     return (lambda: forward(*call_args), lambda saved: backward(dy, saved),
-            lambda: plain(*call_args))
+            lambda: plain(*call_args, out=out))
 
 
 def torch_impl(op, x, w, b, dy):
@@ -208,7 +213,8 @@ def _max_rel_err(ours, ref):
     return float(np.max(np.abs(ours.astype(np.float64) - ref))) / (scale or 1.0)
 
 
-def run_case(op, shape, dtype, repeats, min_run, with_torch, with_numpy, bandwidth):
+def run_case(op, shape, dtype, repeats, min_run, with_torch, with_numpy, bandwidth,
+             preallocated=False):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(shape) + 0.5).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
@@ -216,8 +222,9 @@ def run_case(op, shape, dtype, repeats, min_run, with_torch, with_numpy, bandwid
     w = (1 + 0.1 * rng.standard_normal(pshape)).astype(dtype)
     b = None if op == "rms_norm" else (0.1 * rng.standard_normal(pshape)).astype(dtype)
     rows = []
-    nb_fwd, nb_bwd, nb_plain = numbanorm_impl(op, x, w, b, dy)
-    y, saved = nb_fwd()
+    nb_fwd, nb_bwd, nb_plain = numbanorm_impl(op, x, w, b, dy, preallocated)
+    y = nb_plain()  # the accuracy column checks the timed forward (out= under --out)
+    saved = nb_fwd()[1]
     dx = nb_bwd(saved)[0]
     ref_fwd, ref_bwd = numpy_impl(op, x.astype(np.float64), w.astype(np.float64),
                                   None if b is None else b.astype(np.float64),
@@ -276,7 +283,8 @@ def _fmt_table(rows, bandwidth, threads):
 
 
 def run(cases, repeats=5, min_run=0.05, threads=None, with_torch=True, with_numpy=True,
-        as_json=False, progress=sys.stderr, measure_bandwidth=True):
+        as_json=False, progress=None, measure_bandwidth=True, preallocated=False):
+    progress = progress or sys.stderr  # looked up per call: the stream may be replaced
     import numba
     if threads is not None:
         numba.set_num_threads(threads)
@@ -294,8 +302,14 @@ def run(cases, repeats=5, min_run=0.05, threads=None, with_torch=True, with_nump
     for i, (op, shape, dtype) in enumerate(cases, 1):
         print(f"[{i}/{len(cases)}] {op} {'x'.join(map(str, shape))} {dtype}", file=progress,
               flush=True)
-        rows += run_case(op, shape, dtype, repeats, min_run, torch_ok, with_numpy, bandwidth)
+        rows += run_case(op, shape, dtype, repeats, min_run, torch_ok, with_numpy, bandwidth,
+                         preallocated)
     if as_json:
-        return json.dumps({"threads": threads, "triad_gb_per_s": bandwidth, "rows": rows},
+        return json.dumps({"threads": threads, "triad_gb_per_s": bandwidth,
+                           "forward_out_preallocated": preallocated, "rows": rows},
                           indent=1)
-    return _fmt_table(rows, bandwidth or float("nan"), threads)
+    table = _fmt_table(rows, bandwidth or float("nan"), threads)
+    if preallocated:
+        table += ("\nnumbanorm's forward wrote into a preallocated out= array; NumPy and PyTorch "
+                  "allocated theirs")
+    return table

@@ -114,7 +114,8 @@ def run_case(op, shape, repeats, min_run, bandwidth, with_torch):
     return rows
 
 
-def run(cases=None, repeats=5, min_run=0.2, with_torch=True, as_json=False, progress=sys.stderr):
+def run(cases=None, repeats=5, min_run=0.2, with_torch=True, as_json=False, progress=None):
+    progress = progress or sys.stderr  # looked up per call: the stream may be replaced
     import numbanorm
     facts = numbanorm.info()
     if not facts.get("gpu"):
