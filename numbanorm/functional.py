@@ -26,8 +26,8 @@ import numpy as np
 
 from . import _device
 from . import _validate as V
-from ._config import (COLUMN_BLOCK_BYTES, FUSED_COLUMNS_MAX_ELEMENTS, MAX_PARTIALS,
-                      PARTIAL_MIN_ELEMENTS, SERIAL_MAX_ELEMENTS, SLAB_MIN)
+from ._config import (COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, FUSED_COLUMNS_MAX_ELEMENTS,
+                      MAX_PARTIALS, PARTIAL_MIN_ELEMENTS, SERIAL_MAX_ELEMENTS, SLAB_MIN)
 from .cpu import channels, rows
 
 __all__ = [
@@ -307,7 +307,7 @@ def _channel_partials(x3, inv=None):
         counts = _chunk_counts(N, nchunks, S)
     else:
         M = C * S
-        rows_per_block = max(1, COLUMN_BLOCK_BYTES // max(1, M * x3.itemsize))
+        rows_per_block = _column_rows_per_block(M, x3.itemsize)
         nchunks = max(1, min(MAX_PARTIALS, -(-N // rows_per_block)))
         pmean = _scratch("mean", (nchunks, M))
         pm2 = _scratch("m2", (nchunks, M))
@@ -316,6 +316,11 @@ def _channel_partials(x3, inv=None):
                                           rows_per_block, pmean, pm2)
         counts = _chunk_counts(N, nchunks, 1)
     return channels.merge_partials(pmean, pm2, counts, C)
+
+
+def _column_rows_per_block(M, itemsize):
+    """Rows of an (N, M) column reduction block (see COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS)."""
+    return max(1, min(COLUMN_BLOCK_MAX_ROWS, COLUMN_BLOCK_BYTES // max(1, M * itemsize)))
 
 
 def _channel_stats(x3):
@@ -389,7 +394,8 @@ def _small_batch_norm(x, x3, weight, bias, eps, out):
     mean64 = np.empty(C)
     var64 = np.empty(C)
     if channels.small_forward(x2, C, _param(weight, C, x.dtype, 1), _param(bias, C, x.dtype, 0),
-                              eps, y.reshape(N, -1), mean64, var64):
+                              eps, _column_rows_per_block(x2.shape[1], x.itemsize),
+                              y.reshape(N, -1), mean64, var64):
         return y, mean64, var64
     return None
 
@@ -403,17 +409,17 @@ def _update_running(running_mean, running_var, mean, var_unbiased, momentum):
 
 
 def _channels_forward(op, x, mean64, rstd64, weight, bias, out, geometry, public_shape,
-                      place=_CPU, y=None, x3=None):
+                      place=_CPU, y=None, x3=None, keep=True):
     """Normalise (N, C, *) x with per-channel float64 mean/rstd (unless y is already
-    computed); build the saved record. x3: x's contiguous (N, C, S) view, when the caller
-    already made it."""
+    computed); build the saved record when keep (the plain functions return (y, None)).
+    x3: x's contiguous (N, C, S) view, when the caller already made it."""
     N, C = x.shape[:2]
     S = _prod(x.shape[2:])
     if place.gpu:
         x3 = place.x.reshape(N, C, S)
         y = _cuda().channels_affine(x3, mean64, rstd64, weight, bias).reshape(x.shape)
         saved = _gpu_saved(op, place, geometry, mean64, rstd64, (C,), weight, bias, x3,
-                           x.shape)
+                           x.shape) if keep else None
         return place.deliver(y, out), saved
     if x3 is None:
         x3 = np.ascontiguousarray(x).reshape(N, C, S)
@@ -423,6 +429,8 @@ def _channels_forward(op, x, mean64, rstd64, weight, bias, out, geometry, public
         b = _param(bias, C, x.dtype, 0.0)
         if x.size:
             _channel_affine(x3, mean64, a, b, y.reshape(N, C, S))
+    if not keep:
+        return _deliver(y, out), None
     saved = Saved(
         op=op, mean=np.broadcast_to(mean64.astype(x.dtype), public_shape),
         rstd=np.broadcast_to(rstd64.astype(x.dtype), public_shape), _x=x3, _mean64=mean64,
@@ -520,7 +528,7 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
                                              running_mean, running_var)
             place.write_back()
         return _channels_forward("batch_norm", x, mean64, rstd64, weight, bias, out,
-                                 ("channels", training), (C,), place)
+                                 ("channels", training), (C,), place, keep=keep)
     # One contiguous view for every kernel and the saved record (a copy only when x is not
     # C-contiguous).
     x3 = np.ascontiguousarray(x).reshape(N, C, S)
@@ -534,19 +542,21 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
                 fused := _small_batch_norm(x, x3, weight, bias, eps, out)) is not None:
             y, mean64, var64 = fused
             rstd64 = 1.0 / np.sqrt(var64 + eps)
-            var_unbiased = var64 * (N * S / (N * S - 1))
+            if running_mean is not None:
+                var_unbiased = var64 * (N * S / (N * S - 1))
         else:
             mean64, var_scaled, inv = _channel_stats(x3)
             rstd64 = inv / np.sqrt(var_scaled + eps * inv * inv)
-            with np.errstate(over="ignore", divide="ignore"):  # var beyond float range: inf
-                var_unbiased = var_scaled / (inv * inv) * (N * S / (N * S - 1))
-        if running_mean is not None and var_unbiased is not None:
+            if running_mean is not None:
+                with np.errstate(over="ignore", divide="ignore"):  # beyond float range: inf
+                    var_unbiased = var_scaled / (inv * inv) * (N * S / (N * S - 1))
+        if var_unbiased is not None:
             _update_running(running_mean, running_var, mean64, var_unbiased, momentum)
     else:
         mean64 = running_mean.astype(np.float64)
         rstd64 = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
     return _channels_forward("batch_norm", x, mean64, rstd64, weight, bias, out,
-                             ("channels", training), (C,), y=y, x3=x3)
+                             ("channels", training), (C,), y=y, x3=x3, keep=keep)
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
@@ -690,7 +700,7 @@ def _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, 
             mean64 = running_mean.astype(np.float64)
             rstd64 = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
         return _channels_forward("instance_norm", x, mean64, rstd64, weight, bias, out,
-                                 ("channels", False), (N, C), place)
+                                 ("channels", False), (N, C), place, keep=keep)
     if S == 1:
         raise ValueError("Expected more than 1 spatial element when training, got input size "
                          f"{x.shape}")

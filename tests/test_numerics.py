@@ -135,6 +135,24 @@ def test_float32_tiny_spread(rng, op, mean):
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(4096, 64), (16384, 64)])
+def test_float32_tall_columns_large_mean(rng, shape):
+    """batch_norm over tall (N, C) float32 columns with mean 1e4, std 1: the column blocks sum
+    in float32, and blocks of 1024 rows (the old default for 64 columns) gave variances 1.8e-6
+    and y 3.6e-6 off. Both the fused small kernel (4096 rows) and the general path run here
+    at their default block sizes (and at the kernel_path fixture's small ones)."""
+    x = (rng.standard_normal(shape) + 1e4).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    y, saved = nn.batch_norm_forward(x, None, None, training=True)
+    dx = nn.batch_norm_backward(dy, saved)[0]
+    ref = oracle.batch_norm_train(x, dy=dy)
+    var = 1.0 / saved._rstd64 ** 2 - 1e-5
+    np.testing.assert_allclose(var, ref["var"].ravel(), rtol=5e-7)
+    # a few float32 ulps (at |y| ~ 4 one ulp is 4.8e-7)
+    np.testing.assert_allclose(y, ref["y"], rtol=5e-7, atol=2e-7)
+    np.testing.assert_allclose(dx, ref["dx"], rtol=5e-7, atol=2e-7)
+
+
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_float32_squares_overflow(rng, op):
     """float32 data with std 1e25: squared deviations overflow float32 (the float32 block sums
