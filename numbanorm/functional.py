@@ -26,8 +26,9 @@ import numpy as np
 
 from . import _device
 from . import _validate as V
-from ._config import (COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, FUSED_COLUMNS_MAX_ELEMENTS,
-                      MAX_PARTIALS, PARTIAL_MIN_ELEMENTS, SERIAL_MAX_ELEMENTS, SLAB_MIN)
+from ._config import (COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_SHIFT_MIN_ROWS,
+                      FUSED_COLUMNS_MAX_ELEMENTS, MAX_PARTIALS, PARTIAL_MIN_ELEMENTS,
+                      SERIAL_MAX_ELEMENTS, SLAB_MIN)
 from .cpu import channels, rows
 
 __all__ = [
@@ -313,7 +314,7 @@ def _channel_partials(x3, inv=None):
         pm2 = _scratch("m2", (nchunks, M))
         _kernels(x3.size).column_partials(x3.reshape(N, M),
                                           None if inv is None else np.repeat(inv, S),
-                                          rows_per_block, pmean, pm2)
+                                          rows_per_block, COLUMN_SHIFT_MIN_ROWS, pmean, pm2)
         counts = _chunk_counts(N, nchunks, 1)
     return channels.merge_partials(pmean, pm2, counts, C)
 
@@ -395,7 +396,7 @@ def _small_batch_norm(x, x3, weight, bias, eps, out):
     var64 = np.empty(C)
     if channels.small_forward(x2, C, _param(weight, C, x.dtype, 1), _param(bias, C, x.dtype, 0),
                               eps, _column_rows_per_block(x2.shape[1], x.itemsize),
-                              y.reshape(N, -1), mean64, var64):
+                              COLUMN_SHIFT_MIN_ROWS, y.reshape(N, -1), mean64, var64):
         return y, mean64, var64
     return None
 

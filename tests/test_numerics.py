@@ -38,11 +38,13 @@ def kernel_path(request, monkeypatch):
     """Every test twice: with the shape's own kernels (small inputs take the serial and fused
     batch_norm kernels), and through the general parallel kernels, with batch_norm's column
     reduction cut into blocks of a few rows, so the float32 block reductions, their float64
-    redo and the block merges all run on these small shapes."""
+    redo and the block merges all run on these small shapes; blocks of 2 rows or more are
+    shifted (read once), and those of a few noisy rows often stray and are read again."""
     if request.param == "general":
         monkeypatch.setattr(functional, "SERIAL_MAX_ELEMENTS", 0)
         monkeypatch.setattr(functional, "FUSED_COLUMNS_MAX_ELEMENTS", 0)
         monkeypatch.setattr(functional, "COLUMN_BLOCK_BYTES", 6000)
+        monkeypatch.setattr(functional, "COLUMN_SHIFT_MIN_ROWS", 2)
     return request.param
 
 
@@ -149,6 +151,31 @@ def test_float32_tall_columns_large_mean(rng, shape):
     var = 1.0 / saved._rstd64 ** 2 - 1e-5
     np.testing.assert_allclose(var, ref["var"].ravel(), rtol=5e-7)
     # a few float32 ulps (at |y| ~ 4 one ulp is 4.8e-7)
+    np.testing.assert_allclose(y, ref["y"], rtol=5e-7, atol=2e-7)
+    np.testing.assert_allclose(dx, ref["dx"], rtol=5e-7, atol=2e-7)
+
+
+@pytest.mark.parametrize("pattern", ["trend", "steps"])
+@pytest.mark.parametrize("shape", [(4096, 64), (16384, 64)])
+def test_float32_columns_whose_mean_moves(rng, shape, pattern):
+    """Column blocks are read once, shifted by the mean of the rows before them, unless a
+    block's mean strays too far from it; here half the columns drift along the rows (a trend,
+    or steps of 500 standard deviations every 32 rows), so the shifted blocks are read again
+    with their own means, and the statistics stay as exact as for data without drift."""
+    N, C = shape
+    x = rng.standard_normal(shape) + 1e3
+    rows = np.arange(N)[:, None]
+    drift = 0.1 * rows if pattern == "trend" else 500.0 * (rows // 32 % 2)
+    x[:, ::2] += drift
+    x = x.astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    y, saved = nn.batch_norm_forward(x, None, None, training=True)
+    dx = nn.batch_norm_backward(dy, saved)[0]
+    ref = oracle.batch_norm_train(x, dy=dy)
+    var = 1.0 / saved._rstd64 ** 2 - 1e-5
+    np.testing.assert_allclose(var, ref["var"].ravel(), rtol=5e-7)
+    mean_err = np.abs(saved._mean64.ravel() - ref["mean"].ravel()) / np.sqrt(ref["var"].ravel())
+    assert mean_err.max() < 1e-7  # in standard deviations
     np.testing.assert_allclose(y, ref["y"], rtol=5e-7, atol=2e-7)
     np.testing.assert_allclose(dx, ref["dx"], rtol=5e-7, atol=2e-7)
 
