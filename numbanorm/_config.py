@@ -72,14 +72,15 @@ COLUMN_BLOCK_BYTES = 256 * 1024
 # in-cache cost of the column statistics against 64 rows: +17-20% at 32 rows, +50% at 16.
 COLUMN_BLOCK_MAX_ROWS = 32
 
-# Column blocks are read once, shifted by a provisional mean known in advance, while every
-# column's block mean o lies within sqrt(COLUMN_SHIFT_MAX) standard deviations of its shift
-# (see cpu.channels._shift_ok); a block beyond that is read again with its own mean. The block's
-# M2 then carries at most 1 + COLUMN_SHIFT_MAX times the relative rounding error of a block
-# centred on its own mean (measured on float32 (4096, 1024), mean 0 and 1e4: variance errors
-# 2.8e-8 and 2.4e-7 against 2.4e-8 and 2.2e-7). At 1.0, iid normal data sent a third of the
-# 32-row blocks of (4096, 1024) back for a second read (block means of 1024 columns stray past
-# one standard deviation of a 32-row variance); from 2.0 on, none.
+# batch_norm's column statistics shift the first block of each chunk of rows by the mean of the
+# first rows of x (see cpu.channels._column_chunk), and read it once while every column's block
+# mean o lies within sqrt(COLUMN_SHIFT_MAX) standard deviations of that shift
+# (cpu.channels._shift_ok); a block beyond that is read again with its own mean. The block's M2
+# then carries at most 1 + COLUMN_SHIFT_MAX times the relative rounding error of a block
+# centred on its own mean (measured on float32 (4096, 1024) columns, mean 0 and 1e4: variance
+# errors 2.8e-8 and 2.4e-7 against 2.4e-8 and 2.2e-7). At 1.0, iid normal data sent a quarter
+# of the first blocks of (4096, 1024) back for a second read (block means of 1024 columns
+# stray past one standard deviation of a 32-row variance); from 2.0 on, none.
 COLUMN_SHIFT_MAX = 3.0
 
 # ... for blocks of at least this many rows. Shorter blocks are wide (COLUMN_BLOCK_BYTES), their

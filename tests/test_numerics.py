@@ -158,10 +158,11 @@ def test_float32_tall_columns_large_mean(rng, shape):
 @pytest.mark.parametrize("pattern", ["trend", "steps"])
 @pytest.mark.parametrize("shape", [(4096, 64), (16384, 64)])
 def test_float32_columns_whose_mean_moves(rng, shape, pattern):
-    """Column blocks are read once, shifted by the mean of the rows before them, unless a
-    block's mean strays too far from it; here half the columns drift along the rows (a trend,
-    or steps of 500 standard deviations every 32 rows), so the shifted blocks are read again
-    with their own means, and the statistics stay as exact as for data without drift."""
+    """Column blocks are read once, centred on a mean known in advance (the chunk's running
+    mean, or for a chunk's first block the mean of x's first rows); here half the columns
+    drift along the rows (a trend, or steps of 500 standard deviations every 32 rows), so
+    blocks lie far from those means, and the statistics stay as exact as without drift (a
+    shift of 0 instead fails every case)."""
     N, C = shape
     x = rng.standard_normal(shape) + 1e3
     rows = np.arange(N)[:, None]
@@ -178,6 +179,40 @@ def test_float32_columns_whose_mean_moves(rng, shape, pattern):
     assert mean_err.max() < 1e-7  # in standard deviations
     np.testing.assert_allclose(y, ref["y"], rtol=5e-7, atol=2e-7)
     np.testing.assert_allclose(dx, ref["dx"], rtol=5e-7, atol=2e-7)
+
+
+LONG_ROWS = {  # groups of several BLOCK-value blocks; the last axis (3000) carries the drift
+    "layer_norm": ((6, 3000), lambda x: nn.layer_norm_forward(x, 3000),
+                   lambda x, dy: oracle.layer_norm(x, 3000, dy=dy)),
+    "group_norm": ((2, 4, 3000), lambda x: nn.group_norm_forward(x, 2),
+                   lambda x, dy: oracle.group_norm(x, 2, dy=dy)),
+    "instance_norm": ((2, 3, 3000), nn.instance_norm_forward,
+                      lambda x, dy: oracle.instance_norm(x, dy=dy)),
+    "batch_norm": ((3, 2, 3000), lambda x: nn.batch_norm_forward(x, training=True),
+                   lambda x, dy: oracle.batch_norm_train(x, dy=dy)),
+}
+
+
+@pytest.mark.parametrize("pattern", ["trend", "steps"])
+@pytest.mark.parametrize("op", sorted(LONG_ROWS))
+def test_float32_long_groups_whose_mean_moves(rng, op, pattern):
+    """A group's blocks after the first are read once, centred on the running mean of the
+    blocks before them; here the values drift along each group (a trend, or steps of 500
+    standard deviations from block to block), so blocks lie far from that mean, and the
+    statistics stay as exact as without drift (a shift of 0 instead fails the kernels that
+    shift: all but the small batch_norm, which reduces columns of 3 rows)."""
+    shape, fwd, ref_fn = LONG_ROWS[op]
+    j = np.arange(shape[-1])
+    drift = 0.05 * j if pattern == "trend" else 500.0 * (j // 1024 % 2)
+    x = (rng.standard_normal(shape) + 1e3 + drift).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    y, saved = fwd(x)
+    dx = getattr(nn, f"{op}_backward")(dy, saved)[0]
+    ref = ref_fn(x, dy)
+    var = 1.0 / saved._rstd64.ravel() ** 2 - 1e-5
+    np.testing.assert_allclose(var, ref["var"].ravel(), rtol=5e-7)
+    np.testing.assert_allclose(y, ref["y"].reshape(y.shape), rtol=5e-7, atol=3e-7)
+    np.testing.assert_allclose(dx, ref["dx"].reshape(dx.shape), rtol=5e-7, atol=3e-7)
 
 
 @pytest.mark.parametrize("op", sorted(OPS))

@@ -1,6 +1,6 @@
 """Blocked Welford/Chan moments, shared by every CPU kernel.
 
-For a block of b contiguous values with provisional mean m = sum(x)/b:
+For a block of b contiguous values with provisional mean m (sum(x)/b, or given; see below):
 
     d = sum(x - m),  q = sum((x - m)^2),  M2 = q - d*d/b
 
@@ -8,9 +8,18 @@ For a block of b contiguous values with provisional mean m = sum(x)/b:
 
     delta = m_b - mean;  n' = n + n_b;  mean += delta*n_b/n';  M2 += M2_b + delta^2*n*n_b/n'
 
-Each block is read twice, the second time from L1, so memory is read once; both loops are plain
-sums that vectorise. Within a block everything is in the data's dtype; for float32 data that is
-twice the SIMD width of float64 and no conversions. x - m is exact where it matters (x near m, so
+The first block is read twice (for m, then for d and q), the second time from L1, so memory is
+read once; both loops are plain sums that vectorise. Every later block is shifted: m is the
+running mean of the blocks before it, known in advance, and the block is read once. Its M2 then
+has the rounding error of q, which grows with the block's distance o = d/b from m (q = b*(var_b +
+o^2)), but that distance enters the total through Chan's delta^2*n*n_b/n' >= b*o^2/2 (n >= b
+for every block after the first), so relative to the total M2 the error stays within twice an
+own-mean block's. (batch_norm's column blocks also shift a chunk's first block by the mean of
+other rows, where the bound is looser; there a test sends blocks that stray back for a second
+read: cpu.channels._shift_ok.)
+
+Within a block everything is in the data's dtype; for float32 data that is twice the SIMD width
+of float64 and no conversions. x - m is exact where it matters (x near m, so
 the large-mean case keeps its variance), the d term removes m's rounding error, and a block's
 float32 sums carry ~1e-7 relative error (the DESIGN bound: "float32 at least"). Three cases are
 redone in float64 instead: a float32 sum of x that overflows, a sum of squares that overflows
@@ -109,8 +118,10 @@ def _constant(xb, v):
 
 
 @njit(inline='always', **JIT)
-def _block(xb, centered, inv):
-    """(mean, M2) of one block xb * inv (inv None: 1; see the module docstring)."""
+def _block(xb, centered, inv, shift, shifted):
+    """(mean, M2) of one block xb * inv (inv None: 1; see the module docstring). shifted: the
+    provisional mean is `shift`, the running mean of the blocks before, and the block is read
+    once instead of twice."""
     nb = float(xb.size)
     if not centered:
         m2b = 0.0
@@ -118,13 +129,17 @@ def _block(xb, centered, inv):
             t = float(_term(xb[i], inv))
             m2b += t * t
         return 0.0, m2b
-    s = like(xb, 0.0)
-    for i in range(xb.size):
-        s += _term(xb[i], inv)
-    if not np.isfinite(s):  # a float32 sum that overflowed (or non-finite data)
-        s = 0.0
+    if shifted:
+        s = shift * nb
+    else:
+        sx = like(xb, 0.0)
         for i in range(xb.size):
-            s += _term(float(xb[i]), inv)
+            sx += _term(xb[i], inv)
+        s = float(sx)
+        if not np.isfinite(s):  # a float32 sum that overflowed (or non-finite data)
+            s = 0.0
+            for i in range(xb.size):
+                s += _term(float(xb[i]), inv)
     if narrow(xb) and inv is None:
         # float32 data: centre on the float32 mean and sum in float32 (twice the SIMD width).
         # x - mbs is exact where it matters (x near mbs) and d removes mbs's rounding error.
@@ -149,7 +164,8 @@ def _block(xb, centered, inv):
         t = _term(float(xb[i]), inv) - mb
         d += t
         q += t * t
-    # d/nb is the rounding error of mb: add it to the mean, remove its square from q.
+    # d/nb is the distance of the block's mean from mb: add it to the mean, remove its square
+    # from q.
     dn = d / nb
     return mb + dn, q - d * dn
 
@@ -162,13 +178,15 @@ def block_moments(x, centered, inv):
     # drops the wraparound check and LLVM vectorises (measured 8x faster than range(b0, b1)).
     # One _block call site (it is inlined: a second site doubled the kernels' compile time);
     # the first block initialises the triple, so a row of at most BLOCK values has no merge.
+    # Every block after the first is shifted by the running mean (read once; see the module
+    # docstring for why that needs no test of how far the block's mean strays).
     n = x.size
     count = 0.0
     mean = 0.0
     m2 = 0.0
     for b0 in range(0, n, BLOCK):
         xb = x[b0:min(b0 + BLOCK, n)]
-        mb, m2b = _block(xb, centered, inv)
+        mb, m2b = _block(xb, centered, inv, mean, b0 > 0)
         if b0 == 0:
             count, mean, m2 = float(xb.size), mb, m2b
         else:
