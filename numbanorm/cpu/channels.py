@@ -259,15 +259,19 @@ def column_partials(x2, inv, rows_per_block, shift_min_rows, pmean, pm2):
     _column_chunk); pmean, pm2: (K, M), zeroed."""
     N, M = x2.shape
     K = pmean.shape[0]
-    # The first block of rows, reduced first, gives every chunk's first block its shift (see
-    # _column_chunk): with K chunks of two blocks each, half the blocks were read twice.
+    # The mean of the first block of rows gives every chunk's first block its shift (see
+    # _column_chunk): with K chunks of two blocks each, half the blocks were read twice. Any
+    # value near the mean serves, so a plain sum does (a second _column_chunk call site here
+    # cost 5 s of compile time).
     shift = np.zeros(M)
     use_shift = K > 1 and min(N, rows_per_block) >= shift_min_rows
     if use_shift:
-        _column_chunk(x2[:rows_per_block], inv, 0, 1, rows_per_block, shift_min_rows, shift,
-                      np.zeros(M), np.empty(M), np.empty(M), np.empty(M),
-                      np.empty(M, x2.dtype), np.empty(M, x2.dtype), np.empty(M, x2.dtype),
-                      shift, False)
+        for i in range(rows_per_block):
+            xi = x2[i]
+            for j in range(M):
+                shift[j] += _col(xi, j, inv, 0.0)
+        for j in range(M):
+            shift[j] /= rows_per_block
     for k in prange(K):
         acc = np.empty(M)
         dsum = np.empty(M)
