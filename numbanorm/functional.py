@@ -203,15 +203,18 @@ def _nchunks(n_rows, row_size):
 
 def _chunk_counts(n_rows, nchunks, scale):
     per = -(-n_rows // nchunks)
-    starts = np.arange(nchunks) * per
-    return (np.clip(n_rows - starts, 0, per) * scale).astype(np.float64)
+    # ufuncs, not np.clip (whose Python wrapper cost 5 of this function's 11 us)
+    return np.maximum(np.minimum(n_rows - np.arange(nchunks) * per, per), 0) * float(scale)
 
 
 _workspace = threading.local()
 
 
 def _scratch(name, shape):
-    """A zeroed float64 array for partial results, reused by the calling thread.
+    """A float64 array for partial results, reused by the calling thread; not zeroed: each
+    kernel that fills one zeroes its own chunk's rows first, in parallel and where they are
+    then used (zeroing here cost 9-19 us a call for (32-64, 1024) buffers, a tenth of a
+    (1024, 1024) batch_norm forward).
 
     Partial buffers are O(chunks x channels), but fresh ones cost more than the reduction that
     fills them: first-touch page faults in the parallel kernel measured 4.3 ms against 1.7 ms
@@ -224,10 +227,8 @@ def _scratch(name, shape):
     size = _prod(shape)
     buf = bufs.get(name)
     if buf is None or buf.size < size:
-        buf = bufs[name] = np.zeros(size)
-    view = buf[:size].reshape(shape)
-    view[...] = 0.0
-    return view
+        buf = bufs[name] = np.empty(size)
+    return buf[:size].reshape(shape)
 
 
 def _public(stat64, dtype, shape):

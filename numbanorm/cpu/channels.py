@@ -256,7 +256,7 @@ def _merge_block(n, nb, acc, dsum, qsum, mean, m2):
 def column_partials(x2, inv, rows_per_block, shift_min_rows, pmean, pm2):
     """Per-(chunk, column) (mean, M2) of x2*inv (N, M; inv None: unscaled), in blocks of
     rows_per_block rows, read once when shifted (blocks of at least shift_min_rows rows, see
-    _column_chunk); pmean, pm2: (K, M), zeroed."""
+    _column_chunk); pmean, pm2: (K, M), any contents (each chunk zeroes its row)."""
     N, M = x2.shape
     K = pmean.shape[0]
     # The mean of the first block of rows gives every chunk's first block its shift (see
@@ -279,6 +279,8 @@ def column_partials(x2, inv, rows_per_block, shift_min_rows, pmean, pm2):
         acc_n = np.empty(M, x2.dtype)
         dsum_n = np.empty(M, x2.dtype)
         qsum_n = np.empty(M, x2.dtype)
+        pmean[k, :] = 0.0
+        pm2[k, :] = 0.0
         _column_chunk(x2, inv, k, K, rows_per_block, shift_min_rows, pmean[k], pm2[k], acc,
                       dsum, qsum, acc_n, dsum_n, qsum_n, shift, use_shift)
 
@@ -342,13 +344,15 @@ def channel_absmax(x3):
 @_parallel_and_serial(JIT)
 def column_sums(dy2, x2, mean_col, sdy, sdyx):
     """Per-(chunk, column) sum(dy) and sum(dy*(x - mean_col)) of (N, M) arrays; sdy, sdyx:
-    (K, M), zeroed."""
+    (K, M), any contents (each chunk zeroes its row)."""
     N, M = x2.shape
     K = sdy.shape[0]
     per = (N + K - 1) // K
     for k in prange(K):
         a = sdy[k]
         b = sdyx[k]
+        a[:] = 0.0
+        b[:] = 0.0
         for i in range(k * per, min(N, (k + 1) * per)):
             xi = x2[i]
             di = dy2[i]

@@ -130,6 +130,8 @@ def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, n
     one = like(x, 1.0)
     start = k * per
     stop = min(R, (k + 1) * per)
+    dw_part[k, :] = 0.0
+    db_part[k, :] = 0.0
     for r in range(start, stop):
         xr, mh, rs, lo = _xhat(x, mean, rstd, centered, r, zero)
         dyr = dy[r]
@@ -174,7 +176,8 @@ def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, n
 @njit(parallel=True, **BACKWARD_JIT)
 def backward(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, dw_part, db_part):
     """dx of every row, and per-chunk partial dweight/dbias rows (dw_part, db_part: (K, C),
-    zeroed, K fixed by the shape); parallel over the K chunks of consecutive rows."""
+    any contents, each chunk zeroes its row; K fixed by the shape); parallel over the K chunks
+    of consecutive rows."""
     nchunks = dw_part.shape[0]
     for k in prange(nchunks):
         _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks,
