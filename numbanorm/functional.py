@@ -361,15 +361,21 @@ def _channel_affine(x3, mean, a, b, y3):
 
 
 def _column_sums(dy3, x3, mean):
-    """Per-channel sum(dy) and sum(dy*(x - mean)) in float64 of the column layout."""
+    """Per-channel sum(dy) and sum(dy*(x - mean)) in float64 of the column layout: the kernel
+    sums dy*(x - mh) with mh the mean rounded to x's dtype, and (mean - mh)*sum(dy) is taken
+    off here."""
     N, C, S = x3.shape
     M = C * S
     nchunks = _nchunks(N, M)
     sdy = _scratch("sum_dy", (nchunks, M))
     sdyx = _scratch("sum_dyx", (nchunks, M))
-    _kernels(x3.size).column_sums(dy3.reshape(N, M), x3.reshape(N, M), np.repeat(mean, S), sdy,
-                                  sdyx)
-    return sdy.sum(axis=0).reshape(C, S).sum(axis=1), sdyx.sum(axis=0).reshape(C, S).sum(axis=1)
+    mh = mean.astype(x3.dtype)
+    # Blocks as tall as the float32 chains allow: the sums read each block once, so unlike the
+    # statistics they need no L2-sized blocks (on (128, 256, 7, 7) those were 2 rows tall).
+    _kernels(x3.size).column_sums(dy3.reshape(N, M), x3.reshape(N, M), np.repeat(mh, S),
+                                  COLUMN_BLOCK_MAX_ROWS, sdy, sdyx)
+    sum_dy = sdy.sum(axis=0).reshape(C, S).sum(axis=1)
+    return sum_dy, sdyx.sum(axis=0).reshape(C, S).sum(axis=1) - (mean - mh) * sum_dy
 
 
 def _column_dx(dy3, x3, mean, rstd, k1, mean_dy, mean_dyx, dx3):
@@ -458,7 +464,8 @@ def _channels_backward(dy, saved):
         sum_dy = np.empty(C)
         sum_dyx = np.empty(C)
         channels.small_backward(dy3.reshape(N, C * S), x3.reshape(N, C * S), C, mean, rstd, w,
-                                training, dx.reshape(N, C * S), sum_dy, sum_dyx)
+                                training, COLUMN_BLOCK_MAX_ROWS, dx.reshape(N, C * S), sum_dy,
+                                sum_dyx)
         dweight = (sum_dyx).astype(x3.dtype) if weight is not None else None
         dbias = sum_dy.astype(x3.dtype) if saved._has_bias else None
         return dx.reshape(saved._shape), dweight, dbias

@@ -341,10 +341,38 @@ def channel_absmax(x3):
     return out
 
 
+@njit(inline='always', **JIT)
+def _column_grad_block(dy2, x2, b0, b1, mh, sd, sx):
+    """Per column of rows b0:b1, in x's dtype: sd = sum(dy), sx = sum(dy*(x - mh)). Four rows
+    at a time, as in _column_block; two loops, each touching few enough arrays to vectorise."""
+    M = x2.shape[1]
+    b4 = b0 + (b1 - b0) // 4 * 4
+    sd[:] = 0.0
+    sx[:] = 0.0
+    for i in range(b0, b4, 4):
+        d0, d1, d2, d3 = dy2[i], dy2[i + 1], dy2[i + 2], dy2[i + 3]
+        for j in range(M):
+            sd[j] += (d0[j] + d1[j]) + (d2[j] + d3[j])
+        x0, x1, x2_, x3 = x2[i], x2[i + 1], x2[i + 2], x2[i + 3]
+        for j in range(M):
+            m = mh[j]
+            sx[j] += ((d0[j] * (x0[j] - m) + d1[j] * (x1[j] - m))
+                      + (d2[j] * (x2_[j] - m) + d3[j] * (x3[j] - m)))
+    for i in range(b4, b1):
+        di = dy2[i]
+        xi = x2[i]
+        for j in range(M):
+            sd[j] += di[j]
+            sx[j] += di[j] * (xi[j] - mh[j])
+
+
 @_parallel_and_serial(JIT)
-def column_sums(dy2, x2, mean_col, sdy, sdyx):
-    """Per-(chunk, column) sum(dy) and sum(dy*(x - mean_col)) of (N, M) arrays; sdy, sdyx:
-    (K, M), any contents (each chunk zeroes its row)."""
+def column_sums(dy2, x2, mh, rows_per_block, sdy, sdyx):
+    """Per-(chunk, column) sum(dy) and sum(dy*(x - mh)) of (N, M) arrays, mh in x's dtype (the
+    caller removes (mean - mh)*sum(dy) for sums about the float64 mean); blocks of
+    rows_per_block rows summed in x's dtype (for float32 twice the SIMD width, and x - mh exact
+    near the mean), added in float64 to sdy, sdyx ((K, M), any contents: each chunk zeroes its
+    row)."""
     N, M = x2.shape
     K = sdy.shape[0]
     per = (N + K - 1) // K
@@ -353,13 +381,14 @@ def column_sums(dy2, x2, mean_col, sdy, sdyx):
         b = sdyx[k]
         a[:] = 0.0
         b[:] = 0.0
-        for i in range(k * per, min(N, (k + 1) * per)):
-            xi = x2[i]
-            di = dy2[i]
+        sd = np.empty(M, x2.dtype)
+        sx = np.empty(M, x2.dtype)
+        stop = min(N, (k + 1) * per)
+        for b0 in range(k * per, stop, rows_per_block):
+            _column_grad_block(dy2, x2, b0, min(b0 + rows_per_block, stop), mh, sd, sx)
             for j in range(M):
-                d = float(di[j])
-                a[j] += d
-                b[j] += d * (xi[j] - mean_col[j])
+                a[j] += float(sd[j])
+                b[j] += float(sx[j])
 
 
 @_parallel_and_serial(JIT)
@@ -531,28 +560,26 @@ def small_forward(x2, C, weight, bias, eps, rows_per_block, shift_min_rows, y2, 
 
 
 @njit(**JIT)
-def small_backward(dy2, x2, C, mean, rstd, weight, training, dx2, sum_dy, sum_dyx):
+def small_backward(dy2, x2, C, mean, rstd, weight, training, rows_per_block, dx2, sum_dy,
+                   sum_dyx):
     """sum(dy), sum(dy*xhat) per channel and dx for an (N, M = C*S) matrix in one call
-    (the formulas of the module docstring)."""
+    (the formulas of the module docstring; the sums by column_sums on one chunk)."""
     N, M = x2.shape
     S = M // C
     m_col = np.empty(M)
     r_col = np.empty(M)
+    mh_col = np.empty(M, x2.dtype)
     for j in range(M):
         m_col[j] = mean[j // S]
         r_col[j] = rstd[j // S]
-    a = np.zeros(M)
-    b = np.zeros(M)
-    for i in range(N):
-        xi = x2[i]
-        di = dy2[i]
-        for j in range(M):
-            g = float(di[j])
-            a[j] += g
-            b[j] += g * ((xi[j] - m_col[j]) * r_col[j])
+        mh_col[j] = m_col[j]
+    a = np.empty((1, M))
+    b = np.empty((1, M))
+    column_sums_serial(dy2, x2, mh_col, rows_per_block, a, b)  # noqa: F821 (made above)
     for c in range(C):
-        sum_dy[c] = a[c * S:(c + 1) * S].sum()
-        sum_dyx[c] = b[c * S:(c + 1) * S].sum()
+        sum_dy[c] = a[0, c * S:(c + 1) * S].sum()
+        sdyx = b[0, c * S:(c + 1) * S].sum() - (mean[c] - float(mh_col[c * S])) * sum_dy[c]
+        sum_dyx[c] = sdyx * rstd[c]
     n = float(N * S)
     k1 = np.empty(M)
     mean_dy = np.zeros(M)
