@@ -72,6 +72,10 @@ COLUMN_BLOCK_BYTES = 256 * 1024
 # in-cache cost of the column statistics against 64 rows: +17-20% at 32 rows, +50% at 16.
 COLUMN_BLOCK_MAX_ROWS = 32
 
+# Rows of a batch_norm column backward block (sum(dy), sum(dy*(x - mean)) in x's dtype, one row
+# at a time): chains of 8 float32 additions, as in the statistics' 32-row blocks.
+COLUMN_SUMS_ROWS = 8
+
 # batch_norm's column statistics shift the first block of each chunk of rows by the mean of the
 # first rows of x (see cpu.channels._column_chunk), and read it once while every column's block
 # mean o lies within sqrt(COLUMN_SHIFT_MAX) standard deviations of that shift

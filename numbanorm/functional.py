@@ -27,8 +27,8 @@ import numpy as np
 from . import _device
 from . import _validate as V
 from ._config import (COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_SHIFT_MIN_ROWS,
-                      FUSED_COLUMNS_MAX_ELEMENTS, MAX_PARTIALS, PARTIAL_MIN_ELEMENTS,
-                      SERIAL_MAX_ELEMENTS, SLAB_MIN)
+                      COLUMN_SUMS_ROWS, FUSED_COLUMNS_MAX_ELEMENTS, MAX_PARTIALS,
+                      PARTIAL_MIN_ELEMENTS, SERIAL_MAX_ELEMENTS, SLAB_MIN)
 from .cpu import channels, rows
 
 __all__ = [
@@ -370,10 +370,8 @@ def _column_sums(dy3, x3, mean):
     sdy = _scratch("sum_dy", (nchunks, M))
     sdyx = _scratch("sum_dyx", (nchunks, M))
     mh = mean.astype(x3.dtype)
-    # Blocks as tall as the float32 chains allow: the sums read each block once, so unlike the
-    # statistics they need no L2-sized blocks (on (128, 256, 7, 7) those were 2 rows tall).
     _kernels(x3.size).column_sums(dy3.reshape(N, M), x3.reshape(N, M), np.repeat(mh, S),
-                                  COLUMN_BLOCK_MAX_ROWS, sdy, sdyx)
+                                  COLUMN_SUMS_ROWS, sdy, sdyx)
     sum_dy = sdy.sum(axis=0).reshape(C, S).sum(axis=1)
     return sum_dy, sdyx.sum(axis=0).reshape(C, S).sum(axis=1) - (mean - mh) * sum_dy
 
@@ -464,7 +462,7 @@ def _channels_backward(dy, saved):
         sum_dy = np.empty(C)
         sum_dyx = np.empty(C)
         channels.small_backward(dy3.reshape(N, C * S), x3.reshape(N, C * S), C, mean, rstd, w,
-                                training, COLUMN_BLOCK_MAX_ROWS, dx.reshape(N, C * S), sum_dy,
+                                training, COLUMN_SUMS_ROWS, dx.reshape(N, C * S), sum_dy,
                                 sum_dyx)
         dweight = (sum_dyx).astype(x3.dtype) if weight is not None else None
         dbias = sum_dy.astype(x3.dtype) if saved._has_bias else None
