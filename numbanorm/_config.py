@@ -62,6 +62,13 @@ PARTIAL_MIN_ELEMENTS = 1 << 14
 # of an (N, C*S) matrix, vectorised across the columns.
 SLAB_MIN = 64
 
+# ... in the backward pass, where the column layout's dx reads six per-column parameter arrays
+# for every row (the slabs' dx takes six scalars per slab). Backward time of slabs against
+# columns, float32, interleaved: S = 16: (64, 64, 4, 4) 1.98x, (512, 256, 4, 4) 2.83x; S = 25:
+# (256, 64, 5, 5) 1.41x; S = 36: (128, 128, 6, 6) 0.81x; S = 49: (32, 64, 7, 7) 0.67x,
+# (128, 256, 7, 7) 0.49x.
+SLAB_MIN_BACKWARD = 32
+
 # Bytes of a column-reduction row block, kept in L2 between the two reads of the block.
 COLUMN_BLOCK_BYTES = 256 * 1024
 

@@ -28,7 +28,7 @@ from . import _device
 from . import _validate as V
 from ._config import (COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_SHIFT_MIN_ROWS,
                       COLUMN_SUMS_ROWS, FUSED_COLUMNS_MAX_ELEMENTS, MAX_PARTIALS,
-                      PARTIAL_MIN_ELEMENTS, SERIAL_MAX_ELEMENTS, SLAB_MIN)
+                      PARTIAL_MIN_ELEMENTS, SERIAL_MAX_ELEMENTS, SLAB_MIN, SLAB_MIN_BACKWARD)
 from .cpu import channels, rows
 
 __all__ = [
@@ -386,9 +386,10 @@ def _column_dx(dy3, x3, mean, rstd, k1, mean_dy, mean_dyx, dx3):
                                 dx3.reshape(N, C * S))
 
 
-def _fused(size, S):
-    """Whether batch_norm on `size` elements of spatial size S takes the fused serial kernels."""
-    return size <= SERIAL_MAX_ELEMENTS or (S < SLAB_MIN and size <= FUSED_COLUMNS_MAX_ELEMENTS)
+def _fused(size, S, slab_min):
+    """Whether batch_norm on `size` elements of spatial size S takes the fused serial kernels
+    (slab_min: SLAB_MIN forward, SLAB_MIN_BACKWARD backward)."""
+    return size <= SERIAL_MAX_ELEMENTS or (S < slab_min and size <= FUSED_COLUMNS_MAX_ELEMENTS)
 
 
 def _small_batch_norm(x, x3, weight, bias, eps, out):
@@ -458,7 +459,7 @@ def _channels_backward(dy, saved):
     want_params = weight is not None or saved._has_bias
     w = _param(weight, C, np.float64, 1.0)
     dx = np.empty(x3.shape, x3.dtype)
-    if x3.size and _fused(x3.size, S):
+    if x3.size and _fused(x3.size, S, SLAB_MIN_BACKWARD):
         sum_dy = np.empty(C)
         sum_dyx = np.empty(C)
         channels.small_backward(dy3.reshape(N, C * S), x3.reshape(N, C * S), C, mean, rstd, w,
@@ -468,7 +469,7 @@ def _channels_backward(dy, saved):
         dbias = sum_dy.astype(x3.dtype) if saved._has_bias else None
         return dx.reshape(saved._shape), dweight, dbias
     sum_dy = sum_dyx = np.zeros(C)  # an empty batch: no sums, no dx to write
-    if x3.size and S >= SLAB_MIN:
+    if x3.size and S >= SLAB_MIN_BACKWARD:
         nchunks = max(1, min(N, MAX_PARTIALS // C))
         sum_dy = np.empty(C)
         sum_dyx = np.empty(C)
@@ -545,7 +546,7 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
         if N * S == 0:
             mean64 = np.full(C, np.nan)
             rstd64 = np.full(C, np.nan)
-        elif _fused(x.size, S) and (
+        elif _fused(x.size, S, SLAB_MIN) and (
                 fused := _small_batch_norm(x, x3, weight, bias, eps, out)) is not None:
             y, mean64, var64 = fused
             rstd64 = 1.0 / np.sqrt(var64 + eps)
