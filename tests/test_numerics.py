@@ -148,13 +148,20 @@ def test_float32_tall_columns_large_mean(rng, shape):
     in float32, and blocks of 1024 rows (the old default for 64 columns) gave variances 1.8e-6
     and y 3.6e-6 off. Both the fused small kernel (4096 rows) and the general path run here
     at their default block sizes (and at the kernel_path fixture's small ones)."""
-    x = (rng.standard_normal(shape) + 1e4).astype(np.float32)
-    dy = rng.standard_normal(shape).astype(np.float32)
+    _check_float32_columns(rng, (rng.standard_normal(shape) + 1e4).astype(np.float32))
+
+
+def _check_float32_columns(rng, x):
+    """batch_norm forward and backward of float32 (N, C) x against the float64 oracle, to a few
+    float32 ulps: the variance, the mean (in standard deviations), y and dx."""
+    dy = rng.standard_normal(x.shape).astype(np.float32)
     y, saved = nn.batch_norm_forward(x, None, None, training=True)
     dx = nn.batch_norm_backward(dy, saved)[0]
     ref = oracle.batch_norm_train(x, dy=dy)
     var = 1.0 / saved._rstd64 ** 2 - 1e-5
     np.testing.assert_allclose(var, ref["var"].ravel(), rtol=5e-7)
+    mean_err = np.abs(saved._mean64.ravel() - ref["mean"].ravel()) / np.sqrt(ref["var"].ravel())
+    assert mean_err.max() < 1e-7  # in standard deviations
     # a few float32 ulps (at |y| ~ 4 one ulp is 4.8e-7)
     np.testing.assert_allclose(y, ref["y"], rtol=5e-7, atol=2e-7)
     np.testing.assert_allclose(dx, ref["dx"], rtol=5e-7, atol=2e-7)
@@ -173,17 +180,7 @@ def test_float32_columns_whose_mean_moves(rng, shape, pattern):
     rows = np.arange(N)[:, None]
     drift = 0.1 * rows if pattern == "trend" else 500.0 * (rows // 32 % 2)
     x[:, ::2] += drift
-    x = x.astype(np.float32)
-    dy = rng.standard_normal(shape).astype(np.float32)
-    y, saved = nn.batch_norm_forward(x, None, None, training=True)
-    dx = nn.batch_norm_backward(dy, saved)[0]
-    ref = oracle.batch_norm_train(x, dy=dy)
-    var = 1.0 / saved._rstd64 ** 2 - 1e-5
-    np.testing.assert_allclose(var, ref["var"].ravel(), rtol=5e-7)
-    mean_err = np.abs(saved._mean64.ravel() - ref["mean"].ravel()) / np.sqrt(ref["var"].ravel())
-    assert mean_err.max() < 1e-7  # in standard deviations
-    np.testing.assert_allclose(y, ref["y"], rtol=5e-7, atol=2e-7)
-    np.testing.assert_allclose(dx, ref["dx"], rtol=5e-7, atol=2e-7)
+    _check_float32_columns(rng, x.astype(np.float32))
 
 
 LONG_ROWS = {  # groups of several BLOCK-value blocks; the last axis (3000) carries the drift
