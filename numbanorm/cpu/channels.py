@@ -94,8 +94,8 @@ def _col(xi, j, inv, zero):
 def _column_block(x2, b0, b1, inv, acc, dsum, qsum, shifted):
     """Per column of rows b0:b1 of x2*inv, in acc's dtype: the provisional mean acc, d = dsum =
     sum(x - acc) and q = qsum = sum((x - acc)^2) (see _moments). shifted: acc already holds
-    the provisional mean (the chunk's running mean, see _column_chunk) and the block is read
-    once; otherwise acc is first computed as the block's own mean (a second read, from L2)."""
+    a provisional mean given in advance (see _column_chunk) and the block is read once;
+    otherwise acc is first computed as the block's own mean (a second read, from L2)."""
     # Rows are taken four at a time: the per-column accumulators are loaded and stored once per
     # four rows instead of once per row (the loop is bound by those L1 accesses, not by flops).
     M = x2.shape[1]
