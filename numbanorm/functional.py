@@ -22,6 +22,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from . import _device
@@ -305,7 +306,8 @@ def _channel_partials(x3, inv=None):
         nchunks = max(1, min(N, MAX_PARTIALS // C))
         pmean = np.empty((nchunks, C))
         pm2 = np.empty((nchunks, C))
-        _kernels(x3.size).slab_partials(x3.reshape(N * C, S), N, C, inv, pmean, pm2)
+        _kernels(x3.size).slab_partials(x3.reshape(N * C, S), N, C, inv,
+                                        _slab_groups(x3.size, nchunks, C), pmean, pm2)
         counts = _chunk_counts(N, nchunks, S)
     else:
         M = C * S
@@ -318,6 +320,15 @@ def _channel_partials(x3, inv=None):
                                           rows_per_block, COLUMN_SHIFT_MIN_ROWS, pmean, pm2)
         counts = _chunk_counts(N, nchunks, 1)
     return channels.merge_partials(pmean, pm2, counts, C)
+
+
+def _slab_groups(size, nchunks, C):
+    """Runs of consecutive channels a slab reduction splits each chunk into: just enough that
+    every thread gets a work item (one for the serial kernels). Longer runs are read in memory
+    order; the grouping never changes a result (see cpu.channels.slab_partials)."""
+    if size <= SERIAL_MAX_ELEMENTS:
+        return 1
+    return max(1, min(C, -(-numba.get_num_threads() // nchunks)))
 
 
 def _column_rows_per_block(M, itemsize):
@@ -474,9 +485,10 @@ def _channels_backward(dy, saved):
         sum_dy = np.empty(C)
         sum_dyx = np.empty(C)
         _kernels(x3.size).slab_backward(dy3.reshape(N * C, S), x3.reshape(N * C, S), N, C, mean,
-                                        rstd, w, training, want_params, np.empty((nchunks, C)),
-                                        np.empty((nchunks, C)), dx.reshape(N * C, S), sum_dy,
-                                        sum_dyx)
+                                        rstd, w, training, want_params,
+                                        _slab_groups(x3.size, nchunks, C),
+                                        np.empty((nchunks, C)), np.empty((nchunks, C)),
+                                        dx.reshape(N * C, S), sum_dy, sum_dyx)
     elif x3.size:
         if training or want_params:
             sum_dy, sum_dyx = _column_sums(dy3, x3, mean)
