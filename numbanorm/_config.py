@@ -69,6 +69,17 @@ SLAB_MIN = 64
 # (128, 256, 7, 7) 0.49x.
 SLAB_MIN_BACKWARD = 32
 
+# ... and from this many values up, when the column layout's rows (C*S values) are so wide that
+# a column block (COLUMN_BLOCK_BYTES) holds fewer than COLUMN_MIN_ROWS of them: the column
+# kernels then stream per-column partials and parameters as wide as the rows for every row or
+# two. Time of slabs against columns, float32, interleaved, forward / backward: (16, 2048, 7, 7)
+# 0.15 / -, (32, 1024, 6, 6) 0.22 / -, (64, 512, 7, 7) 0.41 / -, (64, 1024, 5, 5) 0.55 / 0.29,
+# (64, 2048, 4, 4) 0.71 / 0.42 (columns 0.3-0.8x PyTorch's time on these); where blocks keep 8
+# rows or more, columns stay ahead: (128, 256, 7, 7) 0.96 (5 rows), (64, 128, 6, 6) 1.49 (14),
+# (512, 256, 4, 4) 2.2 / 1.10 (16). Below 16 values a slab is not measured.
+SLAB_MIN_WIDE = 16
+COLUMN_MIN_ROWS = 8
+
 # Bytes of a column-reduction row block, kept in L2 between the two reads of the block.
 COLUMN_BLOCK_BYTES = 256 * 1024
 

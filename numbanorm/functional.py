@@ -27,9 +27,10 @@ import numpy as np
 
 from . import _device
 from . import _validate as V
-from ._config import (COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_SHIFT_MIN_ROWS,
-                      COLUMN_SUMS_ROWS, FUSED_COLUMNS_MAX_ELEMENTS, MAX_PARTIALS,
-                      PARTIAL_MIN_ELEMENTS, SERIAL_MAX_ELEMENTS, SLAB_MIN, SLAB_MIN_BACKWARD)
+from ._config import (COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
+                      COLUMN_SHIFT_MIN_ROWS, COLUMN_SUMS_ROWS, FUSED_COLUMNS_MAX_ELEMENTS,
+                      MAX_PARTIALS, PARTIAL_MIN_ELEMENTS, SERIAL_MAX_ELEMENTS, SLAB_MIN,
+                      SLAB_MIN_BACKWARD, SLAB_MIN_WIDE)
 from .cpu import channels, rows
 
 __all__ = [
@@ -302,7 +303,7 @@ def _channel_partials(x3, inv=None):
     """Per-channel float64 (mean, M2) of x*inv[c] (inv None: x) for a contiguous (N, C, S)
     array."""
     N, C, S = x3.shape
-    if S >= SLAB_MIN:
+    if _slabs(x3, SLAB_MIN):
         nchunks = max(1, min(N, MAX_PARTIALS // C))
         pmean = np.empty((nchunks, C))
         pm2 = np.empty((nchunks, C))
@@ -329,6 +330,14 @@ def _slab_groups(size, nchunks, C):
     if size <= SERIAL_MAX_ELEMENTS:
         return 1
     return max(1, min(C, -(-numba.get_num_threads() // nchunks)))
+
+
+def _slabs(x3, slab_min):
+    """Whether batch_norm on the (N, C, S) array x3 takes the slab layout (slab_min: SLAB_MIN
+    forward, SLAB_MIN_BACKWARD backward; see also SLAB_MIN_WIDE) rather than the columns."""
+    _, C, S = x3.shape
+    return S >= slab_min or (S >= SLAB_MIN_WIDE and
+                             _column_rows_per_block(C * S, x3.itemsize) < COLUMN_MIN_ROWS)
 
 
 def _column_rows_per_block(M, itemsize):
@@ -363,7 +372,7 @@ def _channel_affine(x3, mean, a, b, y3):
     mh = mean.astype(x3.dtype)
     b = (b - (mean - mh) * a).astype(x3.dtype)
     mean = mh
-    if S >= SLAB_MIN:
+    if _slabs(x3, SLAB_MIN):
         _kernels(x3.size).slab_affine(x3.reshape(N * C, S), C, mean, a, b,
                                       y3.reshape(N * C, S))
     else:
@@ -480,7 +489,7 @@ def _channels_backward(dy, saved):
         dbias = sum_dy.astype(x3.dtype) if saved._has_bias else None
         return dx.reshape(saved._shape), dweight, dbias
     sum_dy = sum_dyx = np.zeros(C)  # an empty batch: no sums, no dx to write
-    if x3.size and S >= SLAB_MIN_BACKWARD:
+    if x3.size and _slabs(x3, SLAB_MIN_BACKWARD):
         nchunks = max(1, min(N, MAX_PARTIALS // C))
         sum_dy = np.empty(C)
         sum_dyx = np.empty(C)

@@ -188,6 +188,33 @@ def test_batch_norm_training(rng, dtype, shape, affine):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 2100, 4, 4), (2, 1100, 5, 5)])
+def test_batch_norm_wide_rows_take_slabs(rng, dtype, shape):
+    """Short slabs of many channels (C*S too wide for a column block of COLUMN_MIN_ROWS rows)
+    run the parallel slab kernels, forward and backward, against the oracle."""
+    from numbanorm import functional
+    x = _data(rng, shape, dtype, mean=4.0, std=0.5)
+    x3 = x.reshape(shape[0], shape[1], -1)
+    assert functional._slabs(x3, functional.SLAB_MIN)
+    assert functional._slabs(x3, functional.SLAB_MIN_BACKWARD)
+    assert not functional._slabs(x3[:, :16], functional.SLAB_MIN)  # narrow: columns
+    assert x.size > functional.SERIAL_MAX_ELEMENTS  # the parallel kernels
+    dy = _data(rng, shape, dtype)
+    C = shape[1]
+    w = _data(rng, C, dtype)
+    b = _data(rng, C, dtype)
+    y, saved = nn.batch_norm_forward(x, None, None, w, b, training=True)
+    dx, dw, db = nn.batch_norm_backward(dy, saved)
+    ref = oracle.batch_norm_train(x, w, b, 1e-5, dy)
+    assert_close(y, ref["y"], dtype, name="y")
+    assert_close(saved.mean, ref["mean"], dtype, 4.0, name="mean")
+    assert_close(saved.rstd, ref["rstd"], dtype, name="rstd")
+    assert_close(dx, ref["dx"], dtype, name="dx")
+    assert_close(dw, ref["dweight"], dtype, np.sqrt(x.size), name="dweight")
+    assert_close(db, ref["dbias"], dtype, np.sqrt(x.size), name="dbias")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(5, 3), (3, 4, 5), (2, 3, 9, 11), (3, 5, 70)])
 def test_batch_norm_eval(rng, dtype, shape):
     x = _data(rng, shape, dtype, mean=1.0)

@@ -45,6 +45,9 @@ def kernel_path(request, monkeypatch):
         monkeypatch.setattr(functional, "FUSED_COLUMNS_MAX_ELEMENTS", 0)
         monkeypatch.setattr(functional, "COLUMN_BLOCK_BYTES", 6000)
         monkeypatch.setattr(functional, "COLUMN_SHIFT_MIN_ROWS", 2)
+        # blocks that short would send wide rows to the slab layout (SLAB_MIN_WIDE): keep the
+        # columns under test here
+        monkeypatch.setattr(functional, "COLUMN_MIN_ROWS", 0)
     return request.param
 
 
