@@ -28,7 +28,7 @@ import numpy as np
 from . import _device
 from . import _validate as V
 from ._config import (COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
-                      COLUMN_SHIFT_MIN_ROWS, COLUMN_SUMS_ROWS, FUSED_COLUMNS_MAX_ELEMENTS,
+                      COLUMN_SHIFT_MIN_ROWS, COLUMN_STRIP_BYTES, COLUMN_SUMS_ROWS, FUSED_COLUMNS_MAX_ELEMENTS,
                       MAX_PARTIALS, PARTIAL_MIN_ELEMENTS, SERIAL_MAX_ELEMENTS, SLAB_MIN,
                       SLAB_MIN_BACKWARD, SLAB_MIN_WIDE)
 from .cpu import channels, rows
@@ -312,13 +312,15 @@ def _channel_partials(x3, inv=None):
         counts = _chunk_counts(N, nchunks, S)
     else:
         M = C * S
-        rows_per_block = _column_rows_per_block(M, x3.itemsize)
+        strip = min(M, max(1, COLUMN_STRIP_BYTES // x3.itemsize))
+        rows_per_block = _column_rows_per_block(strip, x3.itemsize)
         nchunks = max(1, min(MAX_PARTIALS, -(-N // rows_per_block)))
         pmean = _scratch("mean", (nchunks, M))
         pm2 = _scratch("m2", (nchunks, M))
         _kernels(x3.size).column_partials(x3.reshape(N, M),
                                           None if inv is None else np.repeat(inv, S),
-                                          rows_per_block, COLUMN_SHIFT_MIN_ROWS, pmean, pm2)
+                                          rows_per_block, COLUMN_SHIFT_MIN_ROWS, strip, pmean,
+                                          pm2)
         counts = _chunk_counts(N, nchunks, 1)
     return channels.merge_partials(pmean, pm2, counts, C)
 

@@ -48,6 +48,8 @@ def kernel_path(request, monkeypatch):
         # blocks that short would send wide rows to the slab layout (SLAB_MIN_WIDE): keep the
         # columns under test here
         monkeypatch.setattr(functional, "COLUMN_MIN_ROWS", 0)
+        # and strips of 250 float32 / 125 float64 columns: float64 (8, 6, 40) runs two
+        monkeypatch.setattr(functional, "COLUMN_STRIP_BYTES", 1000)
     return request.param
 
 

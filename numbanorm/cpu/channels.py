@@ -22,10 +22,12 @@ import types
 
 import numpy as np
 from numba import njit, prange
+from numba import types as types_
+from numba.extending import overload
 
 from .._config import COLUMN_SHIFT_MAX, ELEMENTWISE_JIT, JIT, TINY_MEAN_SQUARE
 from ._moments import (_constant, _term, block_moments, chan_merge, grad_sums, like, narrow,
-                       split_mean)
+                       part, split_mean)
 
 SERIAL = types.SimpleNamespace()
 
@@ -48,12 +50,18 @@ def _parallel_and_serial(jit):
     return wrap
 
 
-@njit(inline='always', **JIT)
 def _entry(inv, c):
-    """inv[c], or None when inv is None (no channel rescaled: see _col)."""
-    if inv is None:
-        return None
-    return inv[c]
+    """inv[c], or None when inv is None (no channel rescaled: see _col). Chosen at compile
+    time (an overload), so it also prunes for an inv that is a local variable, such as a strip
+    part(inv, m0, m1), not only for a kernel argument."""
+    return None if inv is None else inv[c]
+
+
+@overload(_entry)
+def _entry_overload(inv, c):
+    if isinstance(inv, (types_.NoneType, types_.Omitted)):
+        return lambda inv, c: None
+    return lambda inv, c: inv[c]
 
 
 @njit(**JIT)
@@ -102,26 +110,28 @@ def _col(xi, j, inv, zero):
 
 
 @njit(inline='always', **JIT)
-def _column_block(x2, b0, b1, inv, acc, dsum, qsum, shifted):
-    """Per column of rows b0:b1 of x2*inv, in acc's dtype: the provisional mean acc, d = dsum =
+def _column_block(x2, b0, b1, m0, inv, acc, dsum, qsum, shifted):
+    """Per column of rows b0:b1 and columns m0:m0 + acc.size of x2*inv (inv indexed like those
+    columns), in acc's dtype: the provisional mean acc, d = dsum =
     sum(x - acc) and q = qsum = sum((x - acc)^2) (see _moments). shifted: acc already holds
     a provisional mean given in advance (see _column_chunk) and the block is read once;
     otherwise acc is first computed as the block's own mean (a second read, from L2)."""
     # Rows are taken four at a time: the per-column accumulators are loaded and stored once per
     # four rows instead of once per row (the loop is bound by those L1 accesses, not by flops).
-    M = x2.shape[1]
+    M = acc.size
     zero = like(acc, 0.0)
     nb = b1 - b0
     b4 = b0 + nb // 4 * 4
     if not shifted:
         acc[:] = 0.0
         for i in range(b0, b4, 4):
-            x0, x1, x2_, x3 = x2[i], x2[i + 1], x2[i + 2], x2[i + 3]
+            x0, x1, x2_, x3 = (x2[i, m0:m0 + M], x2[i + 1, m0:m0 + M], x2[i + 2, m0:m0 + M],
+                               x2[i + 3, m0:m0 + M])
             for j in range(M):
                 acc[j] += ((_col(x0, j, inv, zero) + _col(x1, j, inv, zero))
                            + (_col(x2_, j, inv, zero) + _col(x3, j, inv, zero)))
         for i in range(b4, b1):
-            xi = x2[i]
+            xi = x2[i, m0:m0 + M]
             for j in range(M):
                 acc[j] += _col(xi, j, inv, zero)
         for j in range(M):
@@ -129,7 +139,8 @@ def _column_block(x2, b0, b1, inv, acc, dsum, qsum, shifted):
     dsum[:] = 0.0
     qsum[:] = 0.0
     for i in range(b0, b4, 4):
-        x0, x1, x2_, x3 = x2[i], x2[i + 1], x2[i + 2], x2[i + 3]
+        x0, x1, x2_, x3 = (x2[i, m0:m0 + M], x2[i + 1, m0:m0 + M], x2[i + 2, m0:m0 + M],
+                           x2[i + 3, m0:m0 + M])
         for j in range(M):
             m = acc[j]
             t0 = _col(x0, j, inv, zero) - m
@@ -139,7 +150,7 @@ def _column_block(x2, b0, b1, inv, acc, dsum, qsum, shifted):
             dsum[j] += (t0 + t1) + (t2 + t3)
             qsum[j] += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
     for i in range(b4, b1):
-        xi = x2[i]
+        xi = x2[i, m0:m0 + M]
         for j in range(M):
             t = _col(xi, j, inv, zero) - acc[j]
             dsum[j] += t
@@ -165,7 +176,7 @@ def _shift_ok(nb, dsum, qsum):
 
 
 @njit(inline='always', **JIT)
-def _narrow_block_ok(x2, b0, b1, acc, qsum):
+def _narrow_block_ok(x2, b0, b1, m0, acc, qsum):
     """Whether a float32 _column_block is exact enough: every sum finite, and every column's
     mean square at least TINY_MEAN_SQUARE unless the column is constant (all t = 0)."""
     floor = like(qsum, (b1 - b0) * TINY_MEAN_SQUARE)
@@ -179,19 +190,19 @@ def _narrow_block_ok(x2, b0, b1, acc, qsum):
         return False
     if tiny:
         for j in range(acc.size):
-            if qsum[j] < floor and not _constant(x2[b0:b1, j], acc[j]):
+            if qsum[j] < floor and not _constant(x2[b0:b1, m0 + j], acc[j]):
                 return False
     return True
 
 
 @njit(inline='always', **JIT)
-def _column_block_plain(x2, b0, b1, inv, acc, dsum, qsum):
+def _column_block_plain(x2, b0, b1, m0, inv, acc, dsum, qsum):
     """_column_block in float64, one row per loop: the rare redo of a float32 block (smaller
     code than the four-row form, which would double the kernel's compile time)."""
     nb = b1 - b0
     acc[:] = 0.0
     for i in range(b0, b1):
-        xi = x2[i]
+        xi = x2[i, m0:m0 + acc.size]
         for j in range(acc.size):
             acc[j] += _col(xi, j, inv, 0.0)
     for j in range(acc.size):
@@ -199,7 +210,7 @@ def _column_block_plain(x2, b0, b1, inv, acc, dsum, qsum):
     dsum[:] = 0.0
     qsum[:] = 0.0
     for i in range(b0, b1):
-        xi = x2[i]
+        xi = x2[i, m0:m0 + acc.size]
         for j in range(acc.size):
             t = _col(xi, j, inv, 0.0) - acc[j]
             dsum[j] += t
@@ -207,8 +218,10 @@ def _column_block_plain(x2, b0, b1, inv, acc, dsum, qsum):
 
 
 @njit(**JIT)
-def _column_chunk(x2, inv, k, K, rows_per_block, shift_min_rows, mean, m2, acc, dsum, qsum,
-                  acc_n, dsum_n, qsum_n, shift, shift_first):
+def _column_chunk(x2, m0, inv, k, K, rows_per_block, shift_min_rows, mean, m2, acc, dsum,
+                  qsum, acc_n, dsum_n, qsum_n, shift, shift_first):
+    # Rows of chunk k, columns m0:m0 + mean.size (a strip; mean, m2, shift, inv and the work
+    # arrays cover just those columns).
     # acc_n, dsum_n, qsum_n are in x's dtype: each block is reduced in x's dtype (for float32
     # twice the SIMD width), and a float32 block that is not exact enough is redone in float64
     # (acc, dsum, qsum).
@@ -220,7 +233,8 @@ def _column_chunk(x2, inv, k, K, rows_per_block, shift_min_rows, mean, m2, acc, 
     # Measured single-thread on streamed (4096, 1024) float32: 9.2 us per 32-row block
     # shifted, 12.5 us read twice; the batch_norm statistics of (4096, 1024), (1024, 1024) and
     # (16384, 64) float32 took 0.90, 0.80 and 0.74 times as long as with every block read twice.
-    N, M = x2.shape
+    N = x2.shape[0]
+    M = mean.size
     per = (N + K - 1) // K
     stop = min(N, (k + 1) * per)
     n = 0.0
@@ -232,15 +246,15 @@ def _column_chunk(x2, inv, k, K, rows_per_block, shift_min_rows, mean, m2, acc, 
             if shifted:
                 for j in range(M):
                     acc_n[j] = mean[j] if n > 0.0 else shift[j]
-            _column_block(x2, b0, b1, inv, acc_n, dsum_n, qsum_n, shifted)
+            _column_block(x2, b0, b1, m0, inv, acc_n, dsum_n, qsum_n, shifted)
             # Only a first block shifted by other rows' mean is tested: a block shifted by the
             # chunk's running mean bounds its own error (see _moments).
             if shifted and n == 0.0 and not _shift_ok(nb, dsum_n, qsum_n):
                 shifted = False
             else:
                 break
-        if narrow(acc_n) and not _narrow_block_ok(x2, b0, b1, acc_n, qsum_n):
-            _column_block_plain(x2, b0, b1, inv, acc, dsum, qsum)
+        if narrow(acc_n) and not _narrow_block_ok(x2, b0, b1, m0, acc_n, qsum_n):
+            _column_block_plain(x2, b0, b1, m0, inv, acc, dsum, qsum)
             n = _merge_block(n, nb, acc, dsum, qsum, mean, m2)
         else:
             n = _merge_block(n, nb, acc_n, dsum_n, qsum_n, mean, m2)
@@ -263,37 +277,60 @@ def _merge_block(n, nb, acc, dsum, qsum, mean, m2):
     return nn
 
 
+@njit(**JIT)
+def _head_mean(x2, inv, rows, m0, m1, shift):
+    """shift[m0:m1] = the plain float64 mean of x2*inv over its first `rows` rows."""
+    iv = part(inv, m0, m1)
+    sh = shift[m0:m1]
+    sh[:] = 0.0
+    for i in range(rows):
+        xi = x2[i, m0:m1]
+        for j in range(m1 - m0):
+            sh[j] += _col(xi, j, iv, 0.0)
+    for j in range(m1 - m0):
+        sh[j] /= rows
+
+
 @_parallel_and_serial(JIT)
-def column_partials(x2, inv, rows_per_block, shift_min_rows, pmean, pm2):
+def column_partials(x2, inv, rows_per_block, shift_min_rows, strip, pmean, pm2):
     """Per-(chunk, column) (mean, M2) of x2*inv (N, M; inv None: unscaled), in blocks of
     rows_per_block rows, read once when shifted (blocks of at least shift_min_rows rows, see
-    _column_chunk); pmean, pm2: (K, M), any contents (each chunk zeroes its row)."""
+    _column_chunk); pmean, pm2: (K, M), any contents (each chunk zeroes its row).
+
+    Work items are (chunk of rows, strip of `strip` columns): wide rows are cut into strips so
+    that a block of rows_per_block rows, and every per-column array of the item, stays small
+    (see functional._column_layout). Columns never interact, so a column's result depends on
+    its chunk and blocks only."""
     N, M = x2.shape
     K = pmean.shape[0]
+    strips = (M + strip - 1) // strip
     # The mean of the first block of rows gives every chunk's first block its shift (see
     # _column_chunk): with K chunks of two blocks each, half the blocks were read twice. Any
     # value near the mean serves, so a plain sum does (a second _column_chunk call site here
     # cost 5 s of compile time).
     shift = np.zeros(M)
     use_shift = K > 1 and min(N, rows_per_block) >= shift_min_rows
-    if use_shift:
-        for i in range(rows_per_block):
-            xi = x2[i]
-            for j in range(M):
-                shift[j] += _col(xi, j, inv, 0.0)
-        for j in range(M):
-            shift[j] /= rows_per_block
-    for k in prange(K):
-        acc = np.empty(M)
-        dsum = np.empty(M)
-        qsum = np.empty(M)
-        acc_n = np.empty(M, x2.dtype)
-        dsum_n = np.empty(M, x2.dtype)
-        qsum_n = np.empty(M, x2.dtype)
-        pmean[k, :] = 0.0
-        pm2[k, :] = 0.0
-        _column_chunk(x2, inv, k, K, rows_per_block, shift_min_rows, pmean[k], pm2[k], acc,
-                      dsum, qsum, acc_n, dsum_n, qsum_n, shift, use_shift)
+    if use_shift and strips == 1:
+        _head_mean(x2, inv, rows_per_block, 0, M, shift)  # no parallel region for one item
+    elif use_shift:
+        for s in prange(strips):
+            _head_mean(x2, inv, rows_per_block, s * strip, min(M, (s + 1) * strip), shift)
+    for item in prange(K * strips):
+        k = item // strips
+        m0 = (item % strips) * strip
+        m1 = min(M, m0 + strip)
+        W = m1 - m0
+        acc = np.empty(W)
+        dsum = np.empty(W)
+        qsum = np.empty(W)
+        acc_n = np.empty(W, x2.dtype)
+        dsum_n = np.empty(W, x2.dtype)
+        qsum_n = np.empty(W, x2.dtype)
+        pmean[k, m0:m1] = 0.0
+        pm2[k, m0:m1] = 0.0
+        _column_chunk(x2, m0, part(inv, m0, m1), k, K, rows_per_block, shift_min_rows,
+                      pmean[k, m0:m1], pm2[k, m0:m1], acc, dsum, qsum, acc_n, dsum_n, qsum_n,
+                      shift[m0:m1], use_shift)
 
 
 @njit(**JIT)
@@ -543,7 +580,7 @@ def small_forward(x2, C, weight, bias, eps, rows_per_block, shift_min_rows, y2, 
     S = M // C
     col_mean = np.zeros((1, M))
     col_m2 = np.zeros((1, M))
-    _column_chunk(x2, None, 0, 1, rows_per_block, shift_min_rows, col_mean[0], col_m2[0],
+    _column_chunk(x2, 0, None, 0, 1, rows_per_block, shift_min_rows, col_mean[0], col_m2[0],
                   np.empty(M), np.empty(M), np.empty(M), np.empty(M, x2.dtype),
                   np.empty(M, x2.dtype), np.empty(M, x2.dtype), col_mean[0], False)
     mean_c, m2_c = merge_partials(col_mean, col_m2, np.full(1, float(N)), C)
