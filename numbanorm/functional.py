@@ -322,7 +322,10 @@ def _channel_partials(x3, inv=None):
                                           rows_per_block, COLUMN_SHIFT_MIN_ROWS, strip, pmean,
                                           pm2)
         counts = _chunk_counts(N, nchunks, 1)
-    return channels.merge_partials(pmean, pm2, counts, C)
+    mean = np.empty(C)
+    m2 = np.empty(C)
+    channels.merge_partials(pmean, pm2, counts, C, mean, m2)
+    return mean, m2
 
 
 def _slab_groups(size, nchunks, C):
