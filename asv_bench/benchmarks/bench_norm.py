@@ -1,5 +1,6 @@
 """asv benchmarks: every op, forward and backward, float32 and float64, at the standard shapes
-of `numbanorm bench` (one list of cases, in numbanorm.bench), on each backend.
+of `numbanorm bench` and the wide batch_norm shapes (the lists are in numbanorm.bench), on
+each backend.
 
     cd asv_bench && asv run --python=same            # the current environment
     cd asv_bench && asv continuous HEAD~1 HEAD       # two commits, virtualenv builds
@@ -8,8 +9,8 @@ import numpy as np
 
 from numbanorm import bench
 
-# The standard cases, plus a float64 twin of each op's first shape.
-_CASES = list(bench.STANDARD)
+# The standard cases and the wide batch_norm ones, plus a float64 twin of each op's first shape.
+_CASES = list(bench.STANDARD) + list(bench.WIDE)
 for _op in bench.OPS:
     _op, _shape, _ = next(c for c in bench.STANDARD if c[0] == _op)
     if (_op, _shape, "float64") not in _CASES:
