@@ -3,10 +3,14 @@
 x is viewed as (N, C, S); channel c's statistics run over N*S values that are N strided slabs
 of S contiguous values. Two layouts of the same reduction:
 
-- slabs (S >= SLAB_MIN): work item (k, c) reduces channel c over the k-th chunk of the batch,
-  slab by slab, with blocked Welford/Chan; x is passed as (N*C, S).
-- columns (S < SLAB_MIN, including (N, C) input): x is an (N, M = C*S) matrix; chunk k reduces a
-  run of rows block by block, vectorised across the M columns, into per-column partial triples.
+- slabs (S >= SLAB_MIN; see functional._slabs for the backward's threshold and for wide rows
+  of short slabs): work item (k, g) reduces a run g of consecutive channels over the k-th chunk
+  of the batch, slab by slab in memory order, with blocked Welford/Chan; x is passed as
+  (N*C, S).
+- columns (shorter slabs, including (N, C) input): x is an (N, M = C*S) matrix; chunk k reduces
+  a run of rows block by block, vectorised across the columns, into per-column partial
+  triples; the statistics cut rows wider than COLUMN_STRIP_BYTES into strips, one work item
+  per (chunk, strip).
 
 Either way the partials (K chunks, fixed by the shape) merge with Chan's formula in a fixed
 order, so results do not depend on the thread count. The elementwise passes are
