@@ -282,6 +282,53 @@ def test_bitwise_identical_for_any_thread_count(rng, op):
             np.testing.assert_array_equal(a, b)
 
 
+def test_slab_grouping_never_changes_a_result(rng):
+    """batch_norm's slab kernels split the channels into as many runs as there are threads
+    (functional._slab_groups); each channel's merges keep their order whatever the split, so
+    every split, and every thread count, gives bitwise the same statistics and gradients."""
+    from numbanorm.cpu import channels
+    N, C, S = 8, 80, 64  # one chunk of the batch (C > MAX_PARTIALS), above the serial size
+    x = (rng.standard_normal((N, C, S)) * 3 + 7).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    assert x.size > functional.SERIAL_MAX_ELEMENTS
+    mean, rstd = np.empty(C), np.empty(C)
+    stats, grads = [], []
+    for groups in (1, 2, 3, 7, C):
+        pmean, pm2 = np.empty((1, C)), np.empty((1, C))
+        channels.slab_partials(x.reshape(N * C, S), N, C, None, groups, pmean, pm2)
+        stats.append((pmean.copy(), pm2.copy()))
+        mean[:] = pmean[0]
+        rstd[:] = 1 / np.sqrt(pm2[0] / (N * S) + 1e-5)
+        dx = np.empty_like(x)
+        sum_dy, sum_dyx = np.empty(C), np.empty(C)
+        channels.slab_backward(dy.reshape(N * C, S), x.reshape(N * C, S), N, C, mean, rstd,
+                               np.ones(C), True, True, groups, np.empty((1, C)),
+                               np.empty((1, C)), dx.reshape(N * C, S), sum_dy, sum_dyx)
+        grads.append((dx, sum_dy, sum_dyx))
+    for got in stats[1:]:
+        for a, b in zip(stats[0], got):
+            np.testing.assert_array_equal(a, b)
+    for got in grads[1:]:
+        for a, b in zip(grads[0], got):
+            np.testing.assert_array_equal(a, b)
+    ref = oracle.batch_norm_train(x, dy=dy)
+    np.testing.assert_allclose(stats[0][0][0], ref["mean"], rtol=1e-6)
+    np.testing.assert_allclose(grads[0][0], ref["dx"], rtol=1e-4, atol=1e-5)
+    # and through the API with one thread and with all of them
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            y, saved = nn.batch_norm_forward(x, training=True)
+            results.append((y,) + tuple(g for g in nn.batch_norm_backward(dy, saved)
+                                        if g is not None))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_eps_zero_and_variance_below_eps(rng):
     x = (rng.standard_normal((4, 50)) * 1e-4).astype(np.float64)
     for eps in (0.0, 1e-5):
