@@ -28,9 +28,9 @@ import numpy as np
 from . import _device
 from . import _validate as V
 from ._config import (COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
-                      COLUMN_SHIFT_MIN_ROWS, COLUMN_STRIP_BYTES, COLUMN_SUMS_ROWS, FUSED_COLUMNS_MAX_ELEMENTS,
-                      MAX_PARTIALS, PARTIAL_MIN_ELEMENTS, SERIAL_MAX_ELEMENTS, SLAB_MIN,
-                      SLAB_MIN_BACKWARD, SLAB_MIN_WIDE)
+                      COLUMN_SHIFT_MIN_ROWS, COLUMN_STRIP_BYTES, COLUMN_SUMS_ROWS,
+                      FUSED_COLUMNS_MAX_ELEMENTS, MAX_PARTIALS, PARTIAL_MIN_ELEMENTS,
+                      SERIAL_MAX_ELEMENTS, SLAB_MIN, SLAB_MIN_BACKWARD, SLAB_MIN_WIDE)
 from .cpu import channels, rows
 
 __all__ = [

@@ -299,12 +299,12 @@ def _head_mean(x2, inv, rows, m0, m1, shift):
 def column_partials(x2, inv, rows_per_block, shift_min_rows, strip, pmean, pm2):
     """Per-(chunk, column) (mean, M2) of x2*inv (N, M; inv None: unscaled), in blocks of
     rows_per_block rows, read once when shifted (blocks of at least shift_min_rows rows, see
-    _column_chunk); pmean, pm2: (K, M), any contents (each chunk zeroes its row).
+    _column_chunk); pmean, pm2: (K, M), any contents (each work item zeroes its part).
 
     Work items are (chunk of rows, strip of `strip` columns): wide rows are cut into strips so
     that a block of rows_per_block rows, and every per-column array of the item, stays small
-    (see functional._column_layout). Columns never interact, so a column's result depends on
-    its chunk and blocks only."""
+    (COLUMN_STRIP_BYTES, functional._column_strip). Columns never interact, so a column's
+    result depends on its chunk and blocks only."""
     N, M = x2.shape
     K = pmean.shape[0]
     strips = (M + strip - 1) // strip
