@@ -198,7 +198,9 @@ def test_batch_norm_wide_rows_take_slabs(rng, dtype, shape):
     assert functional._slabs(x3, functional.SLAB_MIN)
     assert functional._slabs(x3, functional.SLAB_MIN_BACKWARD)
     assert not functional._slabs(x3[:, :16], functional.SLAB_MIN)  # narrow: columns
-    assert x.size > functional.SERIAL_MAX_ELEMENTS  # the parallel kernels
+    assert x.size > functional.SERIAL_MAX_ELEMENTS  # the parallel kernels,
+    assert not functional._fused(x3, functional.SLAB_MIN)  # not the fused serial columns
+    assert not functional._fused(x3, functional.SLAB_MIN_BACKWARD)
     dy = _data(rng, shape, dtype)
     C = shape[1]
     w = _data(rng, C, dtype)
