@@ -438,9 +438,10 @@ def _small_batch_norm(x, x3, weight, bias, eps, out):
     y = _target(out, x)
     mean64 = np.empty(C)
     var64 = np.empty(C)
+    strip = _column_strip(x2.shape[1], x.itemsize)
     if channels.small_forward(x2, C, _param(weight, C, x.dtype, 1), _param(bias, C, x.dtype, 0),
-                              eps, _column_rows_per_block(x2.shape[1], x.itemsize),
-                              COLUMN_SHIFT_MIN_ROWS, y.reshape(N, -1), mean64, var64):
+                              eps, _column_rows_per_block(strip, x.itemsize),
+                              COLUMN_SHIFT_MIN_ROWS, strip, y.reshape(N, -1), mean64, var64):
         return y, mean64, var64
     return None
 

@@ -217,6 +217,28 @@ def test_batch_norm_wide_rows_take_slabs(rng, dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(4, 5000), (3, 1500, 3)])
+def test_batch_norm_fused_wide_rows_in_strips(rng, dtype, shape):
+    """The fused serial kernel reduces rows wider than a strip (COLUMN_STRIP_BYTES) strip by
+    strip, the last one partial: statistics and y against the oracle."""
+    from numbanorm import functional
+    x = _data(rng, shape, dtype, mean=4.0, std=0.5)
+    x3 = x.reshape(shape[0], shape[1], -1)
+    M = x3.shape[1] * x3.shape[2]
+    assert functional._fused(x3, functional.SLAB_MIN)
+    assert M % functional._column_strip(M, x.itemsize) and M > 2 * functional._column_strip(
+        M, x.itemsize)
+    C = shape[1]
+    w = _data(rng, C, dtype)
+    b = _data(rng, C, dtype)
+    y, saved = nn.batch_norm_forward(x, None, None, w, b, training=True)
+    ref = oracle.batch_norm_train(x, w, b, 1e-5)
+    assert_close(y, ref["y"], dtype, name="y")
+    assert_close(saved.mean, ref["mean"], dtype, 4.0, name="mean")
+    assert_close(saved.rstd, ref["rstd"], dtype, name="rstd")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(5, 3), (3, 4, 5), (2, 3, 9, 11), (3, 5, 70)])
 def test_batch_norm_eval(rng, dtype, shape):
     x = _data(rng, shape, dtype, mean=1.0)
