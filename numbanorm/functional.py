@@ -312,8 +312,7 @@ def _channel_partials(x3, inv=None):
         counts = _chunk_counts(N, nchunks, S)
     else:
         M = C * S
-        strip = _column_strip(M, x3.itemsize)
-        rows_per_block = _column_rows_per_block(strip, x3.itemsize)
+        strip, rows_per_block = _column_blocks(M, x3.itemsize)
         nchunks = max(1, min(MAX_PARTIALS, -(-N // rows_per_block)))
         pmean = _scratch("mean", (nchunks, M))
         pm2 = _scratch("m2", (nchunks, M))
@@ -348,6 +347,13 @@ def _slabs(x3, slab_min):
 def _column_strip(M, itemsize):
     """Columns per strip of the (N, M) column kernels (see COLUMN_STRIP_BYTES)."""
     return min(M, max(1, COLUMN_STRIP_BYTES // itemsize))
+
+
+def _column_blocks(M, itemsize):
+    """(strip, rows_per_block) of the column statistics of an (N, M) matrix: the block rows
+    follow from the strip width, in the parallel and the fused kernels alike."""
+    strip = _column_strip(M, itemsize)
+    return strip, _column_rows_per_block(strip, itemsize)
 
 
 def _column_rows_per_block(M, itemsize):
@@ -438,10 +444,10 @@ def _small_batch_norm(x, x3, weight, bias, eps, out):
     y = _target(out, x)
     mean64 = np.empty(C)
     var64 = np.empty(C)
-    strip = _column_strip(x2.shape[1], x.itemsize)
+    strip, rows_per_block = _column_blocks(x2.shape[1], x.itemsize)
     if channels.small_forward(x2, C, _param(weight, C, x.dtype, 1), _param(bias, C, x.dtype, 0),
-                              eps, _column_rows_per_block(strip, x.itemsize),
-                              COLUMN_SHIFT_MIN_ROWS, strip, y.reshape(N, -1), mean64, var64):
+                              eps, rows_per_block, COLUMN_SHIFT_MIN_ROWS, strip,
+                              y.reshape(N, -1), mean64, var64):
         return y, mean64, var64
     return None
 

@@ -68,6 +68,18 @@ def _entry_overload(inv, c):
     return lambda inv, c: inv[c]
 
 
+@njit(inline='always', **JIT)
+def _slab_item(item, groups, N, C, K):
+    """Work item `item` of the slab kernels as (k, c0, c1, start, stop): channels c0:c1 (the
+    item's run of `groups` runs of consecutive channels) over images start:stop (chunk k of
+    K)."""
+    k = item // groups
+    g = item % groups
+    cper = (C + groups - 1) // groups
+    per = (N + K - 1) // K
+    return (k, min(C, g * cper), min(C, (g + 1) * cper), k * per, min(N, (k + 1) * per))
+
+
 @njit(**JIT)
 def _slab_chunk_moments(x2, C, c0, c1, start, stop, inv, pmean_k, pm2_k):
     """(mean, M2) of channels c0:c1 over images start:stop into pmean_k[c], pm2_k[c], read in
@@ -97,13 +109,9 @@ def slab_partials(x2, N, C, inv, groups, pmean, pm2):
     # The item's work lives in its own function: inlined into the parallel loop with its
     # bounds computed there, the same loop measured 4x slower.
     K = pmean.shape[0]
-    per = (N + K - 1) // K
-    cper = (C + groups - 1) // groups
     for item in prange(K * groups):
-        k = item // groups
-        g = item % groups
-        _slab_chunk_moments(x2, C, min(C, g * cper), min(C, (g + 1) * cper), k * per,
-                            min(N, (k + 1) * per), inv, pmean[k], pm2[k])
+        k, c0, c1, start, stop = _slab_item(item, groups, N, C, K)
+        _slab_chunk_moments(x2, C, c0, c1, start, stop, inv, pmean[k], pm2[k])
 
 
 @njit(inline='always', **JIT)
@@ -541,16 +549,12 @@ def slab_backward(dy2, x2, N, C, mean, rstd, weight, training, want_sums, groups
     K = sdy.shape[0]
     S = x2.shape[1]
     n = N * S
-    per = (N + K - 1) // K
     sum_dy[:] = 0.0
     sum_dyx[:] = 0.0
     if training or want_sums:
-        cper = (C + groups - 1) // groups
         for item in prange(K * groups):
-            k = item // groups
-            g = item % groups
-            _slab_chunk_sums(dy2, x2, C, min(C, g * cper), min(C, (g + 1) * cper), k * per,
-                             min(N, (k + 1) * per), mean, sdy[k], sdyx[k])
+            k, c0, c1, start, stop = _slab_item(item, groups, N, C, K)
+            _slab_chunk_sums(dy2, x2, C, c0, c1, start, stop, mean, sdy[k], sdyx[k])
         for k in range(K):
             for c in range(C):
                 sum_dy[c] += sdy[k, c]
