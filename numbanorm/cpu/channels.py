@@ -373,14 +373,44 @@ def merge_partials(pmean, pm2, counts, C, mean, m2):
             col_mean[j] += delta * f_mean
             col_m2[j] += qk[j] + delta * delta * f_m2
         n = nn
-    for c in range(C):
-        cn = 0.0
-        mu = 0.0
-        q = 0.0
-        for p in range(P):
-            cn, mu, q = chan_merge(cn, mu, q, n, col_mean[c * P + p], col_m2[c * P + p])
-        mean[c] = mu
-        m2[c] = q
+    _merge_columns(col_mean, col_m2, n, C, mean, m2)
+
+
+@njit(inline='always', **JIT)
+def _merge_columns(col_mean, col_m2, n, C, mean, m2):
+    """The P = M/C adjacent columns of each channel, n values each, Chan-merged in order into
+    mean and m2 ((C,)). Every column holds n values, so merging column p into the first p is
+    Chan's formula with the factors of (p*n, n) values, the same for every channel: one
+    branch-free loop across the channels per p (chan_merge per channel, with its empty-side
+    branches, cost 1.7 ns a channel: 0.11 ms of the (4, 65536) forward). The factors equal
+    chan_merge's (p*n and (p + 1)*n are exact, so n/((p + 1)*n) rounds to 1/(p + 1))."""
+    P = col_mean.size // C
+    if n == 0.0:  # no values: chan_merge of empty triples
+        mean[:] = 0.0
+        m2[:] = 0.0
+    elif P == 1:
+        mean[:] = col_mean
+        m2[:] = col_m2
+    else:
+        for c in range(C):
+            mean[c] = col_mean[c * P]
+            m2[c] = col_m2[c * P]
+        for p in range(1, P):
+            f_mean = 1.0 / (p + 1)
+            f_m2 = p * n / (p + 1)
+            for c in range(C):
+                delta = col_mean[c * P + p] - mean[c]
+                mean[c] += delta * f_mean
+                m2[c] = m2[c] + col_m2[c * P + p] + delta * delta * f_m2
+
+
+@njit(inline='always', **JIT)
+def _columns(v, S):
+    """Per-channel values v as per-column values of the (N, C*S) layout: each repeated S times
+    (v itself when S == 1, the (N, C) case)."""
+    if S == 1:
+        return v
+    return np.repeat(v, S)
 
 
 @_parallel_and_serial(JIT)
@@ -601,25 +631,28 @@ def small_forward(x2, C, weight, bias, eps, rows_per_block, shift_min_rows, stri
     mean_c = np.empty(C)
     m2_c = np.empty(C)
     merge_partials(col_mean, col_m2, np.full(1, float(N)), C, mean_c, m2_c)
+    bad = 0
+    for c in range(C):  # counted, not an early exit, so that the loops vectorise
+        bad += not (np.isfinite(m2_c[c]) and np.isfinite(mean_c[c]))
+    if bad:
+        return False  # overflow, or NaN/inf data: the general path sorts out which
     zero = like(x2, 0.0)
-    m_col = np.empty(M, x2.dtype)
-    a_col = np.empty(M, x2.dtype)
-    b_col = np.empty(M, x2.dtype)
+    mh_c = np.empty(C, x2.dtype)
+    a_c = np.empty(C, x2.dtype)
+    b_c = np.empty(C, x2.dtype)
     for c in range(C):
         mean = mean_c[c]
-        m2 = m2_c[c]
-        if not (np.isfinite(m2) and np.isfinite(mean)):
-            return False  # overflow, or NaN/inf data: the general path sorts out which
-        var = m2 / (N * S)
+        var = m2_c[c] / (N * S)
         mean_out[c] = mean
         var_out[c] = var
         a = like(zero, 1.0 / np.sqrt(var + eps) * weight[c])
         mh = like(zero, mean)
-        b = like(zero, bias[c] - (mean - mh) * a)
-        for s in range(S):
-            m_col[c * S + s] = mh
-            a_col[c * S + s] = a
-            b_col[c * S + s] = b
+        mh_c[c] = mh
+        a_c[c] = a
+        b_c[c] = like(zero, bias[c] - (mean - mh) * a)
+    m_col = _columns(mh_c, S)
+    a_col = _columns(a_c, S)
+    b_col = _columns(b_c, S)
     column_affine_serial(x2, m_col, a_col, b_col, y2)  # noqa: F821 (made above)
     return True
 
@@ -631,28 +664,40 @@ def small_backward(dy2, x2, C, mean, rstd, weight, training, rows_per_block, dx2
     (the formulas of the module docstring; the sums by column_sums on one chunk)."""
     N, M = x2.shape
     S = M // C
-    m_col = np.empty(M)
-    r_col = np.empty(M)
-    mh_col = np.empty(M, x2.dtype)
-    for j in range(M):
-        m_col[j] = mean[j // S]
-        r_col[j] = rstd[j // S]
-        mh_col[j] = m_col[j]
+    mh_c = np.empty(C, x2.dtype)
+    for c in range(C):
+        mh_c[c] = mean[c]
     a = np.empty((1, M))
     b = np.empty((1, M))
-    column_sums_serial(dy2, x2, mh_col, rows_per_block, a, b)  # noqa: F821 (made above)
-    for c in range(C):
-        sum_dy[c] = a[0, c * S:(c + 1) * S].sum()
-        sdyx = b[0, c * S:(c + 1) * S].sum() - (mean[c] - float(mh_col[c * S])) * sum_dy[c]
-        sum_dyx[c] = sdyx * rstd[c]
+    column_sums_serial(dy2, x2, _columns(mh_c, S), rows_per_block, a, b)  # noqa: F821 (made above)
+    # Per channel, in branch-free loops over the channels (with a slice sum and an integer
+    # division per column, (4, 65536) spent 1.3 ms here, PyTorch 0.5 ms on the whole backward).
+    if S == 1:
+        sum_dy[:] = a[0]
+        sum_dyx[:] = b[0]
+    else:
+        for c in range(C):
+            t_dy = 0.0
+            t_dyx = 0.0
+            for s in range(S):
+                t_dy += a[0, c * S + s]
+                t_dyx += b[0, c * S + s]
+            sum_dy[c] = t_dy
+            sum_dyx[c] = t_dyx
     n = float(N * S)
-    k1 = np.empty(M)
-    mean_dy = np.zeros(M)
-    mean_dyx = np.zeros(M)
-    for j in range(M):
-        c = j // S
-        k1[j] = weight[c] * rstd[c]
-        if training:
-            mean_dy[j] = sum_dy[c] / n
-            mean_dyx[j] = sum_dyx[c] / n
+    k1 = np.empty(C)
+    mean_dy = np.zeros(C)
+    mean_dyx = np.zeros(C)
+    for c in range(C):
+        sum_dyx[c] = (sum_dyx[c] - (mean[c] - float(mh_c[c])) * sum_dy[c]) * rstd[c]
+        k1[c] = weight[c] * rstd[c]
+    if training:
+        for c in range(C):
+            mean_dy[c] = sum_dy[c] / n
+            mean_dyx[c] = sum_dyx[c] / n
+    m_col = _columns(mean, S)
+    r_col = _columns(rstd, S)
+    k1 = _columns(k1, S)
+    mean_dy = _columns(mean_dy, S)
+    mean_dyx = _columns(mean_dyx, S)
     column_dx_serial(dy2, x2, m_col, r_col, k1, mean_dy, mean_dyx, dx2)  # noqa: F821 (made above)
