@@ -28,9 +28,10 @@ import numpy as np
 from . import _device
 from . import _validate as V
 from ._config import (COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
-                      COLUMN_SHIFT_MIN_ROWS, COLUMN_STRIP_BYTES, COLUMN_SUMS_ROWS,
-                      FUSED_COLUMNS_MAX_ELEMENTS, MAX_PARTIALS, PARTIAL_MIN_ELEMENTS,
-                      SERIAL_MAX_ELEMENTS, SLAB_MIN, SLAB_MIN_BACKWARD, SLAB_MIN_WIDE)
+                      COLUMN_PARTIAL_MIN_ELEMENTS, COLUMN_SHIFT_MIN_ROWS, COLUMN_STRIP_BYTES,
+                      COLUMN_SUMS_ROWS, FUSED_COLUMNS_MAX_ELEMENTS, MAX_PARTIALS,
+                      PARTIAL_MIN_ELEMENTS, SERIAL_MAX_ELEMENTS, SLAB_MIN, SLAB_MIN_BACKWARD,
+                      SLAB_MIN_WIDE)
 from .cpu import channels, rows
 
 __all__ = [
@@ -307,7 +308,8 @@ def _channel_partials(x3, inv=None):
     else:
         M = C * S
         strip, rows_per_block = _column_blocks(M, x3.itemsize)
-        nchunks = max(1, min(MAX_PARTIALS, -(-N // rows_per_block)))
+        nchunks = max(1, min(MAX_PARTIALS, -(-N // rows_per_block),
+                             N * M // COLUMN_PARTIAL_MIN_ELEMENTS))
         pmean = _scratch("mean", (nchunks, M))
         pm2 = _scratch("m2", (nchunks, M))
         _kernels(x3.size).column_partials(x3.reshape(N, M),

@@ -50,6 +50,8 @@ def kernel_path(request, monkeypatch):
         monkeypatch.setattr(functional, "COLUMN_MIN_ROWS", 0)
         # and strips of 250 float32 / 125 float64 columns: float64 (8, 6, 40) runs two
         monkeypatch.setattr(functional, "COLUMN_STRIP_BYTES", 1000)
+        # and chunks of any size, so that several chunks' partials merge
+        monkeypatch.setattr(functional, "COLUMN_PARTIAL_MIN_ELEMENTS", 1)
     return request.param
 
 
