@@ -351,10 +351,11 @@ def merge_partials(pmean, pm2, n_rows, scale, C, mean, m2):
     each column in order (vectorised across columns; the K chunks split n_rows rows as the
     kernels do, ceil(n_rows/K) each, and every entry of a chunk counts its rows times `scale`
     values; counted here, since the NumPy version took 20 us a call), then the P adjacent
-    columns of each channel in order, into mean and m2 ((C,) float64). The chunks merge into pmean[0], pm2[0] in place (the partials are
-    scratch), and the outputs come from the caller: for (2, 65536) partials this took 1.0-1.5
-    ms with copies of the partials and outputs allocated here, 0.67-0.80 ms without the
-    copies, 0.21 ms with the outputs allocated by NumPy in the caller."""
+    columns of each channel in order, into mean and m2 ((C,) float64). The chunks merge into
+    pmean[0], pm2[0] in place (the partials are scratch), and the outputs come from the
+    caller: for (2, 65536) partials this took 1.0-1.5 ms with copies of the partials and
+    outputs allocated here, 0.67-0.80 ms without the copies, 0.21 ms with the outputs
+    allocated by NumPy in the caller."""
     K, M = pmean.shape
     per = (n_rows + K - 1) // K
     n = float(min(n_rows, per) * scale)
