@@ -405,14 +405,17 @@ def _column_sums(dy3, x3, mean):
     off here."""
     N, C, S = x3.shape
     M = C * S
-    # chunks of at least COLUMN_SUMS_ROWS rows: the (K, M) float64 partials of (64, 65536)
-    # split 64 ways (32 MiB, twice the input): backward 11.7 ms, split 8 ways 5.2 ms
-    nchunks = max(1, min(_nchunks(N, M), N // COLUMN_SUMS_ROWS))
+    # Chunks of at least COLUMN_SUMS_ROWS rows: the (K, M) float64 partials of (64, 65536)
+    # split 64 ways (32 MiB, twice the input): backward 11.7 ms, split 8 ways 5.2 ms. And no
+    # more chunks than make MAX_PARTIALS work items with the strips (rows wider than a strip
+    # get their parallelism from the strips instead).
+    strip = _column_strip(M, x3.itemsize)
+    nchunks = max(1, min(_nchunks(N, M), N // COLUMN_SUMS_ROWS, -(-MAX_PARTIALS // -(-M // strip))))
     sdy = _scratch("sum_dy", (nchunks, M))
     sdyx = _scratch("sum_dyx", (nchunks, M))
     mh = mean.astype(x3.dtype)
     _kernels(x3.size).column_sums(dy3.reshape(N, M), x3.reshape(N, M), _columns(mh, S),
-                                  COLUMN_SUMS_ROWS, sdy, sdyx)
+                                  COLUMN_SUMS_ROWS, strip, sdy, sdyx)
     sum_dy = sdy.sum(axis=0).reshape(C, S).sum(axis=1)
     return sum_dy, sdyx.sum(axis=0).reshape(C, S).sum(axis=1) - (mean - mh) * sum_dy
 

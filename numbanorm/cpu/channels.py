@@ -435,36 +435,45 @@ def channel_absmax(x3):
 
 
 @_parallel_and_serial(JIT)
-def column_sums(dy2, x2, mh, rows_per_block, sdy, sdyx):
+def column_sums(dy2, x2, mh, rows_per_block, strip, sdy, sdyx):
     """Per-(chunk, column) sum(dy) and sum(dy*(x - mh)) of (N, M) arrays, mh in x's dtype (the
     caller removes (mean - mh)*sum(dy) for sums about the float64 mean); blocks of
     rows_per_block rows summed in x's dtype (for float32 twice the SIMD width, and x - mh exact
-    near the mean), added in float64 to sdy, sdyx ((K, M), any contents: each chunk zeroes its
-    row)."""
+    near the mean), added in float64 to sdy, sdyx ((K, M), any contents: each work item zeroes
+    its part).
+
+    Work items are (chunk of rows, strip of `strip` columns), as in column_partials: wide rows
+    then need few chunks (K, functional._column_sums), so the (K, M) float64 partials stay
+    small, and each item's block sums stay in L1. A column's sums depend on its chunk only."""
     # One row per loop, not four as in _column_block: four rows (two loops and their remainder
     # loops) added 13 s to the cold compile for a few percent.
     N, M = x2.shape
     K = sdy.shape[0]
+    strips = (M + strip - 1) // strip
     per = (N + K - 1) // K
-    for k in prange(K):
-        a = sdy[k]
-        b = sdyx[k]
+    for item in prange(K * strips):
+        k = item // strips
+        m0 = (item % strips) * strip
+        m1 = min(M, m0 + strip)
+        a = sdy[k, m0:m1]
+        b = sdyx[k, m0:m1]
         a[:] = 0.0
         b[:] = 0.0
-        sd = np.empty(M, x2.dtype)
-        sx = np.empty(M, x2.dtype)
+        m = mh[m0:m1]
+        sd = np.empty(m1 - m0, x2.dtype)
+        sx = np.empty(m1 - m0, x2.dtype)
         stop = min(N, (k + 1) * per)
         for b0 in range(k * per, stop, rows_per_block):
             sd[:] = 0.0
             sx[:] = 0.0
             for i in range(b0, min(b0 + rows_per_block, stop)):
-                di = dy2[i]
-                xi = x2[i]
-                for j in range(M):
+                di = dy2[i, m0:m1]
+                xi = x2[i, m0:m1]
+                for j in range(m1 - m0):
                     d = di[j]
                     sd[j] += d
-                    sx[j] += d * (xi[j] - mh[j])
-            for j in range(M):
+                    sx[j] += d * (xi[j] - m[j])
+            for j in range(m1 - m0):
                 a[j] += float(sd[j])
                 b[j] += float(sx[j])
 
@@ -671,7 +680,8 @@ def small_backward(dy2, x2, C, mean, rstd, weight, training, rows_per_block, dx2
         mh_c[c] = mean[c]
     a = np.empty((1, M))
     b = np.empty((1, M))
-    column_sums_serial(dy2, x2, _columns(mh_c, S), rows_per_block, a, b)  # noqa: F821 (made above)
+    # one strip of whole rows: strips took 1.13-1.18x the time on (4, 65536) and (16, 16384)
+    column_sums_serial(dy2, x2, _columns(mh_c, S), rows_per_block, M, a, b)  # noqa: F821
     # Per channel, in branch-free loops over the channels (with a slice sum and an integer
     # division per column, (4, 65536) spent 1.3 ms here, PyTorch 0.5 ms on the whole backward).
     if S == 1:
