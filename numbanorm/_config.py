@@ -98,11 +98,11 @@ COLUMN_BLOCK_BYTES = 256 * 1024
 # in-cache cost of the column statistics against 64 rows: +17-20% at 32 rows, +50% at 16.
 COLUMN_BLOCK_MAX_ROWS = 32
 
-# Bytes of a strip of the column statistics: wider rows are cut into strips of this many bytes,
-# reduced as separate work items, so that blocks keep COLUMN_BLOCK_MAX_ROWS rows and each item's
-# per-column arrays stay in L1/L2. Unstripped, (64, 65536) float32 ran blocks of one row (each
-# read twice, and a float64 merge per value) and its statistics took 14 ms, PyTorch's whole
-# batch_norm 3.2 ms.
+# Bytes of a strip of the column statistics and backward sums: wider rows are cut into strips of
+# this many bytes, reduced as separate work items, so that blocks keep COLUMN_BLOCK_MAX_ROWS rows
+# and each item's per-column arrays stay in L1/L2. Unstripped, (64, 65536) float32 ran blocks of
+# one row (each read twice, and a float64 merge per value) and its statistics took 14 ms,
+# PyTorch's whole batch_norm 3.2 ms.
 COLUMN_STRIP_BYTES = 8 * 1024
 
 # Rows of a batch_norm column backward block (sum(dy), sum(dy*(x - mean)) in x's dtype, one row

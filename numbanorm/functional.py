@@ -410,7 +410,8 @@ def _column_sums(dy3, x3, mean):
     # more chunks than make MAX_PARTIALS work items with the strips (rows wider than a strip
     # get their parallelism from the strips instead).
     strip = _column_strip(M, x3.itemsize)
-    nchunks = max(1, min(_nchunks(N, M), N // COLUMN_SUMS_ROWS, -(-MAX_PARTIALS // -(-M // strip))))
+    strips = -(-M // strip)
+    nchunks = max(1, min(_nchunks(N, M), N // COLUMN_SUMS_ROWS, -(-MAX_PARTIALS // strips)))
     sdy = _scratch("sum_dy", (nchunks, M))
     sdyx = _scratch("sum_dyx", (nchunks, M))
     mh = mean.astype(x3.dtype)
