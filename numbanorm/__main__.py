@@ -38,9 +38,10 @@ def main(argv=None):
     b.add_argument("--no-torch", action="store_true")
     b.add_argument("--no-numpy", action="store_true")
     b.add_argument("--out", action="store_true",
-                   help="numbanorm's forward writes into a preallocated out= array (NumPy and "
-                        "PyTorch still allocate theirs): the kernel's own bandwidth, without "
-                        "the operating system's page zeroing of a fresh output")
+                   help="numbanorm writes into preallocated arrays, out= forward and dx_out= "
+                        "backward (NumPy and PyTorch still allocate theirs): the kernels' own "
+                        "bandwidth, without the operating system's page zeroing of fresh "
+                        "outputs")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("info", help="what numbanorm detected: versions, threads, devices")
     args = parser.parse_args(argv)

@@ -138,46 +138,51 @@ def trailing_shape(x, shape, name="normalized_shape"):
                          f"got x of shape {x.shape}")
 
 
-def out_array(out, x, may_alias):
-    """None, or a writeable array of x's shape and dtype. `out` may be x itself (in place)
-    when may_alias, never a partial overlap with x."""
+def out_array(out, x, may_alias, name="out", x_name="the input", also=None):
+    """None, or a writeable array of x's shape and dtype on x's side (NumPy or GPU). `out` may
+    be x itself (in place) when may_alias, never a partial overlap with x; it may not overlap
+    `also` at all: None, or (an array on x's side that the same call still reads, the words
+    naming it). name and x_name are the words the errors use for out and x."""
     if out is None:
         return None
-    if not isinstance(x, np.ndarray):
-        return _device_out(out, x, may_alias)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
-    if out.dtype != x.dtype:
-        raise TypeError(f"out must have the input's dtype {x.dtype}, got {out.dtype}")
-    if out.shape != x.shape:
-        raise ValueError(f"out must have the input's shape {x.shape}, got {out.shape}")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    if np.may_share_memory(out, x):
-        same = (out.__array_interface__["data"][0] == x.__array_interface__["data"][0]
-                and out.strides == x.strides)
-        if not (may_alias and same):
+    on_gpu = not isinstance(x, np.ndarray)
+    if on_gpu:
+        if not _device.is_device_array(out):
+            raise TypeError(f"{name} must be a GPU array like x, got {type(out).__name__}")
+        arr = device_array(out, name)
+    elif not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
+    else:
+        arr = out
+    if arr.dtype != x.dtype:
+        raise TypeError(f"{name} must have {x_name}'s dtype {x.dtype}, got {arr.dtype}")
+    if arr.shape != x.shape:
+        raise ValueError(f"{name} must have {x_name}'s shape {x.shape}, got {arr.shape}")
+    if not on_gpu and not arr.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    overlap, same = _overlap(arr, x, on_gpu)
+    if overlap and not (may_alias and same):
+        if name == "out":
             raise ValueError(
                 "out overlaps the input: pass out=x exactly for an in-place result (plain "
                 "functions only; *_forward keeps x for the backward pass), or a separate array")
+        raise ValueError(f"{name} overlaps {x_name}: pass a separate array")
+    if also is not None and _overlap(arr, also[0], on_gpu)[0]:
+        raise ValueError(f"{name} overlaps {also[1]}: pass a separate array")
     return out
 
 
-def _device_out(out, x, may_alias):
-    if not _device.is_device_array(out):
-        raise TypeError(f"out must be a GPU array like x, got {type(out).__name__}")
-    d = device_array(out, "out")
-    if d.dtype != x.dtype:
-        raise TypeError(f"out must have the input's dtype {x.dtype}, got {d.dtype}")
-    if d.shape != x.shape:
-        raise ValueError(f"out must have the input's shape {x.shape}, got {d.shape}")
-    a0, a1 = _device.span(d)
-    b0, b1 = _device.span(x)
-    if a0 < b1 and b0 < a1 and not (may_alias and a0 == b0):
-        raise ValueError(
-            "out overlaps the input: pass out=x exactly for an in-place result (plain "
-            "functions only; *_forward keeps x for the backward pass), or a separate array")
-    return out
+def _overlap(a, b, on_gpu):
+    """(whether a and b share memory, whether they start at the same place with the same
+    layout)."""
+    if on_gpu:
+        a0, a1 = _device.span(a)
+        b0, b1 = _device.span(b)
+        return a0 < b1 and b0 < a1, a0 == b0
+    if not np.may_share_memory(a, b):
+        return False, False
+    return True, (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+                  and a.strides == b.strides)
 
 
 def grad_output(dy, shape, dtype):

@@ -9,10 +9,11 @@ float64 computation, relative to the largest reference value. The implementation
 are timed interleaved, one timed run of each per repeat, and a speed-up is the median over
 repeats of their time / ours in the same repeat: on a shared machine the load of other
 processes then falls on both sides of a ratio alike.
-Every implementation allocates its outputs on every call, except numbanorm's forward under
-`--out` (preallocated=True), which writes into an out= array made once: outputs larger than
-malloc's mmap threshold (32 MiB at most) come from the operating system zeroed on every call,
-a cost that depends on the machine, not on the kernel, and that out= avoids.
+Every implementation allocates its outputs on every call, except numbanorm under `--out`
+(preallocated=True), whose forward writes into an out= array and backward into a dx_out= array,
+each made once: outputs larger than malloc's mmap threshold (32 MiB at most) come from the
+operating system zeroed on every call, a cost that depends on the machine, not on the kernel,
+and that out= and dx_out= avoid.
 """
 import json
 import math
@@ -99,8 +100,9 @@ def numpy_impl(op, x, w, b, dy):
 
 def numbanorm_impl(op, x, w, b, dy, preallocated=False):
     """(forward_with_saved, backward(saved), plain_forward): the plain forward is what is timed
-    against PyTorch's no-grad forward, like for like (writing into one out= array made here
-    when preallocated); the saved record feeds the backward."""
+    against PyTorch's no-grad forward, like for like; the saved record feeds the backward.
+    When preallocated, the plain forward writes into one out= array and the backward into one
+    dx_out= array, both made here."""
     args = {
         "batch_norm": ((x, None, None, w, b, True, 0.1, EPS), F.batch_norm),
         "layer_norm": ((x, x.shape[-1], w, b, EPS), F.layer_norm),
@@ -112,7 +114,8 @@ def numbanorm_impl(op, x, w, b, dy, preallocated=False):
     forward = getattr(F, f"{op}_forward")
     backward = getattr(F, f"{op}_backward")
     out = np.empty_like(x) if preallocated else None
-    return (lambda: forward(*call_args), lambda saved: backward(dy, saved),
+    dx_out = np.empty_like(x) if preallocated else None
+    return (lambda: forward(*call_args), lambda saved: backward(dy, saved, dx_out=dx_out),
             lambda: plain(*call_args, out=out))
 
 
@@ -311,10 +314,10 @@ def run(cases, repeats=5, min_run=0.05, threads=None, with_torch=True, with_nump
                          preallocated)
     if as_json:
         return json.dumps({"threads": threads, "triad_gb_per_s": bandwidth,
-                           "forward_out_preallocated": preallocated, "rows": rows},
+                           "outputs_preallocated": preallocated, "rows": rows},
                           indent=1)
     table = _fmt_table(rows, bandwidth or float("nan"), threads)
     if preallocated:
-        table += ("\nnumbanorm's forward wrote into a preallocated out= array; NumPy and PyTorch "
-                  "allocated theirs")
+        table += ("\nnumbanorm wrote into preallocated arrays (forward out=, backward dx_out=); "
+                  "NumPy and PyTorch allocated theirs")
     return table

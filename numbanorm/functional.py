@@ -6,6 +6,11 @@ Each op NAME has three entry points:
     NAME_forward(x, ...)         -> (y, saved)      saved: a `Saved` record for the backward
     NAME_backward(dy, saved)     -> (dx, dweight, dbias)   (rms_norm: (dx, dweight))
 
+Forwards take out= (y written there; in the plain functions it may be x itself), backwards
+dx_out= (dx written there; it may overlap neither dy nor x). Reusing one output array across
+calls saves the page faults of a fresh one: a fresh 64 MiB array costs 5-7 ms to fault in on
+this project's 2-core machine, as much as the kernel that fills it.
+
 Data flows one way: validate (numbanorm._validate) -> contiguous 2-D/3-D view -> CPU kernel of
 the op's geometry (numbanorm.cpu.rows or numbanorm.cpu.channels) -> reshape back. Statistics
 and gradients are merged and returned in float64 (within a block the kernels work in the data's
@@ -156,8 +161,9 @@ def _gpu_saved(op, place, geometry, mean64, rstd64, stat_shape, weight, bias, x_
         _shape=shape, _place=place)
 
 
-def _gpu_gradients(place, dx, dweight, dbias):
-    return tuple(None if g is None else place.deliver(g, None) for g in (dx, dweight, dbias))
+def _gpu_gradients(place, dx_out, dx, dweight, dbias):
+    return (place.deliver(dx, dx_out),) + tuple(None if g is None else place.deliver(g, None)
+                                                for g in (dweight, dbias))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,10 +267,10 @@ def _rows_forward(op, x, geometry, weight, bias, eps, out, group_shape, keep=Tru
     return _deliver(y, out), saved
 
 
-def _rows_backward(dy, saved):
+def _rows_backward(dy, saved, dx_out):
     _, R, L, G, S, C, centered = saved._geometry
     if saved._place is not None:
-        return _gpu_gradients(saved._place, *_cuda().rows_backward(dy, saved))
+        return _gpu_gradients(saved._place, dx_out, *_cuda().rows_backward(dy, saved))
     x2 = saved._x
     dy2 = np.ascontiguousarray(dy).reshape(R, L)
     weight = saved._weight
@@ -272,18 +278,18 @@ def _rows_backward(dy, saved):
     nchunks = _nchunks(R, L)
     dw_part = _scratch("dweight", (nchunks, C if want_params else 0))
     db_part = _scratch("dbias", dw_part.shape)
-    dx = np.empty((R, L), x2.dtype)
+    dx = _target(dx_out, dy)
     if R:
         kernel = rows.backward_serial if x2.size <= SERIAL_MAX_ELEMENTS else rows.backward
         kernel(dy2, x2, saved._mean64, saved._rstd64, G, S, _param(weight, C, x2.dtype, 1),
-               centered, want_params, dx, dw_part, db_part)
+               centered, want_params, dx.reshape(R, L), dw_part, db_part)
     dweight = dbias = None
     if weight is not None:
         dweight = dw_part.sum(axis=0).astype(x2.dtype).reshape(weight.shape)
     if saved._has_bias:
         dbias = db_part.sum(axis=0).astype(x2.dtype).reshape(C if weight is None
                                                               else weight.shape)
-    return dx.reshape(saved._shape), dweight, dbias
+    return _deliver(dx, dx_out), dweight, dbias
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,19 +503,19 @@ def _channels_forward(op, x, mean64, rstd64, weight, bias, out, geometry, public
     return _deliver(y, out), saved
 
 
-def _channels_backward(dy, saved):
+def _channels_backward(dy, saved, dx_out):
     _, training = saved._geometry
     x3 = saved._x
     N, C, S = x3.shape
     if saved._place is not None:
-        return _gpu_gradients(saved._place, *_cuda().channels_backward(
+        return _gpu_gradients(saved._place, dx_out, *_cuda().channels_backward(
             dy.reshape(N, C, S), saved, training))
     dy3 = np.ascontiguousarray(dy).reshape(N, C, S)
     mean, rstd = saved._mean64, saved._rstd64
     weight = saved._weight
     want_params = weight is not None or saved._has_bias
     w = _param(weight, C, np.float64, 1.0)
-    dx = np.empty(x3.shape, x3.dtype)
+    dx = _target(dx_out, dy).reshape(x3.shape)
     if x3.size and _fused(x3, SLAB_MIN_BACKWARD):
         sum_dy = np.empty(C)
         sum_dyx = np.empty(C)
@@ -518,7 +524,7 @@ def _channels_backward(dy, saved):
                                 sum_dyx)
         dweight = (sum_dyx).astype(x3.dtype) if weight is not None else None
         dbias = sum_dy.astype(x3.dtype) if saved._has_bias else None
-        return dx.reshape(saved._shape), dweight, dbias
+        return _deliver(dx.reshape(saved._shape), dx_out), dweight, dbias
     sum_dy = sum_dyx = np.zeros(C)  # an empty batch: no sums, no dx to write
     if x3.size and _slabs(x3, SLAB_MIN_BACKWARD):
         nchunks = max(1, min(N, MAX_PARTIALS // C))
@@ -540,7 +546,7 @@ def _channels_backward(dy, saved):
     dw = None if not want_params else rstd * sum_dyx
     dweight = dw.astype(x3.dtype) if weight is not None else None
     dbias = sum_dy.astype(x3.dtype) if saved._has_bias else None
-    return dx.reshape(saved._shape), dweight, dbias
+    return _deliver(dx.reshape(saved._shape), dx_out), dweight, dbias
 
 
 def _check_channels_params(x, weight, bias, running_mean, running_var, use_batch_stats, place):
@@ -640,9 +646,9 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
                        keep=True, device=device)
 
 
-def batch_norm_backward(dy, saved):
+def batch_norm_backward(dy, saved, *, dx_out=None):
     """(dx, dweight, dbias) of a `batch_norm_forward`, in training or eval mode."""
-    return _backward(dy, saved, ("batch_norm",))
+    return _backward(dy, saved, ("batch_norm",), dx_out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -677,9 +683,9 @@ def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5, *,
                           device)
 
 
-def layer_norm_backward(dy, saved):
+def layer_norm_backward(dy, saved, *, dx_out=None):
     """(dx, dweight, dbias) of a `layer_norm_forward`."""
-    return _backward(dy, saved, ("layer_norm",))
+    return _backward(dy, saved, ("layer_norm",), dx_out)
 
 
 def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, device=None):
@@ -695,9 +701,9 @@ def rms_norm_forward(x, normalized_shape, weight=None, eps=None, *, out=None, de
                           device)
 
 
-def rms_norm_backward(dy, saved):
+def rms_norm_backward(dy, saved, *, dx_out=None):
     """(dx, dweight) of an `rms_norm_forward`."""
-    dx, dweight, _ = _backward(dy, saved, ("rms_norm",))
+    dx, dweight, _ = _backward(dy, saved, ("rms_norm",), dx_out)
     return dx, dweight
 
 
@@ -733,9 +739,9 @@ def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=N
     return _group_norm(x, num_groups, weight, bias, eps, out, True, device)
 
 
-def group_norm_backward(dy, saved):
+def group_norm_backward(dy, saved, *, dx_out=None):
     """(dx, dweight, dbias) of a `group_norm_forward`."""
-    return _backward(dy, saved, ("group_norm",))
+    return _backward(dy, saved, ("group_norm",), dx_out)
 
 
 def _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
@@ -797,14 +803,14 @@ def instance_norm_forward(x, running_mean=None, running_var=None, weight=None, b
                           eps, out, True, device)
 
 
-def instance_norm_backward(dy, saved):
+def instance_norm_backward(dy, saved, *, dx_out=None):
     """(dx, dweight, dbias) of an `instance_norm_forward`."""
-    return _backward(dy, saved, ("instance_norm",))
+    return _backward(dy, saved, ("instance_norm",), dx_out)
 
 
 # ---------------------------------------------------------------------------------------------
 
-def _backward(dy, saved, ops):
+def _backward(dy, saved, ops, dx_out):
     if not isinstance(saved, Saved):
         raise TypeError(f"saved must be the record returned by {ops[0]}_forward, "
                         f"got {type(saved).__name__}")
@@ -817,8 +823,11 @@ def _backward(dy, saved, ops):
         raise ValueError("dy is on the GPU but the forward ran on the CPU: pass a NumPy dy")
     if place is not None and not place.host_io and not dy_on_gpu:
         raise ValueError("dy is a NumPy array but the forward ran on the GPU: pass a GPU dy")
+    x_here = place is None or dy_on_gpu  # the saved x lives on dy's side
+    dx_out = V.out_array(dx_out, dy, may_alias=False, name="dx_out", x_name="dy",
+                         also=(saved._x, "the x saved by the forward pass") if x_here else None)
     if place is not None and not dy_on_gpu:
         dy = _device.to_device(np.ascontiguousarray(dy))
     if saved._geometry[0] == "rows":
-        return _rows_backward(dy, saved)
-    return _channels_backward(dy, saved)
+        return _rows_backward(dy, saved, dx_out)
+    return _channels_backward(dy, saved, dx_out)

@@ -160,6 +160,30 @@ def test_out_on_device(rng):
         nn.layer_norm(x_d, 8, out=np.empty_like(x))
 
 
+@pytest.mark.parametrize("op", ["layer_norm", "batch_norm"])
+def test_dx_out_on_device_and_host(rng, op):
+    """dx_out= on the GPU path: a device array for device data, a NumPy array for NumPy data
+    sent with device='cuda'; the values are the oracle's."""
+    shape, fwd, bwd, ref_fn, pshape = CASES[op]
+    x = _data(rng, shape, np.float32)
+    dy = _data(rng, shape, np.float32)
+    ref = ref_fn(x, None, None, dy)["dx"]
+    _, saved = fwd(dev(x), None, None)
+    dy_d = dev(dy)
+    dx_d = cuda.device_array_like(dy_d)
+    assert bwd(dy_d, saved, dx_out=dx_d)[0] is dx_d
+    assert_close(host(dx_d), ref, np.float32, name="device dx_out")
+    with pytest.raises(ValueError, match="dx_out overlaps dy"):
+        bwd(dy_d, saved, dx_out=dy_d)
+    with pytest.raises(TypeError, match="dx_out must be a GPU array"):
+        bwd(dy_d, saved, dx_out=np.empty_like(dy))
+    _, saved_h = (nn.layer_norm_forward(x, shape[1:], device="cuda") if op == "layer_norm"
+                  else nn.batch_norm_forward(x, training=True, device="cuda"))
+    dx_h = np.full(shape, np.nan, np.float32)
+    assert bwd(dy, saved_h, dx_out=dx_h)[0] is dx_h
+    assert_close(dx_h, ref, np.float32, name="host dx_out")
+
+
 def test_mixed_placement_errors(rng):
     x = _data(rng, (4, 3, 5), np.float32)
     x_d = dev(x)

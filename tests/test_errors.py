@@ -145,6 +145,30 @@ def test_backward_errors():
            np.ones((2, 3), np.float32))
 
 
+def test_dx_out_errors():
+    x = X4.copy()
+    dy = np.ones_like(x)
+    _, saved = nn.layer_norm_forward(x, 3)
+    raises(ValueError, "dx_out must have dy's shape", nn.layer_norm_backward, dy, saved,
+           dx_out=np.empty((2, 4), np.float32))
+    raises(TypeError, "dx_out must have dy's dtype", nn.layer_norm_backward, dy, saved,
+           dx_out=np.empty(x.shape))
+    raises(TypeError, "dx_out must be a NumPy array", nn.layer_norm_backward, dy, saved,
+           dx_out=[0.0])
+    ro = np.empty_like(x)
+    ro.flags.writeable = False
+    raises(ValueError, "dx_out is read-only", nn.layer_norm_backward, dy, saved, dx_out=ro)
+    # the kernels read dy and x while they write dx: no overlap with either, not even exact
+    raises(ValueError, "dx_out overlaps dy", nn.layer_norm_backward, dy, saved, dx_out=dy)
+    raises(ValueError, "dx_out overlaps the x saved by the forward pass",
+           nn.layer_norm_backward, dy, saved, dx_out=x)
+    _, saved_bn = nn.batch_norm_forward(x, training=True)
+    raises(ValueError, "dx_out overlaps the x saved", nn.batch_norm_backward, dy, saved_bn,
+           dx_out=x)
+    np.testing.assert_array_equal(x, X4)
+    np.testing.assert_array_equal(dy, 1)
+
+
 def test_load_state_dict_errors_leave_layer_untouched():
     layer = nn.BatchNorm1d(3)
     good = layer.state_dict()

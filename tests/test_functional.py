@@ -319,6 +319,39 @@ def test_out_argument(rng, op):
     np.testing.assert_array_equal(inplace, ref)
 
 
+DX_OUT_CASES = [
+    ("layer_norm", (7, 13)), ("layer_norm", (600, 64)),  # serial, parallel rows
+    ("rms_norm", (3, 4, 5, 6)), ("group_norm", (3, 4, 5, 6)), ("instance_norm", (3, 4, 5, 6)),
+    ("batch_norm", (3, 4, 5)),  # fused serial columns
+    ("batch_norm", (4, 16, 32, 32)),  # parallel slabs
+    ("batch_norm", (2048, 160)),  # parallel columns
+]
+
+
+@pytest.mark.parametrize("op,shape", DX_OUT_CASES)
+def test_dx_out_argument(rng, op, shape):
+    """dx_out= receives dx on every backward path (C or Fortran order), equal to the
+    allocating call and to the oracle; dweight/dbias are unchanged."""
+    fwd, bwd = OPS[op]
+    ref_fn = {"layer_norm": lambda x, dy: oracle.layer_norm(x, x.shape[-1], dy=dy),
+              "rms_norm": lambda x, dy: oracle.rms_norm(x, x.shape[-2:], dy=dy),
+              "group_norm": lambda x, dy: oracle.group_norm(x, 2, dy=dy),
+              "instance_norm": lambda x, dy: oracle.instance_norm(x, dy=dy),
+              "batch_norm": lambda x, dy: oracle.batch_norm_train(x, dy=dy)}[op]
+    x = _data(rng, shape, np.float32)
+    dy = _data(rng, shape, np.float32)
+    _, saved = fwd(x)
+    fresh = bwd(dy, saved)
+    assert_close(fresh[0], ref_fn(x, dy)["dx"], np.float32, name="dx")
+    for order in "CF":
+        dx_out = np.full(shape, np.nan, np.float32, order=order)
+        got = bwd(dy, saved, dx_out=dx_out)
+        assert got[0] is dx_out
+        np.testing.assert_array_equal(dx_out, fresh[0], err_msg=order)
+        for g, f in zip(got[1:], fresh[1:]):
+            np.testing.assert_array_equal(g, f)
+
+
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_zero_size_batch(op):
     fwd, bwd = OPS[op]

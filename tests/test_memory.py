@@ -1,5 +1,6 @@
 """Memory: a forward allocates its output and O(number of groups) besides; x is copied only
-when it is not C-contiguous. A backward allocates dx and O(groups + parameters). NumPy reports
+when it is not C-contiguous. A backward allocates dx (nothing that size with dx_out=) and
+O(groups + parameters). NumPy reports
 its allocations to tracemalloc, and the kernels allocate nothing themselves."""
 import tracemalloc
 
@@ -50,3 +51,8 @@ def test_forward_and_backward_allocate_only_their_outputs(op, layout):
     bwd_bytes, grads = _peak_increase(backward, dy.reshape(y.shape), saved)
     assert bwd_bytes <= x.nbytes + extra, bwd_bytes / x.nbytes
     assert grads[0].shape == y.shape
+    dx_out = np.empty(y.shape, y.dtype)
+    bwd_bytes, grads = _peak_increase(lambda: backward(dy.reshape(y.shape), saved,
+                                                       dx_out=dx_out))
+    assert bwd_bytes <= extra, bwd_bytes / x.nbytes
+    assert grads[0] is dx_out
