@@ -40,7 +40,8 @@ import math
 
 import numpy as np
 from numba import njit, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
+from numba.np.arrayobj import populate_array
 
 from .. import _chan
 from .._config import BLOCK, JIT, TINY_MEAN_SQUARE
@@ -267,3 +268,24 @@ def grad_sums(xs, ds, mh, rstd, lo, w):
 def rstd_of(var_scaled, inv, eps):
     """1/sqrt(var + eps) for var = var_scaled / inv**2, without forming var."""
     return inv / math.sqrt(var_scaled + eps * inv * inv)
+
+
+@intrinsic
+def borrowed(typingctx, a):
+    """The array a without a reference count of its own (a borrowed view; a must outlive it,
+    as a kernel argument does). Views taken from it in a loop (rows, slices) then cost no
+    atomic operations: Numba counts a view of a counted array up and down on the shared count
+    of the parent, and when branches in the loop body stop its pruning from pairing them, the
+    threads of a parallel kernel contend for that one cache line on every row. Never return
+    one (or a view of one) from a kernel: Python would get an array that owns nothing."""
+    if not isinstance(a, types.Array):
+        return None
+    sig = a(a)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(a)(context, builder, args[0])
+        out = context.make_array(a)(context, builder)
+        populate_array(out, data=ary.data, shape=ary.shape, strides=ary.strides,
+                       itemsize=ary.itemsize, meminfo=None)
+        return out._getvalue()
+    return sig, codegen

@@ -30,8 +30,8 @@ from numba import types as types_
 from numba.extending import overload
 
 from .._config import COLUMN_SHIFT_MAX, ELEMENTWISE_JIT, JIT, TINY_MEAN_SQUARE
-from ._moments import (_constant, _term, block_moments, chan_merge, grad_sums, like, narrow,
-                       part, split_mean)
+from ._moments import (_constant, _term, block_moments, borrowed, chan_merge, grad_sums, like,
+                       narrow, part, split_mean)
 
 SERIAL = types.SimpleNamespace()
 
@@ -94,6 +94,7 @@ def _slab_chunk_moments(x2, C, c0, c1, start, stop, inv, pmean_k, pm2_k):
     """(mean, M2) of channels c0:c1 over images start:stop into pmean_k[c], pm2_k[c], read in
     memory order: image by image, the group's slabs one after the other."""
     S = x2.shape[1]
+    x2 = borrowed(x2)
     for c in range(c0, c1):
         pmean_k[c] = 0.0
         pm2_k[c] = 0.0
@@ -504,6 +505,7 @@ def slab_affine(x2, C, mean, a, b, y2):
     and the arithmetic in x's dtype (see functional._channel_affine for how the mean's
     rounding is kept)."""
     S = x2.shape[1]
+    x2, y2 = borrowed(x2), borrowed(y2)
     for i in prange(x2.shape[0]):
         c = i % C
         m = mean[c]

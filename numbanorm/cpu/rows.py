@@ -22,7 +22,7 @@ serial one for small inputs.
 from numba import njit, prange
 
 from .._config import BACKWARD_JIT, JIT
-from ._moments import at, grad_sums, like, moments, rstd_of, split_mean
+from ._moments import at, borrowed, grad_sums, like, moments, rstd_of, split_mean
 
 
 @njit(inline='always', **JIT)
@@ -38,6 +38,7 @@ def _affine(xs, mean, rstd, w, b, ys):
 def _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
     # Inner loops run 0-based over slices so that they vectorise (see _moments.block_moments).
     L = x.shape[1]
+    x, y, weight, bias = borrowed(x), borrowed(y), borrowed(weight), borrowed(bias)
     xr = x[r]
     yr = y[r]
     mean, var_scaled, inv = moments(xr, centered)
@@ -126,6 +127,8 @@ def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, n
     R, L = x.shape
     per = (R + nchunks - 1) // nchunks
     Cg = L // S
+    x, dy, dx, weight = borrowed(x), borrowed(dy), borrowed(dx), borrowed(weight)
+    dw_part, db_part = borrowed(dw_part), borrowed(db_part)
     zero = like(x, 0.0)
     one = like(x, 1.0)
     start = k * per
