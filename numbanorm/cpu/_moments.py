@@ -270,16 +270,25 @@ def rstd_of(var_scaled, inv, eps):
     return inv / math.sqrt(var_scaled + eps * inv * inv)
 
 
-@intrinsic
-def borrowed(typingctx, a):
+def borrowed(a):
     """The array a without a reference count of its own (a borrowed view; a must outlive it,
     as a kernel argument does). Views taken from it in a loop (rows, slices) then cost no
     atomic operations: Numba counts a view of a counted array up and down on the shared count
     of the parent, and when branches in the loop body stop its pruning from pairing them, the
     threads of a parallel kernel contend for that one cache line on every row. Never return
-    one (or a view of one) from a kernel: Python would get an array that owns nothing."""
-    if not isinstance(a, types.Array):
-        return None
+    one (or a view of one) from a kernel: Python would get an array that owns nothing. In
+    pure Python (NUMBA_DISABLE_JIT=1) a itself."""
+    return a
+
+
+@overload(borrowed)
+def _borrowed_overload(a):
+    if isinstance(a, types.Array):
+        return lambda a: _borrowed(a)
+
+
+@intrinsic
+def _borrowed(typingctx, a):
     sig = a(a)
 
     def codegen(context, builder, signature, args):
