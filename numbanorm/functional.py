@@ -111,13 +111,24 @@ class _Place:
         for value, p in fresh:
             p[...] = value
 
+    def target(self, out):
+        """Where a kernel writes its result: out's own memory (a zero-copy device view) when
+        out is a GPU array, so out= and dx_out= cost no extra pass over the data; None (a
+        fresh device array, delivered afterwards) otherwise."""
+        if out is None or self.host_io:
+            return None
+        return _device.to_device(out)
+
     def deliver(self, y, out):
-        """A device result as the caller's kind of array (into out when given)."""
+        """A device result as the caller's kind of array (into out when given; nothing to copy
+        when the kernel wrote into out's memory, see target)."""
         if self.host_io:
             y = y.copy_to_host()
             return _deliver(y, out)
         if out is not None:
-            _device.to_device(out).copy_to_device(y)
+            d = self.target(out)
+            if _device.span(d)[0] != _device.span(y)[0]:
+                d.copy_to_device(y)
             return out
         return _device.wrap_like(y, self.like)
 
@@ -244,7 +255,8 @@ def _public(stat64, dtype, shape):
 def _rows_forward(op, x, geometry, weight, bias, eps, out, group_shape, keep=True, place=None):
     _, R, L, G, S, C, centered = geometry
     if place is not None and place.gpu:
-        y, mean64, rstd64 = _cuda().rows_forward(place.x, geometry, weight, bias, eps)
+        y, mean64, rstd64 = _cuda().rows_forward(place.x, geometry, weight, bias, eps,
+                                                 place.target(out))
         saved = None
         if keep:
             saved = _gpu_saved(op, place, geometry, mean64, rstd64, group_shape, weight, bias,
@@ -270,7 +282,8 @@ def _rows_forward(op, x, geometry, weight, bias, eps, out, group_shape, keep=Tru
 def _rows_backward(dy, saved, dx_out):
     _, R, L, G, S, C, centered = saved._geometry
     if saved._place is not None:
-        return _gpu_gradients(saved._place, dx_out, *_cuda().rows_backward(dy, saved))
+        return _gpu_gradients(saved._place, dx_out, *_cuda().rows_backward(
+            dy, saved, saved._place.target(dx_out)))
     x2 = saved._x
     dy2 = np.ascontiguousarray(dy).reshape(R, L)
     weight = saved._weight
@@ -481,7 +494,8 @@ def _channels_forward(op, x, mean64, rstd64, weight, bias, out, geometry, public
     S = _prod(x.shape[2:])
     if place.gpu:
         x3 = place.x.reshape(N, C, S)
-        y = _cuda().channels_affine(x3, mean64, rstd64, weight, bias).reshape(x.shape)
+        y = _cuda().channels_affine(x3, mean64, rstd64, weight, bias,
+                                    place.target(out)).reshape(x.shape)
         saved = _gpu_saved(op, place, geometry, mean64, rstd64, (C,), weight, bias, x3,
                            x.shape) if keep else None
         return place.deliver(y, out), saved
@@ -509,7 +523,7 @@ def _channels_backward(dy, saved, dx_out):
     N, C, S = x3.shape
     if saved._place is not None:
         return _gpu_gradients(saved._place, dx_out, *_cuda().channels_backward(
-            dy.reshape(N, C, S), saved, training))
+            dy.reshape(N, C, S), saved, training, saved._place.target(dx_out)))
     dy3 = np.ascontiguousarray(dy).reshape(N, C, S)
     mean, rstd = saved._mean64, saved._rstd64
     weight = saved._weight

@@ -184,6 +184,37 @@ def test_dx_out_on_device_and_host(rng, op):
     assert_close(dx_h, ref, np.float32, name="host dx_out")
 
 
+@pytest.mark.parametrize("op", ["layer_norm", "batch_norm"])
+def test_out_and_dx_out_written_in_place_on_device(rng, monkeypatch, op):
+    """With a GPU out= or dx_out=, the kernel writes there: no device array of the data's size
+    is allocated and copied over (one pass over memory, not two). In place (out=x) too."""
+    from numbanorm.cuda import _host
+    shape, fwd, bwd, ref_fn, pshape = CASES[op]
+    x = _data(rng, shape, np.float32)
+    dy = _data(rng, shape, np.float32)
+    ref = ref_fn(x, None, None, dy)
+    plain = {"layer_norm": lambda a, **k: nn.layer_norm(a, shape[1:], **k),
+             "batch_norm": lambda a, **k: nn.batch_norm(a, training=True, **k)}[op]
+    sizes = []
+    real_empty = _host.empty
+
+    def counting_empty(shape_, dtype):
+        sizes.append(int(np.prod(shape_)))
+        return real_empty(shape_, dtype)
+    x_d, dy_d = dev(x), dev(dy)
+    out, dx_out = cuda.device_array_like(x_d), cuda.device_array_like(x_d)
+    _, saved = fwd(x_d, None, None)
+    monkeypatch.setattr(_host, "empty", counting_empty)
+    assert plain(x_d, out=out) is out
+    assert bwd(dy_d, saved, dx_out=dx_out)[0] is dx_out
+    inplace = dev(x)
+    assert plain(inplace, out=inplace) is inplace
+    assert x.size not in sizes
+    assert_close(host(out), ref["y"], np.float32, name="y")
+    assert_close(host(dx_out), ref["dx"], np.float32, name="dx")
+    assert_close(host(inplace), ref["y"], np.float32, name="in place")
+
+
 def test_mixed_placement_errors(rng):
     x = _data(rng, (4, 3, 5), np.float32)
     x_d = dev(x)

@@ -59,11 +59,13 @@ def _partition(N, M):
 # ---------------------------------------------------------------------------------------------
 # rows geometry
 
-def rows_forward(x, geometry, weight, bias, eps):
-    """(y, mean64, rstd64) for a C-contiguous device x viewed as (R, L)."""
+def rows_forward(x, geometry, weight, bias, eps, y=None):
+    """(y, mean64, rstd64) for a C-contiguous device x viewed as (R, L); y: where to write
+    (x itself is safe: each thread writes only the elements it read, after the row's
+    statistics), or None for a fresh array."""
     _, R, L, G, S, C, centered = geometry
     x2 = x.reshape(R, L)
-    y = empty(x.shape, x.dtype)
+    y = empty(x.shape, x.dtype) if y is None else y
     mean64 = empty(R, np.float64)
     rstd64 = empty(R, np.float64)
     if R and L:
@@ -87,11 +89,12 @@ def param_sums(dy2, x2, mean64, rstd64, stat_stride, Cg, C, S):
     return sum_dy, sum_dyx
 
 
-def rows_backward(dy, saved):
+def rows_backward(dy, saved, dx=None):
+    """(dx, dweight, dbias); dx: where to write (overlapping neither dy nor x), or None."""
     _, R, L, G, S, C, centered = saved._geometry
     x2 = saved._x
     dy2 = dy.reshape(R, L)
-    dx = empty(saved._shape, x2.dtype)
+    dx = empty(saved._shape, x2.dtype) if dx is None else dx
     weight = saved._weight
     if R and L:
         rows.backward[_blocks(R, 1), CUDA_THREADS](
@@ -151,9 +154,11 @@ def running_stats(running_mean, running_var, eps):
     return mean64, rstd64
 
 
-def channels_affine(x3, mean64, rstd64, weight, bias):
+def channels_affine(x3, mean64, rstd64, weight, bias, y=None):
+    """y = (x - mean)*rstd*w + b per channel, elementwise (so y may be x itself), into y or a
+    fresh array."""
     N, C, S = x3.shape
-    y = empty(x3.shape, x3.dtype)
+    y = empty(x3.shape, x3.dtype) if y is None else y
     if x3.size:
         channels.affine[_blocks(x3.size), CUDA_THREADS](
             _flat(x3), C, S, mean64, rstd64, param(weight, C, x3.dtype, 1),
@@ -161,12 +166,13 @@ def channels_affine(x3, mean64, rstd64, weight, bias):
     return y
 
 
-def channels_backward(dy3, saved, training):
+def channels_backward(dy3, saved, training, dx=None):
+    """(dx, dweight, dbias); dx: where to write (overlapping neither dy nor x), or None."""
     x3 = saved._x
     N, C, S = x3.shape
     weight = saved._weight
     want_params = weight is not None or saved._has_bias
-    dx = empty(x3.shape, x3.dtype)
+    dx = empty(x3.shape, x3.dtype) if dx is None else dx
     if x3.size and (training or want_params):
         sum_dy, sum_dyx = param_sums(dy3.reshape(N, C * S), x3.reshape(N, C * S),
                                      saved._mean64, saved._rstd64, 0, 1, C, S)
