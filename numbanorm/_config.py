@@ -135,6 +135,12 @@ CUDA_THREADS = int(os.environ.get("NUMBANORM_CUDA_THREADS", "256"))
 if CUDA_THREADS < 2 or CUDA_THREADS & (CUDA_THREADS - 1):
     raise ValueError(f"NUMBANORM_CUDA_THREADS must be a power of two >= 2, got {CUDA_THREADS}")
 
+# Values per thread the rows kernels aim for: a row of L values gets the smallest power-of-two
+# group of threads (at most CUDA_THREADS) with L/width at most this, so short rows share a block
+# (layer_norm over 128 features: 32 threads a row, 8 rows a block) instead of leaving most of
+# a block idle. Set by L only, so a row's reduction order never depends on the launch.
+CUDA_ROW_VALUES_PER_THREAD = 4
+
 # Blocks a grid-stride launch aims for (enough to fill an H100's 132 SMs several times over);
 # launch size never changes results, only which block handles which item.
 CUDA_TARGET_BLOCKS = int(os.environ.get("NUMBANORM_CUDA_TARGET_BLOCKS", "1024"))

@@ -253,6 +253,38 @@ def test_huge_magnitudes_float64(rng, op):
     np.testing.assert_allclose(dx * scale, ref["dx"], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("L", [1, 2, 3, 7, 16, 33])
+def test_short_rows_share_a_block(rng, L):
+    """Rows short enough that several share a block (L <= 16: groups of 1-4 threads under the
+    test's 8-thread blocks; L = 33 takes the whole block), with a last block only partly
+    filled, against the oracle; one row of |x| ~ 1e300 (its squares overflow: reduced again,
+    scaled, by its group alone, its neighbours unchanged) and one row holding NaN in the same
+    block."""
+    from numbanorm.cuda import _host
+    assert (_host._row_width(L) < _host.CUDA_THREADS) == (L <= 16)
+    R = 11
+    x = _data(rng, (R, L), np.float64, mean=1.0)
+    dy = _data(rng, (R, L), np.float64)
+    w = _data(rng, L, np.float64)
+    scale = 1e300
+    x[3] *= scale
+    x[5, L // 2] = np.nan
+    normal = [r for r in range(R) if r not in (3, 5)]
+    y, saved = nn.layer_norm_forward(dev(x), L, dev(w))
+    dx = host(nn.layer_norm_backward(dev(dy), saved)[0])
+    y = host(y)
+    ref = oracle.layer_norm(x[normal], L, w, None, 1e-5, dy[normal])
+    assert_close(y[normal], ref["y"], np.float64, name="y")
+    assert_close(dx[normal], ref["dx"], np.float64, name="dx")
+    if L > 1:  # eps is negligible against the variance of x/scale ~ 1
+        ref3 = oracle.layer_norm(x[3:4] / scale, L, w, None, 0.0, dy[3:4])
+        np.testing.assert_allclose(y[3:4], ref3["y"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(dx[3:4] * scale, ref3["dx"], rtol=1e-9, atol=1e-9)
+    else:  # one value: xhat = 0, so y = bias = 0 and dx = 0, as for any row of one value
+        assert y[3, 0] == 0.0 and dx[3, 0] == 0.0
+    assert np.isnan(y[5]).all()
+
+
 @pytest.mark.parametrize("op", ["layer_norm", "group_norm", "batch_norm_nc"])
 def test_float32_large_mean(rng, op):
     shape, fwd, bwd, ref_fn, _ = CASES[op]

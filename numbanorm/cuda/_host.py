@@ -10,7 +10,7 @@ only, so results are bitwise identical from run to run.
 import numpy as np
 
 from .. import _device
-from .._config import CUDA_MAX_PARTIALS, CUDA_TARGET_BLOCKS, CUDA_THREADS
+from .._config import CUDA_MAX_PARTIALS, CUDA_ROW_VALUES_PER_THREAD, CUDA_TARGET_BLOCKS, CUDA_THREADS
 from . import channels, rows
 
 _UNIT = {}
@@ -59,6 +59,14 @@ def _partition(N, M):
 # ---------------------------------------------------------------------------------------------
 # rows geometry
 
+def _row_width(L):
+    """Threads per row of L values (see CUDA_ROW_VALUES_PER_THREAD): a power of two."""
+    width = 1
+    while width < CUDA_THREADS and width * CUDA_ROW_VALUES_PER_THREAD < L:
+        width *= 2
+    return width
+
+
 def rows_forward(x, geometry, weight, bias, eps, y=None):
     """(y, mean64, rstd64) for a C-contiguous device x viewed as (R, L); y: where to write
     (x itself is safe: each thread writes only the elements it read, after the row's
@@ -69,9 +77,10 @@ def rows_forward(x, geometry, weight, bias, eps, y=None):
     mean64 = empty(R, np.float64)
     rstd64 = empty(R, np.float64)
     if R and L:
-        rows.forward[_blocks(R, 1), CUDA_THREADS](
+        width = _row_width(L)
+        rows.forward[_blocks(R, CUDA_THREADS // width), CUDA_THREADS](
             x2, G, S, L // S, param(weight, C, x.dtype, 1), param(bias, C, x.dtype, 0), eps,
-            centered, y.reshape(R, L), mean64, rstd64)
+            centered, width, y.reshape(R, L), mean64, rstd64)
     return y, mean64, rstd64
 
 
@@ -97,9 +106,10 @@ def rows_backward(dy, saved, dx=None):
     dx = empty(saved._shape, x2.dtype) if dx is None else dx
     weight = saved._weight
     if R and L:
-        rows.backward[_blocks(R, 1), CUDA_THREADS](
+        width = _row_width(L)
+        rows.backward[_blocks(R, CUDA_THREADS // width), CUDA_THREADS](
             dy2, x2, saved._mean64, saved._rstd64, G, S, L // S, param(weight, C, x2.dtype, 1),
-            centered, dx.reshape(R, L))
+            centered, width, dx.reshape(R, L))
     dweight = dbias = None
     if weight is not None or saved._has_bias:
         if R and L:
