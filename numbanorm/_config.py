@@ -141,6 +141,12 @@ if CUDA_THREADS < 2 or CUDA_THREADS & (CUDA_THREADS - 1):
 # a block idle. Set by L only, so a row's reduction order never depends on the launch.
 CUDA_ROW_VALUES_PER_THREAD = 4
 
+# Rows too few to fill the GPU with a block each (fewer than CUDA_TARGET_BLOCKS) and longer than
+# this many values are cut into chunks of at least this many, a block each (one group_norm
+# group of 8M values: 1024 blocks instead of 1); their partial statistics merge per row in a
+# fixed order.
+CUDA_ROW_CHUNK = 8192
+
 # Blocks a grid-stride launch aims for (enough to fill an H100's 132 SMs several times over);
 # launch size never changes results, only which block handles which item.
 CUDA_TARGET_BLOCKS = int(os.environ.get("NUMBANORM_CUDA_TARGET_BLOCKS", "1024"))

@@ -285,6 +285,67 @@ def test_short_rows_share_a_block(rng, L):
     assert np.isnan(y[5]).all()
 
 
+SPLIT_CASES = {
+    "layer_norm": ((3, 37), lambda x, w, b: nn.layer_norm_forward(x, 37, w, b),
+                   nn.layer_norm_backward,
+                   lambda x, w, b, dy: oracle.layer_norm(x, 37, w, b, 1e-5, dy), (37,)),
+    "rms_norm": ((2, 40), lambda x, w, b: nn.rms_norm_forward(x, 40, w), nn.rms_norm_backward,
+                 lambda x, w, b, dy: oracle.rms_norm(x, 40, w, None, dy), (40,)),
+    "group_norm": ((1, 6, 3, 5), lambda x, w, b: nn.group_norm_forward(x, 3, w, b),
+                   nn.group_norm_backward,
+                   lambda x, w, b, dy: oracle.group_norm(x, 3, w, b, 1e-5, dy), (6,)),
+    "instance_norm": ((1, 3, 20), lambda x, w, b: nn.instance_norm_forward(x, weight=w, bias=b),
+                      nn.instance_norm_backward,
+                      lambda x, w, b, dy: oracle.instance_norm(x, w, b, 1e-5, dy), (3,)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", sorted(SPLIT_CASES))
+def test_split_rows(rng, monkeypatch, op, dtype):
+    """Few long rows cut into chunks of a block each (chunks of >= 4 values here), forward and
+    backward against the oracle."""
+    from numbanorm.cuda import _host
+    monkeypatch.setattr(_host, "CUDA_ROW_CHUNK", 4)
+    monkeypatch.setattr(_host, "CUDA_TARGET_BLOCKS", 32)
+    shape, fwd, bwd, ref_fn, pshape = SPLIT_CASES[op]
+    R = {"layer_norm": 3, "rms_norm": 2, "group_norm": 3, "instance_norm": 3}[op]
+    assert _host._row_chunks(R, int(np.prod(shape)) // R) > 1  # the split path runs
+    x = _data(rng, shape, dtype, mean=2.0)
+    dy = _data(rng, shape, dtype)
+    w = _data(rng, pshape, dtype)
+    b = _data(rng, pshape, dtype)
+    ref = ref_fn(x, w, b, dy)
+    y, saved = fwd(dev(x), dev(w), dev(b))
+    grads = bwd(dev(dy), saved)
+    assert_close(host(y), ref["y"], dtype, name="y")
+    assert_close(host(grads[0]), ref["dx"], dtype, name="dx")
+    assert_close(host(grads[1]), ref["dweight"], dtype, np.sqrt(x.size), name="dweight")
+
+
+def test_split_rows_huge_and_nan(rng, monkeypatch):
+    """In split rows, a row of |x| ~ 1e300 (its chunks' squares overflow: the row is reduced
+    again, whole, scaled) and a row holding NaN leave their neighbours exact."""
+    from numbanorm.cuda import _host
+    monkeypatch.setattr(_host, "CUDA_ROW_CHUNK", 4)
+    monkeypatch.setattr(_host, "CUDA_TARGET_BLOCKS", 32)
+    x = _data(rng, (3, 37), np.float64, mean=1.0)
+    dy = _data(rng, (3, 37), np.float64)
+    scale = 1e300
+    x[0] *= scale
+    x[1, 5] = np.nan
+    y, saved = nn.layer_norm_forward(dev(x), 37)
+    dx = host(nn.layer_norm_backward(dev(dy), saved)[0])
+    y = host(y)
+    ref0 = oracle.layer_norm(x[:1] / scale, 37, None, None, 0.0, dy[:1])
+    np.testing.assert_allclose(y[:1], ref0["y"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(dx[:1] * scale, ref0["dx"], rtol=1e-9, atol=1e-9)
+    assert np.isnan(y[1]).all()
+    ref2 = oracle.layer_norm(x[2:], 37, None, None, 1e-5, dy[2:])
+    assert_close(y[2:], ref2["y"], np.float64, name="y")
+    assert_close(dx[2:], ref2["dx"], np.float64, name="dx")
+
+
 @pytest.mark.parametrize("op", ["layer_norm", "group_norm", "batch_norm_nc"])
 def test_float32_large_mean(rng, op):
     shape, fwd, bwd, ref_fn, _ = CASES[op]

@@ -10,7 +10,8 @@ only, so results are bitwise identical from run to run.
 import numpy as np
 
 from .. import _device
-from .._config import CUDA_MAX_PARTIALS, CUDA_ROW_VALUES_PER_THREAD, CUDA_TARGET_BLOCKS, CUDA_THREADS
+from .._config import (CUDA_MAX_PARTIALS, CUDA_ROW_CHUNK, CUDA_ROW_VALUES_PER_THREAD,
+                       CUDA_TARGET_BLOCKS, CUDA_THREADS)
 from . import channels, rows
 
 _UNIT = {}
@@ -67,6 +68,15 @@ def _row_width(L):
     return width
 
 
+def _row_chunks(R, L):
+    """Chunks per row, a block each: 1 unless the rows are too few to give every block of a
+    CUDA_TARGET_BLOCKS launch one and long enough to cut into chunks of at least
+    CUDA_ROW_CHUNK values. Set by the shape and the config only."""
+    if R >= CUDA_TARGET_BLOCKS:
+        return 1
+    return max(1, min(L // CUDA_ROW_CHUNK, CUDA_TARGET_BLOCKS // max(R, 1)))
+
+
 def rows_forward(x, geometry, weight, bias, eps, y=None):
     """(y, mean64, rstd64) for a C-contiguous device x viewed as (R, L); y: where to write
     (x itself is safe: each thread writes only the elements it read, after the row's
@@ -76,11 +86,19 @@ def rows_forward(x, geometry, weight, bias, eps, y=None):
     y = empty(x.shape, x.dtype) if y is None else y
     mean64 = empty(R, np.float64)
     rstd64 = empty(R, np.float64)
-    if R and L:
+    P = _row_chunks(R, L)
+    w, b = param(weight, C, x.dtype, 1), param(bias, C, x.dtype, 0)
+    if R and L and P > 1:
+        pn, pmean, pm2 = (empty((R, P), np.float64) for _ in range(3))
+        rows.chunk_moments[_blocks(R * P, 1), CUDA_THREADS](x2, P, centered, pn, pmean, pm2)
+        rows.merge_chunk_moments[_blocks(R, 1), CUDA_THREADS](x2, pn, pmean, pm2, centered, eps,
+                                                              mean64, rstd64)
+        rows.split_affine[_blocks(R * L), CUDA_THREADS](_flat(x2), L, G, S, L // S, mean64,
+                                                        rstd64, w, b, _flat(y))
+    elif R and L:
         width = _row_width(L)
         rows.forward[_blocks(R, CUDA_THREADS // width), CUDA_THREADS](
-            x2, G, S, L // S, param(weight, C, x.dtype, 1), param(bias, C, x.dtype, 0), eps,
-            centered, width, y.reshape(R, L), mean64, rstd64)
+            x2, G, S, L // S, w, b, eps, centered, width, y.reshape(R, L), mean64, rstd64)
     return y, mean64, rstd64
 
 
@@ -105,11 +123,22 @@ def rows_backward(dy, saved, dx=None):
     dy2 = dy.reshape(R, L)
     dx = empty(saved._shape, x2.dtype) if dx is None else dx
     weight = saved._weight
-    if R and L:
+    P = _row_chunks(R, L)
+    w = param(weight, C, x2.dtype, 1)
+    if R and L and P > 1:
+        psg, psgx = (empty((R, P), np.float64) for _ in range(2))
+        rows.chunk_grad_sums[_blocks(R * P, 1), CUDA_THREADS](
+            dy2, x2, saved._mean64, saved._rstd64, G, S, L // S, w, P, psg, psgx)
+        sg, sgx = empty(R, np.float64), empty(R, np.float64)
+        rows.merge_chunk_sums[_blocks(R), CUDA_THREADS](psg, psgx, sg, sgx)
+        rows.split_dx[_blocks(R * L), CUDA_THREADS](
+            _flat(dy2), _flat(x2), L, G, S, L // S, saved._mean64, saved._rstd64, w, centered,
+            sg, sgx, _flat(dx))
+    elif R and L:
         width = _row_width(L)
         rows.backward[_blocks(R, CUDA_THREADS // width), CUDA_THREADS](
-            dy2, x2, saved._mean64, saved._rstd64, G, S, L // S, param(weight, C, x2.dtype, 1),
-            centered, width, dx.reshape(R, L))
+            dy2, x2, saved._mean64, saved._rstd64, G, S, L // S, w, centered, width,
+            dx.reshape(R, L))
     dweight = dbias = None
     if weight is not None or saved._has_bias:
         if R and L:

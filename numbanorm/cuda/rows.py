@@ -2,7 +2,9 @@
 per row of an (R, L = Cg*S) matrix; element (r, j) takes the affine parameters of channel
 c = (r % G)*Cg + j // S. Each row is reduced by a group of `width` consecutive threads of a
 block (a power of two set by L: _host._row_width), THREADS // width rows a block; long rows take
-the whole block. Grid-stride over groups of rows, one launch per op.
+the whole block. Grid-stride over groups of rows, one launch per op. Few long rows (one group
+of 8M values) are cut into chunks of a block each instead: the split-rows kernels at the end
+(_host._row_chunks decides, from the shape only).
 
 Forward, per row: every thread runs Welford over its strided elements (float64), the row's
 group Chan-merges the triples in shared memory, then
@@ -21,7 +23,8 @@ import math
 
 from numba import cuda, float64
 
-from ._reduce import THREADS, group_max, group_merge, group_sum2, power_of_two_below, welford
+from ._reduce import (THREADS, chan_merge, group_max, group_merge, group_sum2,
+                      power_of_two_below, welford)
 
 
 @cuda.jit(device=True)
@@ -117,3 +120,147 @@ def backward(dy2, x2, mean, rstd, G, S, Cg, weight, centered, width, dx2):
             g = float64(dy2[r, j]) * float64(weight[c0 + j // S])
             xhat = (float64(x2[r, j]) - m) * s
             dx2[r, j] = s * (g - mean_g - xhat * mean_gx)
+
+
+# ---------------------------------------------------------------------------------------------
+# split rows: few rows of many values (one group of 8M values) would leave all but a few of the
+# GPU's blocks idle with a block per row, so each row is cut into P chunks of its own block:
+# partial statistics per (row, chunk), merged per row in a fixed order, then elementwise passes.
+
+@cuda.jit(device=True, inline=True)
+def _chunk(L, P, p):
+    per = (L + P - 1) // P
+    return p * per, min(L, (p + 1) * per)
+
+
+@cuda.jit
+def chunk_moments(x2, P, centered, pn, pmean, pm2):
+    """(count, mean, M2) (centered False: M2 = sum(x^2)) of chunk p of row r into
+    pn/pmean/pm2[r, p], one block per (r, p)."""
+    sn = cuda.shared.array(THREADS, float64)
+    smean = cuda.shared.array(THREADS, float64)
+    sm2 = cuda.shared.array(THREADS, float64)
+    R, L = x2.shape
+    t = cuda.threadIdx.x
+    for item in range(cuda.blockIdx.x, R * P, cuda.gridDim.x):
+        r = item // P
+        j0, j1 = _chunk(L, P, item % P)
+        cnt = 0.0
+        mean = 0.0
+        m2 = 0.0
+        for j in range(j0 + t, j1, THREADS):
+            v = float64(x2[r, j])
+            if centered:
+                cnt, mean, m2 = welford(cnt, mean, m2, v)
+            else:
+                cnt += 1.0
+                m2 += v * v
+        cnt, mean, m2 = group_merge(sn, smean, sm2, cnt, mean, m2, THREADS)
+        if t == 0:
+            pn[r, item % P] = cnt
+            pmean[r, item % P] = mean
+            pm2[r, item % P] = m2
+
+
+@cuda.jit
+def merge_chunk_moments(x2, pn, pmean, pm2, centered, eps, mean_out, rstd_out):
+    """Per row, one block: merge the chunks' triples (thread t takes chunks t, t + THREADS, ...
+    in order, then the block's tree), rstd = 1/sqrt(M2/L + eps). A row whose sums are not
+    finite on finite data (|x| ~ 1e300) is reduced again here, whole, scaled by an exact power
+    of two: slow, and only for such rows."""
+    sn = cuda.shared.array(THREADS, float64)
+    smean = cuda.shared.array(THREADS, float64)
+    sm2 = cuda.shared.array(THREADS, float64)
+    R, L = x2.shape
+    P = pn.shape[1]
+    t = cuda.threadIdx.x
+    for r in range(cuda.blockIdx.x, R, cuda.gridDim.x):
+        cnt = 0.0
+        mean = 0.0
+        m2 = 0.0
+        for p in range(t, P, THREADS):
+            if centered:
+                cnt, mean, m2 = chan_merge(cnt, mean, m2, pn[r, p], pmean[r, p], pm2[r, p])
+            else:
+                cnt += pn[r, p]
+                m2 += pm2[r, p]
+        cnt, mean, m2 = group_merge(sn, smean, sm2, cnt, mean, m2, THREADS)
+        inv = 1.0
+        if not (math.isfinite(m2) and math.isfinite(mean)):
+            biggest = 0.0
+            for j in range(t, L, THREADS):
+                v = abs(float64(x2[r, j]))
+                if v > biggest or math.isnan(v):
+                    biggest = v
+            biggest = group_max(sn, biggest, THREADS)
+            if math.isfinite(biggest) and biggest > 0.0:
+                inv = power_of_two_below(biggest)
+                cnt, mean, m2 = _row_moments(x2, r, L, centered, inv, t, THREADS)
+                cnt, mean, m2 = group_merge(sn, smean, sm2, cnt, mean, m2, THREADS)
+        if t == 0:
+            mean_out[r] = mean / inv
+            rstd_out[r] = inv / math.sqrt(m2 / cnt + eps * inv * inv)
+
+
+@cuda.jit
+def split_affine(x1, L, G, S, Cg, mean, rstd, weight, bias, y1):
+    """y = (x - mean[r])*rstd[r]*w[c] + b[c] elementwise over the flat (R*L) rows."""
+    for i in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, x1.shape[0],
+                   cuda.gridDim.x * THREADS):
+        r = i // L
+        c = (r % G) * Cg + (i % L) // S
+        y1[i] = (float64(x1[i]) - mean[r]) * (rstd[r] * float64(weight[c])) + float64(bias[c])
+
+
+@cuda.jit
+def chunk_grad_sums(dy2, x2, mean, rstd, G, S, Cg, weight, P, psg, psgx):
+    """sum(g) and sum(g*xhat) of chunk p of row r into psg/psgx[r, p] (g = dy*w[c]), one
+    block per (r, p)."""
+    sa = cuda.shared.array(THREADS, float64)
+    sb = cuda.shared.array(THREADS, float64)
+    R, L = x2.shape
+    t = cuda.threadIdx.x
+    for item in range(cuda.blockIdx.x, R * P, cuda.gridDim.x):
+        r = item // P
+        j0, j1 = _chunk(L, P, item % P)
+        m = mean[r]
+        s = rstd[r]
+        c0 = (r % G) * Cg
+        a = 0.0
+        b = 0.0
+        for j in range(j0 + t, j1, THREADS):
+            g = float64(dy2[r, j]) * float64(weight[c0 + j // S])
+            a += g
+            b += g * ((float64(x2[r, j]) - m) * s)
+        a, b = group_sum2(sa, sb, a, b, THREADS)
+        if t == 0:
+            psg[r, item % P] = a
+            psgx[r, item % P] = b
+
+
+@cuda.jit
+def merge_chunk_sums(psg, psgx, sg, sgx):
+    """Per row: the chunks' sums added in chunk order (one thread a row)."""
+    R, P = psg.shape
+    for r in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, R, cuda.gridDim.x * THREADS):
+        a = 0.0
+        b = 0.0
+        for p in range(P):
+            a += psg[r, p]
+            b += psgx[r, p]
+        sg[r] = a
+        sgx[r] = b
+
+
+@cuda.jit
+def split_dx(dy1, x1, L, G, S, Cg, mean, rstd, weight, centered, sg, sgx, dx1):
+    """dx = rstd*(g - mean(g) - xhat*mean(g*xhat)) elementwise over the flat rows."""
+    for i in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, x1.shape[0],
+                   cuda.gridDim.x * THREADS):
+        r = i // L
+        c = (r % G) * Cg + (i % L) // S
+        s = rstd[r]
+        g = float64(dy1[i]) * float64(weight[c])
+        xhat = (float64(x1[i]) - mean[r]) * s
+        mean_g = sg[r] / L if centered else 0.0
+        dx1[i] = s * (g - mean_g - xhat * (sgx[r] / L))
