@@ -529,7 +529,8 @@ def _channels_backward(dy, saved, dx_out):
     weight = saved._weight
     want_params = weight is not None or saved._has_bias
     w = _param(weight, C, np.float64, 1.0)
-    dx = _target(dx_out, dy).reshape(x3.shape)
+    target = _target(dx_out, dy)  # dx_out itself when C-contiguous: nothing to copy back
+    dx = target.reshape(x3.shape)
     if x3.size and _fused(x3, SLAB_MIN_BACKWARD):
         sum_dy = np.empty(C)
         sum_dyx = np.empty(C)
@@ -538,7 +539,7 @@ def _channels_backward(dy, saved, dx_out):
                                 sum_dyx)
         dweight = (sum_dyx).astype(x3.dtype) if weight is not None else None
         dbias = sum_dy.astype(x3.dtype) if saved._has_bias else None
-        return _deliver(dx.reshape(saved._shape), dx_out), dweight, dbias
+        return _deliver(target, dx_out), dweight, dbias
     sum_dy = sum_dyx = np.zeros(C)  # an empty batch: no sums, no dx to write
     if x3.size and _slabs(x3, SLAB_MIN_BACKWARD):
         nchunks = max(1, min(N, MAX_PARTIALS // C))
@@ -560,7 +561,7 @@ def _channels_backward(dy, saved, dx_out):
     dw = None if not want_params else rstd * sum_dyx
     dweight = dw.astype(x3.dtype) if weight is not None else None
     dbias = sum_dy.astype(x3.dtype) if saved._has_bias else None
-    return _deliver(dx.reshape(saved._shape), dx_out), dweight, dbias
+    return _deliver(target, dx_out), dweight, dbias
 
 
 def _check_channels_params(x, weight, bias, running_mean, running_var, use_batch_stats, place):

@@ -329,9 +329,10 @@ DX_OUT_CASES = [
 
 
 @pytest.mark.parametrize("op,shape", DX_OUT_CASES)
-def test_dx_out_argument(rng, op, shape):
+def test_dx_out_argument(rng, monkeypatch, op, shape):
     """dx_out= receives dx on every backward path (C or Fortran order), equal to the
-    allocating call and to the oracle; dweight/dbias are unchanged."""
+    allocating call and to the oracle; dweight/dbias are unchanged; a C-contiguous dx_out is
+    written by the kernel itself (no copy)."""
     fwd, bwd = OPS[op]
     ref_fn = {"layer_norm": lambda x, dy: oracle.layer_norm(x, x.shape[-1], dy=dy),
               "rms_norm": lambda x, dy: oracle.rms_norm(x, x.shape[-2:], dy=dy),
@@ -343,13 +344,19 @@ def test_dx_out_argument(rng, op, shape):
     _, saved = fwd(x)
     fresh = bwd(dy, saved)
     assert_close(fresh[0], ref_fn(x, dy)["dx"], np.float32, name="dx")
+    copies = []
+    real_copyto = np.copyto
     for order in "CF":
         dx_out = np.full(shape, np.nan, np.float32, order=order)
+        monkeypatch.setattr(np, "copyto", lambda dst, src, **k: (copies.append(order),
+                                                                  real_copyto(dst, src, **k)))
         got = bwd(dy, saved, dx_out=dx_out)
+        monkeypatch.undo()
         assert got[0] is dx_out
         np.testing.assert_array_equal(dx_out, fresh[0], err_msg=order)
         for g, f in zip(got[1:], fresh[1:]):
             np.testing.assert_array_equal(g, f)
+    assert copies == ["F"]  # a C-contiguous dx_out is written by the kernel, not copied into
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
