@@ -28,11 +28,13 @@ from ._reduce import (THREADS, chan_merge, group_max, group_merge, group_sum2,
 
 
 @cuda.jit(device=True)
-def _row_moments(x2, r, L, centered, inv, lane, width):
+def _row_moments(x2, r, j0, j1, centered, inv, lane, width):
+    """This thread's (count, mean, M2) of x2[r, j0 + lane::width] up to j1, scaled by inv
+    (centered False: M2 = sum(x^2), mean 0)."""
     cnt = 0.0
     mean = 0.0
     m2 = 0.0
-    for j in range(lane, L, width):
+    for j in range(j0 + lane, j1, width):
         v = float64(x2[r, j]) * inv
         if centered:
             cnt, mean, m2 = welford(cnt, mean, m2, v)
@@ -40,6 +42,30 @@ def _row_moments(x2, r, L, centered, inv, lane, width):
             cnt += 1.0
             m2 += v * v
     return cnt, mean, m2
+
+
+@cuda.jit(device=True)
+def _row_absmax(x2, r, n, lane, width):
+    """This thread's max |x2[r, lane::width]| over the first n values (NaN-propagating)."""
+    biggest = 0.0
+    for j in range(lane, n, width):
+        v = abs(float64(x2[r, j]))
+        if v > biggest or math.isnan(v):
+            biggest = v
+    return biggest
+
+
+@cuda.jit(device=True)
+def _row_grad_sums(dy2, x2, r, j0, j1, m, s, c0, S, weight, lane, width):
+    """This thread's sum(g) and sum(g*xhat) over x2[r, j0 + lane::width] up to j1,
+    g = dy*w[c], xhat = (x - m)*s."""
+    sum_g = 0.0
+    sum_gx = 0.0
+    for j in range(j0 + lane, j1, width):
+        g = float64(dy2[r, j]) * float64(weight[c0 + j // S])
+        sum_g += g
+        sum_gx += g * ((float64(x2[r, j]) - m) * s)
+    return sum_g, sum_gx
 
 
 @cuda.jit
@@ -57,22 +83,17 @@ def forward(x2, G, S, Cg, weight, bias, eps, centered, width, y2, mean_out, rstd
     for r0 in range(cuda.blockIdx.x * per_block, R, cuda.gridDim.x * per_block):
         r = r0 + t // width
         n_row = L if r < R else 0
-        cnt, mean, m2 = _row_moments(x2, r, n_row, centered, 1.0, lane, width)
+        cnt, mean, m2 = _row_moments(x2, r, 0, n_row, centered, 1.0, lane, width)
         cnt, mean, m2 = group_merge(sn, smean, sm2, cnt, mean, m2, width)
         inv = 1.0
         bad = r < R and not (math.isfinite(m2) and math.isfinite(mean))
         # Rows whose squares overflow float64 (|x| ~ 1e300) are reduced again scaled by an
         # exact power of two; the block takes that path together when any of its rows needs it.
         if cuda.syncthreads_or(1 if bad else 0):
-            biggest = 0.0
-            for j in range(lane, n_row, width):
-                v = abs(float64(x2[r, j]))
-                if v > biggest or math.isnan(v):
-                    biggest = v
-            biggest = group_max(sn, biggest, width)
+            biggest = group_max(sn, _row_absmax(x2, r, n_row, lane, width), width)
             if bad and math.isfinite(biggest) and biggest > 0.0:
                 inv = power_of_two_below(biggest)
-            c2, mean2, m22 = _row_moments(x2, r, n_row, centered, inv, lane, width)
+            c2, mean2, m22 = _row_moments(x2, r, 0, n_row, centered, inv, lane, width)
             c2, mean2, m22 = group_merge(sn, smean, sm2, c2, mean2, m22, width)
             if inv != 1.0:
                 cnt, mean, m2 = c2, mean2, m22
@@ -107,12 +128,7 @@ def backward(dy2, x2, mean, rstd, G, S, Cg, weight, centered, width, dx2):
             m = mean[r]
             s = rstd[r]
             c0 = (r % G) * Cg
-        sum_g = 0.0
-        sum_gx = 0.0
-        for j in range(lane, n_row, width):
-            g = float64(dy2[r, j]) * float64(weight[c0 + j // S])
-            sum_g += g
-            sum_gx += g * ((float64(x2[r, j]) - m) * s)
+        sum_g, sum_gx = _row_grad_sums(dy2, x2, r, 0, n_row, m, s, c0, S, weight, lane, width)
         sum_g, sum_gx = group_sum2(sa, sb, sum_g, sum_gx, width)
         mean_g = sum_g / L if centered else 0.0
         mean_gx = sum_gx / L
@@ -145,16 +161,7 @@ def chunk_moments(x2, P, centered, pn, pmean, pm2):
     for item in range(cuda.blockIdx.x, R * P, cuda.gridDim.x):
         r = item // P
         j0, j1 = _chunk(L, P, item % P)
-        cnt = 0.0
-        mean = 0.0
-        m2 = 0.0
-        for j in range(j0 + t, j1, THREADS):
-            v = float64(x2[r, j])
-            if centered:
-                cnt, mean, m2 = welford(cnt, mean, m2, v)
-            else:
-                cnt += 1.0
-                m2 += v * v
+        cnt, mean, m2 = _row_moments(x2, r, j0, j1, centered, 1.0, t, THREADS)
         cnt, mean, m2 = group_merge(sn, smean, sm2, cnt, mean, m2, THREADS)
         if t == 0:
             pn[r, item % P] = cnt
@@ -187,15 +194,10 @@ def merge_chunk_moments(x2, pn, pmean, pm2, centered, eps, mean_out, rstd_out):
         cnt, mean, m2 = group_merge(sn, smean, sm2, cnt, mean, m2, THREADS)
         inv = 1.0
         if not (math.isfinite(m2) and math.isfinite(mean)):
-            biggest = 0.0
-            for j in range(t, L, THREADS):
-                v = abs(float64(x2[r, j]))
-                if v > biggest or math.isnan(v):
-                    biggest = v
-            biggest = group_max(sn, biggest, THREADS)
+            biggest = group_max(sn, _row_absmax(x2, r, L, t, THREADS), THREADS)
             if math.isfinite(biggest) and biggest > 0.0:
                 inv = power_of_two_below(biggest)
-                cnt, mean, m2 = _row_moments(x2, r, L, centered, inv, t, THREADS)
+                cnt, mean, m2 = _row_moments(x2, r, 0, L, centered, inv, t, THREADS)
                 cnt, mean, m2 = group_merge(sn, smean, sm2, cnt, mean, m2, THREADS)
         if t == 0:
             mean_out[r] = mean / inv
@@ -226,12 +228,7 @@ def chunk_grad_sums(dy2, x2, mean, rstd, G, S, Cg, weight, P, psg, psgx):
         m = mean[r]
         s = rstd[r]
         c0 = (r % G) * Cg
-        a = 0.0
-        b = 0.0
-        for j in range(j0 + t, j1, THREADS):
-            g = float64(dy2[r, j]) * float64(weight[c0 + j // S])
-            a += g
-            b += g * ((float64(x2[r, j]) - m) * s)
+        a, b = _row_grad_sums(dy2, x2, r, j0, j1, m, s, c0, S, weight, t, THREADS)
         a, b = group_sum2(sa, sb, a, b, THREADS)
         if t == 0:
             psg[r, item % P] = a
