@@ -1,0 +1,189 @@
+"""Compile every numbanorm CUDA kernel with the real CUDA compiler, without a GPU.
+
+Numba's CUDA simulator runs the kernels as Python, so it never types or lowers them: a kernel
+that the simulator runs correctly may still fail to compile for a real GPU. This script closes
+that gap on machines with numba-cuda and its NVVM/NVRTC libraries but no GPU, in two steps run
+as separate processes (the simulator is chosen at import):
+
+    NUMBA_ENABLE_CUDASIM=1 python tests/cuda_ptx.py record SIGS.json
+        runs every CUDA path of the API on tiny shapes in the simulator and records each
+        launched kernel with the Numba types of its arguments;
+    python tests/cuda_ptx.py compile SIGS.json
+        compiles each (kernel, types) to PTX for sm_90 (the H100) and, when ptxas is found,
+        assembles it and prints registers, spills and shared memory per kernel.
+
+Exit status of `compile`: 0 all compiled, 1 a kernel failed, 3 no CUDA compiler here (NVVM or
+NVRTC missing). tests/test_cuda_ptx.py runs both steps.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import types as pytypes
+
+import numpy as np
+
+KERNEL_MODULES = ("numbanorm.cuda.rows", "numbanorm.cuda.channels")
+COMPUTE_CAPABILITY = (9, 0)
+
+
+def _kernels(module):
+    """{name: kernel} of the kernels (not device functions) defined in module (simulator)."""
+    return {name: obj for name, obj in vars(module).items()
+            if type(obj).__name__ == "FakeCUDAKernel" and not obj._device
+            and obj.fn.__module__ == module.__name__}
+
+
+def _record(path):
+    import importlib
+
+    import numba
+
+    import numbanorm as nn
+    from numbanorm.cuda import _host
+
+    seen = set()
+
+    class Recorder:
+        def __init__(self, module, name, kernel):
+            self.module, self.name, self.kernel = module, name, kernel
+
+        def __getitem__(self, config):
+            launch = self.kernel[config]
+
+            def call(*args):
+                seen.add((self.module, self.name, tuple(
+                    str(numba.typeof(getattr(a, "_ary", a))) for a in args)))
+                return launch(*args)
+            return call
+
+    expected = set()
+    for modname in KERNEL_MODULES:
+        module = importlib.import_module(modname)
+        for name, kernel in _kernels(module).items():
+            expected.add((modname, name))
+            setattr(module, name, Recorder(modname, name, kernel))
+
+    cuda = numba.cuda
+    rng = np.random.default_rng(0)
+    defaults = _host.CUDA_ROW_CHUNK, _host.CUDA_TARGET_BLOCKS
+    for dtype in (np.float32, np.float64):
+        def d(*shape):
+            return cuda.to_device(rng.standard_normal(shape).astype(dtype))
+
+        # a block (or part of one) per row, then rows split into chunks of a block each
+        for chunk, target in (defaults, (4, 32)):
+            _host.CUDA_ROW_CHUNK, _host.CUDA_TARGET_BLOCKS = chunk, target
+            for fwd in (lambda: nn.layer_norm_forward(d(3, 12), 12, d(12), d(12)),
+                        lambda: nn.rms_norm_forward(d(3, 12), 12, d(12)),
+                        lambda: nn.group_norm_forward(d(2, 6, 4), 3, d(6), d(6)),
+                        lambda: nn.instance_norm_forward(d(2, 3, 8))):
+                y, saved = fwd()
+                grads = getattr(nn, saved.op + "_backward")(d(*y.shape), saved)
+        rm, rv = d(3), cuda.to_device(np.ones(3, dtype))
+        nn.instance_norm(d(2, 3, 8), rm, rv)
+        nn.batch_norm(d(5, 3), training=True)  # no running buffers
+        for shape in ((5, 3, 2, 3), (13, 3)):
+            y, saved = nn.batch_norm_forward(d(*shape), rm, rv, d(3), d(3), training=True)
+            nn.batch_norm_backward(d(*shape), saved)
+            y, saved = nn.batch_norm_forward(d(*shape), rm, rv, d(3), d(3), training=False)
+            nn.batch_norm_backward(d(*shape), saved)
+        del grads
+    launched = {(m, n) for m, n, _ in seen}
+    missing = sorted(expected - launched)
+    with open(path, "w") as f:
+        json.dump({"kernels": sorted(expected), "signatures": sorted(seen)}, f, indent=1)
+    if missing:
+        print("kernels never launched (extend _record):", missing)
+        return 1
+    print(f"recorded {len(seen)} signatures of {len(expected)} kernels")
+    return 0
+
+
+_ARRAY = re.compile(r"(readonly )?array\((\w+), (\d)d, (\w)\)")
+
+
+def _numba_type(text):
+    from numba import types
+    m = _ARRAY.fullmatch(text)
+    if m:
+        return types.Array(getattr(types, m[2]), int(m[3]), m[4], readonly=bool(m[1]))
+    return types.boolean if text == "bool" else getattr(types, text)
+
+
+def _ptxas():
+    found = shutil.which("ptxas")
+    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if not found and root and os.path.exists(os.path.join(root, "bin", "ptxas")):
+            found = os.path.join(root, "bin", "ptxas")
+    return found
+
+
+def _assemble(ptxas, ptx):
+    """ptxas -v's resource line for one kernel ("Used N registers, ...")."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "k.ptx")
+        arch = "sm_%d%d" % COMPUTE_CAPABILITY
+        for _ in range(2):
+            with open(src, "w") as f:
+                f.write(ptx)
+            r = subprocess.run([ptxas, f"-arch={arch}", "-v", src, "-o", os.devnull],
+                               capture_output=True, text=True)
+            # NVVM may write a newer PTX ISA version than an older ptxas reads; the kernels use
+            # nothing beyond sm_90's ISA, so retry with the version ptxas says it reads.
+            m = re.search(r"Unsupported \.version .*current version is '([\d.]+)'", r.stderr)
+            if not m:
+                break
+            ptx = re.sub(r"^\.version [\d.]+", ".version " + m[1], ptx, count=1, flags=re.M)
+    if r.returncode:
+        return "ptxas failed: " + r.stderr.strip()[:300]
+    return "; ".join(line.split("info    : ")[-1].strip() for line in r.stderr.splitlines()
+                     if "Used" in line or "spill" in line)
+
+
+def _compile(path):
+    from numba import cuda
+    import numba.cuda.dispatcher as dispatcher
+
+    # Device functions ask the current device for its compute capability; there is none.
+    dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(
+        compute_capability=COMPUTE_CAPABILITY)
+
+    def probe(a):
+        a[0] = 1.0
+    try:
+        cuda.compile_ptx(probe, (_numba_type("array(float64, 1d, C)"),), cc=COMPUTE_CAPABILITY)
+    except Exception as e:  # no NVVM/NVRTC: nothing here can compile CUDA code
+        print(f"no CUDA compiler: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        return 3
+
+    import importlib
+    with open(path) as f:
+        record = json.load(f)
+    ptxas = _ptxas()
+    failures = 0
+    for modname, name, args in record["signatures"]:
+        kernel = getattr(importlib.import_module(modname), name)
+        sig = tuple(_numba_type(a) for a in args)
+        dtype = next((a.split("(")[1].split(",")[0] for a in args if "array" in a), "")
+        label = f"{modname.rsplit('.', 1)[-1]}.{name}({dtype} x ...)"
+        try:
+            ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=COMPUTE_CAPABILITY)
+        except Exception as e:
+            failures += 1
+            print(f"FAIL {label}: {type(e).__name__}: {e}")
+            continue
+        print(f"ok   {label:48s} {_assemble(ptxas, ptx) if ptxas else ''}")
+    print(f"{len(record['signatures']) - failures} of {len(record['signatures'])} kernel "
+          f"signatures compiled for sm_{COMPUTE_CAPABILITY[0]}{COMPUTE_CAPABILITY[1]}"
+          + ("" if ptxas else " (no ptxas: PTX only)"))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    step, path = sys.argv[1], sys.argv[2]
+    sys.exit(_record(path) if step == "record" else _compile(path))
