@@ -185,3 +185,50 @@ def test_failed_training_forward_does_not_count_a_batch():
     with pytest.raises(TypeError):
         layer(X4.astype(np.int32))
     assert layer.num_batches_tracked == 0
+
+
+def _outcome(fn):
+    """('ok', result) or (exception type, message) of fn()."""
+    try:
+        return "ok", fn()
+    except (TypeError, ValueError) as exc:
+        return type(exc), str(exc)
+
+
+def test_fast_path_accepts_only_what_the_full_checks_accept():
+    """layer_norm/rms_norm take a fast path for plainly valid NumPy calls
+    (_validate.plain_trailing_call; device=None). device='cpu' runs the same call through the
+    full checks: every combination of good and bad arguments must give the same result, bit
+    for bit, or the same error."""
+    from numbanorm import _validate
+    x = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    xs = [x, x.astype(np.float64), np.asfortranarray(x), x[:, ::-1], x.astype(">f4"),
+          x.astype(np.int32), x[0], np.float32(1.0), x.tolist()]
+    shapes = [4, (4,), (3, 4), 3, (4.0,), -4, True, np.int64(4), [4], ()]
+    params = [None, np.ones(4, np.float32), np.ones(4), np.ones(5, np.float32),
+              np.ones((1, 4), np.float32), [1.0] * 4]
+    epss = [1e-5, 0.0, None, -1.0, float("inf"), float("nan"), 1, np.float64(1e-3), True]
+    fast = 0
+    for xi in xs:
+        for ns in shapes:
+            for w in params:
+                for b in (None, params[1]):
+                    for eps in epss:
+                        for op in ("layer_norm", "rms_norm"):
+                            args = (xi, ns, w) + ((b,) if op == "layer_norm" else ())
+                            if op == "rms_norm" and b is not None:
+                                continue
+                            plain = _validate.plain_trailing_call(xi, ns, w, b, eps,
+                                                                  op == "rms_norm")
+                            fast += plain is not None
+                            fn = getattr(nn, op)
+                            got = _outcome(lambda: fn(*args, eps=eps))
+                            ref = _outcome(lambda: fn(*args, eps=eps, device="cpu"))
+                            assert got[0] == ref[0], (op, args, eps, got, ref)
+                            if got[0] == "ok":
+                                assert plain is None or ref[0] == "ok"
+                                np.testing.assert_array_equal(got[1], ref[1])
+                                assert got[1].dtype == ref[1].dtype
+                            else:
+                                assert plain is None and got[1] == ref[1], (op, args, eps)
+    assert fast > 100  # the fast path did run
