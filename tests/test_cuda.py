@@ -91,6 +91,18 @@ def test_op_matches_oracle_and_cpu(rng, op, dtype, affine):
             np.testing.assert_array_equal(host(g1), host(g2))
 
 
+def test_layer_norm_bias_without_weight_keeps_its_shape(rng):
+    """A (4, 5) bias with no weight gets a (4, 5) gradient (it came back flattened)."""
+    x = _data(rng, (3, 4, 5), np.float32)
+    dy = _data(rng, (3, 4, 5), np.float32)
+    b = _data(rng, (4, 5), np.float32)
+    y, saved = nn.layer_norm_forward(dev(x), (4, 5), None, dev(b))
+    dx, dw, db = nn.layer_norm_backward(dev(dy), saved)
+    ref = oracle.layer_norm(x, (4, 5), None, b, 1e-5, dy)
+    assert dw is None and host(db).shape == (4, 5)
+    assert_close(host(db), ref["dbias"], np.float32, np.sqrt(x.size), name="dbias")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_batch_norm_running_buffers_on_device_and_eval(rng, dtype):
     x = _data(rng, (6, 4, 5), dtype, mean=1.0, std=2.0)

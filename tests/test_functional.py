@@ -32,13 +32,13 @@ LAYER_CASES = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,nshape", LAYER_CASES)
-@pytest.mark.parametrize("affine", ["both", "weight", "none"])
+@pytest.mark.parametrize("affine", ["both", "weight", "bias", "none"])
 def test_layer_norm(rng, dtype, shape, nshape, affine):
     x = _data(rng, shape, dtype, mean=3.0, std=2.0)
     dy = _data(rng, shape, dtype)
     ns = (nshape,) if isinstance(nshape, int) else nshape
-    w = _data(rng, ns, dtype) if affine != "none" else None
-    b = _data(rng, ns, dtype) if affine == "both" else None
+    w = _data(rng, ns, dtype) if affine in ("both", "weight") else None
+    b = _data(rng, ns, dtype) if affine in ("both", "bias") else None
     y, saved = nn.layer_norm_forward(x, nshape, w, b, eps=1e-5)
     dx, dw, db = nn.layer_norm_backward(dy, saved)
     ref = oracle.layer_norm(x, nshape, w, b, 1e-5, dy)
@@ -53,6 +53,7 @@ def test_layer_norm(rng, dtype, shape, nshape, affine):
     else:
         assert dw is None
     if b is not None:
+        assert db.shape == b.shape  # also without a weight (was flattened: (4, 5) -> (20,))
         assert_close(db, ref["dbias"], dtype, np.sqrt(x.size), name="dbias")
     else:
         assert db is None
@@ -424,3 +425,19 @@ def test_finite_differences(rng, op):
             bm[j] -= h
             num = (loss(x, w, bp) - loss(x, w, bm)) / (2 * h)
             assert abs(num - db[j]) < 1e-6 * max(1.0, abs(num)), (j, num, db[j])
+
+
+def test_saved_record_is_read_only_and_stats_are_stable(rng):
+    """Saved's public fields cannot be reassigned; mean/rstd, made on first access on the CPU
+    rows path, are the same arrays on every access and match the oracle."""
+    x = _data(rng, (3, 7), np.float32)
+    _, saved = nn.layer_norm_forward(x, 7)
+    for name in ("op", "mean", "rstd"):
+        with pytest.raises(AttributeError):
+            setattr(saved, name, None)
+    with pytest.raises(AttributeError):
+        saved.extra = 1
+    assert saved.mean is saved.mean and saved.rstd is saved.rstd
+    ref = oracle.layer_norm(x, 7)
+    assert_close(saved.mean, ref["mean"], np.float32, 3.0, name="mean")
+    assert "layer_norm" in repr(saved) and "rstd=" in repr(saved)

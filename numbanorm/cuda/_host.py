@@ -140,18 +140,17 @@ def rows_backward(dy, saved, dx=None):
             dy2, x2, saved._mean64, saved._rstd64, G, S, L // S, w, centered, width,
             dx.reshape(R, L))
     dweight = dbias = None
-    if weight is not None or saved._has_bias:
+    if weight is not None or saved._bias_shape is not None:
         if R and L:
             # (R, Cg*S) rows of G groups = (R/G, C*S): channel c, group row n*G + c//Cg
             sum_dy, sum_dyx = param_sums(dy2.reshape(R // G, C * S), x2.reshape(R // G, C * S),
                                          saved._mean64, saved._rstd64, G, L // S, C, S)
         else:
             sum_dy = sum_dyx = _constant(C, 0.0)
-        pshape = weight.shape if weight is not None else (C,)
         if weight is not None:
-            dweight = public(sum_dyx, x2.dtype, pshape)
-        if saved._has_bias:
-            dbias = public(sum_dy, x2.dtype, pshape)
+            dweight = public(sum_dyx, x2.dtype, weight.shape)
+        if saved._bias_shape is not None:
+            dbias = public(sum_dy, x2.dtype, saved._bias_shape)
     return dx, dweight, dbias
 
 
@@ -210,7 +209,7 @@ def channels_backward(dy3, saved, training, dx=None):
     x3 = saved._x
     N, C, S = x3.shape
     weight = saved._weight
-    want_params = weight is not None or saved._has_bias
+    want_params = weight is not None or saved._bias_shape is not None
     dx = empty(x3.shape, x3.dtype) if dx is None else dx
     if x3.size and (training or want_params):
         sum_dy, sum_dyx = param_sums(dy3.reshape(N, C * S), x3.reshape(N, C * S),
@@ -222,7 +221,7 @@ def channels_backward(dy3, saved, training, dx=None):
             _flat(dy3), _flat(x3), C, S, saved._mean64, saved._rstd64,
             param(weight, C, x3.dtype, 1), sum_dy, sum_dyx, float(N * S), training, _flat(dx))
     dweight = public(sum_dyx, x3.dtype, (C,)) if weight is not None else None
-    dbias = public(sum_dy, x3.dtype, (C,)) if saved._has_bias else None
+    dbias = public(sum_dy, x3.dtype, (C,)) if saved._bias_shape is not None else None
     return dx.reshape(saved._shape), dweight, dbias
 
 
