@@ -130,7 +130,7 @@ COLUMN_SHIFT_MIN_ROWS = 32
 # CUDA (numbanorm.cuda). Read once at import; the test suite sets NUMBANORM_CUDA_THREADS small
 # so that the simulator runs multi-block reductions and partial merges on tiny shapes.
 
-# Threads per block of every kernel: a power of two (the shared-memory reductions halve it).
+# Threads per block of every kernel: a power of two (the tree reductions halve it).
 CUDA_THREADS = int(os.environ.get("NUMBANORM_CUDA_THREADS", "256"))
 if CUDA_THREADS < 2 or CUDA_THREADS & (CUDA_THREADS - 1):
     raise ValueError(f"NUMBANORM_CUDA_THREADS must be a power of two >= 2, got {CUDA_THREADS}")

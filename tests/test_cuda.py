@@ -456,3 +456,39 @@ def test_layers_on_device_match_cpu(rng, cls, args, shape):
     assert back.device == "cpu"
     for key, value in back.state_dict().items():
         np.testing.assert_array_equal(value, state_cpu[key])
+
+
+def test_warp_exchanges_follow_the_shuffle_semantics():
+    """The reductions' lane exchanges (cuda._reduce._down*, _from*): real shuffles on a GPU,
+    shared-memory stand-ins in the simulator. Both must give lane t the value of lane t + delta
+    of its warp (its own past the warp's or the block's end) and the value of lane src."""
+    from numba import float64
+    from numbanorm.cuda import _reduce as R
+
+    T = R.THREADS
+
+    @cuda.jit
+    def kernel(delta, src, down, down3, frm):
+        s1 = cuda.shared.array(T, float64)
+        s2 = cuda.shared.array(T, float64)
+        s3 = cuda.shared.array(T, float64)
+        t = cuda.threadIdx.x
+        v = float64(t)
+        down[t] = R._down(s1, v, delta)
+        a, b, c = R._down3(s1, s2, s3, v, -v, 2.0 * v, delta)
+        down3[t, 0] = a
+        down3[t, 1] = b
+        down3[t, 2] = c
+        frm[t] = R._from2(s1, s2, v, v, src)[1]
+
+    lanes = min(T, 32)
+    for delta in (1, 2, 4, 16):
+        for src in (0, lanes - 1):
+            down, down3, frm = (cuda.device_array(s) for s in ((T,), (T, 3), (T,)))
+            kernel[1, T](delta, src, down, down3, frm)
+            t = np.arange(T)
+            want = np.where((t % 32) + delta < lanes, t + delta, t).astype(float)
+            np.testing.assert_array_equal(down.copy_to_host(), want)
+            np.testing.assert_array_equal(down3.copy_to_host(),
+                                          np.stack([want, -want, 2 * want], axis=1))
+            np.testing.assert_array_equal(frm.copy_to_host(), t - t % 32 + src)

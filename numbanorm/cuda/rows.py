@@ -7,7 +7,7 @@ of 8M values) are cut into chunks of a block each instead: the split-rows kernel
 (_host._row_chunks decides, from the shape only).
 
 Forward, per row: every thread runs Welford over its strided elements (float64), the row's
-group Chan-merges the triples in shared memory, then
+group Chan-merges the triples (warp shuffles, shared memory across warps), then
 
     rstd = 1/sqrt(M2/L + eps)            (rms_norm: M2 = sum(x^2), no mean)
     y    = (x - mean)*rstd*w[c] + b[c]
