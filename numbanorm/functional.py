@@ -34,8 +34,8 @@ from . import _validate as V
 from ._config import (COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
                       COLUMN_PARTIAL_MIN_ELEMENTS, COLUMN_SHIFT_MIN_ROWS, COLUMN_STRIP_BYTES,
                       COLUMN_SUMS_ROWS, FUSED_COLUMNS_MAX_ELEMENTS, MAX_PARTIALS,
-                      PARTIAL_MIN_ELEMENTS, SERIAL_MAX_ELEMENTS, SLAB_MIN, SLAB_MIN_BACKWARD,
-                      SLAB_MIN_WIDE)
+                      PARTIAL_MIN_ELEMENTS, ROW_PAIR_MIN_BYTES, SERIAL_MAX_ELEMENTS, SLAB_MIN,
+                      SLAB_MIN_BACKWARD, SLAB_MIN_WIDE)
 from .cpu import channels, rows
 
 __all__ = [
@@ -308,10 +308,14 @@ def _rows_forward(op, x, geometry, weight, bias, eps, out, group_shape, keep=Tru
     mean64 = np.empty(R)
     rstd64 = np.empty(R)
     if R:
-        kernel = rows.forward_serial if x.size <= SERIAL_MAX_ELEMENTS else rows.forward
         w = weight if weight is not None and weight.ndim == 1 else _param(weight, C, x.dtype, 1)
         b = bias if bias is not None and bias.ndim == 1 else _param(bias, C, x.dtype, 0)
-        kernel(x2, G, S, w, b, eps, centered, y2, mean64, rstd64)
+        if x.size <= SERIAL_MAX_ELEMENTS:
+            rows.forward_serial(x2, G, S, w, b, eps, centered, y2, mean64, rstd64)
+        elif G == 1 and S == 1 and L * x.itemsize >= ROW_PAIR_MIN_BYTES:
+            rows.forward_pairs(x2, w, b, eps, centered, y2, mean64, rstd64)
+        else:
+            rows.forward(x2, G, S, w, b, eps, centered, y2, mean64, rstd64)
     if not keep:
         return (y if out is None else _deliver(y, out)), None
     saved = Saved(op, x2, mean64, rstd64, weight, _shape_of(bias), geometry, x.shape,

@@ -27,6 +27,7 @@ def _run(fwd, bwd, x, dy, args, kwargs):
 LAYER_CASES = [
     ((1, 8), (8,)), ((7, 13), (13,)), ((3, 5, 31), (31,)), ((2, 3, 4, 5), (4, 5)),
     ((5, 1), (1,)), ((4, 2000), (2000,)), ((2, 3, 1031), 1031), ((300, 64), (64,)),
+    ((9, 4096), (4096,)),  # long rows, parallel: rows in pairs (cpu.rows.forward_pairs), odd R
 ]
 
 
