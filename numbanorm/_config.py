@@ -38,14 +38,17 @@ BLOCK = 1024
 # floor their share of the sum is no longer negligible (see cpu._moments._block).
 TINY_MEAN_SQUARE = 2.0 ** -100
 
-# layer_norm/rms_norm forward: rows of at least this many bytes are normalised two at a time
-# (cpu.rows.forward_pairs), so that each weight and bias value is loaded once for both rows.
+# layer_norm/rms_norm: rows of at least this many bytes are normalised two at a time, forward
+# and backward (cpu.rows.forward_pairs, backward_pairs), so that each weight and bias value is
+# loaded once for both rows.
 # Long rows push the weight and bias out of L1 (a row of x, of y, the weight and the bias:
 # 64 KiB at 4096 float32 values, L1 here 32 KiB), and their loads then cost a fifth of the
 # forward: (4096, 4096) float32 with preallocated y took 4.3 ms with weight and bias as scalars
 # against 5.5 ms with them as arrays. Pairs against single rows, time single/pair, interleaved,
 # parallel kernels, float32 rows of 1024 values: 0.95, 2048: 1.08, 4096: 1.22, 8192: 1.23;
-# of 128: 0.87, 768: 0.85.
+# of 128: 0.87, 768: 0.85. Backward, float32, kernel alone, time single/pair: (4096, 4096) 1.12
+# (interquartile 1.08-1.19), (4096, 768) 0.77 (0.74-0.83), in cache (256, 2048) 1.21; the same
+# threshold.
 ROW_PAIR_MIN_BYTES = 16 * 1024
 
 # Inputs with at most this many elements run a serial kernel: a parallel region costs ~1.5 us.

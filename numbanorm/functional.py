@@ -340,10 +340,16 @@ def _rows_backward(dy, saved, dx_out):
     db_part = _scratch("dbias", dw_part.shape)
     dx = np.empty(dy.shape, dy.dtype) if dx_out is None else _target(dx_out, dy)
     if R:
-        kernel = rows.backward_serial if x2.size <= SERIAL_MAX_ELEMENTS else rows.backward
         w = weight if weight is not None and weight.ndim == 1 else _param(weight, C, x2.dtype, 1)
-        kernel(dy2, x2, saved._mean64, saved._rstd64, G, S, w, centered, want_params,
-               dx if dx.shape == (R, L) else dx.reshape(R, L), dw_part, db_part)
+        dx2 = dx if dx.shape == (R, L) else dx.reshape(R, L)
+        args = (saved._mean64, saved._rstd64)
+        if x2.size <= SERIAL_MAX_ELEMENTS:
+            rows.backward_serial(dy2, x2, *args, G, S, w, centered, want_params, dx2, dw_part,
+                                 db_part)
+        elif G == 1 and S == 1 and L * x2.itemsize >= ROW_PAIR_MIN_BYTES:
+            rows.backward_pairs(dy2, x2, *args, w, centered, want_params, dx2, dw_part, db_part)
+        else:
+            rows.backward(dy2, x2, *args, G, S, w, centered, want_params, dx2, dw_part, db_part)
     dweight = dbias = None
     if weight is not None:
         dweight = _merged(dw_part, x2.dtype, weight.shape)

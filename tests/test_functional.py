@@ -79,6 +79,36 @@ def test_rms_norm(rng, dtype, shape, nshape):
     assert_close(y2, oracle.rms_norm(x, nshape, None, 1e-3)["y"], dtype, name="eps")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", ["serial", "parallel", "pairs"])
+def test_row_gradients_of_chunks_longer_than_a_block(rng, monkeypatch, dtype, kernel):
+    """The rows backward sums dweight/dbias terms in x's dtype for at most BLOCK rows, then
+    adds them to the chunk's float64 partial row: one chunk of 2*BLOCK + 3 rows takes that
+    hand-over twice and ends on a part block, in each rows backward kernel (the pairs kernel
+    on short rows here, with an odd last row)."""
+    from numbanorm import functional
+    from numbanorm._config import BLOCK
+    monkeypatch.setattr(functional, "MAX_PARTIALS", 1)
+    monkeypatch.setattr(functional, "SERIAL_MAX_ELEMENTS", 1 << 30 if kernel == "serial" else 0)
+    monkeypatch.setattr(functional, "ROW_PAIR_MIN_BYTES", 1 if kernel == "pairs" else 1 << 30)
+    shape = (2 * BLOCK + 3, 6)
+    x = _data(rng, shape, dtype, mean=3.0, std=2.0)
+    dy = _data(rng, shape, dtype, mean=0.5)
+    w = _data(rng, 6, dtype, mean=1.0)
+    b = _data(rng, 6, dtype)
+    _, saved = nn.layer_norm_forward(x, 6, w, b)
+    dx, dw, db = nn.layer_norm_backward(dy, saved)
+    ref = oracle.layer_norm(x, 6, w, b, 1e-5, dy)
+    assert_close(dx, ref["dx"], dtype, name="dx")
+    assert_close(dw, ref["dweight"], dtype, np.sqrt(shape[0]), name="dweight")
+    assert_close(db, ref["dbias"], dtype, np.sqrt(shape[0]), name="dbias")
+    _, saved = nn.rms_norm_forward(x, 6, w)
+    dx, dw = nn.rms_norm_backward(dy, saved)
+    ref = oracle.rms_norm(x, 6, w, None, dy)
+    assert_close(dx, ref["dx"], dtype, name="rms dx")
+    assert_close(dw, ref["dweight"], dtype, np.sqrt(shape[0]), name="rms dweight")
+
+
 GROUP_CASES = [
     ((2, 6, 5), 3), ((3, 4), 2), ((1, 7, 3, 5), 7), ((2, 6, 4, 3, 2), 1), ((4, 10, 1), 5),
     ((2, 64, 9, 9), 32), ((3, 6, 400), 2),

@@ -17,12 +17,19 @@ Backward, per row, with xhat = (x - mean)*rstd and g = dy*w[c]:
 Sums run in x's dtype over blocks of at most BLOCK values, blocks and rows are combined in
 float64, elementwise arithmetic is in x's dtype (see _moments). The row is read from memory
 once per pass, the second pass of a row hits cache. Each kernel has a parallel driver and a
-serial one for small inputs.
+serial one for small inputs. For layer_norm and rms_norm (S == 1) the dweight/dbias terms of
+each row are added to x-dtype partials in the same loop that sums g and g*xhat (the row's
+first read), and those partials go to the chunk's float64 partial row every BLOCK rows, so a
+parameter's x-dtype sum, too, covers at most BLOCK values. Long rows (ROW_PAIR_MIN_BYTES) go
+two at a time, forward and backward (forward_pairs, backward_pairs): each weight and bias
+value is then loaded once for both rows.
 """
+import numpy as np
 from numba import njit, prange
 
-from .._config import BACKWARD_JIT, JIT
-from ._moments import at, borrowed, grad_sums, like, moments, rstd_of, split_mean
+from .._config import BACKWARD_JIT, BLOCK, JIT
+from ._moments import (at, borrowed, grad_sums, like, moments, narrow, rstd_of,
+                       split_mean)
 
 
 @njit(inline='always', **JIT)
@@ -133,6 +140,40 @@ def _xhat(x, mean, rstd, centered, r, zero):
 
 
 @njit(inline='always', **JIT)
+def _block_param_sums(xs, ds, mh, rstd, lo, w, dw, db):
+    """grad_sums' block sums (sum(g), sum(g*xhat)) over at most BLOCK values of one row, and
+    its parameter terms dw += dy*xhat, db += dy added to the running x-dtype partials dw, db,
+    in the same read of the row."""
+    sg = like(rstd, 0.0)
+    sgx = like(rstd, 0.0)
+    for j in range(xs.size):
+        xh = (xs[j] - mh) * rstd - lo
+        g = ds[j] * w[j]
+        sg += g
+        sgx += g * xh
+        dw[j] += ds[j] * xh
+        db[j] += ds[j]
+    return float(sg), float(sgx)
+
+
+@njit(inline='always', **JIT)
+def _param_sums(xr, dyr, mh, rs, lo, w, dw, db, c0):
+    """grad_sums of one row (w its per-element weights), and its dy*xhat and dy added to the
+    x-dtype partials dw[c0:], db[c0:] in the same loop (see _backward_chunk)."""
+    # The partials are sliced once from dw, db themselves: slices of a slice measured 1.2x
+    # the time of the whole backward on (16384, 128).
+    sum_g = 0.0
+    sum_gx = 0.0
+    for b0 in range(0, xr.size, BLOCK):
+        b1 = min(b0 + BLOCK, xr.size)
+        a, b = _block_param_sums(xr[b0:b1], dyr[b0:b1], mh, rs, lo, w[b0:b1],
+                                 dw[c0 + b0:c0 + b1], db[c0 + b0:c0 + b1])
+        sum_g += a
+        sum_gx += b
+    return sum_g, sum_gx
+
+
+@njit(inline='always', **JIT)
 def _param_rows(x, dy, r0, r1, mean, rstd, centered, dwk, dbk, zero):
     """dwk += sum(dy*xhat), dbk += sum(dy) over rows r0:r1 (at most four) of the same
     parameters. Four rows share one load and store of each partial (the loops are bound by
@@ -161,64 +202,100 @@ def _param_rows(x, dy, r0, r1, mean, rstd, centered, dwk, dbk, zero):
 
 
 @njit(inline='always', **JIT)
+def _flush(dw, db, dw_part, db_part, first):
+    """Add the x-dtype partials dw, db to the float64 partial rows dw_part, db_part (set them
+    when first) and zero dw, db."""
+    for j in range(dw.size):
+        dw_part[j] = float(dw[j]) if first else dw_part[j] + float(dw[j])
+        db_part[j] = float(db[j]) if first else db_part[j] + float(db[j])
+        dw[j] = 0.0
+        db[j] = 0.0
+
+
+@njit(inline='always', **JIT)
+def _chunk_rows(R, k, nchunks, step):
+    """Rows start:stop of chunk k of nchunks: ceil(R/nchunks) rows each, rounded up to a
+    multiple of step."""
+    per = ((R + nchunks - 1) // nchunks + step - 1) // step * step
+    return min(R, k * per), min(R, (k + 1) * per)
+
+
+@njit(inline='always', **JIT)
 def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks, dx,
                     dw_part, db_part):
+    # dweight/dbias of S == 1 rows (layer_norm, rms_norm):
+    # - float32 ('fused'): each row's dy*xhat and dy are added to float32 partials dwk, dbk in
+    #   the loop that reads the row for sum(g) and sum(g*xhat), and those go to the chunk's
+    #   float64 partial row every BLOCK rows (so a float32 sum covers at most BLOCK values, as
+    #   everywhere) and at the chunk's end. Against the float64 form below, float32, through
+    #   the API, median of per-round ratios: (1024, 1024) 1.14-1.19x, (4096, 768) 0.95-1.18x,
+    #   (16384, 128), (64, 1024), (256, 2048) 0.97-1.04x.
+    # - float64: four rows at a time re-read from cache (_param_rows), one float64 partial
+    #   load and store per four rows; the fused form, a load and store per row, took 1.2x
+    #   as long on float64 (4096, 768).
     R, L = x.shape
-    per = (R + nchunks - 1) // nchunks
     Cg = L // S
     x, dy, dx, weight = borrowed(x), borrowed(dy), borrowed(dx), borrowed(weight)
-    dw_part, db_part = borrowed(dw_part), borrowed(db_part)
+    dw_k, db_k = borrowed(dw_part)[k], borrowed(db_part)[k]
     zero = like(x, 0.0)
     one = like(x, 1.0)
-    start = k * per
-    stop = min(R, (k + 1) * per)
-    dw_part[k, :] = 0.0
-    db_part[k, :] = 0.0
+    start, stop = _chunk_rows(R, k, nchunks, 1)
+    fused = want_params and S == 1 and narrow(x)
+    dwk = np.zeros(dw_k.size if fused else 0, x.dtype)
+    dbk = np.zeros(dwk.size, x.dtype)
+    if not fused or start == stop:
+        dw_k[:] = 0.0
+        db_k[:] = 0.0
     for r in range(start, stop):
         xr, mh, rs, lo = _xhat(x, mean, rstd, centered, r, zero)
         dyr = dy[r]
         dxr = dx[r]
         c0 = (r % G) * Cg
         if S == 1:
-            sum_g, sum_gx = grad_sums(xr, dyr, mh, rs, lo, weight[c0:c0 + L])
-            if want_params:
-                # Rows sharing their parameters (G == 1: layer_norm, rms_norm) four at a
-                # time, at the fourth row of each four, while the four are still in cache.
-                if G > 1:
-                    r0 = r
-                elif (r - start) % 4 == 3 or r == stop - 1:
-                    r0 = r - (r - start) % 4
-                else:
-                    r0 = -1
-                if r0 >= 0:
-                    _param_rows(x, dy, r0, r + 1, mean, rstd, centered,
-                                dw_part[k, c0:c0 + L], db_part[k, c0:c0 + L], zero)
-        else:
-            sum_g = 0.0
-            sum_gx = 0.0
-            for j in range(Cg):
-                sl = slice(j * S, (j + 1) * S)
-                s_dy, s_dyx = grad_sums(xr[sl], dyr[sl], mh, rs, lo, one)
-                wj = float(weight[c0 + j])
-                sum_g += wj * s_dy
-                sum_gx += wj * s_dyx
+            w = weight[c0:c0 + L]
+            if fused:
+                sum_g, sum_gx = _param_sums(xr, dyr, mh, rs, lo, w, dwk, dbk, c0)
+                if (r - start + 1) % BLOCK == 0 or r == stop - 1:
+                    _flush(dwk, dbk, dw_k, db_k, r - start < BLOCK)
+            else:
+                sum_g, sum_gx = grad_sums(xr, dyr, mh, rs, lo, w)
+                # rows sharing their parameters (G == 1) four at a time, at the fourth row
+                # of each four, while the four are still in cache
                 if want_params:
-                    dw_part[k, c0 + j] += s_dyx
-                    db_part[k, c0 + j] += s_dy
+                    if G > 1:
+                        r0 = r
+                    elif (r - start) % 4 == 3 or r == stop - 1:
+                        r0 = r - (r - start) % 4
+                    else:
+                        r0 = -1
+                    if r0 >= 0:
+                        _param_rows(x, dy, r0, r + 1, mean, rstd, centered, dw_k[c0:c0 + L],
+                                    db_k[c0:c0 + L], zero)
+            _dx(xr, dyr, mh, rs, lo, w, like(zero, sum_g / L if centered else 0.0),
+                like(zero, sum_gx / L), dxr)
+            continue
+        sum_g = 0.0
+        sum_gx = 0.0
+        for j in range(Cg):
+            sl = slice(j * S, (j + 1) * S)
+            s_dy, s_dyx = grad_sums(xr[sl], dyr[sl], mh, rs, lo, one)
+            wj = float(weight[c0 + j])
+            sum_g += wj * s_dy
+            sum_gx += wj * s_dyx
+            if want_params:
+                dw_k[c0 + j] += s_dyx
+                db_k[c0 + j] += s_dy
         mean_g = like(zero, sum_g / L if centered else 0.0)
         mean_gx = like(zero, sum_gx / L)
-        if S == 1:
-            _dx(xr, dyr, mh, rs, lo, weight[c0:c0 + L], mean_g, mean_gx, dxr)
-        else:
-            for j in range(Cg):
-                sl = slice(j * S, (j + 1) * S)
-                _dx(xr[sl], dyr[sl], mh, rs, lo, weight[c0 + j], mean_g, mean_gx, dxr[sl])
+        for j in range(Cg):
+            sl = slice(j * S, (j + 1) * S)
+            _dx(xr[sl], dyr[sl], mh, rs, lo, weight[c0 + j], mean_g, mean_gx, dxr[sl])
 
 
 @njit(parallel=True, **BACKWARD_JIT)
 def backward(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, dw_part, db_part):
     """dx of every row, and per-chunk partial dweight/dbias rows (dw_part, db_part: (K, C),
-    any contents, each chunk zeroes its row; K fixed by the shape); parallel over the K chunks
+    any contents, each chunk writes its row; K fixed by the shape); parallel over the K chunks
     of consecutive rows."""
     nchunks = dw_part.shape[0]
     for k in prange(nchunks):
@@ -234,3 +311,117 @@ def backward_serial(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, 
     for k in range(nchunks):
         _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks,
                         dx, dw_part, db_part)
+
+
+@njit(inline='always', **JIT)
+def _pair_sums(xa, da, mha, sa, loa, xb, db, mhb, sb, lob, w, want_params, dw, dbias):
+    """grad_sums of rows a and b in one loop (each weight value loaded once for both); with
+    want_params the two rows' parameter terms are added to the x-dtype partials dw, dbias too
+    (their sum: one load and store per pair)."""
+    ga = 0.0
+    gxa = 0.0
+    gb = 0.0
+    gxb = 0.0
+    for b0 in range(0, xa.size, BLOCK):
+        b1 = min(b0 + BLOCK, xa.size)
+        xa_, da_, xb_, db_, w_ = xa[b0:b1], da[b0:b1], xb[b0:b1], db[b0:b1], w[b0:b1]
+        dw_, dbias_ = dw[b0:b1], dbias[b0:b1]
+        s1 = like(sa, 0.0)
+        s2 = like(sa, 0.0)
+        s3 = like(sa, 0.0)
+        s4 = like(sa, 0.0)
+        if want_params:
+            for j in range(b1 - b0):
+                xha = (xa_[j] - mha) * sa - loa
+                xhb = (xb_[j] - mhb) * sb - lob
+                wj = w_[j]
+                g = da_[j] * wj
+                h = db_[j] * wj
+                s1 += g
+                s2 += g * xha
+                s3 += h
+                s4 += h * xhb
+                dw_[j] += da_[j] * xha + db_[j] * xhb
+                dbias_[j] += da_[j] + db_[j]
+        else:
+            for j in range(b1 - b0):
+                wj = w_[j]
+                g = da_[j] * wj
+                h = db_[j] * wj
+                s1 += g
+                s2 += g * ((xa_[j] - mha) * sa - loa)
+                s3 += h
+                s4 += h * ((xb_[j] - mhb) * sb - lob)
+        ga += float(s1)
+        gxa += float(s2)
+        gb += float(s3)
+        gxb += float(s4)
+    return ga, gxa, gb, gxb
+
+
+@njit(inline='always', **JIT)
+def _backward_single(dy, x, mean, rstd, weight, centered, want_params, r, dx, dwk, dbk):
+    """The dx of row r alone (S == 1, G == 1), its parameter terms added to the x-dtype
+    partials dwk, dbk as in _backward_pair: the odd last row of backward_pairs."""
+    L = x.shape[1]
+    zero = like(x, 0.0)
+    xr, mh, rs, lo = _xhat(x, mean, rstd, centered, r, zero)
+    if want_params:
+        sum_g, sum_gx = _param_sums(xr, dy[r], mh, rs, lo, weight, dwk, dbk, 0)
+    else:
+        sum_g, sum_gx = grad_sums(xr, dy[r], mh, rs, lo, weight)
+    _dx(xr, dy[r], mh, rs, lo, weight, like(zero, sum_g / L if centered else 0.0),
+        like(zero, sum_gx / L), dx[r])
+
+
+@njit(inline='always', **JIT)
+def _backward_pair(dy, x, mean, rstd, weight, centered, want_params, ra, dx, dwk, dbk):
+    """dx of rows ra and ra + 1 (S == 1, G == 1), both rows in each loop; their parameter
+    terms added to the x-dtype partials dwk, dbk (any dtype: the pairs' partial traffic is
+    half a single row's)."""
+    L = x.shape[1]
+    zero = like(x, 0.0)
+    xa, mha, sa, loa = _xhat(x, mean, rstd, centered, ra, zero)
+    xb, mhb, sb, lob = _xhat(x, mean, rstd, centered, ra + 1, zero)
+    da, db, oa, ob = dy[ra], dy[ra + 1], dx[ra], dx[ra + 1]
+    ga, gxa, gb, gxb = _pair_sums(xa, da, mha, sa, loa, xb, db, mhb, sb, lob, weight,
+                                  want_params, dwk, dbk)
+    mga = like(zero, ga / L if centered else 0.0)
+    mgb = like(zero, gb / L if centered else 0.0)
+    mxa = like(zero, gxa / L)
+    mxb = like(zero, gxb / L)
+    for j in range(L):
+        wj = weight[j]
+        xha = (xa[j] - mha) * sa - loa
+        oa[j] = sa * ((da[j] * wj - mga) - xha * mxa)
+        xhb = (xb[j] - mhb) * sb - lob
+        ob[j] = sb * ((db[j] * wj - mgb) - xhb * mxb)
+
+
+@njit(parallel=True, **BACKWARD_JIT)
+def backward_pairs(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part, db_part):
+    """`backward` for S == 1, G == 1 (layer_norm, rms_norm) and long rows (ROW_PAIR_MIN_BYTES):
+    each chunk's rows two at a time (chunks of an even number of rows; an odd last row alone),
+    so that the weight is loaded once for both rows. A kernel of its own, compiled only when
+    such rows come (as forward_pairs)."""
+    R = x.shape[0]
+    nchunks = dw_part.shape[0]
+    for k in prange(nchunks):
+        x_, dy_, dx_, w_ = borrowed(x), borrowed(dy), borrowed(dx), borrowed(weight)
+        dw_k, db_k = borrowed(dw_part)[k], borrowed(db_part)[k]
+        start, stop = _chunk_rows(R, k, nchunks, 2)
+        dwk = np.zeros(dw_k.size if want_params else 0, x.dtype)
+        dbk = np.zeros(dwk.size, x.dtype)
+        if not want_params or start == stop:
+            dw_k[:] = 0.0
+            db_k[:] = 0.0
+        for ra in range(start, stop, 2):
+            if ra + 1 < stop:
+                _backward_pair(dy_, x_, mean, rstd, w_, centered, want_params, ra, dx_, dwk,
+                               dbk)
+            else:
+                _backward_single(dy_, x_, mean, rstd, w_, centered, want_params, ra, dx_, dwk,
+                                 dbk)
+            last = min(ra + 1, stop - 1)
+            if want_params and ((last - start + 1) % BLOCK == 0 or last == stop - 1):
+                _flush(dwk, dbk, dw_k, db_k, last - start < BLOCK)
