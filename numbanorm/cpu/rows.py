@@ -24,12 +24,10 @@ parameter's x-dtype sum, too, covers at most BLOCK values. Long rows (ROW_PAIR_M
 two at a time, forward and backward (forward_pairs, backward_pairs): each weight and bias
 value is then loaded once for both rows.
 """
-import numpy as np
 from numba import njit, prange
 
 from .._config import BACKWARD_JIT, BLOCK, JIT
-from ._moments import (at, borrowed, grad_sums, like, moments, narrow, rstd_of,
-                       split_mean)
+from ._moments import at, borrowed, grad_sums, like, moments, rstd_of, split_mean
 
 
 @njit(inline='always', **JIT)
@@ -222,27 +220,27 @@ def _chunk_rows(R, k, nchunks, step):
 
 @njit(inline='always', **JIT)
 def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks, dx,
-                    dw_part, db_part):
-    # dweight/dbias of S == 1 rows (layer_norm, rms_norm):
-    # - float32 ('fused'): each row's dy*xhat and dy are added to float32 partials dwk, dbk in
-    #   the loop that reads the row for sum(g) and sum(g*xhat), and those go to the chunk's
-    #   float64 partial row every BLOCK rows (so a float32 sum covers at most BLOCK values, as
-    #   everywhere) and at the chunk's end. Against the float64 form below, float32, through
-    #   the API, median of per-round ratios: (1024, 1024) 1.14-1.19x, (4096, 768) 0.95-1.18x,
-    #   (16384, 128), (64, 1024), (256, 2048) 0.97-1.04x.
-    # - float64: four rows at a time re-read from cache (_param_rows), one float64 partial
-    #   load and store per four rows; the fused form, a load and store per row, took 1.2x
-    #   as long on float64 (4096, 768).
+                    dw_part, db_part, dw_x, db_x):
+    # dweight/dbias of S == 1 rows (layer_norm, rms_norm) take one of two forms:
+    # - fused (dw_x, db_x of C columns: the x-dtype partials of the K chunks): each row's
+    #   dy*xhat and dy are added to its chunk's x-dtype partial row in the loop that reads the
+    #   row for sum(g) and sum(g*xhat), and that row goes to the float64 partial row every
+    #   BLOCK rows (so an x-dtype sum covers at most BLOCK values, as everywhere) and at the
+    #   chunk's end;
+    # - otherwise (dw_x, db_x of no columns), four rows at a time are re-read from cache into
+    #   the float64 partial row (_param_rows), one partial load and store per four rows.
+    # functional._rows_backward picks (see there for the measurements).
     R, L = x.shape
     Cg = L // S
     x, dy, dx, weight = borrowed(x), borrowed(dy), borrowed(dx), borrowed(weight)
     dw_k, db_k = borrowed(dw_part)[k], borrowed(db_part)[k]
+    dwk, dbk = borrowed(dw_x)[k], borrowed(db_x)[k]
     zero = like(x, 0.0)
     one = like(x, 1.0)
     start, stop = _chunk_rows(R, k, nchunks, 1)
-    fused = want_params and S == 1 and narrow(x)
-    dwk = np.zeros(dw_k.size if fused else 0, x.dtype)
-    dbk = np.zeros(dwk.size, x.dtype)
+    fused = want_params and S == 1 and dwk.size > 0
+    dwk[:] = 0.0
+    dbk[:] = 0.0
     if not fused or start == stop:
         dw_k[:] = 0.0
         db_k[:] = 0.0
@@ -293,24 +291,26 @@ def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, n
 
 
 @njit(parallel=True, **BACKWARD_JIT)
-def backward(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, dw_part, db_part):
+def backward(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, dw_part, db_part,
+             dw_x, db_x):
     """dx of every row, and per-chunk partial dweight/dbias rows (dw_part, db_part: (K, C),
     any contents, each chunk writes its row; K fixed by the shape); parallel over the K chunks
-    of consecutive rows."""
+    of consecutive rows. dw_x, db_x: (K, C) x-dtype scratch for the fused parameter sums of
+    S == 1 rows, or (K, 0) for the float64 form (see _backward_chunk)."""
     nchunks = dw_part.shape[0]
     for k in prange(nchunks):
         _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks,
-                        dx, dw_part, db_part)
+                        dx, dw_part, db_part, dw_x, db_x)
 
 
 @njit(**BACKWARD_JIT)
 def backward_serial(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, dw_part,
-                    db_part):
+                    db_part, dw_x, db_x):
     """`backward` on one thread."""
     nchunks = dw_part.shape[0]
     for k in range(nchunks):
         _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks,
-                        dx, dw_part, db_part)
+                        dx, dw_part, db_part, dw_x, db_x)
 
 
 @njit(inline='always', **JIT)
@@ -399,10 +399,12 @@ def _backward_pair(dy, x, mean, rstd, weight, centered, want_params, ra, dx, dwk
 
 
 @njit(parallel=True, **BACKWARD_JIT)
-def backward_pairs(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part, db_part):
+def backward_pairs(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part, db_part,
+                   dw_x, db_x):
     """`backward` for S == 1, G == 1 (layer_norm, rms_norm) and long rows (ROW_PAIR_MIN_BYTES):
     each chunk's rows two at a time (chunks of an even number of rows; an odd last row alone),
-    so that the weight is loaded once for both rows. A kernel of its own, compiled only when
+    so that the weight is loaded once for both rows; the parameter sums always fused (dw_x,
+    db_x: (K, C) x-dtype scratch when want_params). A kernel of its own, compiled only when
     such rows come (as forward_pairs)."""
     R = x.shape[0]
     nchunks = dw_part.shape[0]
@@ -410,8 +412,9 @@ def backward_pairs(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part
         x_, dy_, dx_, w_ = borrowed(x), borrowed(dy), borrowed(dx), borrowed(weight)
         dw_k, db_k = borrowed(dw_part)[k], borrowed(db_part)[k]
         start, stop = _chunk_rows(R, k, nchunks, 2)
-        dwk = np.zeros(dw_k.size if want_params else 0, x.dtype)
-        dbk = np.zeros(dwk.size, x.dtype)
+        dwk, dbk = borrowed(dw_x)[k], borrowed(db_x)[k]
+        dwk[:] = 0.0
+        dbk[:] = 0.0
         if not want_params or start == stop:
             dw_k[:] = 0.0
             db_k[:] = 0.0
