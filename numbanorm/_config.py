@@ -46,9 +46,9 @@ TINY_MEAN_SQUARE = 2.0 ** -100
 # forward: (4096, 4096) float32 with preallocated y took 4.3 ms with weight and bias as scalars
 # against 5.5 ms with them as arrays. Pairs against single rows, time single/pair, interleaved,
 # parallel kernels, float32 rows of 1024 values: 0.95, 2048: 1.08, 4096: 1.22, 8192: 1.23;
-# of 128: 0.87, 768: 0.85. Backward, float32, kernel alone, time single/pair: (4096, 4096) 1.12
-# (interquartile 1.08-1.19), (4096, 768) 0.77 (0.74-0.83), in cache (256, 2048) 1.21; the same
-# threshold.
+# of 128: 0.87, 768: 0.85. Backward (backward_pairs, with its fused parameter sums), float32,
+# kernel alone, time single/pair: (4096, 4096) 1.20-1.26 in three runs; (4096, 768) 0.84,
+# (16384, 128) 0.72; in cache (256, 2048) 1.11, (64, 1024) 1.30; the same threshold.
 ROW_PAIR_MIN_BYTES = 16 * 1024
 
 # Inputs with at most this many elements run a serial kernel: a parallel region costs ~1.5 us.

@@ -344,27 +344,17 @@ def _rows_backward(dy, saved, dx_out):
     if R:
         w = weight if weight is not None and weight.ndim == 1 else _param(weight, C, x2.dtype, 1)
         dx2 = dx if dx.shape == (R, L) else dx.reshape(R, L)
-        pairs = (x2.size > SERIAL_MAX_ELEMENTS and G == 1 and S == 1
-                 and L * x2.itemsize >= ROW_PAIR_MIN_BYTES)
-        # The parameter sums of S == 1 rows: fused into the rows' first read, in x-dtype
-        # partials (cpu.rows._backward_chunk), for float32 and for pairs; float64 single rows
-        # re-read four rows at a time into float64 partials instead. Fused against four at a
-        # time, through the API, float32, median of per-round ratios of three runs: (8, 512,
-        # 4096) 1.19-1.24x (pairs), (4096, 768) 1.05-1.10, (16384, 128) 1.00-1.08, (64, 1024)
-        # 0.92-0.99; float64: (2048, 2048) 1.10-1.13 (pairs), (4096, 768) 0.83-0.86.
-        fused = want_params and S == 1 and (pairs or x2.itemsize < 8)
-        dw_x = _scratch("dweight_x", (nchunks, C if fused else 0), x2.dtype)
-        db_x = _scratch("dbias_x", dw_x.shape, x2.dtype)
         args = (saved._mean64, saved._rstd64)
         if x2.size <= SERIAL_MAX_ELEMENTS:
             rows.backward_serial(dy2, x2, *args, G, S, w, centered, want_params, dx2, dw_part,
-                                 db_part, dw_x, db_x)
-        elif pairs:
+                                 db_part)
+        elif G == 1 and S == 1 and L * x2.itemsize >= ROW_PAIR_MIN_BYTES:
+            dw_x = _scratch("dweight_x", dw_part.shape, x2.dtype)
+            db_x = _scratch("dbias_x", dw_part.shape, x2.dtype)
             rows.backward_pairs(dy2, x2, *args, w, centered, want_params, dx2, dw_part, db_part,
                                 dw_x, db_x)
         else:
-            rows.backward(dy2, x2, *args, G, S, w, centered, want_params, dx2, dw_part, db_part,
-                          dw_x, db_x)
+            rows.backward(dy2, x2, *args, G, S, w, centered, want_params, dx2, dw_part, db_part)
     dweight = dbias = None
     if weight is not None:
         dweight = _merged(dw_part, x2.dtype, weight.shape)

@@ -82,10 +82,10 @@ def test_rms_norm(rng, dtype, shape, nshape):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kernel", ["serial", "parallel", "pairs"])
 def test_row_gradients_of_chunks_longer_than_a_block(rng, monkeypatch, dtype, kernel):
-    """The rows backward sums dweight/dbias terms in x's dtype for at most BLOCK rows, then
-    adds them to the chunk's float64 partial row: one chunk of 2*BLOCK + 3 rows takes that
-    hand-over twice and ends on a part block, in each rows backward kernel (the pairs kernel
-    on short rows here, with an odd last row)."""
+    """dweight/dbias from one chunk of 2*BLOCK + 3 rows, in each rows backward kernel. The
+    pairs kernel (run on short rows here; an odd last row) sums the parameter terms in x's
+    dtype for at most BLOCK rows, then adds them to the chunk's float64 partial row: here it
+    takes that hand-over twice and ends on a part block."""
     from numbanorm import functional
     from numbanorm._config import BLOCK
     monkeypatch.setattr(functional, "MAX_PARTIALS", 1)

@@ -17,12 +17,9 @@ Backward, per row, with xhat = (x - mean)*rstd and g = dy*w[c]:
 Sums run in x's dtype over blocks of at most BLOCK values, blocks and rows are combined in
 float64, elementwise arithmetic is in x's dtype (see _moments). The row is read from memory
 once per pass, the second pass of a row hits cache. Each kernel has a parallel driver and a
-serial one for small inputs. For layer_norm and rms_norm (S == 1) the dweight/dbias terms of
-each row are added to x-dtype partials in the same loop that sums g and g*xhat (the row's
-first read), and those partials go to the chunk's float64 partial row every BLOCK rows, so a
-parameter's x-dtype sum, too, covers at most BLOCK values. Long rows (ROW_PAIR_MIN_BYTES) go
-two at a time, forward and backward (forward_pairs, backward_pairs): each weight and bias
-value is then loaded once for both rows.
+serial one for small inputs. Long layer_norm and rms_norm rows (ROW_PAIR_MIN_BYTES) go two at
+a time, forward and backward (forward_pairs, backward_pairs): each weight and bias value is
+then loaded once for both rows.
 """
 from numba import njit, prange
 
@@ -138,40 +135,6 @@ def _xhat(x, mean, rstd, centered, r, zero):
 
 
 @njit(inline='always', **JIT)
-def _block_param_sums(xs, ds, mh, rstd, lo, w, dw, db):
-    """grad_sums' block sums (sum(g), sum(g*xhat)) over at most BLOCK values of one row, and
-    its parameter terms dw += dy*xhat, db += dy added to the running x-dtype partials dw, db,
-    in the same read of the row."""
-    sg = like(rstd, 0.0)
-    sgx = like(rstd, 0.0)
-    for j in range(xs.size):
-        xh = (xs[j] - mh) * rstd - lo
-        g = ds[j] * w[j]
-        sg += g
-        sgx += g * xh
-        dw[j] += ds[j] * xh
-        db[j] += ds[j]
-    return float(sg), float(sgx)
-
-
-@njit(inline='always', **JIT)
-def _param_sums(xr, dyr, mh, rs, lo, w, dw, db, c0):
-    """grad_sums of one row (w its per-element weights), and its dy*xhat and dy added to the
-    x-dtype partials dw[c0:], db[c0:] in the same loop (see _backward_chunk)."""
-    # The partials are sliced once from dw, db themselves: slices of a slice measured 1.2x
-    # the time of the whole backward on (16384, 128).
-    sum_g = 0.0
-    sum_gx = 0.0
-    for b0 in range(0, xr.size, BLOCK):
-        b1 = min(b0 + BLOCK, xr.size)
-        a, b = _block_param_sums(xr[b0:b1], dyr[b0:b1], mh, rs, lo, w[b0:b1],
-                                 dw[c0 + b0:c0 + b1], db[c0 + b0:c0 + b1])
-        sum_g += a
-        sum_gx += b
-    return sum_g, sum_gx
-
-
-@njit(inline='always', **JIT)
 def _param_rows(x, dy, r0, r1, mean, rstd, centered, dwk, dbk, zero):
     """dwk += sum(dy*xhat), dbk += sum(dy) over rows r0:r1 (at most four) of the same
     parameters. Four rows share one load and store of each partial (the loops are bound by
@@ -200,14 +163,79 @@ def _param_rows(x, dy, r0, r1, mean, rstd, centered, dwk, dbk, zero):
 
 
 @njit(inline='always', **JIT)
-def _flush(dw, db, dw_part, db_part, first):
-    """Add the x-dtype partials dw, db to the float64 partial rows dw_part, db_part (set them
-    when first) and zero dw, db."""
-    for j in range(dw.size):
-        dw_part[j] = float(dw[j]) if first else dw_part[j] + float(dw[j])
-        db_part[j] = float(db[j]) if first else db_part[j] + float(db[j])
-        dw[j] = 0.0
-        db[j] = 0.0
+def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks, dx,
+                    dw_part, db_part):
+    R, L = x.shape
+    per = (R + nchunks - 1) // nchunks
+    Cg = L // S
+    x, dy, dx, weight = borrowed(x), borrowed(dy), borrowed(dx), borrowed(weight)
+    dw_part, db_part = borrowed(dw_part), borrowed(db_part)
+    zero = like(x, 0.0)
+    one = like(x, 1.0)
+    start = k * per
+    stop = min(R, (k + 1) * per)
+    dw_part[k, :] = 0.0
+    db_part[k, :] = 0.0
+    for r in range(start, stop):
+        xr, mh, rs, lo = _xhat(x, mean, rstd, centered, r, zero)
+        dyr = dy[r]
+        dxr = dx[r]
+        c0 = (r % G) * Cg
+        if S == 1:
+            sum_g, sum_gx = grad_sums(xr, dyr, mh, rs, lo, weight[c0:c0 + L])
+            if want_params:
+                # Rows sharing their parameters (G == 1: layer_norm, rms_norm) four at a
+                # time, at the fourth row of each four, while the four are still in cache.
+                if G > 1:
+                    r0 = r
+                elif (r - start) % 4 == 3 or r == stop - 1:
+                    r0 = r - (r - start) % 4
+                else:
+                    r0 = -1
+                if r0 >= 0:
+                    _param_rows(x, dy, r0, r + 1, mean, rstd, centered,
+                                dw_part[k, c0:c0 + L], db_part[k, c0:c0 + L], zero)
+        else:
+            sum_g = 0.0
+            sum_gx = 0.0
+            for j in range(Cg):
+                sl = slice(j * S, (j + 1) * S)
+                s_dy, s_dyx = grad_sums(xr[sl], dyr[sl], mh, rs, lo, one)
+                wj = float(weight[c0 + j])
+                sum_g += wj * s_dy
+                sum_gx += wj * s_dyx
+                if want_params:
+                    dw_part[k, c0 + j] += s_dyx
+                    db_part[k, c0 + j] += s_dy
+        mean_g = like(zero, sum_g / L if centered else 0.0)
+        mean_gx = like(zero, sum_gx / L)
+        if S == 1:
+            _dx(xr, dyr, mh, rs, lo, weight[c0:c0 + L], mean_g, mean_gx, dxr)
+        else:
+            for j in range(Cg):
+                sl = slice(j * S, (j + 1) * S)
+                _dx(xr[sl], dyr[sl], mh, rs, lo, weight[c0 + j], mean_g, mean_gx, dxr[sl])
+
+
+@njit(parallel=True, **BACKWARD_JIT)
+def backward(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, dw_part, db_part):
+    """dx of every row, and per-chunk partial dweight/dbias rows (dw_part, db_part: (K, C),
+    any contents, each chunk zeroes its row; K fixed by the shape); parallel over the K chunks
+    of consecutive rows."""
+    nchunks = dw_part.shape[0]
+    for k in prange(nchunks):
+        _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks,
+                        dx, dw_part, db_part)
+
+
+@njit(**BACKWARD_JIT)
+def backward_serial(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, dw_part,
+                    db_part):
+    """`backward` on one thread."""
+    nchunks = dw_part.shape[0]
+    for k in range(nchunks):
+        _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks,
+                        dx, dw_part, db_part)
 
 
 @njit(inline='always', **JIT)
@@ -219,98 +247,37 @@ def _chunk_rows(R, k, nchunks, step):
 
 
 @njit(inline='always', **JIT)
-def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks, dx,
-                    dw_part, db_part, dw_x, db_x):
-    # dweight/dbias of S == 1 rows (layer_norm, rms_norm) take one of two forms:
-    # - fused (dw_x, db_x of C columns: the x-dtype partials of the K chunks): each row's
-    #   dy*xhat and dy are added to its chunk's x-dtype partial row in the loop that reads the
-    #   row for sum(g) and sum(g*xhat), and that row goes to the float64 partial row every
-    #   BLOCK rows (so an x-dtype sum covers at most BLOCK values, as everywhere) and at the
-    #   chunk's end;
-    # - otherwise (dw_x, db_x of no columns), four rows at a time are re-read from cache into
-    #   the float64 partial row (_param_rows), one partial load and store per four rows.
-    # functional._rows_backward picks (see there for the measurements).
-    R, L = x.shape
-    Cg = L // S
-    x, dy, dx, weight = borrowed(x), borrowed(dy), borrowed(dx), borrowed(weight)
-    dw_k, db_k = borrowed(dw_part)[k], borrowed(db_part)[k]
-    dwk, dbk = borrowed(dw_x)[k], borrowed(db_x)[k]
-    zero = like(x, 0.0)
-    one = like(x, 1.0)
-    start, stop = _chunk_rows(R, k, nchunks, 1)
-    fused = want_params and S == 1 and dwk.size > 0
-    dwk[:] = 0.0
-    dbk[:] = 0.0
-    if not fused or start == stop:
-        dw_k[:] = 0.0
-        db_k[:] = 0.0
-    for r in range(start, stop):
-        xr, mh, rs, lo = _xhat(x, mean, rstd, centered, r, zero)
-        dyr = dy[r]
-        dxr = dx[r]
-        c0 = (r % G) * Cg
-        if S == 1:
-            w = weight[c0:c0 + L]
-            if fused:
-                sum_g, sum_gx = _param_sums(xr, dyr, mh, rs, lo, w, dwk, dbk, c0)
-                if (r - start + 1) % BLOCK == 0 or r == stop - 1:
-                    _flush(dwk, dbk, dw_k, db_k, r - start < BLOCK)
-            else:
-                sum_g, sum_gx = grad_sums(xr, dyr, mh, rs, lo, w)
-                # rows sharing their parameters (G == 1) four at a time, at the fourth row
-                # of each four, while the four are still in cache
-                if want_params:
-                    if G > 1:
-                        r0 = r
-                    elif (r - start) % 4 == 3 or r == stop - 1:
-                        r0 = r - (r - start) % 4
-                    else:
-                        r0 = -1
-                    if r0 >= 0:
-                        _param_rows(x, dy, r0, r + 1, mean, rstd, centered, dw_k[c0:c0 + L],
-                                    db_k[c0:c0 + L], zero)
-            _dx(xr, dyr, mh, rs, lo, w, like(zero, sum_g / L if centered else 0.0),
-                like(zero, sum_gx / L), dxr)
-            continue
-        sum_g = 0.0
-        sum_gx = 0.0
-        for j in range(Cg):
-            sl = slice(j * S, (j + 1) * S)
-            s_dy, s_dyx = grad_sums(xr[sl], dyr[sl], mh, rs, lo, one)
-            wj = float(weight[c0 + j])
-            sum_g += wj * s_dy
-            sum_gx += wj * s_dyx
-            if want_params:
-                dw_k[c0 + j] += s_dyx
-                db_k[c0 + j] += s_dy
-        mean_g = like(zero, sum_g / L if centered else 0.0)
-        mean_gx = like(zero, sum_gx / L)
-        for j in range(Cg):
-            sl = slice(j * S, (j + 1) * S)
-            _dx(xr[sl], dyr[sl], mh, rs, lo, weight[c0 + j], mean_g, mean_gx, dxr[sl])
+def _flush(dw, db, dw_part, db_part, first):
+    """Add the x-dtype partials dw, db to the float64 partial rows dw_part, db_part (set them
+    when first) and zero dw, db."""
+    for j in range(dw.size):
+        dw_part[j] = float(dw[j]) if first else dw_part[j] + float(dw[j])
+        db_part[j] = float(db[j]) if first else db_part[j] + float(db[j])
+        dw[j] = 0.0
+        db[j] = 0.0
 
 
-@njit(parallel=True, **BACKWARD_JIT)
-def backward(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, dw_part, db_part,
-             dw_x, db_x):
-    """dx of every row, and per-chunk partial dweight/dbias rows (dw_part, db_part: (K, C),
-    any contents, each chunk writes its row; K fixed by the shape); parallel over the K chunks
-    of consecutive rows. dw_x, db_x: (K, C) x-dtype scratch for the fused parameter sums of
-    S == 1 rows, or (K, 0) for the float64 form (see _backward_chunk)."""
-    nchunks = dw_part.shape[0]
-    for k in prange(nchunks):
-        _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks,
-                        dx, dw_part, db_part, dw_x, db_x)
-
-
-@njit(**BACKWARD_JIT)
-def backward_serial(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, dw_part,
-                    db_part, dw_x, db_x):
-    """`backward` on one thread."""
-    nchunks = dw_part.shape[0]
-    for k in range(nchunks):
-        _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks,
-                        dx, dw_part, db_part, dw_x, db_x)
+@njit(inline='always', **JIT)
+def _param_sums(xr, dyr, mh, rs, lo, w, dw, db):
+    """grad_sums of one row (w its per-element weights), and its dweight/dbias terms
+    dw += dy*xhat, db += dy added to the x-dtype partials dw, db in the same loop."""
+    sum_g = 0.0
+    sum_gx = 0.0
+    for b0 in range(0, xr.size, BLOCK):
+        b1 = min(b0 + BLOCK, xr.size)
+        xs, ds, ws, dws, dbs = xr[b0:b1], dyr[b0:b1], w[b0:b1], dw[b0:b1], db[b0:b1]
+        sg = like(rs, 0.0)
+        sgx = like(rs, 0.0)
+        for j in range(b1 - b0):
+            xh = (xs[j] - mh) * rs - lo
+            g = ds[j] * ws[j]
+            sg += g
+            sgx += g * xh
+            dws[j] += ds[j] * xh
+            dbs[j] += ds[j]
+        sum_g += float(sg)
+        sum_gx += float(sgx)
+    return sum_g, sum_gx
 
 
 @njit(inline='always', **JIT)
@@ -367,7 +334,7 @@ def _backward_single(dy, x, mean, rstd, weight, centered, want_params, r, dx, dw
     zero = like(x, 0.0)
     xr, mh, rs, lo = _xhat(x, mean, rstd, centered, r, zero)
     if want_params:
-        sum_g, sum_gx = _param_sums(xr, dy[r], mh, rs, lo, weight, dwk, dbk, 0)
+        sum_g, sum_gx = _param_sums(xr, dy[r], mh, rs, lo, weight, dwk, dbk)
     else:
         sum_g, sum_gx = grad_sums(xr, dy[r], mh, rs, lo, weight)
     _dx(xr, dy[r], mh, rs, lo, weight, like(zero, sum_g / L if centered else 0.0),
@@ -403,9 +370,18 @@ def backward_pairs(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part
                    dw_x, db_x):
     """`backward` for S == 1, G == 1 (layer_norm, rms_norm) and long rows (ROW_PAIR_MIN_BYTES):
     each chunk's rows two at a time (chunks of an even number of rows; an odd last row alone),
-    so that the weight is loaded once for both rows; the parameter sums always fused (dw_x,
-    db_x: (K, C) x-dtype scratch when want_params). A kernel of its own, compiled only when
-    such rows come (as forward_pairs)."""
+    so that the weight is loaded once for both rows. A kernel of its own, compiled only when
+    such rows come (as forward_pairs).
+
+    dweight/dbias: the pair's dy*xhat and dy terms are added to its chunk's x-dtype partial row
+    (dw_x, db_x: (K, C) scratch, any contents) in the loop that first reads the two rows for
+    sum(g) and sum(g*xhat), and that row goes to the float64 partial row (dw_part, db_part)
+    every BLOCK rows, so an x-dtype sum covers at most BLOCK values, as everywhere, and at the
+    chunk's end. `backward` instead re-reads four rows at a time from cache into the float64
+    partials (_param_rows): on (4096, 4096) float32 the fused sums took the pairs kernel from
+    9.5 to 8.6 ms (medians of 60 interleaved runs; 1.13x, interquartile 1.11-1.17). On single
+    rows of 768 to 2048 values fused sums measured 0.4-1.2x, often slower and unstable from one
+    process to the next, and 0.8x on float64 (4096, 768); hence only here."""
     R = x.shape[0]
     nchunks = dw_part.shape[0]
     for k in prange(nchunks):
