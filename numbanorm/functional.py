@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _device
 from . import _validate as V
-from ._config import (COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
+from ._config import (BLOCK, COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
                       COLUMN_PARTIAL_MIN_ELEMENTS, COLUMN_SHIFT_MIN_ROWS, COLUMN_STRIP_BYTES,
                       COLUMN_SUMS_ROWS, FUSED_COLUMNS_MAX_ELEMENTS, MAX_PARTIALS,
                       PARTIAL_MIN_ELEMENTS, ROW_PAIR_MIN_BYTES, SERIAL_MAX_ELEMENTS, SLAB_MIN,
@@ -338,23 +338,27 @@ def _rows_backward(dy, saved, dx_out):
     weight = saved._weight
     want_params = weight is not None or saved._bias_shape is not None
     nchunks = _nchunks(R, L)
-    dw_part = _scratch("dweight", (nchunks, C if want_params else 0))
-    db_part = _scratch("dbias", dw_part.shape)
+    serial = R * L <= SERIAL_MAX_ELEMENTS
+    pairs = not serial and G == 1 and S == 1 and L * x2.itemsize >= ROW_PAIR_MIN_BYTES
+    if pairs:
+        # x-dtype partial rows, each chunk at most BLOCK rows (see cpu.rows.backward_pairs)
+        shape = (max(nchunks, -(-R // BLOCK)), C if want_params else 0)
+        dw_part = _scratch("dweight", shape, x2.dtype)
+        db_part = _scratch("dbias", shape, x2.dtype)
+    else:
+        dw_part = _scratch("dweight", (nchunks, C if want_params else 0))
+        db_part = _scratch("dbias", dw_part.shape)
     dx = np.empty(dy.shape, dy.dtype) if dx_out is None else _target(dx_out, dy)
     if R:
         w = weight if weight is not None and weight.ndim == 1 else _param(weight, C, x2.dtype, 1)
         dx2 = dx if dx.shape == (R, L) else dx.reshape(R, L)
-        args = (saved._mean64, saved._rstd64)
-        if x2.size <= SERIAL_MAX_ELEMENTS:
-            rows.backward_serial(dy2, x2, *args, G, S, w, centered, want_params, dx2, dw_part,
-                                 db_part)
-        elif G == 1 and S == 1 and L * x2.itemsize >= ROW_PAIR_MIN_BYTES:
-            dw_x = _scratch("dweight_x", dw_part.shape, x2.dtype)
-            db_x = _scratch("dbias_x", dw_part.shape, x2.dtype)
-            rows.backward_pairs(dy2, x2, *args, w, centered, want_params, dx2, dw_part, db_part,
-                                dw_x, db_x)
+        args = (saved._mean64, saved._rstd64, w, centered, want_params, dx2, dw_part, db_part)
+        if serial:
+            rows.backward_serial(dy2, x2, saved._mean64, saved._rstd64, G, S, *args[2:])
+        elif pairs:
+            rows.backward_pairs(dy2, x2, *args)
         else:
-            rows.backward(dy2, x2, *args, G, S, w, centered, want_params, dx2, dw_part, db_part)
+            rows.backward(dy2, x2, saved._mean64, saved._rstd64, G, S, *args[2:])
     dweight = dbias = None
     if weight is not None:
         dweight = _merged(dw_part, x2.dtype, weight.shape)
@@ -368,10 +372,13 @@ def _shape_of(p):
 
 
 def _merged(part, dtype, shape):
-    """The (K, C) partial sums summed over K, in dtype and the parameter's shape (one partial,
-    as in every tiny call: its row as it is, which is what the sum gives, without NumPy's
-    reduction machinery, ~0.5 us)."""
-    total = part[0].astype(dtype) if part.shape[0] == 1 else part.sum(axis=0).astype(dtype)
+    """The (K, C) partial sums summed over K in float64, in dtype and the parameter's shape
+    (one partial, as in every tiny call: its row as it is, which is what the sum gives,
+    without NumPy's reduction machinery, ~0.5 us)."""
+    if part.shape[0] == 1:
+        total = part[0].astype(dtype)
+    else:
+        total = part.sum(axis=0, dtype=np.float64).astype(dtype)
     return total if len(shape) == 1 else total.reshape(shape)
 
 

@@ -247,17 +247,6 @@ def _chunk_rows(R, k, nchunks, step):
 
 
 @njit(inline='always', **JIT)
-def _flush(dw, db, dw_part, db_part, first):
-    """Add the x-dtype partials dw, db to the float64 partial rows dw_part, db_part (set them
-    when first) and zero dw, db."""
-    for j in range(dw.size):
-        dw_part[j] = float(dw[j]) if first else dw_part[j] + float(dw[j])
-        db_part[j] = float(db[j]) if first else db_part[j] + float(db[j])
-        dw[j] = 0.0
-        db[j] = 0.0
-
-
-@njit(inline='always', **JIT)
 def _param_sums(xr, dyr, mh, rs, lo, w, dw, db):
     """grad_sums of one row (w its per-element weights), and its dweight/dbias terms
     dw += dy*xhat, db += dy added to the x-dtype partials dw, db in the same loop."""
@@ -366,34 +355,30 @@ def _backward_pair(dy, x, mean, rstd, weight, centered, want_params, ra, dx, dwk
 
 
 @njit(parallel=True, **BACKWARD_JIT)
-def backward_pairs(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part, db_part,
-                   dw_x, db_x):
+def backward_pairs(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part, db_part):
     """`backward` for S == 1, G == 1 (layer_norm, rms_norm) and long rows (ROW_PAIR_MIN_BYTES):
     each chunk's rows two at a time (chunks of an even number of rows; an odd last row alone),
     so that the weight is loaded once for both rows. A kernel of its own, compiled only when
     such rows come (as forward_pairs).
 
-    dweight/dbias: the pair's dy*xhat and dy terms are added to its chunk's x-dtype partial row
-    (dw_x, db_x: (K, C) scratch, any contents) in the loop that first reads the two rows for
-    sum(g) and sum(g*xhat), and that row goes to the float64 partial row (dw_part, db_part)
-    every BLOCK rows, so an x-dtype sum covers at most BLOCK values, as everywhere, and at the
-    chunk's end. `backward` instead re-reads four rows at a time from cache into the float64
-    partials (_param_rows): on (4096, 4096) float32 the fused sums took the pairs kernel from
-    9.5 to 8.6 ms (medians of 60 interleaved runs; 1.13x, interquartile 1.11-1.17). On single
-    rows of 768 to 2048 values fused sums measured 0.4-1.2x, often slower and unstable from one
-    process to the next, and 0.8x on float64 (4096, 768); hence only here."""
+    dweight/dbias: the partial rows dw_part, db_part ((K, C), any contents) are in x's dtype
+    here, and K is such that no chunk has more than BLOCK rows (functional._rows_backward), so
+    an x-dtype sum covers at most BLOCK values, as everywhere; the caller merges the K rows in
+    float64. The pair's dy*xhat and dy terms are added to its chunk's row in the loop that
+    first reads the two rows (for sum(g) and sum(g*xhat)). `backward` instead re-reads four
+    rows at a time from cache into float64 partials (_param_rows). On (4096, 4096) float32
+    these fused sums took the pairs kernel from 9.5 to 8.6 ms (medians of 60 interleaved runs;
+    1.13x, interquartile 1.11-1.17). On single rows of 768 to 2048 values they measured
+    0.4-1.2x, often slower and unstable from one process to the next, and 0.8x on float64
+    (4096, 768); hence only here."""
     R = x.shape[0]
     nchunks = dw_part.shape[0]
     for k in prange(nchunks):
         x_, dy_, dx_, w_ = borrowed(x), borrowed(dy), borrowed(dx), borrowed(weight)
-        dw_k, db_k = borrowed(dw_part)[k], borrowed(db_part)[k]
-        start, stop = _chunk_rows(R, k, nchunks, 2)
-        dwk, dbk = borrowed(dw_x)[k], borrowed(db_x)[k]
+        dwk, dbk = borrowed(dw_part)[k], borrowed(db_part)[k]
         dwk[:] = 0.0
         dbk[:] = 0.0
-        if not want_params or start == stop:
-            dw_k[:] = 0.0
-            db_k[:] = 0.0
+        start, stop = _chunk_rows(R, k, nchunks, 2)
         for ra in range(start, stop, 2):
             if ra + 1 < stop:
                 _backward_pair(dy_, x_, mean, rstd, w_, centered, want_params, ra, dx_, dwk,
@@ -401,6 +386,3 @@ def backward_pairs(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part
             else:
                 _backward_single(dy_, x_, mean, rstd, w_, centered, want_params, ra, dx_, dwk,
                                  dbk)
-            last = min(ra + 1, stop - 1)
-            if want_params and ((last - start + 1) % BLOCK == 0 or last == stop - 1):
-                _flush(dwk, dbk, dw_k, db_k, last - start < BLOCK)
