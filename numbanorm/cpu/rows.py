@@ -368,9 +368,10 @@ def backward_pairs(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part
     first reads the two rows (for sum(g) and sum(g*xhat)). `backward` instead re-reads four
     rows at a time from cache into float64 partials (_param_rows). On (4096, 4096) float32
     these fused sums took the pairs kernel from 9.5 to 8.6 ms (medians of 60 interleaved runs;
-    1.13x, interquartile 1.11-1.17). On single rows of 768 to 2048 values they measured
-    0.4-1.2x, often slower and unstable from one process to the next, and 0.8x on float64
-    (4096, 768); hence only here."""
+    1.13x, interquartile 1.11-1.17). Tried on single rows in `backward` too (with float32
+    partials flushed to float64 rows every BLOCK rows): rows of 768 to 2048 values measured
+    0.4-1.2x the time of _param_rows' form, unstable from one process to the next, and
+    float64 (4096, 768) 1.2x as long; hence only here."""
     R = x.shape[0]
     nchunks = dw_part.shape[0]
     for k in prange(nchunks):
