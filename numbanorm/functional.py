@@ -340,8 +340,15 @@ def _rows_backward(dy, saved, dx_out):
     nchunks = _nchunks(R, L)
     serial = R * L <= SERIAL_MAX_ELEMENTS
     pairs = not serial and G == 1 and S == 1 and L * x2.itemsize >= ROW_PAIR_MIN_BYTES
-    if pairs:
-        # x-dtype partial rows, each chunk at most BLOCK rows (see cpu.rows.backward_pairs)
+    if pairs or (not serial and S == 1 and x2.itemsize < 8):
+        # x-dtype partial rows, filled in the rows' first read, chunks of at most BLOCK rows
+        # (see cpu.rows). Against float64 partials filled four rows at a time, float32,
+        # dx_out=, medians of per-round ratios in three runs of 30 rounds: (16384, 128)
+        # 0.97-1.06x, (4096, 768) 0.96-1.28x, (1024, 1024) 1.07-1.38x, (256, 2048) 1.01-1.35x,
+        # (2048, 256) 1.11-1.18x, (64, 1024) 1.00-1.17x; pairs (8, 512, 4096) 1.14-1.20x. On
+        # float64 single rows an earlier fused form (chunk buffers flushed to the float64 rows
+        # every BLOCK rows) took 1.2x as long on (4096, 768), so those keep float64 partials;
+        # so does the serial kernel (one compiled form fewer).
         shape = (max(nchunks, -(-R // BLOCK)), C if want_params else 0)
         dw_part = _scratch("dweight", shape, x2.dtype)
         db_part = _scratch("dbias", shape, x2.dtype)

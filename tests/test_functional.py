@@ -83,9 +83,9 @@ def test_rms_norm(rng, dtype, shape, nshape):
 @pytest.mark.parametrize("kernel", ["serial", "parallel", "pairs"])
 def test_row_gradients_of_chunks_longer_than_a_block(rng, monkeypatch, dtype, kernel):
     """dweight/dbias of 2*BLOCK + 3 rows in one partial (MAX_PARTIALS = 1), in each rows
-    backward kernel. The pairs kernel (run on short rows here) sums the parameter terms in
-    x's dtype, so it cuts the rows into chunks of at most BLOCK rows all the same: three
-    here, the last one odd."""
+    backward kernel. Where the parameter terms are summed in x's dtype (the pairs kernel, run
+    on short rows here, and the parallel kernel on float32) the rows are cut into chunks of
+    at most BLOCK rows all the same: three here, the last one odd."""
     from numbanorm import functional
     from numbanorm._config import BLOCK
     monkeypatch.setattr(functional, "MAX_PARTIALS", 1)

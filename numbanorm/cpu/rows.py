@@ -20,11 +20,20 @@ once per pass, the second pass of a row hits cache. Each kernel has a parallel d
 serial one for small inputs. Long layer_norm and rms_norm rows (ROW_PAIR_MIN_BYTES) go two at
 a time, forward and backward (forward_pairs, backward_pairs): each weight and bias value is
 then loaded once for both rows.
+
+dweight/dbias partial rows come in two forms, chosen by the caller through their dtype:
+- in x's dtype (float32 S == 1 rows, and every backward_pairs call): a row's dy*xhat and dy
+  are added to its chunk's partial row in the loop that first reads the row for sum(g) and
+  sum(g*xhat). The caller cuts the rows into chunks of at most BLOCK rows, so that an x-dtype
+  sum covers at most BLOCK values, as everywhere, and merges the chunks in float64.
+- in float64 (float64 rows, S > 1, the serial kernel): four rows at a time are re-read from
+  cache after their dx pass's sums (_param_rows); S > 1 rows add their per-channel sums.
 """
 from numba import njit, prange
 
 from .._config import BACKWARD_JIT, BLOCK, JIT
-from ._moments import at, borrowed, grad_sums, like, moments, rstd_of, split_mean
+from ._moments import (at, borrowed, grad_sums, like, moments, narrow, rstd_of,
+                       split_mean)
 
 
 @njit(inline='always', **JIT)
@@ -163,6 +172,32 @@ def _param_rows(x, dy, r0, r1, mean, rstd, centered, dwk, dbk, zero):
 
 
 @njit(inline='always', **JIT)
+def _param_sums(xr, dyr, mh, rs, lo, w, dw, db, c0):
+    """grad_sums of one row (w its per-element weights), and its dweight/dbias terms
+    dw[c0:] += dy*xhat, db[c0:] += dy added to the x-dtype partials dw, db in the same loop."""
+    # dw, db sliced once, from the partial row itself: slices of a slice measured 1.2x the
+    # time of the whole backward on (16384, 128)
+    sum_g = 0.0
+    sum_gx = 0.0
+    for b0 in range(0, xr.size, BLOCK):
+        b1 = min(b0 + BLOCK, xr.size)
+        xs, ds, ws = xr[b0:b1], dyr[b0:b1], w[b0:b1]
+        dws, dbs = dw[c0 + b0:c0 + b1], db[c0 + b0:c0 + b1]
+        sg = like(rs, 0.0)
+        sgx = like(rs, 0.0)
+        for j in range(b1 - b0):
+            xh = (xs[j] - mh) * rs - lo
+            g = ds[j] * ws[j]
+            sg += g
+            sgx += g * xh
+            dws[j] += ds[j] * xh
+            dbs[j] += ds[j]
+        sum_g += float(sg)
+        sum_gx += float(sgx)
+    return sum_g, sum_gx
+
+
+@njit(inline='always', **JIT)
 def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks, dx,
                     dw_part, db_part):
     R, L = x.shape
@@ -181,7 +216,12 @@ def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, n
         dyr = dy[r]
         dxr = dx[r]
         c0 = (r % G) * Cg
-        if S == 1:
+        if S == 1 and want_params and narrow(dw_part):
+            # x-dtype (float32) partial rows: the row's parameter terms in its first read
+            # (see the module docstring)
+            sum_g, sum_gx = _param_sums(xr, dyr, mh, rs, lo, weight[c0:c0 + L], dw_part[k],
+                                        db_part[k], c0)
+        elif S == 1:
             sum_g, sum_gx = grad_sums(xr, dyr, mh, rs, lo, weight[c0:c0 + L])
             if want_params:
                 # Rows sharing their parameters (G == 1: layer_norm, rms_norm) four at a
@@ -220,8 +260,9 @@ def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, n
 @njit(parallel=True, **BACKWARD_JIT)
 def backward(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, dw_part, db_part):
     """dx of every row, and per-chunk partial dweight/dbias rows (dw_part, db_part: (K, C),
-    any contents, each chunk zeroes its row; K fixed by the shape); parallel over the K chunks
-    of consecutive rows."""
+    any contents, each chunk zeroes its row; K fixed by the shape; float64, or float32 for
+    float32 S == 1 rows, see the module docstring); parallel over the K chunks of consecutive
+    rows."""
     nchunks = dw_part.shape[0]
     for k in prange(nchunks):
         _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks,
@@ -244,29 +285,6 @@ def _chunk_rows(R, k, nchunks, step):
     multiple of step."""
     per = ((R + nchunks - 1) // nchunks + step - 1) // step * step
     return min(R, k * per), min(R, (k + 1) * per)
-
-
-@njit(inline='always', **JIT)
-def _param_sums(xr, dyr, mh, rs, lo, w, dw, db):
-    """grad_sums of one row (w its per-element weights), and its dweight/dbias terms
-    dw += dy*xhat, db += dy added to the x-dtype partials dw, db in the same loop."""
-    sum_g = 0.0
-    sum_gx = 0.0
-    for b0 in range(0, xr.size, BLOCK):
-        b1 = min(b0 + BLOCK, xr.size)
-        xs, ds, ws, dws, dbs = xr[b0:b1], dyr[b0:b1], w[b0:b1], dw[b0:b1], db[b0:b1]
-        sg = like(rs, 0.0)
-        sgx = like(rs, 0.0)
-        for j in range(b1 - b0):
-            xh = (xs[j] - mh) * rs - lo
-            g = ds[j] * ws[j]
-            sg += g
-            sgx += g * xh
-            dws[j] += ds[j] * xh
-            dbs[j] += ds[j]
-        sum_g += float(sg)
-        sum_gx += float(sgx)
-    return sum_g, sum_gx
 
 
 @njit(inline='always', **JIT)
@@ -323,7 +341,7 @@ def _backward_single(dy, x, mean, rstd, weight, centered, want_params, r, dx, dw
     zero = like(x, 0.0)
     xr, mh, rs, lo = _xhat(x, mean, rstd, centered, r, zero)
     if want_params:
-        sum_g, sum_gx = _param_sums(xr, dy[r], mh, rs, lo, weight, dwk, dbk)
+        sum_g, sum_gx = _param_sums(xr, dy[r], mh, rs, lo, weight, dwk, dbk, 0)
     else:
         sum_g, sum_gx = grad_sums(xr, dy[r], mh, rs, lo, weight)
     _dx(xr, dy[r], mh, rs, lo, weight, like(zero, sum_g / L if centered else 0.0),
@@ -361,17 +379,11 @@ def backward_pairs(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part
     so that the weight is loaded once for both rows. A kernel of its own, compiled only when
     such rows come (as forward_pairs).
 
-    dweight/dbias: the partial rows dw_part, db_part ((K, C), any contents) are in x's dtype
-    here, and K is such that no chunk has more than BLOCK rows (functional._rows_backward), so
-    an x-dtype sum covers at most BLOCK values, as everywhere; the caller merges the K rows in
-    float64. The pair's dy*xhat and dy terms are added to its chunk's row in the loop that
-    first reads the two rows (for sum(g) and sum(g*xhat)). `backward` instead re-reads four
-    rows at a time from cache into float64 partials (_param_rows). On (4096, 4096) float32
-    these fused sums took the pairs kernel from 9.5 to 8.6 ms (medians of 60 interleaved runs;
-    1.13x, interquartile 1.11-1.17). Tried on single rows in `backward` too (with float32
-    partials flushed to float64 rows every BLOCK rows): rows of 768 to 2048 values measured
-    0.4-1.2x the time of _param_rows' form, unstable from one process to the next, and
-    float64 (4096, 768) 1.2x as long; hence only here."""
+    dweight/dbias: partial rows dw_part, db_part ((K, C), any contents) in x's dtype, for
+    float64 rows too (see the module docstring): a pair adds its two rows' terms to them in
+    one load and store. On (4096, 4096) float32 these fused sums took the pairs kernel from
+    9.5 to 8.6 ms against _param_rows' float64 form (medians of 60 interleaved runs; 1.13x,
+    interquartile 1.11-1.17)."""
     R = x.shape[0]
     nchunks = dw_part.shape[0]
     for k in prange(nchunks):
