@@ -261,9 +261,8 @@ _workspace = threading.local()
 
 def _scratch(name, shape, dtype=np.float64):
     """An array for partial results (float64 unless dtype), reused by the calling thread; not
-    zeroed: each
-    kernel that fills one zeroes its own chunk's rows first, in parallel and where they are
-    then used (zeroing here cost 9-19 us a call for (32-64, 1024) buffers, a tenth of a
+    zeroed: each kernel that fills one zeroes its own chunk's rows first, in parallel and where
+    they are then used (zeroing here cost 9-19 us a call for (32-64, 1024) buffers, a tenth of a
     (1024, 1024) batch_norm forward).
 
     Partial buffers are O(chunks x channels), but fresh ones cost more than the reduction that
@@ -340,32 +339,31 @@ def _rows_backward(dy, saved, dx_out):
     nchunks = _nchunks(R, L)
     serial = R * L <= SERIAL_MAX_ELEMENTS
     pairs = not serial and G == 1 and S == 1 and L * x2.itemsize >= ROW_PAIR_MIN_BYTES
-    if pairs or (not serial and S == 1 and x2.itemsize < 8):
-        # x-dtype partial rows, filled in the rows' first read, chunks of at most BLOCK rows
-        # (see cpu.rows). Against float64 partials filled four rows at a time, float32,
-        # dx_out=, medians of per-round ratios in three runs of 30 rounds: (16384, 128)
-        # 0.97-1.06x, (4096, 768) 0.96-1.28x, (1024, 1024) 1.07-1.38x, (256, 2048) 1.01-1.35x,
-        # (2048, 256) 1.11-1.18x, (64, 1024) 1.00-1.17x; pairs (8, 512, 4096) 1.14-1.20x. On
-        # float64 single rows an earlier fused form (chunk buffers flushed to the float64 rows
-        # every BLOCK rows) took 1.2x as long on (4096, 768), so those keep float64 partials;
-        # so does the serial kernel (one compiled form fewer).
-        shape = (max(nchunks, -(-R // BLOCK)), C if want_params else 0)
-        dw_part = _scratch("dweight", shape, x2.dtype)
-        db_part = _scratch("dbias", shape, x2.dtype)
-    else:
-        dw_part = _scratch("dweight", (nchunks, C if want_params else 0))
-        db_part = _scratch("dbias", dw_part.shape)
+    # x-dtype partial rows, filled in the rows' first read, chunks of at most BLOCK rows (see
+    # cpu.rows). Against float64 partials filled four rows at a time, float32, dx_out=, medians
+    # of per-round ratios in three runs of 30 rounds: (16384, 128) 0.97-1.06x, (4096, 768)
+    # 0.96-1.28x, (1024, 1024) 1.07-1.38x, (256, 2048) 1.01-1.35x, (2048, 256) 1.11-1.18x,
+    # (64, 1024) 1.00-1.17x; pairs (8, 512, 4096) 1.14-1.20x. On float64 single rows an earlier
+    # fused form (chunk buffers flushed to the float64 rows every BLOCK rows) took 1.2x as long
+    # on (4096, 768), so those keep float64 partials; so does the serial kernel (one compiled
+    # form fewer).
+    x_partials = pairs or (not serial and S == 1 and x2.itemsize < 8)
+    shape = (max(nchunks, -(-R // BLOCK)) if x_partials else nchunks, C if want_params else 0)
+    part_dtype = x2.dtype if x_partials else np.float64
+    dw_part = _scratch("dweight", shape, part_dtype)
+    db_part = _scratch("dbias", shape, part_dtype)
     dx = np.empty(dy.shape, dy.dtype) if dx_out is None else _target(dx_out, dy)
     if R:
         w = weight if weight is not None and weight.ndim == 1 else _param(weight, C, x2.dtype, 1)
         dx2 = dx if dx.shape == (R, L) else dx.reshape(R, L)
-        args = (saved._mean64, saved._rstd64, w, centered, want_params, dx2, dw_part, db_part)
+        mean, rstd = saved._mean64, saved._rstd64
+        tail = (w, centered, want_params, dx2, dw_part, db_part)
         if serial:
-            rows.backward_serial(dy2, x2, saved._mean64, saved._rstd64, G, S, *args[2:])
+            rows.backward_serial(dy2, x2, mean, rstd, G, S, *tail)
         elif pairs:
-            rows.backward_pairs(dy2, x2, *args)
+            rows.backward_pairs(dy2, x2, mean, rstd, *tail)
         else:
-            rows.backward(dy2, x2, saved._mean64, saved._rstd64, G, S, *args[2:])
+            rows.backward(dy2, x2, mean, rstd, G, S, *tail)
     dweight = dbias = None
     if weight is not None:
         dweight = _merged(dw_part, x2.dtype, weight.shape)

@@ -172,6 +172,14 @@ def _param_rows(x, dy, r0, r1, mean, rstd, centered, dwk, dbk, zero):
 
 
 @njit(inline='always', **JIT)
+def _chunk_rows(R, k, nchunks, step):
+    """Rows start:stop of chunk k of nchunks: ceil(R/nchunks) rows each, rounded up to a
+    multiple of step."""
+    per = ((R + nchunks - 1) // nchunks + step - 1) // step * step
+    return min(R, k * per), min(R, (k + 1) * per)
+
+
+@njit(inline='always', **JIT)
 def _param_sums(xr, dyr, mh, rs, lo, w, dw, db, c0):
     """grad_sums of one row (w its per-element weights), and its dweight/dbias terms
     dw[c0:] += dy*xhat, db[c0:] += dy added to the x-dtype partials dw, db in the same loop."""
@@ -201,14 +209,12 @@ def _param_sums(xr, dyr, mh, rs, lo, w, dw, db, c0):
 def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks, dx,
                     dw_part, db_part):
     R, L = x.shape
-    per = (R + nchunks - 1) // nchunks
     Cg = L // S
     x, dy, dx, weight = borrowed(x), borrowed(dy), borrowed(dx), borrowed(weight)
     dw_part, db_part = borrowed(dw_part), borrowed(db_part)
     zero = like(x, 0.0)
     one = like(x, 1.0)
-    start = k * per
-    stop = min(R, (k + 1) * per)
+    start, stop = _chunk_rows(R, k, nchunks, 1)
     dw_part[k, :] = 0.0
     db_part[k, :] = 0.0
     for r in range(start, stop):
@@ -277,14 +283,6 @@ def backward_serial(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, 
     for k in range(nchunks):
         _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks,
                         dx, dw_part, db_part)
-
-
-@njit(inline='always', **JIT)
-def _chunk_rows(R, k, nchunks, step):
-    """Rows start:stop of chunk k of nchunks: ceil(R/nchunks) rows each, rounded up to a
-    multiple of step."""
-    per = ((R + nchunks - 1) // nchunks + step - 1) // step * step
-    return min(R, k * per), min(R, (k + 1) * per)
 
 
 @njit(inline='always', **JIT)
