@@ -503,23 +503,27 @@ def _channel_affine(x3, mean, a, b, y3):
 def _column_sums(dy3, x3, mean):
     """Per-channel sum(dy) and sum(dy*(x - mean)) in float64 of the column layout: the kernel
     sums dy*(x - mh) with mh the mean rounded to x's dtype, and (mean - mh)*sum(dy) is taken
-    off here."""
+    off where the partials are totalled."""
     N, C, S = x3.shape
     M = C * S
-    # Chunks of at least COLUMN_SUMS_ROWS rows: the (K, M) float64 partials of (64, 65536)
-    # split 64 ways (32 MiB, twice the input): backward 11.7 ms, split 8 ways 5.2 ms. And no
-    # more chunks than make MAX_PARTIALS work items with the strips (rows wider than a strip
-    # get their parallelism from the strips instead).
+    # Chunks as in the statistics (_channel_partials): at least COLUMN_SUMS_ROWS rows and
+    # COLUMN_PARTIAL_MIN_ELEMENTS values each, and no more than make MAX_PARTIALS work items
+    # with the strips (rows wider than a strip get their parallelism from the strips instead).
+    # The (K, M) float64 partials are written and totalled again: (512, 2048) float32 split 64
+    # ways wrote 2 MiB of them for 8 MiB of input.
     strip = _column_strip(M, x3.itemsize)
     strips = -(-M // strip)
-    nchunks = max(1, min(_nchunks(N, M), N // COLUMN_SUMS_ROWS, -(-MAX_PARTIALS // strips)))
+    nchunks = max(1, min(MAX_PARTIALS, N // COLUMN_SUMS_ROWS, N * M // COLUMN_PARTIAL_MIN_ELEMENTS,
+                         -(-MAX_PARTIALS // strips)))
     sdy = _scratch("sum_dy", (nchunks, M))
     sdyx = _scratch("sum_dyx", (nchunks, M))
     mh = mean.astype(x3.dtype)
     _kernels(x3.size).column_sums(dy3.reshape(N, M), x3.reshape(N, M), _columns(mh, S),
                                   COLUMN_SUMS_ROWS, strip, sdy, sdyx)
-    sum_dy = sdy.sum(axis=0).reshape(C, S).sum(axis=1)
-    return sum_dy, sdyx.sum(axis=0).reshape(C, S).sum(axis=1) - (mean - mh) * sum_dy
+    sum_dy = np.empty(C)
+    sum_dyx = np.empty(C)
+    channels.total_sums(sdy, sdyx, mean, mh, sum_dy, sum_dyx)
+    return sum_dy, sum_dyx
 
 
 def _column_dx(dy3, x3, mean, rstd, k1, mean_dy, mean_dyx, dx3):

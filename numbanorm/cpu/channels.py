@@ -499,6 +499,34 @@ def column_sums(dy2, x2, mh, rows_per_block, strip, sdy, sdyx):
                 b[j] += float(sx[j])
 
 
+@njit(**JIT)
+def total_sums(sdy, sdyx, mean, mh, sum_dy, sum_dyx):
+    """Per-channel totals of column_sums' (K, C*P) partials: summed over the K chunks in order
+    (vectorised across columns, into sdy[0], sdyx[0] in place: the partials are scratch), then
+    over each channel's P adjacent columns, and sum(dy*(x - mean)) = sum(dy*(x - mh)) -
+    (mean - mh)*sum(dy) (mh: the mean rounded to x's dtype, as column_sums used it). In NumPy
+    these were six calls, 60 us of a 0.49 ms (512, 2048) float32 backward."""
+    K, M = sdy.shape
+    C = mean.size
+    P = M // C
+    a = sdy[0]
+    b = sdyx[0]
+    for k in range(1, K):
+        ak = sdy[k]
+        bk = sdyx[k]
+        for j in range(M):
+            a[j] += ak[j]
+            b[j] += bk[j]
+    for c in range(C):
+        s = 0.0
+        t = 0.0
+        for p in range(P):
+            s += a[c * P + p]
+            t += b[c * P + p]
+        sum_dy[c] = s
+        sum_dyx[c] = t - (mean[c] - float(mh[c])) * s
+
+
 @_parallel_and_serial(JIT)
 def slab_affine(x2, C, mean, a, b, y2):
     """y = (x - mean[c])*a[c] + b[c] on (N*C, S) slabs, row i being channel i % C; mean, a, b
