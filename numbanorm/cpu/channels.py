@@ -30,8 +30,8 @@ from numba import types as types_
 from numba.extending import overload
 
 from .._config import COLUMN_SHIFT_MAX, ELEMENTWISE_JIT, JIT, TINY_MEAN_SQUARE
-from ._moments import (_constant, _term, block_moments, borrowed, chan_merge, grad_sums, like,
-                       narrow, part, split_mean)
+from ._moments import (_constant, _term, at, block_moments, borrowed, chan_merge, grad_sums,
+                       like, narrow, part, rstd_of, split_mean)
 
 SERIAL = types.SimpleNamespace()
 
@@ -363,7 +363,8 @@ def merge_partials(pmean, pm2, n_rows, scale, C, mean, m2):
     pmean[0], pm2[0] in place (the partials are scratch), and the outputs come from the
     caller: for (2, 65536) partials this took 1.0-1.5 ms with copies of the partials and
     outputs allocated here, 0.67-0.80 ms without the copies, 0.21 ms with the outputs
-    allocated by NumPy in the caller."""
+    allocated by NumPy in the caller. Returns whether every mean and m2 is finite (the
+    caller's test for squares that overflowed, in the loop that has the values at hand)."""
     K, M = pmean.shape
     per = (n_rows + K - 1) // K
     n = float(min(n_rows, per) * scale)
@@ -384,6 +385,10 @@ def merge_partials(pmean, pm2, n_rows, scale, C, mean, m2):
             col_m2[j] += qk[j] + delta * delta * f_m2
         n = nn
     _merge_columns(col_mean, col_m2, n, C, mean, m2)
+    bad = 0
+    for c in range(C):  # counted without an early exit, so the loop vectorises
+        bad += not (np.isfinite(mean[c]) and np.isfinite(m2[c]))
+    return bad == 0
 
 
 @njit(inline='always', **JIT)
@@ -525,6 +530,34 @@ def total_sums(sdy, sdyx, mean, mh, sum_dy, sum_dyx):
             t += b[c * P + p]
         sum_dy[c] = s
         sum_dyx[c] = t - (mean[c] - float(mh[c])) * s
+
+
+@njit(**JIT)
+def finish_stats(mean, m2, n, inv, eps, rstd, var):
+    """Per-channel statistics from merged (mean, M2) of n values of x*inv (inv None: x), in
+    place: mean /= inv, the biased variance var = M2/n/inv**2 (inf beyond float64's range) and
+    rstd = 1/sqrt(var + eps), formed as inv/sqrt(M2/n + eps*inv**2) so that it stays finite
+    where var does not (see _moments.rstd_of)."""
+    for c in range(mean.size):
+        iv = 1.0 if inv is None else inv[c]
+        var_scaled = m2[c] / n
+        rstd[c] = rstd_of(var_scaled, iv, eps)
+        var[c] = var_scaled / (iv * iv)
+        mean[c] /= iv
+
+
+@njit(**JIT)
+def affine_terms(mean, rstd, weight, bias, mh, a, b):
+    """The per-channel terms of y = (x - mh)*a + b in the dtype of mh, a and b (x's):
+    mh = mean rounded, a = rstd*weight rounded, and b = bias - (mean - mh)*a, which adds back
+    the part of the mean that mh drops (see functional._channel_affine). weight and bias are
+    arrays, or the scalars 1 and 0 when absent (`at`)."""
+    for c in range(mean.size):
+        m = like(mh, mean[c])
+        ac = like(a, rstd[c] * float(at(weight, c)))
+        mh[c] = m
+        a[c] = ac
+        b[c] = like(b, float(at(bias, c)) - (mean[c] - float(m)) * float(ac))
 
 
 @_parallel_and_serial(JIT)
