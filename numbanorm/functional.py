@@ -558,18 +558,20 @@ def _fused(x3, slab_min):
 
 
 def _small_batch_norm(x, x3, weight, bias, eps, out):
-    """(y, mean, var) by the fused serial kernel on x's contiguous (N, C, S) view x3, or None
-    where it declines (non-finite statistics: the general path rescales or propagates)."""
+    """(y, mean, rstd, var) by the fused serial kernel on x's contiguous (N, C, S) view x3
+    (float64 statistics as _channel_stats gives them), or None where it declines (non-finite
+    statistics: the general path rescales or propagates)."""
     N, C, _ = x3.shape
     x2 = x3.reshape(N, -1)
     y = _target(out, x)
     mean64 = np.empty(C)
+    rstd64 = np.empty(C)
     var64 = np.empty(C)
     strip, rows_per_block = _column_blocks(x2.shape[1], x.itemsize)
     if channels.small_forward(x2, C, _param(weight, C, x.dtype, 1), _param(bias, C, x.dtype, 0),
                               eps, rows_per_block, COLUMN_SHIFT_MIN_ROWS, strip,
-                              y.reshape(N, -1), mean64, var64):
-        return y, mean64, var64
+                              y.reshape(N, -1), mean64, rstd64, var64):
+        return y, mean64, rstd64, var64
     return None
 
 
@@ -710,23 +712,19 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
     x3 = np.ascontiguousarray(x).reshape(N, C, S)
     y = None
     if training:
-        var_unbiased = None
         if N * S == 0:
             mean64 = np.full(C, np.nan)
             rstd64 = np.full(C, np.nan)
-        elif _fused(x3, SLAB_MIN) and (
-                fused := _small_batch_norm(x, x3, weight, bias, eps, out)) is not None:
-            y, mean64, var64 = fused
-            rstd64 = 1.0 / np.sqrt(var64 + eps)
-            if running_mean is not None:
-                var_unbiased = var64 * (N * S / (N * S - 1))
         else:
-            mean64, rstd64, var64 = _channel_stats(x3, eps)
+            if _fused(x3, SLAB_MIN) and (
+                    fused := _small_batch_norm(x, x3, weight, bias, eps, out)) is not None:
+                y, mean64, rstd64, var64 = fused
+            else:
+                mean64, rstd64, var64 = _channel_stats(x3, eps)
             if running_mean is not None:
                 with np.errstate(over="ignore"):  # beyond float range: inf
                     var_unbiased = var64 * (N * S / (N * S - 1))
-        if var_unbiased is not None:
-            _update_running(running_mean, running_var, mean64, var_unbiased, momentum)
+                _update_running(running_mean, running_var, mean64, var_unbiased, momentum)
     else:
         mean64 = running_mean.astype(np.float64)
         rstd64 = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)

@@ -702,11 +702,11 @@ def slab_backward(dy2, x2, N, C, mean, rstd, weight, training, want_sums, groups
 
 @njit(**JIT)
 def small_forward(x2, C, weight, bias, eps, rows_per_block, shift_min_rows, strip, y2,
-                  mean_out, var_out):
+                  mean_out, rstd_out, var_out):
     """Statistics and y for an (N, M = C*S) matrix in one call: the column statistics of
     column_partials on one chunk, strip by strip (the same compiled _column_chunk: row blocks
     in x's dtype, merged in float64), the S columns of each channel Chan-merged in order, then
-    y = (x - mean)*rstd*w + b in x's dtype (the mean split as in functional._channel_affine).
+    y = (x - mean)*rstd*w + b in x's dtype (finish_stats, affine_terms: as the general path).
     Returns False, with y unwritten, when a channel's statistics are not finite (squares that
     overflow, or NaN/inf data): the caller then takes the general path, which rescales."""
     N, M = x2.shape
@@ -722,28 +722,14 @@ def small_forward(x2, C, weight, bias, eps, rows_per_block, shift_min_rows, stri
         _column_chunk(x2, m0, None, 0, 1, rows_per_block, shift_min_rows, col_mean[0, m0:m1],
                       col_m2[0, m0:m1], acc[:w], dsum[:w], qsum[:w], acc_n[:w], dsum_n[:w],
                       qsum_n[:w], col_mean[0, m0:m1], False)
-    mean_c = np.empty(C)
     m2_c = np.empty(C)
-    merge_partials(col_mean, col_m2, N, 1, C, mean_c, m2_c)
-    bad = 0
-    for c in range(C):  # counted, not an early exit, so that the loops vectorise
-        bad += not (np.isfinite(m2_c[c]) and np.isfinite(mean_c[c]))
-    if bad:
+    if not merge_partials(col_mean, col_m2, N, 1, C, mean_out, m2_c):
         return False  # overflow, or NaN/inf data: the general path sorts out which
-    zero = like(x2, 0.0)
+    finish_stats(mean_out, m2_c, N * S, None, eps, rstd_out, var_out)
     mh_c = np.empty(C, x2.dtype)
     a_c = np.empty(C, x2.dtype)
     b_c = np.empty(C, x2.dtype)
-    for c in range(C):
-        mean = mean_c[c]
-        var = m2_c[c] / (N * S)
-        mean_out[c] = mean
-        var_out[c] = var
-        a = like(zero, 1.0 / np.sqrt(var + eps) * weight[c])
-        mh = like(zero, mean)
-        mh_c[c] = mh
-        a_c[c] = a
-        b_c[c] = like(zero, bias[c] - (mean - mh) * a)
+    affine_terms(mean_out, rstd_out, weight, bias, mh_c, a_c, b_c)
     m_col = _columns(mh_c, S)
     a_col = _columns(a_c, S)
     b_col = _columns(b_c, S)
@@ -768,25 +754,13 @@ def small_backward(dy2, x2, C, mean, rstd, weight, training, rows_per_block, dx2
     column_sums_serial(dy2, x2, _columns(mh_c, S), rows_per_block, M, a, b)  # noqa: F821
     # Per channel, in branch-free loops over the channels (with a slice sum and an integer
     # division per column, (4, 65536) spent 1.3 ms here, PyTorch 0.5 ms on the whole backward).
-    if S == 1:
-        for c in range(C):  # loops, not slice assignments (see _merge_columns)
-            sum_dy[c] = a[0, c]
-            sum_dyx[c] = b[0, c]
-    else:
-        for c in range(C):
-            t_dy = 0.0
-            t_dyx = 0.0
-            for s in range(S):
-                t_dy += a[0, c * S + s]
-                t_dyx += b[0, c * S + s]
-            sum_dy[c] = t_dy
-            sum_dyx[c] = t_dyx
+    total_sums(a, b, mean, mh_c, sum_dy, sum_dyx)
     n = float(N * S)
     k1 = np.empty(C)
     mean_dy = np.zeros(C)
     mean_dyx = np.zeros(C)
     for c in range(C):
-        sum_dyx[c] = (sum_dyx[c] - (mean[c] - float(mh_c[c])) * sum_dy[c]) * rstd[c]
+        sum_dyx[c] *= rstd[c]
         k1[c] = weight[c] * rstd[c]
     if training:
         for c in range(C):
