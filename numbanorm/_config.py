@@ -30,6 +30,15 @@ ELEMENTWISE_JIT = dict(JIT, fastmath=FASTMATH - {"reassoc"})
 # a group of one value would get dx = rstd*(rounding error of g) instead of exactly 0.
 BACKWARD_JIT = dict(JIT, fastmath=FASTMATH - {"contract"})
 
+# The merge of a batch_norm column block's sums into its statistics keeps its written
+# arithmetic (no 'arcp', no 'reassoc'): for a block of one repeated value x, d = n*(x - m) is
+# exact, d/n gives back x - m exactly and the block's mean m + d/n is exactly x, and the first
+# merge, 0 + mean*(n/n), keeps it. With 'arcp' (d*(1/n)), 9 rows of 0.1 in float64 came out one
+# ulp off; with 'reassoc' ((mean*n)/n), 3 rows did; either way batch_norm's output for that
+# channel missed `bias` by 4e-15. The loop runs across columns, once per block of rows: it
+# vectorises without 'reassoc', and the divisions cost nothing measurable.
+MERGE_JIT = dict(JIT, fastmath=FASTMATH - {"arcp", "reassoc"})
+
 # Elements per Welford/Chan block: small enough that the second (centring) read hits L1.
 BLOCK = 1024
 

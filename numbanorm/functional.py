@@ -131,7 +131,9 @@ class _Place:
                              f"to run on the GPU, or a NumPy {name}")
         if updated and not self.host_io:
             raise ValueError(f"{name} is a NumPy array but x is on the GPU, and training "
-                             f"updates {name} in place: pass a GPU array")
+                             f"updates {name} in place: move a layer to the GPU with "
+                             f"layer.to('cuda') (its parameters and buffers go with it), or "
+                             f"pass a GPU {name} to the function")
         d = _device.to_device(np.ascontiguousarray(p))
         if updated:
             self._writeback.append((d, p))
@@ -252,8 +254,10 @@ def _param(p, size, dtype, fill):
 
 def _nchunks(n_rows, row_size):
     """How many partials a cross-row reduction of n_rows rows of row_size elements is split
-    into: a function of the shape only (so results never depend on the thread count)."""
-    return max(1, min(n_rows, MAX_PARTIALS, n_rows * row_size // PARTIAL_MIN_ELEMENTS))
+    into: a function of the shape only (so results never depend on the thread count). No rows,
+    no chunks: the partials then sum to exactly 0, and no buffer row is read that no kernel
+    wrote (a reused scratch row once leaked the previous call's dweight into an empty batch's)."""
+    return min(n_rows, max(1, min(MAX_PARTIALS, n_rows * row_size // PARTIAL_MIN_ELEMENTS)))
 
 
 _workspace = threading.local()
@@ -628,17 +632,15 @@ def _channels_backward(dy, saved, dx_out):
     w = _param(weight, C, np.float64, 1.0)
     target = _target(dx_out, dy)  # dx_out itself when C-contiguous: nothing to copy back
     dx = target.reshape(x3.shape)
+    # An empty batch: no dx to write, and dweight = sum(dy*xhat), dbias = sum(dy) are sums of
+    # no terms, exactly 0 (rstd is NaN there: rstd*0 gave NaN dweight).
+    sum_dy = dw = np.zeros(C)
     if x3.size and _fused(x3, SLAB_MIN_BACKWARD):
         sum_dy = np.empty(C)
-        sum_dyx = np.empty(C)
+        dw = np.empty(C)
         channels.small_backward(dy3.reshape(N, C * S), x3.reshape(N, C * S), C, mean, rstd, w,
-                                training, COLUMN_SUMS_ROWS, dx.reshape(N, C * S), sum_dy,
-                                sum_dyx)
-        dweight = (sum_dyx).astype(x3.dtype) if weight is not None else None
-        dbias = sum_dy.astype(x3.dtype) if saved._bias_shape is not None else None
-        return _deliver(target, dx_out), dweight, dbias
-    sum_dy = sum_dyx = np.zeros(C)  # an empty batch: no sums, no dx to write
-    if x3.size and _slabs(x3, SLAB_MIN_BACKWARD):
+                                training, COLUMN_SUMS_ROWS, dx.reshape(N, C * S), sum_dy, dw)
+    elif x3.size and _slabs(x3, SLAB_MIN_BACKWARD):
         nchunks = max(1, min(N, MAX_PARTIALS // C))
         sum_dy = np.empty(C)
         sum_dyx = np.empty(C)
@@ -647,7 +649,9 @@ def _channels_backward(dy, saved, dx_out):
                                         _slab_groups(x3.size, nchunks, C),
                                         np.empty((nchunks, C)), np.empty((nchunks, C)),
                                         dx.reshape(N * C, S), sum_dy, sum_dyx)
+        dw = rstd * sum_dyx
     elif x3.size:
+        sum_dy = sum_dyx = np.zeros(C)
         if training or want_params:
             sum_dy, sum_dyx = _column_sums(dy3, x3, mean)
         mean_dy = mean_dyx = np.zeros(C)
@@ -655,7 +659,7 @@ def _channels_backward(dy, saved, dx_out):
             mean_dy = sum_dy / (N * S)
             mean_dyx = rstd * sum_dyx / (N * S)  # mean(dy*xhat)
         _column_dx(dy3, x3, mean, rstd, w * rstd, mean_dy, mean_dyx, dx)
-    dw = None if not want_params else rstd * sum_dyx
+        dw = rstd * sum_dyx
     dweight = dw.astype(x3.dtype) if weight is not None else None
     dbias = sum_dy.astype(x3.dtype) if saved._bias_shape is not None else None
     return _deliver(target, dx_out), dweight, dbias

@@ -40,6 +40,20 @@ def _to_numpy(value, key):
                         f"{exc}") from exc
 
 
+def _device_name(device):
+    """A torch.device (or anything with a string `type` and no index beyond 0) as its name;
+    anything else as it is, for _device.requested to accept or refuse."""
+    kind = getattr(device, "type", None)
+    if isinstance(kind, str) and getattr(device, "index", None) in (None, 0):
+        return kind
+    return device
+
+
+def _bias_repr(layer):
+    """torch 2.13's repr: whether the layer has a bias."""
+    return f", bias={layer.bias is not None}"
+
+
 class _Norm:
     """Shared machinery: train/eval, forward/backward bookkeeping, state_dict."""
 
@@ -67,11 +81,17 @@ class _Norm:
         """"cuda" when the parameters and buffers live on the GPU, else "cpu"."""
         return "cuda" if getattr(self, "_on_gpu", False) else "cpu"
 
+    def _place_on(self, device):
+        """The constructor's device=: None (NumPy parameters) or what .to(device) means."""
+        if device is not None:
+            self.to(device)
+
     def to(self, device):
         """Move the parameters and buffers to "cuda" (numba device arrays) or back to "cpu"
         (NumPy arrays); returns the layer. On the GPU the layer takes GPU input, and training
-        updates the running buffers in place there."""
-        device = _device.requested(device)
+        updates the running buffers in place there. A torch.device("cpu"/"cuda") is taken by
+        its type."""
+        device = _device.requested(_device_name(device))
         if device is None:
             raise ValueError("device must be 'cpu' or 'cuda', got None")
         moved = {}
@@ -166,7 +186,8 @@ class _Norm:
 class _ChannelNorm(_Norm):
     """Common constructor of the batch and instance norms."""
 
-    def __init__(self, num_features, eps, momentum, affine, track_running_stats, dtype):
+    def __init__(self, num_features, eps, momentum, affine, track_running_stats, device, dtype,
+                 bias):
         super().__init__()
         self.num_features = V.positive_int(num_features, "num_features")
         self.eps = V.eps(eps)
@@ -176,13 +197,14 @@ class _ChannelNorm(_Norm):
         dtype = _dtype(dtype)
         C = self.num_features
         self.weight = np.ones(C, dtype) if self.affine else None
-        self.bias = np.zeros(C, dtype) if self.affine else None
+        self.bias = np.zeros(C, dtype) if self.affine and bias else None
         if self.track_running_stats:
             self.running_mean = np.zeros(C, dtype)
             self.running_var = np.ones(C, dtype)
             self.num_batches_tracked = 0
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
+        self._place_on(device)
 
     def reset_running_stats(self):
         if self.track_running_stats:
@@ -202,13 +224,15 @@ class _ChannelNorm(_Norm):
 
     def _extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+                f"affine={self.affine}{_bias_repr(self)}, "
+                f"track_running_stats={self.track_running_stats}")
 
 
 class _BatchNorm(_ChannelNorm):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, dtype=None):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype)
+                 track_running_stats=True, device=None, dtype=None, *, bias=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
+                         bias)
 
     def _forward(self, x):
         x = self._check_ndim(x)
@@ -245,8 +269,9 @@ class BatchNorm3d(_BatchNorm):
 
 class _InstanceNorm(_ChannelNorm):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,
-                 track_running_stats=False, dtype=None):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype)
+                 track_running_stats=False, device=None, dtype=None, *, bias=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
+                         bias)
 
     def _forward(self, x):
         x = self._check_ndim(x)
@@ -288,7 +313,7 @@ class LayerNorm(_Norm):
     """Layer normalization over the trailing normalized_shape, as torch.nn.LayerNorm."""
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
-                 dtype=None):
+                 device=None, dtype=None):
         super().__init__()
         self.normalized_shape = V.normalized_shape(normalized_shape)
         self.eps = V.eps(eps)
@@ -297,6 +322,7 @@ class LayerNorm(_Norm):
         self.weight = np.ones(self.normalized_shape, dtype) if self.elementwise_affine else None
         self.bias = (np.zeros(self.normalized_shape, dtype)
                      if self.elementwise_affine and bias else None)
+        self._place_on(device)
 
     def _forward(self, x):
         return F.layer_norm_forward(x, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -305,13 +331,14 @@ class LayerNorm(_Norm):
 
     def _extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
-                f"elementwise_affine={self.elementwise_affine}")
+                f"elementwise_affine={self.elementwise_affine}{_bias_repr(self)}")
 
 
 class GroupNorm(_Norm):
     """Group normalization of (N, C, *) input, as torch.nn.GroupNorm."""
 
-    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=None):
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None,
+                 *, bias=True):
         super().__init__()
         self.num_groups = V.positive_int(num_groups, "num_groups")
         self.num_channels = V.positive_int(num_channels, "num_channels")
@@ -322,7 +349,8 @@ class GroupNorm(_Norm):
         self.affine = bool(affine)
         dtype = _dtype(dtype)
         self.weight = np.ones(self.num_channels, dtype) if self.affine else None
-        self.bias = np.zeros(self.num_channels, dtype) if self.affine else None
+        self.bias = np.zeros(self.num_channels, dtype) if self.affine and bias else None
+        self._place_on(device)
 
     def _forward(self, x):
         x = V.array(x, "x")
@@ -334,14 +362,16 @@ class GroupNorm(_Norm):
     _backward = staticmethod(F.group_norm_backward)
 
     def _extra_repr(self):
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, "
+                f"affine={self.affine}{_bias_repr(self)}")
 
 
 class RMSNorm(_Norm):
     """RMS normalization over the trailing normalized_shape, as torch.nn.RMSNorm
     (eps=None: np.finfo(x.dtype).eps)."""
 
-    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, dtype=None):
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None,
+                 dtype=None):
         super().__init__()
         self.normalized_shape = V.normalized_shape(normalized_shape)
         self.eps = None if eps is None else V.eps(eps)
@@ -349,6 +379,7 @@ class RMSNorm(_Norm):
         dtype = _dtype(dtype)
         self.weight = np.ones(self.normalized_shape, dtype) if self.elementwise_affine else None
         self.bias = None
+        self._place_on(device)
 
     def _forward(self, x):
         return F.rms_norm_forward(x, self.normalized_shape, self.weight, self.eps)

@@ -492,3 +492,42 @@ def test_warp_exchanges_follow_the_shuffle_semantics():
             np.testing.assert_array_equal(down3.copy_to_host(),
                                           np.stack([want, -want, 2 * want], axis=1))
             np.testing.assert_array_equal(frm.copy_to_host(), t - t % 32 + src)
+
+
+def test_numpy_layer_on_gpu_input_says_to_move_the_layer(rng):
+    """A layer's user cannot pass buffers: the error names layer.to('cuda'), which works."""
+    layer = nn.BatchNorm1d(4)
+    x = dev(_data(rng, (6, 4), np.float32))
+    with pytest.raises(ValueError, match=r"layer\.to\('cuda'\)"):
+        layer(x)
+    y = host(layer.to("cuda")(x))
+    ref = oracle.batch_norm_train(host(x))
+    assert_close(y, ref["y"], np.float32, name="y")
+
+
+@pytest.mark.parametrize("name,args", [("BatchNorm2d", (4,)), ("GroupNorm", (2, 4)),
+                                       ("InstanceNorm2d", (4,)), ("LayerNorm", (5,)),
+                                       ("RMSNorm", (5,))])
+def test_device_cuda_in_constructor_is_to_cuda(rng, name, args):
+    layer = getattr(nn, name)(*args, device="cuda")
+    assert layer.device == "cuda"
+    x = _data(rng, (3, 4, 2, 5), np.float32)
+    y = host(layer(dev(x)))
+    np.testing.assert_allclose(y, getattr(nn, name)(*args)(x), rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("op", sorted(CASES))
+def test_empty_batch_gradients_are_zero(rng, op):
+    """On the GPU as on the CPU: dweight and dbias of an empty batch are exactly 0."""
+    shape, fwd, bwd, _, pshape = CASES[op]
+    w = _data(rng, pshape, np.float32)
+    b = _data(rng, pshape, np.float32)
+    x = np.zeros((0,) + shape[1:], np.float32)
+    _, saved = fwd(dev(_data(rng, shape, np.float32)), dev(w), dev(b))
+    bwd(dev(_data(rng, shape, np.float32)), saved)
+    y, saved = fwd(dev(x), dev(w), dev(b))
+    grads = bwd(dev(x), saved)
+    assert host(y).shape == x.shape and host(grads[0]).shape == x.shape
+    for g in grads[1:]:
+        if g is not None:
+            np.testing.assert_array_equal(host(g), 0.0)

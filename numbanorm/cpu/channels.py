@@ -29,7 +29,7 @@ from numba import njit, prange
 from numba import types as types_
 from numba.extending import overload
 
-from .._config import COLUMN_SHIFT_MAX, ELEMENTWISE_JIT, JIT, TINY_MEAN_SQUARE
+from .._config import COLUMN_SHIFT_MAX, ELEMENTWISE_JIT, JIT, MERGE_JIT, TINY_MEAN_SQUARE
 from ._moments import (_constant, _term, at, block_moments, borrowed, chan_merge, grad_sums,
                        like, narrow, part, rstd_of, split_mean)
 
@@ -282,10 +282,11 @@ def _column_chunk(x2, m0, inv, k, K, rows_per_block, shift_min_rows, mean, m2, a
             n = _merge_block(n, nb, acc_n, dsum_n, qsum_n, mean, m2)
 
 
-@njit(inline='always', **JIT)
+@njit(**MERGE_JIT)
 def _merge_block(n, nb, acc, dsum, qsum, mean, m2):
     """Chan-merge a block's per-column (acc, dsum, qsum) into the running (mean, m2) of n
-    rows; returns the new row count."""
+    rows; returns the new row count. Compiled without 'arcp' (see _config.MERGE_JIT): d/nb is
+    a true division, so a column of one repeated value gets exactly that value as its mean."""
     nn = n + nb
     f = n * nb / nn
     for j in range(acc.size):
