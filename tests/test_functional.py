@@ -86,11 +86,11 @@ def test_row_gradients_of_chunks_longer_than_a_block(rng, monkeypatch, dtype, ke
     backward kernel. Where the parameter terms are summed in x's dtype (the pairs kernel, run
     on short rows here, and the parallel kernel on float32) the rows are cut into chunks of
     at most BLOCK rows all the same: three here, the last one odd."""
-    from numbanorm import functional
+    from numbanorm.cpu import _host as cpu_host
     from numbanorm._config import BLOCK
-    monkeypatch.setattr(functional, "MAX_PARTIALS", 1)
-    monkeypatch.setattr(functional, "SERIAL_MAX_ELEMENTS", 1 << 30 if kernel == "serial" else 0)
-    monkeypatch.setattr(functional, "ROW_PAIR_MIN_BYTES", 1 if kernel == "pairs" else 1 << 30)
+    monkeypatch.setattr(cpu_host, "MAX_PARTIALS", 1)
+    monkeypatch.setattr(cpu_host, "SERIAL_MAX_ELEMENTS", 1 << 30 if kernel == "serial" else 0)
+    monkeypatch.setattr(cpu_host, "ROW_PAIR_MIN_BYTES", 1 if kernel == "pairs" else 1 << 30)
     shape = (2 * BLOCK + 3, 6)
     x = _data(rng, shape, dtype, mean=3.0, std=2.0)
     dy = _data(rng, shape, dtype, mean=0.5)
@@ -224,15 +224,15 @@ def test_batch_norm_training(rng, dtype, shape, affine):
 def test_batch_norm_wide_rows_take_slabs(rng, dtype, shape):
     """Short slabs of many channels (C*S too wide for a column block of COLUMN_MIN_ROWS rows)
     run the parallel slab kernels, forward and backward, against the oracle."""
-    from numbanorm import functional
+    from numbanorm.cpu import _host as cpu_host
     x = _data(rng, shape, dtype, mean=4.0, std=0.5)
     x3 = x.reshape(shape[0], shape[1], -1)
-    assert functional._slabs(x3, functional.SLAB_MIN)
-    assert functional._slabs(x3, functional.SLAB_MIN_BACKWARD)
-    assert not functional._slabs(x3[:, :16], functional.SLAB_MIN)  # narrow: columns
-    assert x.size > functional.SERIAL_MAX_ELEMENTS  # the parallel kernels,
-    assert not functional._fused(x3, functional.SLAB_MIN)  # not the fused serial columns
-    assert not functional._fused(x3, functional.SLAB_MIN_BACKWARD)
+    assert cpu_host._slabs(x3, cpu_host.SLAB_MIN)
+    assert cpu_host._slabs(x3, cpu_host.SLAB_MIN_BACKWARD)
+    assert not cpu_host._slabs(x3[:, :16], cpu_host.SLAB_MIN)  # narrow: columns
+    assert x.size > cpu_host.SERIAL_MAX_ELEMENTS  # the parallel kernels,
+    assert not cpu_host._fused(x3, cpu_host.SLAB_MIN)  # not the fused serial columns
+    assert not cpu_host._fused(x3, cpu_host.SLAB_MIN_BACKWARD)
     dy = _data(rng, shape, dtype)
     C = shape[1]
     w = _data(rng, C, dtype)
@@ -253,12 +253,12 @@ def test_batch_norm_wide_rows_take_slabs(rng, dtype, shape):
 def test_batch_norm_fused_wide_rows_in_strips(rng, dtype, shape):
     """The fused serial kernel reduces rows wider than a strip (COLUMN_STRIP_BYTES) strip by
     strip, the last one partial: statistics and y against the oracle."""
-    from numbanorm import functional
+    from numbanorm.cpu import _host as cpu_host
     x = _data(rng, shape, dtype, mean=4.0, std=0.5)
     x3 = x.reshape(shape[0], shape[1], -1)
     M = x3.shape[1] * x3.shape[2]
-    assert functional._fused(x3, functional.SLAB_MIN)
-    assert M % functional._column_strip(M, x.itemsize) and M > 2 * functional._column_strip(
+    assert cpu_host._fused(x3, cpu_host.SLAB_MIN)
+    assert M % cpu_host._column_strip(M, x.itemsize) and M > 2 * cpu_host._column_strip(
         M, x.itemsize)
     C = shape[1]
     w = _data(rng, C, dtype)

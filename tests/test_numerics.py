@@ -6,7 +6,7 @@ import pytest
 
 import numbanorm as nn
 import oracle
-from numbanorm import functional
+from numbanorm.cpu import _host as cpu_host
 
 DTYPES = [np.float32, np.float64]
 
@@ -41,17 +41,17 @@ def kernel_path(request, monkeypatch):
     redo and the block merges all run on these small shapes; blocks of 2 rows or more are
     shifted (read once), and those of a few noisy rows often stray and are read again."""
     if request.param == "general":
-        monkeypatch.setattr(functional, "SERIAL_MAX_ELEMENTS", 0)
-        monkeypatch.setattr(functional, "FUSED_COLUMNS_MAX_ELEMENTS", 0)
-        monkeypatch.setattr(functional, "COLUMN_BLOCK_BYTES", 6000)
-        monkeypatch.setattr(functional, "COLUMN_SHIFT_MIN_ROWS", 2)
+        monkeypatch.setattr(cpu_host, "SERIAL_MAX_ELEMENTS", 0)
+        monkeypatch.setattr(cpu_host, "FUSED_COLUMNS_MAX_ELEMENTS", 0)
+        monkeypatch.setattr(cpu_host, "COLUMN_BLOCK_BYTES", 6000)
+        monkeypatch.setattr(cpu_host, "COLUMN_SHIFT_MIN_ROWS", 2)
         # blocks that short would send wide rows to the slab layout (SLAB_MIN_WIDE): keep the
         # columns under test here
-        monkeypatch.setattr(functional, "COLUMN_MIN_ROWS", 0)
+        monkeypatch.setattr(cpu_host, "COLUMN_MIN_ROWS", 0)
         # and strips of 250 float32 / 125 float64 columns: float64 (8, 6, 40) runs two
-        monkeypatch.setattr(functional, "COLUMN_STRIP_BYTES", 1000)
+        monkeypatch.setattr(cpu_host, "COLUMN_STRIP_BYTES", 1000)
         # and chunks of any size, so that several chunks' partials merge
-        monkeypatch.setattr(functional, "COLUMN_PARTIAL_MIN_ELEMENTS", 1)
+        monkeypatch.setattr(cpu_host, "COLUMN_PARTIAL_MIN_ELEMENTS", 1)
     return request.param
 
 
@@ -286,13 +286,13 @@ def test_bitwise_identical_for_any_thread_count(rng, op):
 
 def test_slab_grouping_never_changes_a_result(rng):
     """batch_norm's slab kernels split the channels into as many runs as there are threads
-    (functional._slab_groups); each channel's merges keep their order whatever the split, so
+    (cpu_host._slab_groups); each channel's merges keep their order whatever the split, so
     every split, and every thread count, gives bitwise the same statistics and gradients."""
     from numbanorm.cpu import channels
     N, C, S = 8, 80, 64  # one chunk of the batch (C > MAX_PARTIALS), above the serial size
     x = (rng.standard_normal((N, C, S)) * 3 + 7).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
-    assert x.size > functional.SERIAL_MAX_ELEMENTS
+    assert x.size > cpu_host.SERIAL_MAX_ELEMENTS
     mean, rstd = np.empty(C), np.empty(C)
     stats, grads = [], []
     for groups in (1, 2, 3, 7, C):

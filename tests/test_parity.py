@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import numbanorm as nn
-from numbanorm import functional
+from numbanorm.cpu import _host as cpu_host
 
 DTYPES = [np.float32, np.float64]
 
@@ -195,16 +195,16 @@ def test_device_argument(name):
 def _kernel_paths(monkeypatch, path):
     """Send batch_norm down one of its three statistics paths on small shapes."""
     if path in ("columns", "slabs"):
-        monkeypatch.setattr(functional, "SERIAL_MAX_ELEMENTS", 0)
-        monkeypatch.setattr(functional, "FUSED_COLUMNS_MAX_ELEMENTS", 0)
+        monkeypatch.setattr(cpu_host, "SERIAL_MAX_ELEMENTS", 0)
+        monkeypatch.setattr(cpu_host, "FUSED_COLUMNS_MAX_ELEMENTS", 0)
     if path == "columns":
-        monkeypatch.setattr(functional, "COLUMN_BLOCK_BYTES", 600)
-        monkeypatch.setattr(functional, "COLUMN_SHIFT_MIN_ROWS", 2)
-        monkeypatch.setattr(functional, "COLUMN_MIN_ROWS", 0)
-        monkeypatch.setattr(functional, "COLUMN_PARTIAL_MIN_ELEMENTS", 1)
+        monkeypatch.setattr(cpu_host, "COLUMN_BLOCK_BYTES", 600)
+        monkeypatch.setattr(cpu_host, "COLUMN_SHIFT_MIN_ROWS", 2)
+        monkeypatch.setattr(cpu_host, "COLUMN_MIN_ROWS", 0)
+        monkeypatch.setattr(cpu_host, "COLUMN_PARTIAL_MIN_ELEMENTS", 1)
     if path == "slabs":
-        monkeypatch.setattr(functional, "SLAB_MIN", 1)
-        monkeypatch.setattr(functional, "SLAB_MIN_BACKWARD", 1)
+        monkeypatch.setattr(cpu_host, "SLAB_MIN", 1)
+        monkeypatch.setattr(cpu_host, "SLAB_MIN_BACKWARD", 1)
 
 
 @pytest.mark.parametrize("path", ["fused", "columns", "slabs"])
@@ -236,7 +236,7 @@ def test_constant_groups_are_exactly_bias(rng, monkeypatch, op, dtype, parallel)
     """The relatives of batch_norm's constant channels: every rows kernel (serial, parallel,
     pairs of long rows), groups of one repeated value give exactly `bias`."""
     if parallel:
-        monkeypatch.setattr(functional, "SERIAL_MAX_ELEMENTS", 0)
+        monkeypatch.setattr(cpu_host, "SERIAL_MAX_ELEMENTS", 0)
     if op.startswith("layer_norm"):
         L = 4099 if op == "layer_norm_pairs" else 7
         x = rng.standard_normal((9, L)).astype(dtype)

@@ -1,11 +1,14 @@
-"""Host side of the CUDA path: allocate on the device, size the grids, launch. Mirrors the CPU
-helpers in numbanorm.functional (same geometry tuples, same Saved record); nothing here
-copies data between host and device.
+"""Host side of the CUDA path: allocate on the device, size the grids, launch. The twin of
+numbanorm.cpu._host, whose docstring gives the contract both keep (same functions, arguments
+and returns, same geometry tuples and Saved record); here every array is a numba device array
+(x C-contiguous), and nothing copies data between host and device (numbanorm._placement does).
 
 Launch sizes come from numbanorm._config (CUDA_THREADS, CUDA_TARGET_BLOCKS,
 CUDA_MAX_PARTIALS). The partition of rows into partials depends on the shape and that config
 only, so results are bitwise identical from run to run.
 """
+
+import math
 
 import numpy as np
 
@@ -40,8 +43,9 @@ def param(p, size, dtype, fill):
     return unit
 
 
-def public(stat64, dtype, shape):
-    """A float64 device statistic in x's dtype and the public shape."""
+def public(stat64, dtype, shape, broadcast=None):
+    """A float64 device statistic in x's dtype and its shape (device arrays do not broadcast:
+    the channels' statistics stay (C,), `broadcast` is ignored)."""
     out = empty(stat64.size, dtype)
     if stat64.size:
         channels.cast[_blocks(stat64.size), CUDA_THREADS](stat64, out)
@@ -78,7 +82,7 @@ def _row_chunks(R, L):
 
 
 def rows_forward(x, geometry, weight, bias, eps, y=None):
-    """(y, mean64, rstd64) for a C-contiguous device x viewed as (R, L); y: where to write
+    """(y, mean64, rstd64, x2) for a C-contiguous device x viewed as (R, L); y: where to write
     (x itself is safe: each thread writes only the elements it read, after the row's
     statistics), or None for a fresh array."""
     _, R, L, G, S, C, centered = geometry
@@ -99,7 +103,7 @@ def rows_forward(x, geometry, weight, bias, eps, y=None):
         width = _row_width(L)
         rows.forward[_blocks(R, CUDA_THREADS // width), CUDA_THREADS](
             x2, G, S, L // S, w, b, eps, centered, width, y.reshape(R, L), mean64, rstd64)
-    return y, mean64, rstd64
+    return y, mean64, rstd64, x2
 
 
 def param_sums(dy2, x2, mean64, rstd64, stat_stride, Cg, C, S):
@@ -163,6 +167,24 @@ def instance_running_update(mean64, rstd64, N, C, S, eps, momentum, running_mean
 # ---------------------------------------------------------------------------------------------
 # channels geometry: batch_norm
 
+def channels_forward(x, training, eps, momentum, running_mean, running_var, weight, bias,
+                     y=None):
+    """(y, mean64, rstd64, x3) for (N, C, *) x normalised per channel, with the batch's
+    statistics when training (running buffers updated in the statistics kernel; an empty batch
+    has NaN statistics and leaves them alone), else with the running buffers."""
+    N, C = x.shape[:2]
+    S = math.prod(x.shape[2:])
+    x3 = x.reshape(N, C, S)
+    if not training:
+        mean64, rstd64 = running_stats(running_mean, running_var, eps)
+    elif N * S == 0:
+        mean64 = rstd64 = fill_nan(C)
+    else:
+        mean64, rstd64 = channel_stats(x3, eps, momentum, running_mean, running_var)
+    y = channels_affine(x3, mean64, rstd64, weight, bias, y).reshape(x.shape)
+    return y, mean64, rstd64, x3
+
+
 def channel_stats(x3, eps, momentum, running_mean, running_var):
     """Per-channel float64 (mean, rstd) of a device (N, C, S) array; running buffers (device
     arrays or None) are updated in place by the same kernel."""
@@ -204,10 +226,12 @@ def channels_affine(x3, mean64, rstd64, weight, bias, y=None):
     return y
 
 
-def channels_backward(dy3, saved, training, dx=None):
+def channels_backward(dy, saved, dx=None):
     """(dx, dweight, dbias); dx: where to write (overlapping neither dy nor x), or None."""
+    _, training = saved._geometry
     x3 = saved._x
     N, C, S = x3.shape
+    dy3 = dy.reshape(N, C, S)
     weight = saved._weight
     want_params = weight is not None or saved._bias_shape is not None
     dx = empty(x3.shape, x3.dtype) if dx is None else dx

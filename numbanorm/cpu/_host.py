@@ -1,0 +1,473 @@
+"""Host side of the CPU path: canonical views, scratch buffers, chunk counts and thresholds, the
+statistics' finishing steps, and the kernel launches of numbanorm.cpu.rows and
+numbanorm.cpu.channels. The twin of numbanorm.cuda._host: the same functions, arguments and
+return contracts, so the public ops make one call into either.
+
+    rows_forward(x, geometry, weight, bias, eps, y=None)      -> (y, mean64, rstd64, x2)
+    rows_backward(dy, saved, dx=None)                         -> (dx, dweight, dbias)
+    channels_forward(x, training, eps, momentum, running_mean, running_var, weight, bias,
+                     y=None)                                  -> (y, mean64, rstd64, x3)
+    channels_backward(dy, saved, dx=None)                     -> (dx, dweight, dbias)
+    instance_running_update(mean64, rstd64, N, C, S, eps, momentum, running_mean, running_var)
+    public(stat64, dtype, shape, broadcast=None)              -> a statistic in x's dtype
+
+x, dy, weight, bias and the running buffers arrive validated, on this backend's side (NumPy).
+geometry is ("rows", R, L, G, S, C, centered) (see numbanorm.cpu.rows) or ("channels",
+training). y and dx are where the result goes: a C-contiguous array of x's shape and dtype
+(out=, dx_out=; y may be x itself in the plain functions), or None for a fresh one. The float64
+statistics mean64, rstd64 are per row (rows) or per channel (channels); x2 and x3 are the
+C-contiguous (R, L) and (N, C, S) views the kernels read (a copy only when x is not
+C-contiguous), which the saved record keeps for the backward pass. Gradients come back in x's
+dtype and the parameters' shapes (None where the parameter is absent).
+
+The numbers that steer the kernels (SERIAL_MAX_ELEMENTS, SLAB_MIN, COLUMN_*, ...) come from
+numbanorm._config and are read here, where the kernels are chosen.
+"""
+import math
+import threading
+
+import numba
+import numpy as np
+
+from .._config import (BLOCK, COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
+                       COLUMN_PARTIAL_MIN_ELEMENTS, COLUMN_SHIFT_MIN_ROWS, COLUMN_STRIP_BYTES,
+                       COLUMN_SUMS_ROWS, FUSED_COLUMNS_MAX_ELEMENTS, MAX_PARTIALS,
+                       PARTIAL_MIN_ELEMENTS, ROW_PAIR_MIN_BYTES, SERIAL_MAX_ELEMENTS, SLAB_MIN,
+                       SLAB_MIN_BACKWARD, SLAB_MIN_WIDE)
+from . import channels, rows
+
+_UNIT_PARAMS = {}
+_workspace = threading.local()
+
+
+def public(stat64, dtype, shape, broadcast=None):
+    """A float64 statistic in x's dtype and its shape; broadcast (read-only) to `broadcast`
+    when given (the channels' (C,) statistics, shown as (C,) or instance_norm's (N, C))."""
+    a = stat64.astype(dtype).reshape(shape)
+    return a if broadcast is None else np.broadcast_to(a, broadcast)
+
+
+# ---------------------------------------------------------------------------------------------
+# rows geometry: layer_norm, rms_norm, group_norm, instance_norm (input statistics)
+
+def _rows2d(a, R, L):
+    """a as a C-contiguous (R, L) array: a itself when it is one already (a view costs 0.14 us,
+    a twentieth of a tiny call), else a reshaped view, or copy, of it."""
+    if a.shape == (R, L) and a.flags.c_contiguous:
+        return a
+    return np.ascontiguousarray(a).reshape(R, L)
+
+
+def rows_forward(x, geometry, weight, bias, eps, y=None):
+    """(y, mean64, rstd64, x2): every row of x viewed as (R, L) normalised (numbanorm.cpu.rows);
+    serial kernel for small inputs, rows in pairs when long."""
+    _, R, L, G, S, C, centered = geometry
+    x2 = _rows2d(x, R, L)
+    if y is None:
+        y = np.empty(x.shape, x.dtype)
+    y2 = y if y.shape == (R, L) else y.reshape(R, L)
+    mean64 = np.empty(R)
+    rstd64 = np.empty(R)
+    if R:
+        w = weight if weight is not None and weight.ndim == 1 else _param(weight, C, x.dtype, 1)
+        b = bias if bias is not None and bias.ndim == 1 else _param(bias, C, x.dtype, 0)
+        if x.size <= SERIAL_MAX_ELEMENTS:
+            rows.forward_serial(x2, G, S, w, b, eps, centered, y2, mean64, rstd64)
+        elif G == 1 and S == 1 and L * x.itemsize >= ROW_PAIR_MIN_BYTES:
+            rows.forward_pairs(x2, w, b, eps, centered, y2, mean64, rstd64)
+        else:
+            rows.forward(x2, G, S, w, b, eps, centered, y2, mean64, rstd64)
+    return y, mean64, rstd64, x2
+
+
+def rows_backward(dy, saved, dx=None):
+    """(dx, dweight, dbias) of a rows forward: dx per row, dweight/dbias from per-chunk partial
+    rows merged in float64 (see numbanorm.cpu.rows for the two forms of partials)."""
+    _, R, L, G, S, C, centered = saved._geometry
+    x2 = saved._x
+    dy2 = _rows2d(dy, R, L)
+    weight = saved._weight
+    want_params = weight is not None or saved._bias_shape is not None
+    nchunks = _nchunks(R, L)
+    serial = R * L <= SERIAL_MAX_ELEMENTS
+    pairs = not serial and G == 1 and S == 1 and L * x2.itemsize >= ROW_PAIR_MIN_BYTES
+    # x-dtype partial rows, filled in the rows' first read, chunks of at most BLOCK rows (see
+    # cpu.rows). Against float64 partials filled four rows at a time, float32, dx_out=, medians
+    # of per-round ratios in three runs of 30 rounds: (16384, 128) 0.97-1.06x, (4096, 768)
+    # 0.96-1.28x, (1024, 1024) 1.07-1.38x, (256, 2048) 1.01-1.35x, (2048, 256) 1.11-1.18x,
+    # (64, 1024) 1.00-1.17x; pairs (8, 512, 4096) 1.14-1.20x. On float64 single rows an earlier
+    # fused form (chunk buffers flushed to the float64 rows every BLOCK rows) took 1.2x as long
+    # on (4096, 768), so those keep float64 partials; so does the serial kernel (one compiled
+    # form fewer).
+    x_partials = pairs or (not serial and S == 1 and x2.itemsize < 8)
+    shape = (max(nchunks, -(-R // BLOCK)) if x_partials else nchunks, C if want_params else 0)
+    part_dtype = x2.dtype if x_partials else np.float64
+    dw_part = _scratch("dweight", shape, part_dtype)
+    db_part = _scratch("dbias", shape, part_dtype)
+    if dx is None:
+        dx = np.empty(dy.shape, dy.dtype)
+    if R:
+        w = weight if weight is not None and weight.ndim == 1 else _param(weight, C, x2.dtype, 1)
+        dx2 = dx if dx.shape == (R, L) else dx.reshape(R, L)
+        mean, rstd = saved._mean64, saved._rstd64
+        tail = (w, centered, want_params, dx2, dw_part, db_part)
+        if serial:
+            rows.backward_serial(dy2, x2, mean, rstd, G, S, *tail)
+        elif pairs:
+            rows.backward_pairs(dy2, x2, mean, rstd, *tail)
+        else:
+            rows.backward(dy2, x2, mean, rstd, G, S, *tail)
+    dweight = dbias = None
+    if weight is not None:
+        dweight = _merged(dw_part, x2.dtype, weight.shape)
+    if saved._bias_shape is not None:
+        dbias = _merged(db_part, x2.dtype, saved._bias_shape)
+    return dx, dweight, dbias
+
+
+def instance_running_update(mean64, rstd64, N, C, S, eps, momentum, running_mean, running_var):
+    """PyTorch's rule for instance_norm's running buffers: the mean over the batch of each
+    instance's mean and unbiased variance (from rstd: var = 1/rstd^2 - eps)."""
+    var = 1.0 / rstd64.reshape(N, C) ** 2 - eps
+    _update_running(running_mean, running_var, mean64.reshape(N, C).mean(axis=0),
+                    (var * (S / (S - 1))).mean(axis=0), momentum)
+
+
+# ---------------------------------------------------------------------------------------------
+# channels geometry: batch_norm (and instance_norm with running statistics)
+
+def channels_forward(x, training, eps, momentum, running_mean, running_var, weight, bias,
+                     y=None):
+    """(y, mean64, rstd64, x3) for (N, C, *) x normalised per channel: with the batch's
+    statistics when training (running buffers, when given, updated in place: running =
+    (1 - momentum)*running + momentum*batch, the unbiased variance into running_var; an empty
+    batch has NaN statistics and leaves them alone), else with the running buffers. Small
+    inputs take the fused serial kernel (statistics and y in one call)."""
+    N, C = x.shape[:2]
+    S = _prod(x.shape[2:])
+    # One contiguous view for every kernel and the saved record (a copy only when x is not
+    # C-contiguous).
+    x3 = np.ascontiguousarray(x).reshape(N, C, S)
+    if y is None:
+        y = np.empty(x.shape, x.dtype)
+    done = False
+    if training:
+        if N * S == 0:
+            mean64 = np.full(C, np.nan)
+            rstd64 = np.full(C, np.nan)
+        else:
+            stats = _small_batch_norm(x3, weight, bias, eps, y) if _fused(x3, SLAB_MIN) else None
+            done = stats is not None
+            mean64, rstd64, var64 = stats if done else _channel_stats(x3, eps)
+            if running_mean is not None:
+                with np.errstate(over="ignore"):  # beyond float range: inf
+                    var_unbiased = var64 * (N * S / (N * S - 1))
+                _update_running(running_mean, running_var, mean64, var_unbiased, momentum)
+    else:
+        mean64 = running_mean.astype(np.float64)
+        rstd64 = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+    if not done:
+        _channel_affine(x3, mean64, rstd64, weight, bias, y.reshape(N, C, S))
+    return y, mean64, rstd64, x3
+
+
+def _small_batch_norm(x3, weight, bias, eps, y):
+    """(mean, rstd, var) by the fused serial kernel on the contiguous (N, C, S) x3, y written
+    (float64 statistics as _channel_stats gives them), or None where it declines (non-finite
+    statistics: the general path rescales or propagates)."""
+    N, C, _ = x3.shape
+    x2 = x3.reshape(N, -1)
+    mean64 = np.empty(C)
+    rstd64 = np.empty(C)
+    var64 = np.empty(C)
+    strip, rows_per_block = _column_blocks(x2.shape[1], x3.itemsize)
+    if channels.small_forward(x2, C, _param(weight, C, x3.dtype, 1),
+                              _param(bias, C, x3.dtype, 0), eps, rows_per_block,
+                              COLUMN_SHIFT_MIN_ROWS, strip, y.reshape(N, -1), mean64, rstd64,
+                              var64):
+        return mean64, rstd64, var64
+    return None
+
+
+def channels_backward(dy, saved, dx=None):
+    """(dx, dweight, dbias) of a channels forward, in training or eval mode (see
+    numbanorm.cpu.channels for the formulas)."""
+    _, training = saved._geometry
+    x3 = saved._x
+    N, C, S = x3.shape
+    dy3 = np.ascontiguousarray(dy).reshape(N, C, S)
+    mean, rstd = saved._mean64, saved._rstd64
+    weight = saved._weight
+    want_params = weight is not None or saved._bias_shape is not None
+    w = _param(weight, C, np.float64, 1.0)
+    if dx is None:
+        dx = np.empty(dy.shape, dy.dtype)
+    dx3 = dx.reshape(x3.shape)
+    # An empty batch: no dx to write, and dweight = sum(dy*xhat), dbias = sum(dy) are sums of
+    # no terms, exactly 0 (rstd is NaN there: rstd*0 gave NaN dweight).
+    sum_dy = dw = np.zeros(C)
+    if x3.size and _fused(x3, SLAB_MIN_BACKWARD):
+        sum_dy = np.empty(C)
+        dw = np.empty(C)
+        channels.small_backward(dy3.reshape(N, C * S), x3.reshape(N, C * S), C, mean, rstd, w,
+                                training, COLUMN_SUMS_ROWS, dx3.reshape(N, C * S), sum_dy, dw)
+    elif x3.size and _slabs(x3, SLAB_MIN_BACKWARD):
+        nchunks = max(1, min(N, MAX_PARTIALS // C))
+        sum_dy = np.empty(C)
+        sum_dyx = np.empty(C)
+        _kernels(x3.size).slab_backward(dy3.reshape(N * C, S), x3.reshape(N * C, S), N, C, mean,
+                                        rstd, w, training, want_params,
+                                        _slab_groups(x3.size, nchunks, C),
+                                        np.empty((nchunks, C)), np.empty((nchunks, C)),
+                                        dx3.reshape(N * C, S), sum_dy, sum_dyx)
+        dw = rstd * sum_dyx
+    elif x3.size:
+        sum_dy = sum_dyx = np.zeros(C)
+        if training or want_params:
+            sum_dy, sum_dyx = _column_sums(dy3, x3, mean)
+        mean_dy = mean_dyx = np.zeros(C)
+        if training:
+            mean_dy = sum_dy / (N * S)
+            mean_dyx = rstd * sum_dyx / (N * S)  # mean(dy*xhat)
+        _column_dx(dy3, x3, mean, rstd, w * rstd, mean_dy, mean_dyx, dx3)
+        dw = rstd * sum_dyx
+    dweight = dw.astype(x3.dtype) if weight is not None else None
+    dbias = sum_dy.astype(x3.dtype) if saved._bias_shape is not None else None
+    return dx, dweight, dbias
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+def _prod(shape):
+    return int(math.prod(shape))
+
+
+def _param(p, size, dtype, fill):
+    """p flattened, or a constant array standing in for a missing weight (1) or bias (0).
+    The constants are cached (the kernels only read them)."""
+    if p is not None:
+        return p if p.ndim == 1 else p.reshape(size)
+    key = (size, np.dtype(dtype), fill)
+    unit = _UNIT_PARAMS.get(key)
+    if unit is None:
+        if len(_UNIT_PARAMS) > 64:
+            _UNIT_PARAMS.clear()
+        unit = _UNIT_PARAMS[key] = np.full(size, fill, dtype)
+    return unit
+
+
+def _nchunks(n_rows, row_size):
+    """How many partials a cross-row reduction of n_rows rows of row_size elements is split
+    into: a function of the shape only (so results never depend on the thread count). No rows,
+    no chunks: the partials then sum to exactly 0, and no buffer row is read that no kernel
+    wrote (a reused scratch row once leaked the previous call's dweight into an empty batch's)."""
+    return min(n_rows, max(1, min(MAX_PARTIALS, n_rows * row_size // PARTIAL_MIN_ELEMENTS)))
+
+
+def _scratch(name, shape, dtype=np.float64):
+    """An array for partial results (float64 unless dtype), reused by the calling thread; not
+    zeroed: each kernel that fills one zeroes its own chunk's rows first, in parallel and where
+    they are then used (zeroing here cost 9-19 us a call for (32-64, 1024) buffers, a tenth of a
+    (1024, 1024) batch_norm forward).
+
+    Partial buffers are O(chunks x channels), but fresh ones cost more than the reduction that
+    fills them: first-touch page faults in the parallel kernel measured 4.3 ms against 1.7 ms
+    for the (4096, 1024) batch_norm statistics. One buffer per name and thread, so memory stays
+    bounded and concurrent calls from several threads never share one. Never returned to users.
+    """
+    bufs = getattr(_workspace, "bufs", None)
+    if bufs is None:
+        bufs = _workspace.bufs = {}
+    size = _prod(shape)
+    key = (name, np.dtype(dtype))
+    buf = bufs.get(key)
+    if buf is None or buf.size < size:
+        buf = bufs[key] = np.empty(size, dtype)
+    return buf[:size].reshape(shape)
+
+
+def _merged(part, dtype, shape):
+    """The (K, C) partial sums summed over K in float64, in dtype and the parameter's shape
+    (one partial, as in every tiny call: its row as it is, which is what the sum gives,
+    without NumPy's reduction machinery, ~0.5 us)."""
+    if part.shape[0] == 1:
+        total = part[0].astype(dtype)
+    else:
+        total = part.sum(axis=0, dtype=np.float64).astype(dtype)
+    return total if len(shape) == 1 else total.reshape(shape)
+
+
+def _kernels(size):
+    """The channels kernels: serial twins for inputs too small to pay for parallel regions."""
+    return channels.SERIAL if size <= SERIAL_MAX_ELEMENTS else channels
+
+
+def _channel_partials(x3, inv=None):
+    """Per-channel float64 (mean, M2) of x*inv[c] (inv None: x) for a contiguous (N, C, S)
+    array."""
+    N, C, S = x3.shape
+    if _slabs(x3, SLAB_MIN):
+        nchunks = max(1, min(N, MAX_PARTIALS // C))
+        pmean = np.empty((nchunks, C))
+        pm2 = np.empty((nchunks, C))
+        _kernels(x3.size).slab_partials(x3.reshape(N * C, S), N, C, inv,
+                                        _slab_groups(x3.size, nchunks, C), pmean, pm2)
+        scale = S
+    else:
+        M = C * S
+        strip, rows_per_block = _column_blocks(M, x3.itemsize)
+        nchunks = max(1, min(MAX_PARTIALS, -(-N // rows_per_block),
+                             N * M // COLUMN_PARTIAL_MIN_ELEMENTS))
+        pmean = _scratch("mean", (nchunks, M))
+        pm2 = _scratch("m2", (nchunks, M))
+        _kernels(x3.size).column_partials(x3.reshape(N, M),
+                                          None if inv is None else _columns(inv, S),
+                                          rows_per_block, COLUMN_SHIFT_MIN_ROWS, strip, pmean,
+                                          pm2)
+        scale = 1
+    mean = np.empty(C)
+    m2 = np.empty(C)
+    finite = channels.merge_partials(pmean, pm2, N, scale, C, mean, m2)
+    return mean, m2, finite
+
+
+def _slab_groups(size, nchunks, C):
+    """Runs of consecutive channels a slab reduction splits each chunk into: just enough that
+    every thread gets a work item (one for the serial kernels). Longer runs are read in memory
+    order; the grouping never changes a result (see cpu.channels.slab_partials)."""
+    if size <= SERIAL_MAX_ELEMENTS:
+        return 1
+    return max(1, min(C, -(-numba.get_num_threads() // nchunks)))
+
+
+def _slabs(x3, slab_min):
+    """Whether batch_norm on the (N, C, S) array x3 takes the slab layout (slab_min: SLAB_MIN
+    forward, SLAB_MIN_BACKWARD backward; see also SLAB_MIN_WIDE) rather than the columns."""
+    _, C, S = x3.shape
+    return S >= slab_min or (S >= SLAB_MIN_WIDE and
+                             _column_rows_per_block(C * S, x3.itemsize) < COLUMN_MIN_ROWS)
+
+
+def _columns(v, S):
+    """Per-channel values v as the per-column values of the (N, C*S) column layout: each
+    repeated S times, v itself when S == 1 ((N, C) input; np.repeat took 0.1 ms a call on
+    (4, 65536), three per forward)."""
+    return v if S == 1 else np.repeat(v, S)
+
+
+def _column_strip(M, itemsize):
+    """Columns per strip of the (N, M) column kernels (see COLUMN_STRIP_BYTES)."""
+    return min(M, max(1, COLUMN_STRIP_BYTES // itemsize))
+
+
+def _column_blocks(M, itemsize):
+    """(strip, rows_per_block) of the column statistics of an (N, M) matrix: the block rows
+    follow from the strip width, in the parallel and the fused kernels alike."""
+    strip = _column_strip(M, itemsize)
+    return strip, _column_rows_per_block(strip, itemsize)
+
+
+def _column_rows_per_block(M, itemsize):
+    """Rows of an (N, M) column reduction block (see COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS)."""
+    return max(1, min(COLUMN_BLOCK_MAX_ROWS, COLUMN_BLOCK_BYTES // max(1, M * itemsize)))
+
+
+def _channel_stats(x3, eps):
+    """Per-channel float64 (mean, rstd, biased variance) of a contiguous (N, C, S) array (the
+    variance inf where it exceeds float64's range). A channel whose squares overflow float64 on
+    finite data is reduced again, scaled by an exact power of two (see cpu._moments.moments)."""
+    N, C, S = x3.shape
+    inv = None
+    mean, m2, finite = _channel_partials(x3)
+    if not finite:
+        overflow = ~(np.isfinite(m2) & np.isfinite(mean))
+        biggest = _kernels(x3.size).channel_absmax(x3)
+        rescale = overflow & np.isfinite(biggest) & (biggest > 0)
+        if rescale.any():
+            inv = np.ones(C)
+            inv[rescale] = np.ldexp(1.0, -np.frexp(biggest[rescale])[1])
+            mean, m2, _ = _channel_partials(x3, inv)
+    rstd = np.empty(C)
+    var = np.empty(C)
+    channels.finish_stats(mean, m2, N * S, inv, eps, rstd, var)
+    return mean, rstd, var
+
+
+def _channel_affine(x3, mean, rstd, weight, bias, y3):
+    """y = (x - mean[c])*rstd[c]*weight[c] + bias[c] (float64 mean, rstd; weight, bias None
+    or in x's dtype), computed as (x - mh)*a + (bias - (mean - mh)*a) with mh the mean rounded
+    to x's dtype and a = rstd*weight: the kernels then run wholly in x's dtype (for float32,
+    twice the SIMD width and no conversions), x - mh is exact where it matters (x near mh), and
+    the part of the mean that mh drops is added back through b. The terms come from
+    one kernel (affine_terms): in NumPy they were nine calls, ~20 us of a 0.26 ms (512, 2048)
+    float32 forward."""
+    N, C, S = x3.shape
+    mh = np.empty(C, x3.dtype)
+    a = np.empty(C, x3.dtype)
+    b = np.empty(C, x3.dtype)
+    channels.affine_terms(mean, rstd, 1.0 if weight is None else weight.reshape(C),
+                          0.0 if bias is None else bias.reshape(C), mh, a, b)
+    if not x3.size:
+        return
+    if _slabs(x3, SLAB_MIN):
+        _kernels(x3.size).slab_affine(x3.reshape(N * C, S), C, mh, a, b, y3.reshape(N * C, S))
+    else:
+        _kernels(x3.size).column_affine(x3.reshape(N, C * S), _columns(mh, S), _columns(a, S),
+                                        _columns(b, S), y3.reshape(N, C * S))
+
+
+def _column_sums(dy3, x3, mean):
+    """Per-channel sum(dy) and sum(dy*(x - mean)) in float64 of the column layout: the kernel
+    sums dy*(x - mh) with mh the mean rounded to x's dtype, and (mean - mh)*sum(dy) is taken
+    off where the partials are totalled."""
+    N, C, S = x3.shape
+    M = C * S
+    # Chunks as in the statistics (_channel_partials): at least COLUMN_SUMS_ROWS rows and
+    # COLUMN_PARTIAL_MIN_ELEMENTS values each, and no more than make MAX_PARTIALS work items
+    # with the strips (rows wider than a strip get their parallelism from the strips instead).
+    # The (K, M) float64 partials are written and totalled again: (512, 2048) float32 split 64
+    # ways wrote 2 MiB of them for 8 MiB of input.
+    strip = _column_strip(M, x3.itemsize)
+    strips = -(-M // strip)
+    nchunks = max(1, min(MAX_PARTIALS, N // COLUMN_SUMS_ROWS, N * M // COLUMN_PARTIAL_MIN_ELEMENTS,
+                         -(-MAX_PARTIALS // strips)))
+    sdy = _scratch("sum_dy", (nchunks, M))
+    sdyx = _scratch("sum_dyx", (nchunks, M))
+    mh = mean.astype(x3.dtype)
+    _kernels(x3.size).column_sums(dy3.reshape(N, M), x3.reshape(N, M), _columns(mh, S),
+                                  COLUMN_SUMS_ROWS, strip, sdy, sdyx)
+    sum_dy = np.empty(C)
+    sum_dyx = np.empty(C)
+    channels.total_sums(sdy, sdyx, mean, mh, sum_dy, sum_dyx)
+    return sum_dy, sum_dyx
+
+
+def _column_dx(dy3, x3, mean, rstd, k1, mean_dy, mean_dyx, dx3):
+    """dx = k1*((dy - mean_dy) - xhat*mean_dyx) per channel of the column layout (float64
+    parameters; the kernel rounds them to x's dtype and runs in it)."""
+    N, C, S = x3.shape
+    _kernels(x3.size).column_dx(dy3.reshape(N, C * S), x3.reshape(N, C * S), _columns(mean, S),
+                                _columns(rstd, S), _columns(k1, S), _columns(mean_dy, S),
+                                _columns(mean_dyx, S), dx3.reshape(N, C * S))
+
+
+def _fused(x3, slab_min):
+    """Whether batch_norm on the (N, C, S) array x3 takes the fused serial column kernels
+    (slab_min: SLAB_MIN forward, SLAB_MIN_BACKWARD backward): small inputs, and inputs up to
+    FUSED_COLUMNS_MAX_ELEMENTS that would take the columns anyway. Wide rows of short slabs
+    (see _slabs) take the parallel slabs instead: the fused kernels reduce them in blocks of a
+    row or two on one thread; (2, 8192, 4, 4) float32 took 0.15x (forward) and 0.20x
+    (backward) the time in the slabs. Wide (N, C) input keeps the fused kernels: the parallel
+    columns measured 1.5-2.2x their time on (8, 32768) and (16, 16384)."""
+    return x3.size <= SERIAL_MAX_ELEMENTS or (not _slabs(x3, slab_min) and
+                                              x3.size <= FUSED_COLUMNS_MAX_ELEMENTS)
+
+
+def _update_running(running_mean, running_var, mean, var_unbiased, momentum):
+    """In place, both or neither: the new values are computed before either buffer is written."""
+    new_mean = (1.0 - momentum) * running_mean + momentum * mean
+    new_var = (1.0 - momentum) * running_var + momentum * var_unbiased
+    running_mean[...] = new_mean
+    running_var[...] = new_var
+
