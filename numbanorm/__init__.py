@@ -1,5 +1,6 @@
-"""numbanorm: batch, layer, group, instance and RMS normalization as Numba kernels, with
-PyTorch's semantics and NumPy arrays."""
+"""numbanorm: normalization kernels for NumPy, in Numba: batch, layer, group, instance and RMS
+normalization with PyTorch's semantics, and data normalization for scientific code (zscore,
+minmax_scale, normalize, mergeable moments, scikit-learn's scalers)."""
 from . import _config  # noqa: F401  (sets the thread-safe threading layer before any kernel)
 from .functional import (  # noqa: F401
     Saved,
@@ -10,9 +11,32 @@ from .functional import (  # noqa: F401
     rms_norm, rms_norm_backward, rms_norm_forward,
 )
 from ._device import CudaUnavailableError, info  # noqa: F401
+from .scaling import (  # noqa: F401
+    ScalingSaved,
+    minmax_scale, minmax_scale_backward, minmax_scale_forward,
+    normalize, normalize_backward, normalize_forward,
+    zscore, zscore_backward, zscore_forward,
+)
+from .stats import Moments, moments  # noqa: F401
 from .layers import (  # noqa: F401
     BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
     InstanceNorm3d, LayerNorm, RMSNorm,
 )
 
 __version__ = "0.1.0"
+
+_SCALERS = ("StandardScaler", "MinMaxScaler", "Normalizer")
+
+
+def __getattr__(name):
+    """The scalers, imported on first use: with scikit-learn installed they derive from its
+    estimator classes, and importing scikit-learn takes ~1 s that `import numbanorm` should
+    not pay."""
+    if name in _SCALERS:
+        from . import preprocessing
+        return getattr(preprocessing, name)
+    raise AttributeError(f"module 'numbanorm' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_SCALERS))

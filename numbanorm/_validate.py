@@ -227,3 +227,127 @@ def grad_output(dy, shape, dtype):
         raise ValueError(f"dy must have the forward output's shape {tuple(shape)}, "
                          f"got {dy.shape}")
     return dy
+
+
+# ---------------------------------------------------------------------------------------------
+# data normalization (numbanorm.scaling, numbanorm.moments, numbanorm.preprocessing)
+
+NAN_POLICIES = ("propagate", "omit", "raise")
+
+
+def data_array(a, name):
+    """a as a float array, as scipy and scikit-learn take it: float32 and float64 as they are
+    (nothing copied for an ndarray), integers, booleans and float16 converted to float64
+    (float16 to float32), complex refused; GPU arrays through device_array."""
+    if not isinstance(a, np.ndarray):
+        if _device.is_device_array(a):
+            return device_array(a, name)
+        if a is None or isinstance(a, (str, bytes, dict, set)):
+            raise TypeError(f"{name} must be an array of real numbers, got {type(a).__name__}")
+        try:
+            a = np.asarray(a)
+        except Exception as exc:  # noqa: BLE001 - any conversion failure is the caller's type
+            raise TypeError(f"{name} must be an array of real numbers; converting "
+                            f"{type(a).__name__} failed: {exc}") from exc
+    dt = a.dtype
+    if dt in FLOAT_DTYPES:
+        return a
+    if dt.kind == "c":
+        raise TypeError(f"{name} must be real, got complex dtype {dt}")
+    if dt == np.float16:
+        return a.astype(np.float32)
+    if dt.kind in "biuf":
+        return a.astype(np.float64)
+    if dt.kind == "O":
+        try:
+            return a.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be an array of real numbers: {exc}") from None
+    raise TypeError(f"{name} must be an array of real numbers, got dtype {dt}")
+
+
+def axes(axis, ndim, name="axis"):
+    """axis (None, an int or a tuple of ints; negative counts from the end) as a sorted tuple
+    of distinct axes of an ndim-dimensional array; None means all of them."""
+    if axis is None:
+        return tuple(range(ndim))
+    single = isinstance(axis, numbers.Integral) and not isinstance(axis, (bool, np.bool_))
+    items = (axis,) if single else axis
+    try:
+        items = tuple(items)
+    except TypeError:
+        raise TypeError(f"{name} must be None, an int or a tuple of ints, "
+                        f"got {type(axis).__name__}") from None
+    out = []
+    for a in items:
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Integral):
+            raise TypeError(f"{name} must contain ints, got {axis!r}")
+        a = int(a)
+        if not -ndim <= a < ndim:
+            raise ValueError(f"{name} {a} is out of range for an array of {ndim} dimensions")
+        a %= ndim
+        if a in out:
+            raise ValueError(f"{name} {axis!r} repeats axis {a}")
+        out.append(a)
+    return tuple(sorted(out))
+
+
+def nan_policy(value):
+    if not isinstance(value, str) or value not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {value!r}")
+    return value
+
+
+def ddof(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"ddof must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"ddof must be >= 0, got {value}")
+    return int(value)
+
+
+def feature_range(value):
+    """(min, max) of two real numbers with min < max (scikit-learn's feature_range)."""
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        raise TypeError(f"feature_range must be a pair (min, max), got {value!r}") from None
+    for v in (lo, hi):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+            raise TypeError(f"feature_range must hold real numbers, got {value!r}")
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
+        raise ValueError("Minimum of desired feature range must be smaller than maximum. "
+                         f"Got {value!r}.")
+    return lo, hi
+
+
+def p_norm(value, name="p"):
+    """The p of an Lp norm: a real number > 0 (inf allowed)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number > 0, got {type(value).__name__}")
+    value = float(value)
+    if not value > 0:  # also NaN
+        raise ValueError(f"{name} must be > 0 (inf allowed), got {value}")
+    return value
+
+
+def data_out(out, shape, dtype, x=None, name="out"):
+    """None, or a writeable NumPy array of `shape` and `dtype`; it may be x itself (in place),
+    never a partial overlap with it."""
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {out.dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    if x is not None and isinstance(x, np.ndarray):
+        overlap, same = _overlap(out, x, False)
+        if overlap and not same:
+            raise ValueError(f"{name} overlaps the input partially: pass the input itself "
+                             "(in place) or a separate array")
+    return out

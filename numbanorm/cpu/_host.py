@@ -471,3 +471,110 @@ def _update_running(running_mean, running_var, mean, var_unbiased, momentum):
     running_mean[...] = new_mean
     running_var[...] = new_var
 
+
+
+# ---------------------------------------------------------------------------------------------
+# data normalization (numbanorm.scaling, numbanorm.moments): a reduction over any axes, read
+# through a numbanorm._layout.Layout as rows, columns or slabs
+
+def data_moments(xk, lay, omit, want_range):
+    """Per-slot float64 (count, mean, m2, lo, hi, nans) of the kernel array xk (lay.dims):
+    count, mean and M2 of the values that enter the statistics (omit: the non-NaN ones), and
+    with want_range min, max (NaN ignored) and the NaN count (else None). Slots in lay's order
+    (rows: R; columns: A*M; slabs: C)."""
+    omit = True if omit else None
+    if lay.kind == "columns":
+        A, N, M = lay.dims
+        res = [np.empty(A * M) for _ in range(6 if want_range else 3)] + [None] * (
+            0 if want_range else 3)
+        for a in range(A):
+            _data_columns(xk[a], omit, want_range,
+                          [None if r is None else r[a * M:(a + 1) * M] for r in res])
+        return tuple(res)
+    if lay.kind == "rows":
+        R, L = lay.dims
+        x2 = xk
+    else:  # slabs: every slab a row, merged over the batch per channel
+        N, C, S = lay.dims
+        R, L = N * C, S
+        x2 = xk.reshape(R, L)
+    res = [np.empty(R) for _ in range(6 if want_range else 3)] + [None] * (
+        0 if want_range else 3)
+    rows_kernels = rows.SERIAL if x2.size <= SERIAL_MAX_ELEMENTS else rows
+    rows_kernels.data_moments(x2, omit, *res)
+    if lay.kind == "slabs":
+        merged = [np.empty(C) if r is not None else None for r in res]
+        channels.merge_data_partials(*[None if r is None else r.reshape(N, C) for r in res],
+                                     *merged)
+        res = merged
+    return tuple(res)
+
+
+def _data_columns(x2, omit, want_range, res):
+    """data_moments of the (N, M) matrix x2 into the (M,) arrays res: chunks of rows as
+    batch_norm's column statistics cut them, partials merged in chunk order."""
+    N, M = x2.shape
+    strip, rows_per_block = _column_blocks(M, x2.itemsize)
+    nchunks = max(1, min(MAX_PARTIALS, -(-N // rows_per_block),
+                         N * M // COLUMN_PARTIAL_MIN_ELEMENTS))
+    parts = [_scratch(f"data{i}", (nchunks, M)) for i in range(6 if want_range else 3)]
+    parts += [None] * (0 if want_range else 3)
+    kernels = channels.SERIAL if x2.size <= SERIAL_MAX_ELEMENTS else channels
+    kernels.data_column_moments(x2, omit, rows_per_block, strip, *parts)
+    channels.merge_data_partials(*parts, *res)
+
+
+def data_affine(xk, lay, mean64, scale64, shift64, yk):
+    """yk = (xk - mean)*scale + shift per slot (float64 (slots,) arrays; shift may be a
+    scalar), in x's dtype with the mean split as batch_norm's affine splits it (see
+    channels.affine_terms): exact for x near the mean, so float32 data far from 0 keeps its
+    precision. yk may be xk (in place)."""
+    slots = mean64.size
+    dt = xk.dtype
+    mh = np.empty(slots, dt)
+    a = np.empty(slots, dt)
+    b = np.empty(slots, dt)
+    channels.affine_terms(mean64, scale64, 1.0, shift64, mh, a, b)
+    kernels = channels.SERIAL if xk.size <= SERIAL_MAX_ELEMENTS else channels
+    if lay.kind == "columns":
+        A, N, M = lay.dims
+        for k in range(A):
+            s = slice(k * M, (k + 1) * M)
+            kernels.column_affine(xk[k], mh[s], a[s], b[s], yk[k])
+    elif lay.kind == "rows":
+        if xk.size:
+            kernels.slab_affine(xk, max(1, slots), mh, a, b, yk)
+    else:
+        N, C, S = lay.dims
+        if xk.size:
+            kernels.slab_affine(xk.reshape(N * C, S), C, mh, a, b, yk.reshape(N * C, S))
+    return yk
+
+
+def data_norms(xk, lay, p):
+    """Per-slot float64 sum(|x|^p) (p = inf: max |x|) of the kernel array xk (see
+    data_moments for the slots)."""
+    if lay.kind == "columns":
+        A, N, M = lay.dims
+        out = np.empty(A * M)
+        strip, rows_per_block = _column_blocks(M, xk.itemsize)
+        nchunks = max(1, min(MAX_PARTIALS, -(-N // rows_per_block),
+                             N * M // COLUMN_PARTIAL_MIN_ELEMENTS))
+        part = _scratch("norms", (nchunks, M))
+        kernels = channels.SERIAL if xk.size <= SERIAL_MAX_ELEMENTS else channels
+        for a in range(A):
+            kernels.data_column_norms(xk[a], p, rows_per_block, strip, part)
+            channels.merge_norm_partials(part, p, out[a * M:(a + 1) * M])
+        return out
+    if lay.kind == "rows":
+        x2 = xk
+    else:
+        N, C, S = lay.dims
+        x2 = xk.reshape(N * C, S)
+    out = np.empty(x2.shape[0])
+    (rows.SERIAL if x2.size <= SERIAL_MAX_ELEMENTS else rows).data_norms(x2, p, out)
+    if lay.kind == "slabs":
+        merged = np.empty(C)
+        channels.merge_norm_partials(out.reshape(N, C), p, merged)
+        out = merged
+    return out

@@ -37,6 +37,7 @@ float32 ulps of the float64 result even when |mean| >> std. lo must stay its own
 On float64 data the same code is plain float64 with lo = 0.
 """
 import math
+import types as pytypes
 
 import numpy as np
 from numba import njit, types
@@ -98,6 +99,87 @@ def _part(w, b0, b1):
 
 
 chan_merge = njit(**JIT)(_chan.chan_merge)
+
+
+def valid(omit, v):
+    """Whether the value v enters the statistics: always when omit is None (NaN propagates),
+    else when v is not NaN (nan_policy='omit'). Chosen at compile time (an overload), so the
+    propagating kernels carry no mask."""
+    return True if omit is None else v == v
+
+
+@overload(valid)
+def _valid(omit, v):
+    if isinstance(omit, (types.NoneType, types.Omitted)):
+        return lambda omit, v: True
+    return lambda omit, v: v == v
+
+
+@njit(inline='always', **JIT)
+def data_block(xb, omit, shift, shifted):
+    """(n, mean, M2) of the values of the 1-d block xb that enter the statistics (see valid),
+    in float64 whatever xb's dtype, by the blocked Welford/Chan form of the module docstring:
+    centred on its own mean (two reads, the second from L1), or when shifted on `shift`, the
+    running mean of the blocks before (one read). The data-normalization statistics use it
+    (zscore, minmax_scale, normalize, moments): float64 sums keep float32 data with mean 1e6
+    to ~1e-16 of its variance, and |x| ~ 1e30 squares without overflow."""
+    if not shifted:
+        n = 0.0
+        s = 0.0
+        for i in range(xb.size):
+            v = float(xb[i])
+            ok = valid(omit, v)
+            n += ok
+            s += v if ok else 0.0
+        if n == 0.0:
+            return 0.0, 0.0, 0.0
+        shift = s / n
+    n = 0.0
+    d = 0.0
+    q = 0.0
+    for i in range(xb.size):
+        v = float(xb[i])
+        ok = valid(omit, v)
+        t = v - shift if ok else 0.0
+        n += ok
+        d += t
+        q += t * t
+    if n == 0.0:
+        return 0.0, 0.0, 0.0
+    dn = d / n
+    return n, shift + dn, q - d * dn
+
+
+@njit(inline='always', **JIT)
+def data_range(xb, lo, hi, nans):
+    """(min, max, NaN count) of the 1-d block xb merged into (lo, hi, nans), NaN ignored in
+    min and max."""
+    for i in range(xb.size):
+        v = xb[i]
+        nans += v != v
+        lo = v if v < lo else lo
+        hi = v if v > hi else hi
+    return lo, hi, nans
+
+
+def parallel_and_serial(jit):
+    """Compile a kernel twice: parallel, and serially (prange runs as range) under the name
+    SERIAL.<name> of its module (a namespace each kernel module defines), for inputs too small
+    to pay for a parallel region (~1.5 us each, and batch_norm runs three). The twin's code
+    object gets its own name: Numba names the on-disk cache file after the code object and its
+    key omits `parallel`, so a twin sharing the code object would load the other's machine
+    code."""
+    def wrap(fn):
+        name = fn.__name__ + "_serial"
+        code = fn.__code__.replace(co_name=name, co_qualname=name)  # names the cache file
+        twin = pytypes.FunctionType(code, fn.__globals__, name, fn.__defaults__,
+                                    fn.__closure__)
+        twin.__doc__ = fn.__doc__
+        serial = njit(**jit)(twin)
+        setattr(fn.__globals__["SERIAL"], fn.__name__, serial)
+        fn.__globals__[twin.__name__] = serial  # callable from other kernels, e.g. small_*
+        return njit(parallel=True, **jit)(fn)
+    return wrap
 
 
 @njit(**JIT)
@@ -298,3 +380,32 @@ def _borrowed(typingctx, a):
                        itemsize=ary.itemsize, meminfo=None)
         return out._getvalue()
     return sig, codegen
+
+
+@njit(inline='always', **JIT)
+def power_sum(x, p, acc):
+    """acc combined with the values of the 1-d block x in float64: acc + sum(|x|^p), or for
+    p = inf max(acc, max |x|); NaN propagates in both. p = 2 and p = 1 take plain loops."""
+    if p == 2.0:
+        for i in range(x.size):
+            v = float(x[i])
+            acc += v * v
+    elif p == 1.0:
+        for i in range(x.size):
+            acc += abs(float(x[i]))
+    elif p == np.inf:
+        for i in range(x.size):
+            v = abs(float(x[i]))
+            acc = v if (v > acc or v != v) else acc
+    else:
+        for i in range(x.size):
+            acc += abs(float(x[i])) ** p
+    return acc
+
+
+@njit(inline='always', **JIT)
+def power_combine(p, a, b):
+    """Two partial results of power_sum as one: a + b, or max for p = inf (NaN propagates)."""
+    if p == np.inf:
+        return b if (b > a or b != b) else a
+    return a + b

@@ -31,27 +31,10 @@ from numba.extending import overload
 
 from .._config import COLUMN_SHIFT_MAX, ELEMENTWISE_JIT, JIT, MERGE_JIT, TINY_MEAN_SQUARE
 from ._moments import (_constant, _term, at, block_moments, borrowed, chan_merge, grad_sums,
-                       like, narrow, part, rstd_of, split_mean)
+                       like, narrow, part, power_combine, rstd_of, split_mean, valid)
+from ._moments import parallel_and_serial as _parallel_and_serial
 
-SERIAL = types.SimpleNamespace()
-
-
-def _parallel_and_serial(jit):
-    """Compile a kernel twice: parallel, and serially (prange runs as range) under the name
-    SERIAL.<name>, for inputs too small to pay for a parallel region (~1.5 us each, and
-    batch_norm runs three). The twin's code object gets its own name: Numba names the on-disk
-    cache file after the code object and its key omits `parallel`, so a twin sharing the code
-    object would load the other's machine code."""
-    def wrap(fn):
-        name = fn.__name__ + "_serial"
-        code = fn.__code__.replace(co_name=name, co_qualname=name)  # names the cache file
-        twin = types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
-        twin.__doc__ = fn.__doc__
-        serial = njit(**jit)(twin)
-        setattr(SERIAL, fn.__name__, serial)
-        fn.__globals__[twin.__name__] = serial  # callable from other kernels, e.g. small_*
-        return njit(parallel=True, **jit)(fn)
-    return wrap
+SERIAL = types.SimpleNamespace()  # the serial twins (see _moments.parallel_and_serial)
 
 
 def _entry(inv, c):
@@ -773,3 +756,180 @@ def small_backward(dy2, x2, C, mean, rstd, weight, training, rows_per_block, dx2
     mean_dy = _columns(mean_dy, S)
     mean_dyx = _columns(mean_dyx, S)
     column_dx_serial(dy2, x2, m_col, r_col, k1, mean_dy, mean_dyx, dx2)  # noqa: F821 (made above)
+
+
+# ---------------------------------------------------------------------------------------------
+# data normalization (numbanorm.scaling): mergeable moments of every column
+
+@njit(**JIT)
+def _data_column_chunk(x2, omit, start, stop, m0, m1, rows_per_block, n_k, mean_k, m2_k,
+                       lo_k, hi_k, nan_k):
+    """count, mean, M2 of columns m0:m1 over rows start:stop of x2 into n_k, mean_k, m2_k
+    (rows of the (K, M) partials), and with lo_k not None min, max (NaN ignored) and the NaN
+    count. Blocks of rows_per_block rows: per column the block's sum and count (one read), its
+    centred sums d and q (a second read, from cache), all in float64, merged with Chan's
+    formula; vectorised across the columns."""
+    W = m1 - m0
+    cnt = n_k[m0:m1]
+    mu = mean_k[m0:m1]
+    m2 = m2_k[m0:m1]
+    cnt[:] = 0.0
+    mu[:] = 0.0
+    m2[:] = 0.0
+    want_range = lo_k is not None
+    if want_range:
+        lo = lo_k[m0:m1]
+        hi = hi_k[m0:m1]
+        nn = nan_k[m0:m1]
+        lo[:] = np.inf
+        hi[:] = -np.inf
+        nn[:] = 0.0
+    c = np.empty(W)
+    sm = np.empty(W)
+    d = np.empty(W)
+    q = np.empty(W)
+    for b0 in range(start, stop, rows_per_block):
+        b1 = min(b0 + rows_per_block, stop)
+        c[:] = 0.0
+        sm[:] = 0.0
+        for i in range(b0, b1):
+            xi = x2[i, m0:m1]
+            for j in range(W):
+                v = float(xi[j])
+                ok = valid(omit, v)
+                c[j] += ok
+                sm[j] += v if ok else 0.0
+        if want_range:
+            for i in range(b0, b1):
+                xi = x2[i, m0:m1]
+                for j in range(W):
+                    v = xi[j]
+                    nn[j] += v != v
+                    lo[j] = v if v < lo[j] else lo[j]
+                    hi[j] = v if v > hi[j] else hi[j]
+        for j in range(W):
+            sm[j] = sm[j] / c[j] if c[j] > 0.0 else 0.0
+        d[:] = 0.0
+        q[:] = 0.0
+        for i in range(b0, b1):
+            xi = x2[i, m0:m1]
+            for j in range(W):
+                v = float(xi[j])
+                t = v - sm[j] if valid(omit, v) else 0.0
+                d[j] += t
+                q[j] += t * t
+        _merge_data_block(c, sm, d, q, cnt, mu, m2)
+
+
+@njit(**MERGE_JIT)
+def _merge_data_block(c, sm, d, q, cnt, mu, m2):
+    """Chan-merge a column block (counts c, provisional means sm, centred sums d, q) into the
+    running (cnt, mu, m2), per column; written arithmetic (see _config.MERGE_JIT)."""
+    for j in range(c.size):
+        nb = c[j]
+        if nb > 0.0:
+            dn = d[j] / nb
+            mb = sm[j] + dn
+            m2b = q[j] - d[j] * dn
+            n = cnt[j]
+            nt = n + nb
+            delta = mb - mu[j]
+            mu[j] += delta * (nb / nt)
+            m2[j] += m2b + delta * delta * (n * nb / nt)
+            cnt[j] = nt
+
+
+@_parallel_and_serial(JIT)
+def data_column_moments(x2, omit, rows_per_block, strip, pn, pmean, pm2, plo, phi, pnan):
+    """Per (chunk, column) of the (N, M) array x2: count, mean, M2 of the values that enter
+    the statistics (every value, or the non-NaN ones when omit is not None), with plo not None
+    also min, max and NaN count; pn, pmean, pm2 (and plo, phi, pnan): (K, M), any contents.
+    Work items are (chunk of rows, strip of columns), as in column_partials; the K chunks merge
+    afterwards in order (merge_data_partials)."""
+    N, M = x2.shape
+    K = pn.shape[0]
+    strips = (M + strip - 1) // strip
+    per = (N + K - 1) // K
+    for item in prange(K * strips):
+        k, m0, m1 = _column_item(item, strip, M)
+        if plo is None:
+            _data_column_chunk(x2, omit, k * per, min(N, (k + 1) * per), m0, m1,
+                               rows_per_block, pn[k], pmean[k], pm2[k], None, None, None)
+        else:
+            _data_column_chunk(x2, omit, k * per, min(N, (k + 1) * per), m0, m1,
+                               rows_per_block, pn[k], pmean[k], pm2[k], plo[k], phi[k],
+                               pnan[k])
+
+
+@njit(**MERGE_JIT)
+def merge_data_partials(pn, pmean, pm2, plo, phi, pnan, count, mean, m2, lo, hi, nans):
+    """The (K, M) partial moments merged over K in order into (M,) count, mean, m2 (Chan), and
+    with plo not None min, max and NaN count; written arithmetic (see _config.MERGE_JIT)."""
+    K, M = pn.shape
+    for j in range(M):
+        count[j] = 0.0
+        mean[j] = 0.0
+        m2[j] = 0.0
+    for k in range(K):
+        for j in range(M):
+            count[j], mean[j], m2[j] = chan_merge(count[j], mean[j], m2[j], pn[k, j],
+                                                  pmean[k, j], pm2[k, j])
+    if plo is not None:
+        for j in range(M):
+            a = np.inf
+            b = -np.inf
+            c = 0.0
+            for k in range(K):
+                a = min(a, plo[k, j])
+                b = max(b, phi[k, j])
+                c += pnan[k, j]
+            lo[j] = a
+            hi[j] = b
+            nans[j] = c
+
+
+@_parallel_and_serial(JIT)
+def data_column_norms(x2, p, rows_per_block, strip, part):
+    """Per (chunk, column) of the (N, M) array x2: sum(|x|^p) in float64 (p = inf: max |x|),
+    blocks of rows_per_block rows accumulated per column and then combined; part: (K, M), any
+    contents. NaN propagates."""
+    N, M = x2.shape
+    K = part.shape[0]
+    strips = (M + strip - 1) // strip
+    per = (N + K - 1) // K
+    for item in prange(K * strips):
+        k, m0, m1 = _column_item(item, strip, M)
+        acc = part[k, m0:m1]
+        acc[:] = 0.0
+        blk = np.empty(m1 - m0)
+        for b0 in range(k * per, min(N, (k + 1) * per), rows_per_block):
+            blk[:] = 0.0
+            for i in range(b0, min(b0 + rows_per_block, N, (k + 1) * per)):
+                xi = x2[i, m0:m1]
+                if p == 2.0:
+                    for j in range(m1 - m0):
+                        v = float(xi[j])
+                        blk[j] += v * v
+                elif p == 1.0:
+                    for j in range(m1 - m0):
+                        blk[j] += abs(float(xi[j]))
+                elif p == np.inf:
+                    for j in range(m1 - m0):
+                        v = abs(float(xi[j]))
+                        blk[j] = v if (v > blk[j] or v != v) else blk[j]
+                else:
+                    for j in range(m1 - m0):
+                        blk[j] += abs(float(xi[j])) ** p
+            for j in range(m1 - m0):
+                acc[j] = power_combine(p, acc[j], blk[j])
+
+
+@njit(**JIT)
+def merge_norm_partials(part, p, out):
+    """The (K, M) partials of data_column_norms combined over K in order into out (M,)."""
+    K, M = part.shape
+    for j in range(M):
+        out[j] = 0.0
+    for k in range(K):
+        for j in range(M):
+            out[j] = power_combine(p, out[j], part[k, j])

@@ -29,11 +29,17 @@ dweight/dbias partial rows come in two forms, chosen by the caller through their
 - in float64 (float64 rows, S > 1, the serial kernel): four rows at a time are re-read from
   cache after their dx pass's sums (_param_rows); S > 1 rows add their per-channel sums.
 """
+import types
+
+import numpy as np
 from numba import njit, prange
 
 from .._config import BACKWARD_JIT, BLOCK, JIT
-from ._moments import (at, borrowed, grad_sums, like, moments, narrow, rstd_of,
+from ._moments import (at, borrowed, chan_merge, data_block, data_range, grad_sums, like,
+                       moments, narrow, parallel_and_serial, power_combine, power_sum, rstd_of,
                        split_mean)
+
+SERIAL = types.SimpleNamespace()  # the serial twins (see _moments.parallel_and_serial)
 
 
 @njit(inline='always', **JIT)
@@ -397,3 +403,53 @@ def backward_pairs(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part
             else:
                 _backward_single(dy_, x_, mean, rstd, w_, centered, want_params, ra, dx_, dwk,
                                  dbk)
+
+
+# ---------------------------------------------------------------------------------------------
+# data normalization (numbanorm.scaling): mergeable moments of every row
+
+@parallel_and_serial(JIT)
+def data_moments(x2, omit, count, mean, m2, lo, hi, nans):
+    """Per row of the (R, L) array x2: count, mean and M2 of the values that enter the
+    statistics (every value, or the non-NaN ones when omit is not None), blocks of BLOCK
+    values by _moments.data_block, merged with Chan's formula in float64; a block is shifted
+    by the running mean (read once) once the row has at least a block's worth of values
+    behind it. With lo not None also min, max (NaN ignored) and the NaN count of every row
+    into lo, hi, nans."""
+    R, L = x2.shape
+    x2 = borrowed(x2)
+    for r in prange(R):
+        xr = x2[r]
+        n = 0.0
+        m = 0.0
+        q = 0.0
+        for b0 in range(0, L, BLOCK):
+            xb = xr[b0:min(b0 + BLOCK, L)]
+            nb, mb, qb = data_block(xb, omit, m, n >= xb.size)
+            n, m, q = chan_merge(n, m, q, nb, mb, qb)
+        count[r] = n
+        mean[r] = m
+        m2[r] = q
+        if lo is not None:
+            a = np.inf
+            b = -np.inf
+            k = 0
+            for b0 in range(0, L, BLOCK):
+                a, b, k = data_range(xr[b0:min(b0 + BLOCK, L)], a, b, k)
+            lo[r] = a
+            hi[r] = b
+            nans[r] = k
+
+
+@parallel_and_serial(JIT)
+def data_norms(x2, p, out):
+    """Per row of the (R, L) array x2: sum(|x|^p) in float64 (p = inf: max |x|), blocks of BLOCK
+    values summed and then added; NaN propagates."""
+    R, L = x2.shape
+    x2 = borrowed(x2)
+    for r in prange(R):
+        xr = x2[r]
+        acc = 0.0
+        for b0 in range(0, L, BLOCK):
+            acc = power_combine(p, acc, power_sum(xr[b0:min(b0 + BLOCK, L)], p, 0.0))
+        out[r] = acc

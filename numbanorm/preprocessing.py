@@ -1,0 +1,388 @@
+"""scikit-learn's scalers on numbanorm's kernels: StandardScaler, MinMaxScaler, Normalizer.
+
+Constructor arguments, fitted attributes and methods are scikit-learn's (1.9), and so are the
+numbers (float64 within ~1e-12 relative of the output's scale, float32 within float32
+rounding): statistics from one read of each batch by the blocked Welford/Chan kernels, merged
+across `partial_fit` calls with Chan's formula (numbanorm.stats.Moments), NaN left out of the
+statistics and kept in the output, near-constant features scaled by 1 as scikit-learn decides
+them. One difference by design: MinMaxScaler transforms as (X - data_min_)*scale_ + lo, where
+scikit-learn computes X*scale_ + min_, which loses the low digits when |X| is large against
+the data range (float32 data around 1e6 with a range of 1: errors of 0.06); on other data the
+two agree to rounding.
+
+scikit-learn is not a dependency. When it is installed, the scalers are scikit-learn estimators
+(they derive from its BaseEstimator, TransformerMixin and OneToOneFeatureMixin, and validate
+input with its validate_data, so they work in a Pipeline, with clone, GridSearchCV and
+set_output, and pass its check_estimator); without it, they keep the same methods on a small
+base of their own. numbanorm imports this module on first use of a scaler, so importing
+numbanorm does not import scikit-learn.
+"""
+import numpy as np
+
+from . import _validate as V
+from ._layout import layout
+from .stats import Moments
+
+try:  # scikit-learn's estimator protocol, where it is installed
+    from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+    from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+    _SKLEARN = True
+except ImportError:  # pragma: no cover - exercised by a subprocess test
+    _SKLEARN = False
+
+__all__ = ["StandardScaler", "MinMaxScaler", "Normalizer"]
+
+
+if not _SKLEARN:
+    import inspect
+
+    class BaseEstimator:
+        """get_params/set_params from the constructor's arguments, as scikit-learn's."""
+
+        @classmethod
+        def _get_param_names(cls):
+            sig = inspect.signature(cls.__init__)
+            return sorted(p for p in sig.parameters if p != "self")
+
+        def get_params(self, deep=True):
+            return {k: getattr(self, k) for k in self._get_param_names()}
+
+        def set_params(self, **params):
+            valid = self._get_param_names()
+            for k, v in params.items():
+                if k not in valid:
+                    raise ValueError(f"Invalid parameter {k!r} for estimator {self!r}. "
+                                     f"Valid parameters are: {valid!r}.")
+                setattr(self, k, v)
+            return self
+
+        def __repr__(self):
+            args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+            return f"{type(self).__name__}({args})"
+
+    class TransformerMixin:
+        def fit_transform(self, X, y=None, **fit_params):
+            return self.fit(X, y, **fit_params).transform(X)
+
+    class OneToOneFeatureMixin:
+        def get_feature_names_out(self, input_features=None):
+            if input_features is not None:
+                return np.asarray(input_features, dtype=object)
+            return np.asarray([f"x{i}" for i in range(self.n_features_in_)], dtype=object)
+
+    class NotFittedError(ValueError, AttributeError):
+        pass
+
+    def check_is_fitted(estimator, attributes=None):
+        if not any(k.endswith("_") and not k.startswith("__") for k in vars(estimator)):
+            raise NotFittedError(f"This {type(estimator).__name__} instance is not fitted yet. "
+                                 "Call 'fit' with appropriate arguments before using this "
+                                 "estimator.")
+
+    def validate_data(estimator, X, reset=True, copy=False, ensure_all_finite=True, **_):
+        X = V.data_array(X, "X")
+        if not isinstance(X, np.ndarray):
+            raise TypeError("X must be a NumPy array (the scalers run on the CPU)")
+        if X.ndim != 2:
+            raise ValueError(f"Expected 2D array, got {X.ndim}D array instead: reshape your "
+                             "data with X.reshape(-1, 1) for a single feature or "
+                             "X.reshape(1, -1) for a single sample.")
+        if X.shape[0] < 1 or X.shape[1] < 1:
+            raise ValueError(f"Found array with shape {X.shape} while a minimum of 1 sample "
+                             "and 1 feature is required.")
+        if ensure_all_finite is True and not np.isfinite(X).all():
+            raise ValueError("Input X contains NaN or infinity.")
+        if ensure_all_finite == "allow-nan" and np.isinf(X).any():
+            raise ValueError("Input X contains infinity.")
+        if reset:
+            estimator.n_features_in_ = X.shape[1]
+        elif X.shape[1] != estimator.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but {type(estimator).__name__} "
+                             f"is expecting {estimator.n_features_in_} features as input.")
+        return X.copy() if copy else X
+
+    def _check_sample_weight(sample_weight, X, dtype=None):
+        w = np.asarray(sample_weight, dtype=dtype or np.float64)
+        if w.ndim == 0:
+            w = np.full(X.shape[0], w)
+        if w.shape != (X.shape[0],):
+            raise ValueError(f"sample_weight.shape == {w.shape}, expected {(X.shape[0],)}!")
+        return w
+
+
+def _columns_transform(X, mean, scale, shift, out):
+    """(X - mean)*scale + shift per column of the 2-D X (float64 (n_features,) statistics),
+    into out (X itself for an in-place transform) or a fresh array."""
+    from .cpu import _host
+    lay = layout(X, (0,))
+    xk = lay.read(X)
+    yk = None if out is None else lay.view(out)
+    y = out
+    if yk is None:
+        yk, y = lay.empty(X.dtype)
+    n = X.shape[1]
+    _host.data_affine(xk, lay, lay.slots(np.broadcast_to(mean, n)),
+                      lay.slots(np.broadcast_to(scale, n)),
+                      lay.slots(np.broadcast_to(shift, n)) if np.ndim(shift) else shift, yk)
+    if out is not None and y is not out:
+        np.copyto(out, y)
+        return out
+    return y
+
+
+def _column_moments(X, want_range):
+    """Moments over the samples (axis 0) of the 2-D X, NaN omitted."""
+    from .stats import moments
+    return moments(X, axis=0, nan_policy="omit") if want_range else _moments_fast(X)
+
+
+def _moments_fast(X):
+    """count, mean, m2 per feature (NaN omitted) without min/max, as a Moments."""
+    from .stats import _host_moments
+    lay, _, (count, mean, m2, *_rest) = _host_moments(X, (0,), "omit", False)
+    n = X.shape[1]
+    inf = np.full(n, np.inf)
+    return Moments(lay.stats(count), np.where(lay.stats(count) > 0, lay.stats(mean), np.nan),
+                   lay.stats(m2), inf, -inf, 0, "omit")
+
+
+def _weighted_moments(X, w):
+    """Weighted count, mean and M2 per feature of the 2-D X (NaN omitted, with its weight),
+    two-pass in float64 (NumPy: sample weights do not go through the kernels)."""
+    Xf = X.astype(np.float64)
+    ok = ~np.isnan(Xf)
+    W = (w[:, None] * ok).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (w[:, None] * np.where(ok, Xf, 0.0)).sum(axis=0) / W
+        m2 = (w[:, None] * np.where(ok, (Xf - mean) ** 2, 0.0)).sum(axis=0)
+    n = X.shape[1]
+    return Moments(W, mean, m2, np.full(n, np.inf), np.full(n, -np.inf), 0, "omit")
+
+
+def _out_for(X, copy):
+    """X itself when the transform may write into it (copy=False), else None."""
+    return None if copy else X
+
+
+class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """Standardize features by removing the mean and scaling to unit variance, as
+    sklearn.preprocessing.StandardScaler (dense input; NaN ignored in fit, kept in transform).
+
+    Fitted attributes: mean_, var_, scale_ (features whose variance is within float64
+    rounding of 0 get scale 1), n_samples_seen_ (an int, or per feature where NaN made the
+    counts differ; float with sample_weight), n_features_in_, and feature_names_in_ for
+    DataFrames with string column names (with scikit-learn)."""
+
+    def __init__(self, *, copy=True, with_mean=True, with_std=True):
+        self.copy = copy
+        self.with_mean = with_mean
+        self.with_std = with_std
+
+    def _reset(self):
+        for attr in ("scale_", "n_samples_seen_", "mean_", "var_", "_moments"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Compute the mean and std to be used for later scaling."""
+        self._reset()
+        return self.partial_fit(X, y, sample_weight)
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """Update the statistics with a batch of samples (Chan's merge of its moments)."""
+        first = not hasattr(self, "n_samples_seen_")
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=first,
+                          ensure_all_finite="allow-nan")
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
+            batch = _weighted_moments(X, np.asarray(sample_weight, np.float64))
+        else:
+            batch = _moments_fast(X)
+        m = batch if first else self._moments.merge(batch)
+        self._moments = m
+        # scikit-learn's dtypes: float64 counts where it computes statistics, else int64 (or
+        # X's dtype for a weighted batch); one number when every feature saw as many samples
+        if self.with_mean or self.with_std:
+            counts = m.count
+        else:
+            counts = m.count.astype(np.int64 if sample_weight is None else X.dtype)
+        self.n_samples_seen_ = counts[0] if counts.max() == counts.min() else counts
+        if not self.with_mean and not self.with_std:
+            self.mean_ = None
+            self.var_ = None
+            self.scale_ = None
+            return self
+        mean = m.mean
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = np.where(m.count > 0, m.m2 / np.where(m.count > 0, m.count, 1.0), np.nan)
+        self.mean_ = mean
+        if self.with_std:
+            self.var_ = var
+            n = m.count
+            eps = np.finfo(np.float64).eps
+            constant = var <= n * eps * var + (n * mean * eps) ** 2
+            self.scale_ = np.where(constant, 1.0, np.sqrt(var))
+        else:
+            self.var_ = None
+            self.scale_ = None
+        return self
+
+    def transform(self, X, copy=None):
+        """Center and scale by the fitted mean and scale (NaN stays NaN)."""
+        check_is_fitted(self)
+        copy = copy if copy is not None else self.copy
+        X = validate_data(self, X, reset=False, copy=copy, dtype=[np.float64, np.float32],
+                          force_writeable=True, ensure_all_finite="allow-nan")
+        mean = self.mean_ if self.with_mean else 0.0
+        scale = 1.0 / self.scale_ if self.with_std else 1.0
+        return _columns_transform(X, mean, scale, 0.0, X)
+
+    def inverse_transform(self, X, copy=None):
+        """Scale back to the original representation."""
+        check_is_fitted(self)
+        copy = copy if copy is not None else self.copy
+        X = validate_data(self, X, reset=False, copy=copy, dtype=[np.float64, np.float32],
+                          force_writeable=True, ensure_all_finite="allow-nan")
+        scale = self.scale_ if self.with_std else 1.0
+        mean = self.mean_ if self.with_mean else 0.0
+        return _columns_transform(X, 0.0, scale, mean, X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """Transform features by scaling each feature to feature_range, as
+    sklearn.preprocessing.MinMaxScaler (NaN ignored in fit, kept in transform; constant
+    features map to feature_range[0]).
+
+    Fitted attributes: data_min_, data_max_, data_range_, scale_, min_ (X's dtype),
+    n_samples_seen_, n_features_in_."""
+
+    def __init__(self, feature_range=(0, 1), *, copy=True, clip=False):
+        self.feature_range = feature_range
+        self.copy = copy
+        self.clip = clip
+
+    def _reset(self):
+        for attr in ("scale_", "min_", "n_samples_seen_", "data_min_", "data_max_",
+                     "data_range_"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+
+    def fit(self, X, y=None):
+        """Compute the minimum and maximum to be used for later scaling."""
+        self._reset()
+        return self.partial_fit(X, y)
+
+    def partial_fit(self, X, y=None):
+        """Update the minimum and maximum with a batch of samples."""
+        lo, hi = V.feature_range(self.feature_range)
+        first = not hasattr(self, "n_samples_seen_")
+        X = validate_data(self, X, reset=first, dtype=[np.float64, np.float32],
+                          ensure_all_finite="allow-nan")
+        m = _column_moments(X, True)
+        dt = X.dtype
+        with np.errstate(invalid="ignore"):
+            data_min = np.where(m.count > 0, m.min, np.nan).astype(dt)
+            data_max = np.where(m.count > 0, m.max, np.nan).astype(dt)
+        if first:
+            self.n_samples_seen_ = X.shape[0]
+        else:
+            data_min = np.minimum(self.data_min_, data_min)
+            data_max = np.maximum(self.data_max_, data_max)
+            self.n_samples_seen_ += X.shape[0]
+        data_range = data_max - data_min
+        with np.errstate(invalid="ignore"):
+            zero = data_range < 10 * np.finfo(dt).eps
+        self.scale_ = (dt.type(hi) - dt.type(lo)) / np.where(zero, dt.type(1), data_range)
+        self.min_ = dt.type(lo) - data_min * self.scale_
+        self.data_min_ = data_min
+        self.data_max_ = data_max
+        self.data_range_ = data_range
+        return self
+
+    def transform(self, X):
+        """Scale to feature_range: (X - data_min_)*scale_ + feature_range[0]."""
+        check_is_fitted(self)
+        X = validate_data(self, X, copy=self.copy, dtype=[np.float64, np.float32],
+                          force_writeable=True, ensure_all_finite="allow-nan", reset=False)
+        lo, hi = V.feature_range(self.feature_range)
+        y = _columns_transform(X, self.data_min_.astype(np.float64),
+                               self.scale_.astype(np.float64), lo, X)
+        if self.clip:
+            np.clip(y, lo, hi, out=y)
+        return y
+
+    def inverse_transform(self, X):
+        """Undo the scaling: (X - feature_range[0])/scale_ + data_min_."""
+        check_is_fitted(self)
+        X = validate_data(self, X, copy=self.copy, dtype=[np.float64, np.float32],
+                          force_writeable=True, ensure_all_finite="allow-nan", reset=False)
+        lo, _ = V.feature_range(self.feature_range)
+        return _columns_transform(X, np.full(X.shape[1], lo),
+                                  1.0 / self.scale_.astype(np.float64),
+                                  self.data_min_.astype(np.float64), X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+_NORMS = {"l1": 1.0, "l2": 2.0, "max": np.inf}
+
+
+class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """Normalize samples (rows) individually to unit norm, as sklearn.preprocessing.Normalizer:
+    norm 'l1', 'l2' or 'max' (max |x|); rows whose norm is below 10 eps of the dtype are left
+    as they are. Stateless: fit only checks X."""
+
+    def __init__(self, norm="l2", *, copy=True):
+        self.norm = norm
+        self.copy = copy
+
+    def fit(self, X, y=None):
+        """Check X (the normalizer has no statistics to learn)."""
+        validate_data(self, X)
+        return self
+
+    def transform(self, X, copy=None):
+        """Scale each row of X to unit norm."""
+        if self.norm not in _NORMS:
+            raise ValueError(f"'{self.norm}' is not a supported norm: pick 'l1', 'l2' or 'max'")
+        check_is_fitted(self)
+        copy = copy if copy is not None else self.copy
+        X = validate_data(self, X, copy=copy, reset=False, dtype=[np.float64, np.float32],
+                          force_writeable=True)
+        from .scaling import _norms
+        from .cpu import _host
+        lay = layout(X, (1,))
+        xk = lay.read(X)
+        norms = _norms(xk, lay, _NORMS[self.norm])
+        with np.errstate(divide="ignore"):
+            scale = np.where(norms < 10 * np.finfo(X.dtype).eps, 1.0, 1.0 / norms)
+        yk = lay.view(X)
+        if yk is None:
+            yk, y = lay.empty(X.dtype)
+        else:
+            y = X
+        _host.data_affine(xk, lay, np.zeros_like(scale), scale, 0.0, yk)
+        if y is not X:
+            np.copyto(X, y)
+        return X
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+if not _SKLEARN:  # no tags without scikit-learn
+    for _cls in (StandardScaler, MinMaxScaler, Normalizer):
+        del _cls.__sklearn_tags__

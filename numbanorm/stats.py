@@ -1,0 +1,183 @@
+"""Mergeable statistics: `moments(a, axis, nan_policy)` and the `Moments` record.
+
+A `Moments` holds, per output position (x's shape without the reduced axes), float64 arrays
+
+    count  values that entered (every value; with nan_policy='omit' the non-NaN ones)
+    mean   their mean
+    m2     the sum of their squared deviations from the mean (the variance is m2/(count - ddof))
+    min, max   NaN ignored with 'omit'; NaN where a NaN entered with 'propagate'
+
+computed by the blocked Welford/Chan kernels of numbanorm.cpu, and merges exactly with Chan's
+formula:
+
+    n = na + nb;  delta = mean_b - mean_a;  mean = mean_a + delta*nb/n;
+    m2 = m2_a + m2_b + delta^2*na*nb/n;  min = min(min_a, min_b);  max = max(max_a, max_b)
+
+so statistics of chunks, threads, processes and Dask tasks combine into the statistics of the
+whole: `m1.merge(m2)` (or `m1 + m2`), `m.update(chunk)` for a stream. Counts are float64, so
+that sample weights and merges stay exact (integers up to 2^53). A `Moments` pickles, and
+`to_arrays()` / `Moments.from_arrays(...)` and `stack()` / `Moments.unstack(...)` convert it to
+and from plain arrays for whatever carries it. The scalers (numbanorm.preprocessing), zscore
+and the Dask path (numbanorm.dask) all stand on it.
+"""
+import numpy as np
+
+from . import _validate as V
+from ._layout import layout
+
+__all__ = ["Moments", "moments"]
+
+_FIELDS = ("count", "mean", "m2", "min", "max")
+
+
+class Moments:
+    """Mergeable count, mean, M2, min and max per output position (see the module docstring).
+
+    axis and nan_policy record how the statistics were taken: `update(chunk)` reduces each new
+    chunk over the same axes with the same policy."""
+
+    __slots__ = _FIELDS + ("axis", "nan_policy")
+
+    def __init__(self, count, mean, m2, min, max, axis=0, nan_policy="propagate"):
+        arrays = [np.array(v, dtype=np.float64) for v in (count, mean, m2, min, max)]
+        shape = arrays[0].shape
+        for name, a in zip(_FIELDS, arrays):
+            if a.shape != shape:
+                raise ValueError(f"Moments fields must share one shape: count has {shape}, "
+                                 f"{name} has {a.shape}")
+        self.count, self.mean, self.m2, self.min, self.max = arrays
+        self.axis = axis
+        self.nan_policy = V.nan_policy(nan_policy)
+
+    # -- construction and conversion -------------------------------------------------------
+
+    @classmethod
+    def empty(cls, shape=(), axis=0, nan_policy="propagate"):
+        """The statistics of no values (count 0, mean NaN, m2 0, min +inf, max -inf): the
+        identity of merge."""
+        z = np.zeros(shape)
+        return cls(z, np.full(shape, np.nan), z, np.full(shape, np.inf), np.full(shape, -np.inf),
+                   axis, nan_policy)
+
+    @classmethod
+    def from_arrays(cls, count, mean, m2, min, max, axis=0, nan_policy="propagate"):
+        return cls(count, mean, m2, min, max, axis, nan_policy)
+
+    def to_arrays(self):
+        """(count, mean, m2, min, max), copies."""
+        return tuple(getattr(self, f).copy() for f in _FIELDS)
+
+    def stack(self):
+        """The five fields as one float64 array of shape (5,) + self.shape."""
+        return np.stack([getattr(self, f) for f in _FIELDS])
+
+    @classmethod
+    def unstack(cls, a, axis=0, nan_policy="propagate"):
+        """The inverse of stack."""
+        a = np.asarray(a, dtype=np.float64)
+        if a.ndim < 1 or a.shape[0] != 5:
+            raise ValueError(f"a stacked Moments has shape (5, ...), got {a.shape}")
+        return cls(*a, axis=axis, nan_policy=nan_policy)
+
+    def __getstate__(self):
+        return {f: getattr(self, f) for f in self.__slots__}
+
+    def __setstate__(self, state):
+        for f in self.__slots__:
+            setattr(self, f, state[f])
+
+    @property
+    def shape(self):
+        return self.count.shape
+
+    def __repr__(self):
+        return (f"Moments(shape={self.shape}, count={self.count!r}, mean={self.mean!r}, "
+                f"m2={self.m2!r}, min={self.min!r}, max={self.max!r})")
+
+    # -- statistics ------------------------------------------------------------------------
+
+    def var(self, ddof=0):
+        """m2/(count - ddof); NaN where count - ddof <= 0."""
+        ddof = V.ddof(ddof)
+        dof = self.count - ddof
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(dof > 0, self.m2 / np.where(dof > 0, dof, 1.0), np.nan)
+
+    def std(self, ddof=0):
+        return np.sqrt(self.var(ddof))
+
+    # -- merging ---------------------------------------------------------------------------
+
+    def merge(self, other):
+        """The statistics of both sets of values, as a new Moments (Chan's formula)."""
+        if not isinstance(other, Moments):
+            raise TypeError(f"can only merge a Moments, got {type(other).__name__}")
+        if other.shape != self.shape:
+            raise ValueError(f"Moments of shape {self.shape} and {other.shape} cannot merge")
+        merged = _merge(self.count, self.mean, self.m2, other.count, other.mean, other.m2)
+        return Moments(*merged, np.minimum(self.min, other.min),
+                       np.maximum(self.max, other.max), self.axis, self.nan_policy)
+
+    __add__ = merge
+
+    def update(self, chunk):
+        """Merge the statistics of a new chunk (reduced over self.axis with self.nan_policy)
+        into this record, in place; returns self."""
+        m = moments(chunk, self.axis, self.nan_policy)
+        if m.shape != self.shape:
+            raise ValueError(f"a chunk of shape {np.shape(chunk)} reduced over axis "
+                             f"{self.axis} gives statistics of shape {m.shape}, not "
+                             f"{self.shape}")
+        merged = self.merge(m)
+        for f in _FIELDS:
+            setattr(self, f, getattr(merged, f))
+        return self
+
+
+def _merge(na, ma, qa, nb, mb, qb):
+    """Chan's merge, elementwise over arrays; an empty side gives the other exactly."""
+    n = na + nb
+    with np.errstate(invalid="ignore", divide="ignore"):
+        safe = np.where(n > 0, n, 1.0)
+        delta = mb - ma
+        mean = ma + delta * (nb / safe)
+        m2 = qa + qb + delta * delta * (na * nb / safe)
+    mean = np.where(nb == 0, ma, np.where(na == 0, mb, mean))
+    m2 = np.where(nb == 0, qa, np.where(na == 0, qb, m2))
+    return n, mean, m2
+
+
+def _data(a, axis, nan_policy):
+    """(x, axes, policy) checked; raises for NaN with 'raise'."""
+    x = V.data_array(a, "a")
+    axes = V.axes(axis, x.ndim)
+    nan_policy = V.nan_policy(nan_policy)
+    if nan_policy == "raise" and isinstance(x, np.ndarray) and np.isnan(x).any():
+        raise ValueError("The input contains nan values")
+    return x, axes, nan_policy
+
+
+def _host_moments(x, axes, nan_policy, want_range):
+    """(layout, kernel view, per-slot float64 (count, mean, m2, lo, hi, nans)) of NumPy x."""
+    from .cpu import _host
+    lay = layout(x, axes)
+    xk = lay.read(x)
+    return lay, xk, _host.data_moments(xk, lay, nan_policy == "omit", want_range)
+
+
+def moments(a, axis=0, nan_policy="propagate"):
+    """The `Moments` of a over `axis` (an int, a tuple of ints, or None for all), from one read
+    of the data: count, mean, M2, min and max per output position. nan_policy: 'propagate' (a
+    NaN makes its position's mean, M2, min and max NaN), 'omit' (NaN left out, counted per
+    position) or 'raise' (ValueError)."""
+    x, axes, nan_policy = _data(a, axis, nan_policy)
+    if not isinstance(x, np.ndarray):
+        raise TypeError("moments runs on the CPU: pass a NumPy array (for GPU data, reduce "
+                        "with zscore or copy it to the host)")
+    lay, _, (count, mean, m2, lo, hi, nans) = _host_moments(x, axes, nan_policy, True)
+    mean = np.where(count == 0, np.nan, mean)  # np.nanmean's value for no values
+    if nan_policy == "propagate":
+        lo = np.where(nans > 0, np.nan, lo)
+        hi = np.where(nans > 0, np.nan, hi)
+    return Moments(lay.stats(count), lay.stats(mean), lay.stats(m2), lay.stats(lo),
+                   lay.stats(hi), axis, nan_policy)
