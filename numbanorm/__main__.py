@@ -43,6 +43,13 @@ def main(argv=None):
                         "bandwidth, without the operating system's page zeroing of fresh "
                         "outputs")
     b.add_argument("--json", action="store_true", help="machine-readable output")
+    b.add_argument("--suite", default="layers", choices=["layers", "data"],
+                   help="layers: the deep-learning ops (default); data: zscore, minmax_scale, "
+                        "normalize and a streaming StandardScaler against NumPy, scipy, "
+                        "scikit-learn, numbagg and PyTorch (with --function and --dtype)")
+    b.add_argument("--function", action="append",
+                   choices=["zscore", "minmax_scale", "normalize", "stream"],
+                   help="--suite data: only this function (repeatable)")
     sub.add_parser("info", help="what numbanorm detected: versions, threads, devices")
     args = parser.parse_args(argv)
     if args.command == "info":
@@ -50,6 +57,13 @@ def main(argv=None):
         return 0
     if args.repeats < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--repeats and --threads must be positive")
+    if args.suite == "data":
+        from .bench_data import CASES, run as run_data
+        cases = [c for c in CASES if (not args.function or c[0] in args.function)
+                 and (not args.dtype or c[3] in args.dtype)]
+        print(run_data(cases, repeats=args.repeats, min_run=args.min_run, threads=args.threads,
+                       as_json=args.json, preallocated=args.out))
+        return 0
     if args.device == "cuda":
         from .bench_cuda import STANDARD as GPU_CASES, run as run_gpu
         cases = ([(op, s) for op in (args.op or list(OPS)) for s in args.shape] if args.shape

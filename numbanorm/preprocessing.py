@@ -179,7 +179,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.with_std = with_std
 
     def _reset(self):
-        for attr in ("scale_", "n_samples_seen_", "mean_", "var_", "_moments"):
+        for attr in ("scale_", "n_samples_seen_", "mean_", "var_", "_moments", "_seen"):
             if hasattr(self, attr):
                 delattr(self, attr)
 
@@ -204,8 +204,10 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         # X's dtype for a weighted batch); one number when every feature saw as many samples
         if self.with_mean or self.with_std:
             counts = m.count
-        else:
-            counts = m.count.astype(np.int64 if sample_weight is None else X.dtype)
+        else:  # scikit-learn counts the samples here, weighted or not
+            seen = getattr(self, "_seen", 0) if not first else 0
+            self._seen = seen + X.shape[0] - np.isnan(X).sum(axis=0)
+            counts = self._seen.astype(np.int64 if sample_weight is None else X.dtype)
         self.n_samples_seen_ = counts[0] if counts.max() == counts.min() else counts
         if not self.with_mean and not self.with_std:
             self.mean_ = None

@@ -379,18 +379,22 @@ def _zscore_gpu(x, axis, ddof, nan_policy, out, keep):
     host = where.host
     n = math.prod(x.shape[a] for a in axes)
     c = math.sqrt((n - ddof) / n) if n > ddof else math.nan
+    # eps: the smallest float64, not 0: var + 5e-324 is var for every variance above ~1e-290,
+    # and a constant slice gets a finite rstd (then NaN by scipy's rule below) instead of a
+    # division by zero (an error in Numba's CUDA simulator, inf on a GPU)
+    eps = 5e-324
     dt = np.dtype(x.dtype)
     if trailing:
         R = x.size // n if n else 0
         weight = host.param(None, n, dt, c)
         geometry = ("rows", R, n, 1, 1, n, True)
-        y, mean64, rstd64, xk = host.rows_forward(x, geometry, weight, None, 0.0,
+        y, mean64, rstd64, xk = host.rows_forward(x, geometry, weight, None, eps,
                                                   where.target(out))
     else:
         M = x.size // n if n else 0
         xk = x.reshape(n, M)
         weight = host.param(None, M, dt, c)
-        y, mean64, rstd64, xk = host.channels_forward(xk, True, 0.0, 0.0, None, None, weight,
+        y, mean64, rstd64, xk = host.channels_forward(xk, True, eps, 0.0, None, None, weight,
                                                       None, where.target(out))
         y = y.reshape(x.shape)
         geometry = ("channels", True)

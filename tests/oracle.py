@@ -106,3 +106,58 @@ def batch_norm_eval(x, running_mean, running_var, weight=None, bias=None, eps=1e
         res["dweight"] = (dyg * xhat).sum(axis=(0, 2))
         res["dbias"] = dyg.sum(axis=(0, 2))
     return res
+
+
+# ---------------------------------------------------------------------------------------------
+# data normalization, from the definitions (float64, NumPy reductions)
+
+def _axes(x, axis):
+    return tuple(range(x.ndim)) if axis is None else (
+        (axis,) if np.isscalar(axis) else tuple(axis))
+
+
+def zscore(x, axis=0, ddof=0, omit=False):
+    """(x - mean)/std_ddof over the axes; NaN left out when omit; slices whose std is within
+    eps(x.dtype)*|mean| (scipy's constant rule) are NaN."""
+    eps = np.finfo(np.asarray(x).dtype).eps
+    x = _f64(x)
+    ax = _axes(x, axis)
+    ok = ~np.isnan(x) if omit else np.ones(x.shape, bool)
+    n = ok.sum(axis=ax, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(ok, x, 0).sum(axis=ax, keepdims=True) / n
+        if not omit:
+            mean = x.sum(axis=ax, keepdims=True) / n
+        dev = np.where(ok, x - mean, 0.0) if omit else x - mean
+        var = (dev ** 2).sum(axis=ax, keepdims=True) / (n - ddof)
+        var = np.where(n - ddof > 0, var, np.nan)
+        std = np.sqrt(var)
+        z = (x - mean) / std
+    return np.where(std <= np.abs(eps * mean), np.nan, z)
+
+
+def minmax_scale(x, feature_range=(0, 1), axis=0):
+    """(x - min)/(max - min)*(hi - lo) + lo over the axes, NaN ignored; a range below 10 eps of
+    x's dtype counts as 1 (scikit-learn)."""
+    eps = np.finfo(np.asarray(x).dtype).eps
+    x = _f64(x)
+    ax = _axes(x, axis)
+    lo, hi = feature_range
+    with np.errstate(invalid="ignore"):
+        mn = np.nanmin(x, axis=ax, keepdims=True) if x.size else x
+        mx = np.nanmax(x, axis=ax, keepdims=True) if x.size else x
+        rng = mx - mn
+        rng = np.where(rng < 10 * eps, 1.0, rng)
+        return (x - mn) / rng * (hi - lo) + lo
+
+
+def normalize(x, p=2.0, dim=1, eps=1e-12):
+    """x / max(||x||_p, eps) over the dims."""
+    x = _f64(x)
+    ax = _axes(x, dim)
+    a = np.abs(x)
+    if p == np.inf:
+        norm = a.max(axis=ax, keepdims=True)
+    else:
+        norm = (a ** p).sum(axis=ax, keepdims=True) ** (1.0 / p)
+    return x / np.maximum(norm, eps)

@@ -531,3 +531,46 @@ def test_empty_batch_gradients_are_zero(rng, op):
     for g in grads[1:]:
         if g is not None:
             np.testing.assert_array_equal(host(g), 0.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,axis", [((5, 37), 1), ((5, 3, 7), (1, 2)), ((37, 5), 0),
+                                        ((6, 4, 3), (0, 1)), ((3, 41), -1)])
+def test_zscore_on_device(rng, shape, axis, dtype):
+    """zscore of device data: trailing axes on the rows kernels, leading axes on the column
+    kernels; forward and backward as the CPU path gives them, constant slices NaN."""
+    x = _data(rng, shape, dtype, mean=3.0, std=2.0)
+    leading = axis in (0, (0, 1))
+    axes = (axis,) if np.isscalar(axis) else axis
+    n = int(np.prod([shape[a] for a in axes]))
+    if leading:
+        x.reshape(n, -1)[:, 1] = 1.5  # a constant column: NaN
+    else:
+        x.reshape(-1, n)[1] = 1.5  # a constant row: NaN
+    dy = _data(rng, shape, dtype)
+    for ddof in (0, 1):
+        y_d, saved = nn.zscore_forward(dev(x), axis, ddof)
+        y_cpu, saved_cpu = nn.zscore_forward(x, axis, ddof)
+        np.testing.assert_allclose(host(y_d), y_cpu, equal_nan=True,
+                                   rtol=TOLERANCES[dtype][0], atol=TOLERANCES[dtype][1])
+        assert np.isnan(host(y_d)).sum() == np.isnan(y_cpu).sum() > 0
+        dx = host(nn.zscore_backward(dev(dy), saved))
+        dx_cpu = nn.zscore_backward(dy, saved_cpu)
+        ok = np.isfinite(dx_cpu)
+        np.testing.assert_allclose(dx[ok], dx_cpu[ok], rtol=1e-5 if dtype == np.float32 else
+                                   1e-11, atol=1e-5 if dtype == np.float32 else 1e-11)
+    assert_close(host(nn.zscore(dev(x), axis)), oracle.zscore(x, axis), dtype)
+
+
+def test_scaling_on_device_says_what_runs_there(rng):
+    x = dev(_data(rng, (6, 5), np.float32))
+    with pytest.raises(ValueError, match="omit.*CPU only"):
+        nn.zscore(x, 0, nan_policy="omit")
+    with pytest.raises(ValueError, match="trailing or the leading"):
+        nn.zscore(dev(_data(rng, (3, 4, 5), np.float32)), 1)
+    with pytest.raises(ValueError, match="CPU only.*zscore"):
+        nn.minmax_scale(x)
+    with pytest.raises(ValueError, match="CPU only.*zscore"):
+        nn.normalize(x)
+    with pytest.raises(TypeError, match="CPU"):
+        nn.moments(x)

@@ -766,15 +766,16 @@ def _data_column_chunk(x2, omit, start, stop, m0, m1, rows_per_block, n_k, mean_
                        lo_k, hi_k, nan_k):
     """count, mean, M2 of columns m0:m1 over rows start:stop of x2 into n_k, mean_k, m2_k
     (rows of the (K, M) partials), and with lo_k not None min, max (NaN ignored) and the NaN
-    count. Blocks of rows_per_block rows: per column the block's sum and count (one read), its
-    centred sums d and q (a second read, from cache), all in float64, merged with Chan's
-    formula; vectorised across the columns."""
+    count. Blocks of rows_per_block rows, all in float64, vectorised across the columns: a
+    column's first block with values is centred on its own mean c (a sum read, then a centred
+    read from cache), every later block on c too (read once), and the blocks' means are
+    merged as offsets from c (as rows.data_moments)."""
     W = m1 - m0
     cnt = n_k[m0:m1]
-    mu = mean_k[m0:m1]
+    off = mean_k[m0:m1]
     m2 = m2_k[m0:m1]
     cnt[:] = 0.0
-    mu[:] = 0.0
+    off[:] = 0.0
     m2[:] = 0.0
     want_range = lo_k is not None
     if want_range:
@@ -785,20 +786,28 @@ def _data_column_chunk(x2, omit, start, stop, m0, m1, rows_per_block, n_k, mean_
         hi[:] = -np.inf
         nn[:] = 0.0
     c = np.empty(W)
-    sm = np.empty(W)
+    ctr = np.zeros(W)
+    own = np.empty(W)
     d = np.empty(W)
     q = np.empty(W)
     for b0 in range(start, stop, rows_per_block):
         b1 = min(b0 + rows_per_block, stop)
-        c[:] = 0.0
-        sm[:] = 0.0
-        for i in range(b0, b1):
-            xi = x2[i, m0:m1]
+        unset = 0
+        for j in range(W):
+            unset += cnt[j] == 0.0
+        if unset:  # columns with no values yet take this block's own mean as their centre
+            c[:] = 0.0
+            own[:] = 0.0
+            for i in range(b0, b1):
+                xi = x2[i, m0:m1]
+                for j in range(W):
+                    v = float(xi[j])
+                    ok = valid(omit, v)
+                    c[j] += ok
+                    own[j] += v if ok else 0.0
             for j in range(W):
-                v = float(xi[j])
-                ok = valid(omit, v)
-                c[j] += ok
-                sm[j] += v if ok else 0.0
+                if cnt[j] == 0.0:
+                    ctr[j] = own[j] / c[j] if c[j] > 0.0 else 0.0
         if want_range:
             for i in range(b0, b1):
                 xi = x2[i, m0:m1]
@@ -807,36 +816,44 @@ def _data_column_chunk(x2, omit, start, stop, m0, m1, rows_per_block, n_k, mean_
                     nn[j] += v != v
                     lo[j] = v if v < lo[j] else lo[j]
                     hi[j] = v if v > hi[j] else hi[j]
-        for j in range(W):
-            sm[j] = sm[j] / c[j] if c[j] > 0.0 else 0.0
+        c[:] = 0.0
         d[:] = 0.0
         q[:] = 0.0
         for i in range(b0, b1):
             xi = x2[i, m0:m1]
             for j in range(W):
                 v = float(xi[j])
-                t = v - sm[j] if valid(omit, v) else 0.0
+                ok = valid(omit, v)
+                t = v - ctr[j] if ok else 0.0
+                c[j] += ok
                 d[j] += t
                 q[j] += t * t
-        _merge_data_block(c, sm, d, q, cnt, mu, m2)
+        _merge_data_block(c, d, q, cnt, off, m2)
+    for j in range(W):
+        off[j] += ctr[j]  # the offsets from the centres as means
 
 
 @njit(**MERGE_JIT)
-def _merge_data_block(c, sm, d, q, cnt, mu, m2):
-    """Chan-merge a column block (counts c, provisional means sm, centred sums d, q) into the
-    running (cnt, mu, m2), per column; written arithmetic (see _config.MERGE_JIT)."""
+def _merge_data_block(c, d, q, cnt, off, m2):
+    """Chan-merge a column block (counts c, sums d, q about the columns' centres) into the
+    running (cnt, off, m2), the means as offsets from the centres, per column (as
+    _moments.merge_offset); written arithmetic (see _config.MERGE_JIT)."""
     for j in range(c.size):
         nb = c[j]
         if nb > 0.0:
-            dn = d[j] / nb
-            mb = sm[j] + dn
-            m2b = q[j] - d[j] * dn
+            ob = d[j] / nb
+            m2b = q[j] - d[j] * ob
             n = cnt[j]
-            nt = n + nb
-            delta = mb - mu[j]
-            mu[j] += delta * (nb / nt)
-            m2[j] += m2b + delta * delta * (n * nb / nt)
-            cnt[j] = nt
+            if n == 0.0:
+                off[j] = ob
+                m2[j] = m2b
+                cnt[j] = nb
+            else:
+                nt = n + nb
+                delta = ob - off[j]
+                off[j] += delta * (nb / nt)
+                m2[j] += m2b + delta * delta * (n * nb / nt)
+                cnt[j] = nt
 
 
 @_parallel_and_serial(JIT)

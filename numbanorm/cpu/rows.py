@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import BACKWARD_JIT, BLOCK, JIT
-from ._moments import (at, borrowed, chan_merge, data_block, data_range, grad_sums, like,
+from ._moments import (at, borrowed, data_block, data_range, grad_sums, like, merge_offset,
                        moments, narrow, parallel_and_serial, power_combine, power_sum, rstd_of,
                        split_mean)
 
@@ -412,23 +412,26 @@ def backward_pairs(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part
 def data_moments(x2, omit, count, mean, m2, lo, hi, nans):
     """Per row of the (R, L) array x2: count, mean and M2 of the values that enter the
     statistics (every value, or the non-NaN ones when omit is not None), blocks of BLOCK
-    values by _moments.data_block, merged with Chan's formula in float64; a block is shifted
-    by the running mean (read once) once the row has at least a block's worth of values
-    behind it. With lo not None also min, max (NaN ignored) and the NaN count of every row
-    into lo, hi, nans."""
+    values by _moments.data_block in float64: the row's first block with values is centred on
+    its own mean c, every later block on c too (read once), and the blocks' means are merged
+    as offsets from c (_moments.merge_offset); mean = c + offset. With lo not None also min,
+    max (NaN ignored) and the NaN count of every row into lo, hi, nans."""
     R, L = x2.shape
     x2 = borrowed(x2)
     for r in prange(R):
         xr = x2[r]
         n = 0.0
+        c = 0.0
         m = 0.0
         q = 0.0
         for b0 in range(0, L, BLOCK):
             xb = xr[b0:min(b0 + BLOCK, L)]
-            nb, mb, qb = data_block(xb, omit, m, n >= xb.size)
-            n, m, q = chan_merge(n, m, q, nb, mb, qb)
+            nb, centre, offset, qb = data_block(xb, omit, c, n > 0.0)
+            if n == 0.0:
+                c = centre
+            n, m, q = merge_offset(n, m, q, nb, offset, qb)
         count[r] = n
-        mean[r] = m
+        mean[r] = c + m
         m2[r] = q
         if lo is not None:
             a = np.inf

@@ -1,0 +1,232 @@
+"""`numbanorm bench --suite data`: the data-normalization functions and a streaming scaler,
+timed interleaved against what a user would otherwise call, when installed: the NumPy
+expression, scipy, scikit-learn, numbagg and PyTorch.
+
+Per case: numbanorm's median time and range, its effective GB/s over three passes of the data
+(a read for the statistics, a read and a write for the transform: 3 x the array's bytes), the
+percentage of the three-pass floor (3 x bytes at the measured triad bandwidth, over the time),
+each alternative's time ratio (their time / ours, paired per repeat as in `numbanorm bench`),
+the fastest alternative, and the largest difference from a float64 computation, relative to
+the output's scale. NaN cases put 1% NaN in the data and omit them.
+"""
+import math
+import sys
+
+import numpy as np
+
+from .bench import _paired_ratio, _summary, _time_paired, triad_bandwidth
+
+# (function, shape, axis, dtype, nan): the shapes of the data-normalization issue
+SHAPES = [((1_000_000, 32), 0), ((32, 250_000), 1), ((64, 3, 224, 224), (2, 3))]
+CASES = ([("zscore", s, a, d, False) for s, a in SHAPES for d in ("float32", "float64")]
+         + [("zscore", s, a, d, True) for s, a in SHAPES for d in ("float32", "float64")]
+         + [("minmax_scale", s, a, d, False) for s, a in SHAPES for d in ("float32", "float64")]
+         + [("normalize", s, a, d, False) for s, a in SHAPES for d in ("float32", "float64")]
+         + [("stream", (1_000_000, 32), 0, d, False) for d in ("float32", "float64")])
+STREAM_CHUNKS = 100
+
+
+def _installed(name):
+    try:
+        return __import__(name)
+    except ImportError:
+        return None
+
+
+def _ours(fn, x, axis, nan, out):
+    import numbanorm as nn
+    if fn == "zscore":
+        policy = "omit" if nan else "propagate"
+        return lambda: nn.zscore(x, axis, nan_policy=policy, out=out)
+    if fn == "minmax_scale":
+        return lambda: nn.minmax_scale(x, axis=axis, out=out)
+    return lambda: nn.normalize(x, 2.0, axis, out=out)
+
+
+def _alternatives(fn, x, axis, nan):
+    """{name: callable} of what a user would otherwise write, where installed and applicable."""
+    alt = {}
+    ax = axis
+    if fn == "zscore":
+        if nan:
+            alt["numpy"] = lambda: (x - np.nanmean(x, ax, keepdims=True)) / np.nanstd(
+                x, ax, keepdims=True)
+        else:
+            alt["numpy"] = lambda: (x - x.mean(ax, keepdims=True)) / x.std(ax, keepdims=True)
+        stats = _installed("scipy") and __import__("scipy.stats").stats
+        if stats:
+            policy = "omit" if nan else "propagate"
+            alt["scipy"] = lambda: stats.zscore(x, ax, nan_policy=policy)
+        if x.ndim == 2 and ax == 0 and _installed("sklearn"):
+            from sklearn.preprocessing import StandardScaler
+            alt["sklearn"] = lambda: StandardScaler().fit_transform(x)
+        nb = _installed("numbagg")
+        if nb:
+            alt["numbagg"] = lambda: (x - nb.nanmean(x, axis=ax)[_expand(x, ax)]) / nb.nanstd(
+                x, axis=ax)[_expand(x, ax)]
+        torch = _installed("torch")
+        if torch and not nan:
+            t = torch.from_numpy(x)
+            dim = ax if isinstance(ax, int) else tuple(ax)
+            alt["torch"] = lambda: (t - t.mean(dim, keepdim=True)) / t.std(
+                dim, correction=0, keepdim=True)
+    elif fn == "minmax_scale":
+        def numpy_minmax():
+            lo = np.nanmin(x, ax, keepdims=True)
+            return (x - lo) / (np.nanmax(x, ax, keepdims=True) - lo)
+        alt["numpy"] = numpy_minmax
+        if x.ndim == 2 and _installed("sklearn"):
+            from sklearn.preprocessing import minmax_scale
+            alt["sklearn"] = lambda: minmax_scale(x, axis=ax)
+        torch = _installed("torch")
+        if torch:
+            t = torch.from_numpy(x)
+            dim = ax if isinstance(ax, int) else tuple(ax)
+
+            def torch_minmax():
+                lo = t.amin(dim, keepdim=True)
+                return (t - lo) / (t.amax(dim, keepdim=True) - lo)
+            alt["torch"] = torch_minmax
+    else:
+        alt["numpy"] = lambda: x / np.maximum(np.sqrt((x * x).sum(ax, keepdims=True)), 1e-12)
+        if x.ndim == 2 and _installed("sklearn"):
+            from sklearn.preprocessing import normalize
+            alt["sklearn"] = lambda: normalize(x, axis=ax)
+        torch = _installed("torch")
+        if torch:
+            import torch.nn.functional as TF
+            t = torch.from_numpy(x)
+            dim = ax if isinstance(ax, int) else tuple(ax)
+            alt["torch"] = lambda: TF.normalize(t, 2.0, dim)
+    return alt
+
+
+def _expand(x, ax):
+    """Index that re-inserts the reduced axes of a numbagg result for broadcasting."""
+    axes = (ax,) if isinstance(ax, int) else ax
+    return tuple(None if a in axes else slice(None) for a in range(x.ndim))
+
+
+def _stream(x, out):
+    """numbanorm's StandardScaler over STREAM_CHUNKS chunks: partial_fit each, then transform
+    each; and scikit-learn's, when installed."""
+    import numbanorm as nn
+    chunks = np.array_split(x, STREAM_CHUNKS)
+    outs = np.array_split(out, STREAM_CHUNKS) if out is not None else [None] * STREAM_CHUNKS
+
+    def ours():
+        s = nn.StandardScaler()
+        for c in chunks:
+            s.partial_fit(c)
+        if out is None:
+            return [s.transform(c) for c in chunks]
+        for c, o in zip(chunks, outs):
+            np.copyto(o, c)
+            s.transform(o, copy=False)
+        return outs
+    alt = {}
+    if _installed("sklearn"):
+        from sklearn.preprocessing import StandardScaler
+
+        def theirs():
+            s = StandardScaler()
+            for c in chunks:
+                s.partial_fit(c)
+            return [s.transform(c) for c in chunks]
+        alt["sklearn"] = theirs
+    return ours, alt
+
+
+def _reference(fn, x, axis, nan):
+    xf = x.astype(np.float64)
+    if fn in ("zscore", "stream"):
+        m = np.nanmean(xf, axis, keepdims=True)
+        return (xf - m) / np.nanstd(xf, axis, keepdims=True)
+    if fn == "minmax_scale":
+        lo = np.nanmin(xf, axis, keepdims=True)
+        return (xf - lo) / (np.nanmax(xf, axis, keepdims=True) - lo)
+    return xf / np.maximum(np.sqrt((xf * xf).sum(axis, keepdims=True)), 1e-12)
+
+
+def run_case(fn, shape, axis, dtype, nan, repeats, min_run, bandwidth, preallocated):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    if nan:
+        x.reshape(-1)[rng.choice(x.size, x.size // 100, replace=False)] = np.nan
+    out = np.empty_like(x) if preallocated else None
+    if fn == "stream":
+        ours, alt = _stream(x, out)
+        y = np.concatenate(ours())
+    else:
+        ours = _ours(fn, x, axis, nan, out)
+        alt = _alternatives(fn, x, axis, nan)
+        y = ours()
+    ref = _reference(fn, x, axis, nan)
+    err = float(np.nanmax(np.abs(y - ref)) / np.nanmax(np.abs(ref)))
+    samples = _time_paired({"numbanorm": ours, **alt}, repeats, min_run)
+    med, lo, hi = _summary(samples["numbanorm"])
+    gbs = 3 * x.nbytes / med / 1e9
+    row = {"function": fn, "shape": list(shape), "axis": axis, "dtype": dtype, "nan": nan,
+           "median_s": med, "min_s": lo, "max_s": hi, "gb_per_s": gbs,
+           "pct_floor": 100 * gbs / bandwidth if bandwidth else None, "max_rel_err": err}
+    for name in alt:
+        row[f"vs_{name}"] = _paired_ratio(samples[name], samples["numbanorm"])
+        row[f"{name}_s"] = float(np.median(samples[name]))
+    if alt:
+        row["fastest_alternative"] = min(alt, key=lambda k: row[f"{k}_s"])
+    return row
+
+
+def _fmt(rows, bandwidth, threads, preallocated):
+    names = ["numpy", "scipy", "sklearn", "numbagg", "torch"]
+    head = (f"{'function':<13}{'shape':<17}{'axis':<7}{'dtype':<8}{'NaN':<4}{'median':>10}"
+            f"{'range':>19}{'GB/s':>7}{'%floor':>7}" + "".join(f"{'vs ' + n:>11}" for n in names)
+            + f"{'max err':>9}")
+    lines = [f"numbanorm bench --suite data: {threads} thread(s), triad bandwidth "
+             f"{bandwidth:.1f} GB/s; GB/s and %floor count three passes (3 x bytes); "
+             "'vs X' = X's time / numbanorm's time", head, "-" * len(head)]
+    for r in rows:
+        rng_ = f"{r['min_s'] * 1e3:.3g}-{r['max_s'] * 1e3:.3g} ms"
+        ax = r["axis"] if isinstance(r["axis"], int) else ",".join(map(str, r["axis"]))
+        vs = "".join(f"{(format(r['vs_' + n], '.2f') + 'x') if 'vs_' + n in r else '-':>11}"
+                     for n in names)
+        pct = f"{r['pct_floor']:.0f}" if r["pct_floor"] is not None else "-"
+        fn = r["function"] if r["function"] != "stream" else f"stream{STREAM_CHUNKS}"
+        lines.append(f"{fn:<13}{'x'.join(map(str, r['shape'])):<17}{ax:<7}{r['dtype']:<8}"
+                     f"{'yes' if r['nan'] else 'no':<4}{r['median_s'] * 1e3:>8.4g}ms{rng_:>19}"
+                     f"{r['gb_per_s']:>7.1f}{pct:>7}{vs}{r['max_rel_err']:>9.1e}")
+    fastest = [min(r[k] for k in r if k.startswith("vs_")) for r in rows
+               if any(k.startswith("vs_") for k in r)]
+    if fastest:
+        lines.append(f"against the fastest alternative of each case: slowest "
+                     f"{min(fastest):.2f}x, geometric mean "
+                     f"{math.exp(sum(map(math.log, fastest)) / len(fastest)):.2f}x")
+    if preallocated:
+        lines.append("numbanorm wrote into preallocated arrays (out=); the others allocated")
+    return "\n".join(lines)
+
+
+def run(cases=None, repeats=5, min_run=0.05, threads=None, as_json=False, preallocated=False,
+        progress=None):
+    import json
+
+    import numba
+    progress = progress or sys.stderr
+    if threads is not None:
+        numba.set_num_threads(threads)
+    threads = numba.get_num_threads()
+    torch = _installed("torch")
+    if torch:
+        torch.set_num_threads(threads)
+    bandwidth = triad_bandwidth()
+    rows = []
+    cases = CASES if cases is None else cases
+    for i, (fn, shape, axis, dtype, nan) in enumerate(cases, 1):
+        print(f"[{i}/{len(cases)}] {fn} {'x'.join(map(str, shape))} {dtype}"
+              f"{' NaN' if nan else ''}", file=progress, flush=True)
+        rows.append(run_case(fn, shape, axis, dtype, nan, repeats, min_run, bandwidth,
+                             preallocated))
+    if as_json:
+        return json.dumps({"threads": threads, "triad_gb_per_s": bandwidth,
+                           "outputs_preallocated": preallocated, "rows": rows}, indent=1)
+    return _fmt(rows, bandwidth, threads, preallocated)

@@ -1,0 +1,122 @@
+"""moments and Moments: against NumPy, exact merging in any order, streams, pickling,
+conversions, bad input."""
+import pickle
+
+import numpy as np
+import pytest
+
+import numbanorm as nn
+from numbanorm import Moments
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", [((50, 7), 0), ((7, 50), 1), ((5, 6, 7), (0, 2)),
+                                        ((5, 6, 7), None), ((4, 5, 6), 1), ((3, 1200), -1),
+                                        ((1500, 3), 0)])
+def test_moments_match_numpy(rng, shape, axis, dtype):
+    x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    x.reshape(-1)[::11] = np.nan
+    xf = x.astype(np.float64)
+    m = nn.moments(x, axis, "omit")
+    n = np.sum(~np.isnan(xf), axis=axis)
+    np.testing.assert_array_equal(m.count, n)
+    np.testing.assert_allclose(m.mean, np.nanmean(xf, axis=axis), rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(m.var(), np.nanvar(xf, axis=axis), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(m.std(1), np.nanstd(xf, axis=axis, ddof=1), rtol=1e-12)
+    np.testing.assert_array_equal(m.min, np.nanmin(xf, axis=axis))
+    np.testing.assert_array_equal(m.max, np.nanmax(xf, axis=axis))
+    p = nn.moments(x, axis)  # propagate: NaN where a NaN entered
+    np.testing.assert_array_equal(np.isnan(p.mean), np.isnan(np.mean(xf, axis=axis)))
+    np.testing.assert_array_equal(np.isnan(p.min), np.isnan(np.min(xf, axis=axis)))
+    np.testing.assert_array_equal(p.count, np.full(p.shape, xf.size // max(p.count.size, 1)))
+    assert m.shape == np.mean(xf, axis=axis).shape
+
+
+def test_constant_and_empty_positions(rng):
+    x = rng.standard_normal((40, 3))
+    x[:, 1] = 0.1
+    x[:, 2] = np.nan
+    m = nn.moments(x, 0, "omit")
+    assert m.mean[1] == 0.1 and m.var()[1] < 1e-30
+    assert m.count[2] == 0 and np.isnan(m.mean[2]) and np.isnan(m.var()[2])
+    assert m.min[2] == np.inf and m.max[2] == -np.inf
+
+
+@pytest.mark.parametrize("order", ["sequential", "reversed", "shuffled", "tree"])
+def test_thousand_chunks_merge_to_the_one_shot_statistics(rng, order):
+    """1000 chunks, merged in any order, equal the statistics of the whole within 1e-14.
+    (Chan's merge of chunk means carries their float64 rounding into every delta: where the
+    mean is ~1e7 standard deviations from 0 that costs ~1e-11 of M2, for any implementation;
+    one-shot statistics keep 1e-15 there, see test_large_mean_small_spread_float64.)"""
+    x = rng.standard_normal((20000, 4)) * np.array([1.0, 1e-3, 1e3, 5.0]) + np.array(
+        [0.0, 1e-2, -7e3, 3.0])
+    whole = nn.moments(x, 0)
+    parts = [nn.moments(c, 0) for c in np.array_split(x, 1000)]
+    if order == "reversed":
+        parts = parts[::-1]
+    elif order == "shuffled":
+        parts = [parts[i] for i in rng.permutation(len(parts))]
+    if order == "tree":
+        while len(parts) > 1:
+            parts = [parts[i] + parts[i + 1] if i + 1 < len(parts) else parts[i]
+                     for i in range(0, len(parts), 2)]
+        merged = parts[0]
+    else:
+        merged = Moments.empty((4,))
+        for p in parts:
+            merged = merged.merge(p)
+    np.testing.assert_array_equal(merged.count, whole.count)
+    # the mean relative to its scale (a mean near 0 has no relative precision of its own)
+    scale = np.abs(whole.mean) + np.sqrt(whole.var())
+    assert np.all(np.abs(merged.mean - whole.mean) <= 1e-14 * scale), merged.mean - whole.mean
+    np.testing.assert_allclose(merged.m2, whole.m2, rtol=1e-14)
+    np.testing.assert_array_equal(merged.min, whole.min)
+    np.testing.assert_array_equal(merged.max, whole.max)
+
+
+def test_update_streams_chunks(rng):
+    x = rng.standard_normal((1000, 3, 4))
+    x[5, 1, 2] = np.nan
+    m = Moments.empty((3, 4), axis=0, nan_policy="omit")
+    for c in np.array_split(x, 37):
+        assert m.update(c) is m
+    whole = nn.moments(x, 0, "omit")
+    for a, b in zip(m.to_arrays(), whole.to_arrays()):
+        np.testing.assert_allclose(a, b, rtol=1e-13)
+    with pytest.raises(ValueError, match="shape"):
+        m.update(rng.standard_normal((10, 3)))
+
+
+def test_pickle_and_arrays_round_trip(rng):
+    m = nn.moments(rng.standard_normal((30, 5)), 0, "omit")
+    for back in (pickle.loads(pickle.dumps(m)), Moments.from_arrays(*m.to_arrays()),
+                 Moments.unstack(m.stack())):
+        for a, b in zip(back.to_arrays(), m.to_arrays()):
+            np.testing.assert_array_equal(a, b)
+    assert pickle.loads(pickle.dumps(m)).nan_policy == "omit"
+    assert m.stack().shape == (5, 5)
+
+
+def test_merge_errors(rng):
+    a = nn.moments(rng.standard_normal((5, 3)))
+    with pytest.raises(ValueError, match="shape"):
+        a.merge(nn.moments(rng.standard_normal((5, 4))))
+    with pytest.raises(TypeError, match="Moments"):
+        a.merge(3)
+    with pytest.raises(ValueError, match="shape"):
+        Moments(np.zeros(3), np.zeros(2), np.zeros(3), np.zeros(3), np.zeros(3))
+    with pytest.raises(ValueError, match="ddof"):
+        a.var(-1)
+    with pytest.raises(ValueError, match="5"):
+        Moments.unstack(np.zeros((4, 3)))
+
+
+def test_large_mean_small_spread_float64(rng):
+    """float64 data with mean 1e4 and std 1e-3, rows and columns: M2 within 1e-14 of the exact
+    value (blocks merged as offsets from one centre; centred on the rounded running mean they
+    were 3e-11 off)."""
+    import math
+    x = rng.standard_normal((20000, 3)) * 1e-3 + 1e4
+    exact = np.array([math.fsum((x[:, j] - math.fsum(x[:, j]) / len(x)) ** 2) for j in range(3)])
+    np.testing.assert_allclose(nn.moments(x, 0).m2, exact, rtol=1e-14)
+    np.testing.assert_allclose(nn.moments(np.ascontiguousarray(x.T), 1).m2, exact, rtol=1e-14)
