@@ -88,6 +88,13 @@ PARTIAL_MIN_ELEMENTS = 1 << 14
 # for 4M values at this setting).
 COLUMN_PARTIAL_MIN_ELEMENTS = 1 << 18
 
+# The data-normalization column statistics (cpu.channels.data_column_moments) sum in float64,
+# so their row blocks are cut by bytes alone (COLUMN_BLOCK_BYTES, no COLUMN_BLOCK_MAX_ROWS):
+# with 32-row blocks of 32 columns, the per-block merge (two divisions a column) and resets
+# cost as much as the sums. Their chunks hold at least this many values: a scaler's
+# partial_fit on 10000 x 32 then runs on several threads.
+DATA_PARTIAL_MIN_ELEMENTS = 1 << 16
+
 # batch_norm: channels whose contiguous slabs (the spatial size S) are at least this long are
 # reduced slab by slab; shorter slabs ((N, C) input, tiny spatial sizes) are reduced as columns
 # of an (N, C*S) matrix, vectorised across the columns.

@@ -61,6 +61,12 @@ def is_device_array(obj):
     return False
 
 
+def is_dask_array(x):
+    """Whether x is a Dask array, checked without importing Dask (numbanorm.dask runs it)."""
+    return type(x).__module__.startswith("dask.") and hasattr(x, "chunks") and hasattr(
+        x, "dask")
+
+
 def _env_device():
     """The DEVICE_ENV variable, read on every call (a program may set it after import). Where
     CPython exposes os.environ's underlying dict, it is read directly: os.environ.get of an

@@ -107,34 +107,29 @@ def _expand(x, ax):
     return tuple(None if a in axes else slice(None) for a in range(x.ndim))
 
 
-def _stream(x, out):
-    """numbanorm's StandardScaler over STREAM_CHUNKS chunks: partial_fit each, then transform
-    each; and scikit-learn's, when installed."""
+def _stream(x):
+    """A stream through a StandardScaler, numbanorm's and scikit-learn's (when installed):
+    partial_fit on each of STREAM_CHUNKS chunks, then each chunk transformed and handed on
+    (a streaming pipeline writes it out and drops it; here its first value is kept, so both
+    scalers reuse freed memory rather than fault in 100 fresh outputs). Returns the
+    transformed chunks of a first, untimed pass for the accuracy column."""
     import numbanorm as nn
     chunks = np.array_split(x, STREAM_CHUNKS)
-    outs = np.array_split(out, STREAM_CHUNKS) if out is not None else [None] * STREAM_CHUNKS
 
-    def ours():
-        s = nn.StandardScaler()
-        for c in chunks:
-            s.partial_fit(c)
-        if out is None:
-            return [s.transform(c) for c in chunks]
-        for c, o in zip(chunks, outs):
-            np.copyto(o, c)
-            s.transform(o, copy=False)
-        return outs
+    def stream(cls):
+        def run():
+            s = cls()
+            for c in chunks:
+                s.partial_fit(c)
+            return [s.transform(c)[0, 0] for c in chunks], s
+        return run
+    ours = stream(nn.StandardScaler)
     alt = {}
     if _installed("sklearn"):
         from sklearn.preprocessing import StandardScaler
-
-        def theirs():
-            s = StandardScaler()
-            for c in chunks:
-                s.partial_fit(c)
-            return [s.transform(c) for c in chunks]
-        alt["sklearn"] = theirs
-    return ours, alt
+        alt["sklearn"] = stream(StandardScaler)
+    fitted = ours()[1]
+    return ours, alt, [fitted.transform(c) for c in chunks]
 
 
 def _reference(fn, x, axis, nan):
@@ -155,8 +150,8 @@ def run_case(fn, shape, axis, dtype, nan, repeats, min_run, bandwidth, prealloca
         x.reshape(-1)[rng.choice(x.size, x.size // 100, replace=False)] = np.nan
     out = np.empty_like(x) if preallocated else None
     if fn == "stream":
-        ours, alt = _stream(x, out)
-        y = np.concatenate(ours())
+        ours, alt, parts = _stream(x)
+        y = np.concatenate(parts)
     else:
         ours = _ours(fn, x, axis, nan, out)
         alt = _alternatives(fn, x, axis, nan)

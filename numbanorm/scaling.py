@@ -34,6 +34,7 @@ import math
 import numpy as np
 
 from . import _validate as V
+from ._device import is_dask_array
 from ._layout import layout
 from .stats import _data, _host_moments
 
@@ -80,6 +81,24 @@ def _transform(x, lay, xk, mean, scale, shift, out):
     return y
 
 
+def _apply(x, axes, mean, scale, shift):
+    """(x - mean)*scale + shift for NumPy x with statistics of x's keepdims shape (size 1 on
+    the reduced axes; or scalars), by the elementwise kernels in x's dtype, into a fresh
+    array. axes None: the axes where scale has size 1. (The Dask path's block transform.)"""
+    from .cpu import _host
+    if axes is None:
+        s = np.shape(scale)
+        axes = tuple(a for a in range(x.ndim) if s[a] == 1)
+    lay = layout(x, tuple(axes))
+    xk = lay.read(x)
+    yk, y = lay.empty(x.dtype)
+
+    def slots(v):
+        return lay.slots(np.broadcast_to(np.asarray(v, np.float64), lay.keepdims_shape))
+    _host.data_affine(xk, lay, slots(mean), slots(scale), slots(shift), yk)
+    return y
+
+
 def _keep(lay, v):
     """A slot statistic in the keepdims shape (for broadcasting against x)."""
     return lay.stats(v).reshape(lay.keepdims_shape)
@@ -89,6 +108,9 @@ def _keep(lay, v):
 # zscore
 
 def _zscore(a, axis, ddof, nan_policy, out, keep):
+    if is_dask_array(a):
+        from . import dask
+        return dask.zscore(a, axis, ddof, nan_policy, out), None
     x = V.data_array(a, "a")
     if not isinstance(x, np.ndarray):
         return _zscore_gpu(x, axis, ddof, nan_policy, out, keep)
@@ -155,6 +177,9 @@ def zscore_backward(dy, saved):
 # minmax_scale
 
 def _minmax(X, feature_range, axis, copy, out, keep):
+    if is_dask_array(X):
+        from . import dask
+        return dask.minmax_scale(X, feature_range, axis, out), None
     x = V.data_array(X, "X")
     if not isinstance(x, np.ndarray):
         raise ValueError("minmax_scale runs on the CPU only: of the data-normalization "
@@ -165,9 +190,10 @@ def _minmax(X, feature_range, axis, copy, out, keep):
     if not copy and out is None and x is X:
         out = X  # scikit-learn's copy=False: in place where X is already a float array
     out = V.data_out(out, x.shape, x.dtype, x)
-    lay, xk, (count, _, _, dmin, dmax, _) = _host_moments(x, axes, "omit", True)
-    dmin = np.where(count > 0, dmin, np.nan)
-    dmax = np.where(count > 0, dmax, np.nan)
+    lay, xk, (_, _, _, dmin, dmax, nans) = _host_moments(x, axes, "omit", True, False)
+    empty = nans == lay.count  # no value but NaN: NaN statistics, as np.nanmin's
+    dmin = np.where(empty, np.nan, dmin)
+    dmax = np.where(empty, np.nan, dmax)
     scale, _ = _minmax_scale(dmin, dmax, (lo_r, hi_r), x.dtype)
     y = _transform(x, lay, xk, dmin, scale, lo_r, out)
     saved = None
@@ -239,6 +265,9 @@ def minmax_scale_backward(dy, saved):
 # normalize
 
 def _normalize(x, p, dim, eps, out, keep):
+    if is_dask_array(x):
+        from . import dask
+        return dask.normalize(x, p, dim, eps, out), None
     x = V.data_array(x, "x")
     if not isinstance(x, np.ndarray):
         raise ValueError("normalize runs on the CPU only: of the data-normalization "

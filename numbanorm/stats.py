@@ -23,6 +23,7 @@ and the Dask path (numbanorm.dask) all stand on it.
 import numpy as np
 
 from . import _validate as V
+from ._device import is_dask_array
 from ._layout import layout
 
 __all__ = ["Moments", "moments"]
@@ -50,6 +51,29 @@ class Moments:
         self.nan_policy = V.nan_policy(nan_policy)
 
     # -- construction and conversion -------------------------------------------------------
+
+    @classmethod
+    def _lazy(cls, count, mean, m2, min, max, axis=0, nan_policy="propagate"):
+        """A Moments whose fields are lazy (Dask) arrays, taken as they are."""
+        self = cls.__new__(cls)
+        self.count, self.mean, self.m2, self.min, self.max = count, mean, m2, min, max
+        self.axis = axis
+        self.nan_policy = V.nan_policy(nan_policy)
+        return self
+
+    @property
+    def lazy(self):
+        """Whether the fields are Dask arrays, not yet computed."""
+        return is_dask_array(self.count)
+
+    def compute(self, **kwargs):
+        """The statistics as NumPy arrays: for lazy (Dask) fields one computation of all five
+        (the data read once); self when they are NumPy already."""
+        if not self.lazy:
+            return self
+        import dask
+        values = dask.compute(*(getattr(self, f) for f in _FIELDS), **kwargs)
+        return Moments(*values, axis=self.axis, nan_policy=self.nan_policy)
 
     @classmethod
     def empty(cls, shape=(), axis=0, nan_policy="propagate"):
@@ -115,8 +139,9 @@ class Moments:
         if other.shape != self.shape:
             raise ValueError(f"Moments of shape {self.shape} and {other.shape} cannot merge")
         merged = _merge(self.count, self.mean, self.m2, other.count, other.mean, other.m2)
-        return Moments(*merged, np.minimum(self.min, other.min),
-                       np.maximum(self.max, other.max), self.axis, self.nan_policy)
+        make = Moments._lazy if self.lazy or other.lazy else Moments
+        return make(*merged, np.minimum(self.min, other.min), np.maximum(self.max, other.max),
+                    self.axis, self.nan_policy)
 
     __add__ = merge
 
@@ -157,12 +182,14 @@ def _data(a, axis, nan_policy):
     return x, axes, nan_policy
 
 
-def _host_moments(x, axes, nan_policy, want_range):
-    """(layout, kernel view, per-slot float64 (count, mean, m2, lo, hi, nans)) of NumPy x."""
+def _host_moments(x, axes, nan_policy, want_range, want_moments=True):
+    """(layout, kernel view, per-slot float64 (count, mean, m2, lo, hi, nans)) of NumPy x
+    (None for what is not asked for)."""
     from .cpu import _host
     lay = layout(x, axes)
     xk = lay.read(x)
-    return lay, xk, _host.data_moments(xk, lay, nan_policy == "omit", want_range)
+    return lay, xk, _host.data_moments(xk, lay, nan_policy == "omit", want_range,
+                                       want_moments)
 
 
 def moments(a, axis=0, nan_policy="propagate"):
@@ -170,6 +197,9 @@ def moments(a, axis=0, nan_policy="propagate"):
     of the data: count, mean, M2, min and max per output position. nan_policy: 'propagate' (a
     NaN makes its position's mean, M2, min and max NaN), 'omit' (NaN left out, counted per
     position) or 'raise' (ValueError)."""
+    if is_dask_array(a):
+        from . import dask
+        return dask.moments(a, axis, nan_policy)
     x, axes, nan_policy = _data(a, axis, nan_policy)
     if not isinstance(x, np.ndarray):
         raise TypeError("moments runs on the CPU: pass a NumPy array (for GPU data, reduce "

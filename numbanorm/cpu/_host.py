@@ -31,7 +31,8 @@ import numpy as np
 
 from .._config import (BLOCK, COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
                        COLUMN_PARTIAL_MIN_ELEMENTS, COLUMN_SHIFT_MIN_ROWS, COLUMN_STRIP_BYTES,
-                       COLUMN_SUMS_ROWS, FUSED_COLUMNS_MAX_ELEMENTS, MAX_PARTIALS,
+                       COLUMN_SUMS_ROWS, DATA_PARTIAL_MIN_ELEMENTS, FUSED_COLUMNS_MAX_ELEMENTS,
+                       MAX_PARTIALS,
                        PARTIAL_MIN_ELEMENTS, ROW_PAIR_MIN_BYTES, SERIAL_MAX_ELEMENTS, SLAB_MIN,
                        SLAB_MIN_BACKWARD, SLAB_MIN_WIDE)
 from . import channels, rows
@@ -477,18 +478,18 @@ def _update_running(running_mean, running_var, mean, var_unbiased, momentum):
 # data normalization (numbanorm.scaling, numbanorm.moments): a reduction over any axes, read
 # through a numbanorm._layout.Layout as rows, columns or slabs
 
-def data_moments(xk, lay, omit, want_range):
+def data_moments(xk, lay, omit, want_range, want_moments=True):
     """Per-slot float64 (count, mean, m2, lo, hi, nans) of the kernel array xk (lay.dims):
-    count, mean and M2 of the values that enter the statistics (omit: the non-NaN ones), and
-    with want_range min, max (NaN ignored) and the NaN count (else None). Slots in lay's order
-    (rows: R; columns: A*M; slabs: C)."""
+    with want_moments, count, mean and M2 of the values that enter the statistics (omit: the
+    non-NaN ones), and with want_range min, max (NaN ignored) and the NaN count (None where
+    not asked for). Slots in lay's order (rows: R; columns: A*M; slabs: C)."""
     omit = True if omit else None
+    want = [want_moments] * 3 + [want_range] * 3
     if lay.kind == "columns":
         A, N, M = lay.dims
-        res = [np.empty(A * M) for _ in range(6 if want_range else 3)] + [None] * (
-            0 if want_range else 3)
+        res = [np.empty(A * M) if w else None for w in want]
         for a in range(A):
-            _data_columns(xk[a], omit, want_range,
+            _data_columns(xk[a], omit, want,
                           [None if r is None else r[a * M:(a + 1) * M] for r in res])
         return tuple(res)
     if lay.kind == "rows":
@@ -498,8 +499,7 @@ def data_moments(xk, lay, omit, want_range):
         N, C, S = lay.dims
         R, L = N * C, S
         x2 = xk.reshape(R, L)
-    res = [np.empty(R) for _ in range(6 if want_range else 3)] + [None] * (
-        0 if want_range else 3)
+    res = [np.empty(R) if w else None for w in want]
     rows_kernels = rows.SERIAL if x2.size <= SERIAL_MAX_ELEMENTS else rows
     rows_kernels.data_moments(x2, omit, *res)
     if lay.kind == "slabs":
@@ -510,18 +510,29 @@ def data_moments(xk, lay, omit, want_range):
     return tuple(res)
 
 
-def _data_columns(x2, omit, want_range, res):
-    """data_moments of the (N, M) matrix x2 into the (M,) arrays res: chunks of rows as
-    batch_norm's column statistics cut them, partials merged in chunk order."""
+def _data_columns(x2, omit, want, res):
+    """data_moments of the (N, M) matrix x2 into the (M,) arrays res (None where not wanted):
+    chunks of rows as batch_norm's column statistics cut them, partials merged in chunk
+    order."""
     N, M = x2.shape
-    strip, rows_per_block = _column_blocks(M, x2.itemsize)
-    nchunks = max(1, min(MAX_PARTIALS, -(-N // rows_per_block),
-                         N * M // COLUMN_PARTIAL_MIN_ELEMENTS))
-    parts = [_scratch(f"data{i}", (nchunks, M)) for i in range(6 if want_range else 3)]
-    parts += [None] * (0 if want_range else 3)
+    strip, rows_per_block, nchunks = _data_column_blocks(N, M, x2.itemsize)
+    parts = [_scratch(f"data{i}", (nchunks, M)) if w else None for i, w in enumerate(want)]
     kernels = channels.SERIAL if x2.size <= SERIAL_MAX_ELEMENTS else channels
-    kernels.data_column_moments(x2, omit, rows_per_block, strip, *parts)
+    if want[0]:
+        kernels.data_column_moments(x2, omit, rows_per_block, strip, *parts)
+    else:
+        kernels.data_column_range(x2, strip, *parts[3:])
     channels.merge_data_partials(*parts, *res)
+
+
+def _data_column_blocks(N, M, itemsize):
+    """(strip, rows_per_block, nchunks) of the data-normalization column kernels (see
+    DATA_PARTIAL_MIN_ELEMENTS): strips as batch_norm's, blocks of COLUMN_BLOCK_BYTES."""
+    strip = _column_strip(M, itemsize)
+    rows_per_block = max(1, COLUMN_BLOCK_BYTES // (strip * itemsize))
+    nchunks = max(1, min(MAX_PARTIALS, -(-N // rows_per_block) * 4,
+                         N * M // DATA_PARTIAL_MIN_ELEMENTS))
+    return strip, rows_per_block, nchunks
 
 
 def data_affine(xk, lay, mean64, scale64, shift64, yk):
@@ -557,9 +568,7 @@ def data_norms(xk, lay, p):
     if lay.kind == "columns":
         A, N, M = lay.dims
         out = np.empty(A * M)
-        strip, rows_per_block = _column_blocks(M, xk.itemsize)
-        nchunks = max(1, min(MAX_PARTIALS, -(-N // rows_per_block),
-                             N * M // COLUMN_PARTIAL_MIN_ELEMENTS))
+        strip, rows_per_block, nchunks = _data_column_blocks(N, M, xk.itemsize)
         part = _scratch("norms", (nchunks, M))
         kernels = channels.SERIAL if xk.size <= SERIAL_MAX_ELEMENTS else channels
         for a in range(A):
@@ -578,3 +587,13 @@ def data_norms(xk, lay, p):
         channels.merge_norm_partials(out.reshape(N, C), p, merged)
         out = merged
     return out
+
+
+def count_nonfinite(x, with_nan):
+    """How many values of the array x are infinite (or NaN, with_nan): one parallel read."""
+    x2 = x.reshape(x.shape[0], -1) if x.ndim > 1 and x.flags.c_contiguous else \
+        np.ascontiguousarray(x).reshape(1, -1)
+    out = np.empty(x2.shape[0], np.int64)
+    (rows.SERIAL if x2.size <= SERIAL_MAX_ELEMENTS else rows).count_nonfinite(
+        x2, bool(with_nan), out)
+    return int(out.sum())

@@ -30,8 +30,9 @@ from numba import types as types_
 from numba.extending import overload
 
 from .._config import COLUMN_SHIFT_MAX, ELEMENTWISE_JIT, JIT, MERGE_JIT, TINY_MEAN_SQUARE
-from ._moments import (_constant, _term, at, block_moments, borrowed, chan_merge, grad_sums,
-                       like, narrow, part, power_combine, rstd_of, split_mean, valid)
+from ._moments import (_constant, _term, at, block_moments, borrowed, chan_merge,
+                       float_bits, grad_sums, key_value, like, narrow, order_key, part,
+                       power_combine, rstd_of, split_mean, valid)
 from ._moments import parallel_and_serial as _parallel_and_serial
 
 SERIAL = types.SimpleNamespace()  # the serial twins (see _moments.parallel_and_serial)
@@ -771,20 +772,15 @@ def _data_column_chunk(x2, omit, start, stop, m0, m1, rows_per_block, n_k, mean_
     read from cache), every later block on c too (read once), and the blocks' means are
     merged as offsets from c (as rows.data_moments)."""
     W = m1 - m0
+    x2 = borrowed(x2)  # row views in the loops without reference counting (see _moments)
+    if lo_k is not None:
+        _data_column_range(x2, start, stop, m0, m1, lo_k, hi_k, nan_k)
     cnt = n_k[m0:m1]
     off = mean_k[m0:m1]
     m2 = m2_k[m0:m1]
     cnt[:] = 0.0
     off[:] = 0.0
     m2[:] = 0.0
-    want_range = lo_k is not None
-    if want_range:
-        lo = lo_k[m0:m1]
-        hi = hi_k[m0:m1]
-        nn = nan_k[m0:m1]
-        lo[:] = np.inf
-        hi[:] = -np.inf
-        nn[:] = 0.0
     c = np.empty(W)
     ctr = np.zeros(W)
     own = np.empty(W)
@@ -808,18 +804,28 @@ def _data_column_chunk(x2, omit, start, stop, m0, m1, rows_per_block, n_k, mean_
             for j in range(W):
                 if cnt[j] == 0.0:
                     ctr[j] = own[j] / c[j] if c[j] > 0.0 else 0.0
-        if want_range:
-            for i in range(b0, b1):
-                xi = x2[i, m0:m1]
-                for j in range(W):
-                    v = xi[j]
-                    nn[j] += v != v
-                    lo[j] = v if v < lo[j] else lo[j]
-                    hi[j] = v if v > hi[j] else hi[j]
         c[:] = 0.0
         d[:] = 0.0
         q[:] = 0.0
-        for i in range(b0, b1):
+        # four rows a loop: one load and store of each column's sums per four rows (the loop
+        # is bound by those, not by the arithmetic: 2.5x faster on (10000, 32) float32)
+        b4 = b0 + (b1 - b0) // 4 * 4
+        for i in range(b0, b4, 4):
+            xa, xb, xc, xd = (x2[i, m0:m1], x2[i + 1, m0:m1], x2[i + 2, m0:m1],
+                              x2[i + 3, m0:m1])
+            for j in range(W):
+                ca = ctr[j]
+                va, vb, vc, vd = float(xa[j]), float(xb[j]), float(xc[j]), float(xd[j])
+                oa, ob, oc, od = valid(omit, va), valid(omit, vb), valid(omit, vc), \
+                    valid(omit, vd)
+                ta = va - ca if oa else 0.0
+                tb = vb - ca if ob else 0.0
+                tc = vc - ca if oc else 0.0
+                td = vd - ca if od else 0.0
+                c[j] += (oa + ob) + (oc + od)
+                d[j] += (ta + tb) + (tc + td)
+                q[j] += (ta * ta + tb * tb) + (tc * tc + td * td)
+        for i in range(b4, b1):
             xi = x2[i, m0:m1]
             for j in range(W):
                 v = float(xi[j])
@@ -831,6 +837,30 @@ def _data_column_chunk(x2, omit, start, stop, m0, m1, rows_per_block, n_k, mean_
         _merge_data_block(c, d, q, cnt, off, m2)
     for j in range(W):
         off[j] += ctr[j]  # the offsets from the centres as means
+
+
+@njit(**JIT)
+def _data_column_range(x2, start, stop, m0, m1, lo_k, hi_k, nan_k):
+    """min, max (NaN ignored) and NaN count of columns m0:m1 over rows start:stop into lo_k,
+    hi_k, nan_k, vectorised across the columns as integer order keys (_moments.order_key)."""
+    W = m1 - m0
+    bits, mag, inf_bits, shift = float_bits(x2)
+    klo = np.full(W, mag)
+    khi = np.full(W, ~mag)
+    nn = nan_k[m0:m1]
+    nn[:] = 0.0
+    for i in range(start, stop):
+        bi = bits[i, m0:m1]
+        for j in range(W):
+            v = bi[j]
+            k = order_key(v, mag, shift)
+            isnan = (v & mag) > inf_bits
+            nn[j] += isnan
+            klo[j] = min(klo[j], mag if isnan else k)
+            khi[j] = max(khi[j], ~mag if isnan else k)
+    for j in range(W):
+        lo_k[m0 + j] = key_value(klo[j], mag, shift, np.inf)
+        hi_k[m0 + j] = key_value(khi[j], mag, shift, -np.inf)
 
 
 @njit(**MERGE_JIT)
@@ -860,7 +890,7 @@ def _merge_data_block(c, d, q, cnt, off, m2):
 def data_column_moments(x2, omit, rows_per_block, strip, pn, pmean, pm2, plo, phi, pnan):
     """Per (chunk, column) of the (N, M) array x2: count, mean, M2 of the values that enter
     the statistics (every value, or the non-NaN ones when omit is not None), with plo not None
-    also min, max and NaN count; pn, pmean, pm2 (and plo, phi, pnan): (K, M), any contents.
+    also min, max and NaN count; pn, pmean, pm2 and plo, phi, pnan: (K, M), any contents.
     Work items are (chunk of rows, strip of columns), as in column_partials; the K chunks merge
     afterwards in order (merge_data_partials)."""
     N, M = x2.shape
@@ -878,19 +908,36 @@ def data_column_moments(x2, omit, rows_per_block, strip, pn, pmean, pm2, plo, ph
                                pnan[k])
 
 
+@_parallel_and_serial(JIT)
+def data_column_range(x2, strip, plo, phi, pnan):
+    """Per (chunk, column) of the (N, M) array x2: min, max (NaN ignored) and NaN count, the
+    range alone (minmax_scale); plo, phi, pnan: (K, M), any contents; work items as in
+    data_column_moments."""
+    N, M = x2.shape
+    K = plo.shape[0]
+    strips = (M + strip - 1) // strip
+    per = (N + K - 1) // K
+    for item in prange(K * strips):
+        k, m0, m1 = _column_item(item, strip, M)
+        _data_column_range(x2, k * per, min(N, (k + 1) * per), m0, m1, plo[k], phi[k],
+                           pnan[k])
+
+
 @njit(**MERGE_JIT)
 def merge_data_partials(pn, pmean, pm2, plo, phi, pnan, count, mean, m2, lo, hi, nans):
-    """The (K, M) partial moments merged over K in order into (M,) count, mean, m2 (Chan), and
-    with plo not None min, max and NaN count; written arithmetic (see _config.MERGE_JIT)."""
-    K, M = pn.shape
-    for j in range(M):
-        count[j] = 0.0
-        mean[j] = 0.0
-        m2[j] = 0.0
-    for k in range(K):
+    """The (K, M) partial moments merged over K in order into (M,) count, mean, m2 (Chan; with
+    pn not None), and with plo not None min, max and NaN count; written arithmetic (see
+    _config.MERGE_JIT)."""
+    K, M = (pn if pn is not None else plo).shape
+    if pn is not None:
         for j in range(M):
-            count[j], mean[j], m2[j] = chan_merge(count[j], mean[j], m2[j], pn[k, j],
-                                                  pmean[k, j], pm2[k, j])
+            count[j] = 0.0
+            mean[j] = 0.0
+            m2[j] = 0.0
+        for k in range(K):
+            for j in range(M):
+                count[j], mean[j], m2[j] = chan_merge(count[j], mean[j], m2[j], pn[k, j],
+                                                      pmean[k, j], pm2[k, j])
     if plo is not None:
         for j in range(M):
             a = np.inf

@@ -410,35 +410,33 @@ def backward_pairs(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part
 
 @parallel_and_serial(JIT)
 def data_moments(x2, omit, count, mean, m2, lo, hi, nans):
-    """Per row of the (R, L) array x2: count, mean and M2 of the values that enter the
-    statistics (every value, or the non-NaN ones when omit is not None), blocks of BLOCK
-    values by _moments.data_block in float64: the row's first block with values is centred on
-    its own mean c, every later block on c too (read once), and the blocks' means are merged
-    as offsets from c (_moments.merge_offset); mean = c + offset. With lo not None also min,
-    max (NaN ignored) and the NaN count of every row into lo, hi, nans."""
+    """Per row of the (R, L) array x2: with count not None, count, mean and M2 of the values
+    that enter the statistics (every value, or the non-NaN ones when omit is not None),
+    blocks of BLOCK values by _moments.data_block in float64: the row's first block with
+    values is centred on its own mean c, every later block on c too (read once), and the
+    blocks' means are merged as offsets from c (_moments.merge_offset); mean = c + offset.
+    With lo not None, min, max (NaN ignored) and the NaN count of every row into lo, hi,
+    nans (_moments.data_range)."""
     R, L = x2.shape
     x2 = borrowed(x2)
     for r in prange(R):
         xr = x2[r]
-        n = 0.0
-        c = 0.0
-        m = 0.0
-        q = 0.0
-        for b0 in range(0, L, BLOCK):
-            xb = xr[b0:min(b0 + BLOCK, L)]
-            nb, centre, offset, qb = data_block(xb, omit, c, n > 0.0)
-            if n == 0.0:
-                c = centre
-            n, m, q = merge_offset(n, m, q, nb, offset, qb)
-        count[r] = n
-        mean[r] = c + m
-        m2[r] = q
-        if lo is not None:
-            a = np.inf
-            b = -np.inf
-            k = 0
+        if count is not None:
+            n = 0.0
+            c = 0.0
+            m = 0.0
+            q = 0.0
             for b0 in range(0, L, BLOCK):
-                a, b, k = data_range(xr[b0:min(b0 + BLOCK, L)], a, b, k)
+                xb = xr[b0:min(b0 + BLOCK, L)]
+                nb, centre, offset, qb = data_block(xb, omit, c, n > 0.0)
+                if n == 0.0:
+                    c = centre
+                n, m, q = merge_offset(n, m, q, nb, offset, qb)
+            count[r] = n
+            mean[r] = c + m
+            m2[r] = q
+        if lo is not None:
+            a, b, k = data_range(xr)
             lo[r] = a
             hi[r] = b
             nans[r] = k
@@ -456,3 +454,17 @@ def data_norms(x2, p, out):
         for b0 in range(0, L, BLOCK):
             acc = power_combine(p, acc, power_sum(xr[b0:min(b0 + BLOCK, L)], p, 0.0))
         out[r] = acc
+
+
+@parallel_and_serial(JIT)
+def count_nonfinite(x2, with_nan, out):
+    """Per row of the (R, L) array x2: how many values are infinite (and NaN, with_nan)."""
+    R, L = x2.shape
+    x2 = borrowed(x2)
+    for r in prange(R):
+        xr = x2[r]
+        k = 0
+        for i in range(L):
+            v = xr[i]
+            k += (abs(v) == np.inf) | (with_nan & (v != v))
+        out[r] = k
