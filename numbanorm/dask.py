@@ -177,7 +177,7 @@ def _affine_block(x, mean, scale, shift, axes):
 def _affine(x, axes, mean, scale, shift):
     da = _da()
     return da.map_blocks(_affine_block, x, mean, scale, shift, axes=axes, dtype=x.dtype,
-                         meta=np.empty((0,) * x.ndim, x.dtype), name="numbanorm-transform")
+                         meta=np.empty((0,) * x.ndim, x.dtype), token="numbanorm-transform")
 
 
 def zscore(a, axis, ddof, nan_policy, out):
@@ -298,18 +298,21 @@ def _two_step(x, axes, eps, centered, weight, bias):
     rstd = 1.0 / da.sqrt(var + eps)
     args = [x, mean, rstd, weight, bias]
     return da.map_blocks(_norm_block, *args, centered=centered, dtype=x.dtype,
-                         meta=np.empty((0,) * x.ndim, x.dtype), name="numbanorm-normalize")
+                         meta=np.empty((0,) * x.ndim, x.dtype), token="numbanorm-normalize")
 
 
-def _blockwise(fn, x, params, **kwargs):
-    """fn(block, *params, **kwargs) on every block (whole groups in each)."""
+def _blockwise(fn, x):
+    """fn(block, first channel of the block) on every block (whole groups in each)."""
     da = _da()
+    starts = np.cumsum((0,) + x.chunks[1]) if x.ndim > 1 else np.zeros(1, int)
 
-    def run(block, *ps, **kw):
+    def run(block, block_info=None):
+        c0 = 0 if block_info is None or x.ndim < 2 else int(
+            starts[block_info[0]["chunk-location"][1]])
         with _task_threads():
-            return fn(block, *ps, **kw)
-    return da.map_blocks(run, x, *params, dtype=x.dtype, meta=np.empty((0,) * x.ndim, x.dtype),
-                         name="numbanorm-blocks", **kwargs)
+            return fn(block, c0)
+    return da.map_blocks(run, x, dtype=x.dtype, meta=np.empty((0,) * x.ndim, x.dtype),
+                         token="numbanorm-blocks")
 
 
 def _check_params(p, name, shape, dtype):
@@ -334,8 +337,8 @@ def trailing_norm(x, normalized_shape, weight, bias, eps, out, centered):
     axes = tuple(range(x.ndim - len(shape), x.ndim))
     if _whole(x, axes):
         if centered:
-            return _blockwise(lambda b: F.layer_norm(b, shape, weight, bias, eps), x, [])
-        return _blockwise(lambda b: F.rms_norm(b, shape, weight, eps), x, [])
+            return _blockwise(lambda b, c0: F.layer_norm(b, shape, weight, bias, eps), x)
+        return _blockwise(lambda b, c0: F.rms_norm(b, shape, weight, eps), x)
     w = None if weight is None else _param_like(weight, x, axes, shape)
     b = None if bias is None else _param_like(bias, x, axes, shape)
     return _two_step(x, axes, eps, centered, w, b)
@@ -357,15 +360,12 @@ def group_norm(x, num_groups, weight, bias, eps, out):
     Cg = C // G
     spatial = tuple(range(2, x.ndim))
     if _whole(x, spatial) and all(c % Cg == 0 for c in x.chunks[1]):
-        starts = np.cumsum((0,) + x.chunks[1])
-
-        def block(b, block_info=None):
-            c0 = starts[block_info[0]["chunk-location"][1]]
+        def block(b, c0):
             c1 = c0 + b.shape[1]
             return F.group_norm(b, b.shape[1] // Cg,
                                 None if weight is None else weight[c0:c1],
                                 None if bias is None else bias[c0:c1], eps)
-        return _blockwise(block, x, [])
+        return _blockwise(block, x)
     # per-channel moments over the spatial axes, merged over each group's channels
     da = _da()
     rec = moment_records(x, spatial, "propagate") if spatial else x.map_blocks(
@@ -380,7 +380,7 @@ def group_norm(x, num_groups, weight, bias, eps, out):
     w = None if weight is None else _param_like(weight, x, (1,), (C,))
     b = None if bias is None else _param_like(bias, x, (1,), (C,))
     return da.map_blocks(_norm_block, x, mean, rstd, w, b, centered=True, dtype=x.dtype,
-                         meta=np.empty((0,) * x.ndim, x.dtype), name="numbanorm-normalize")
+                         meta=np.empty((0,) * x.ndim, x.dtype), token="numbanorm-normalize")
 
 
 def _identity_records(x):
@@ -426,14 +426,11 @@ def instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, m
         raise ValueError(_RUNNING_RULE.format(op="instance_norm"))
     spatial = tuple(range(2, x.ndim))
     if _whole(x, spatial):
-        starts = np.cumsum((0,) + x.chunks[1])
-
-        def block(b, block_info=None):
-            c0 = starts[block_info[0]["chunk-location"][1]]
+        def block(b, c0):
             c1 = c0 + b.shape[1]
             return F.instance_norm(b, None, None, None if weight is None else weight[c0:c1],
                                    None if bias is None else bias[c0:c1], True, 0.1, eps)
-        return _blockwise(block, x, [])
+        return _blockwise(block, x)
     w = None if weight is None else _param_like(weight, x, (1,), (C,))
     b = None if bias is None else _param_like(bias, x, (1,), (C,))
     return _two_step(x, spatial, eps, True, w, b)

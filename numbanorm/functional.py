@@ -22,6 +22,9 @@ Every op goes down once and comes back once:
 This module holds the checks' order and the ops' rules (which geometry, which errors, when the
 running buffers change); the host layers hold views, buffers, thresholds and launches.
 
+Dask arrays run through numbanorm.dask (lazy results; the *_forward functions return (y, None)
+there: the Dask path is for inference).
+
 GPU arrays (`__cuda_array_interface__`) run on the CUDA kernels, and every forward takes
 `device=`: "cuda" sends NumPy input to the GPU and returns NumPy, "cpu" insists on the CPU,
 None (default) follows the data or the NUMBANORM_DEVICE variable.
@@ -103,6 +106,10 @@ def _check_channels_params(x, weight, bias, running_mean, running_var, use_batch
 
 def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out, keep,
                 device):
+    if _device.is_dask_array(x):
+        from . import dask
+        return dask.batch_norm(x, running_mean, running_var, weight, bias, bool(training),
+                               momentum, eps, out), None
     x, where = place(x, device)
     V.ndim_at_least(x, "x", 2, "(N, C) or (N, C, *spatial)")
     training = bool(training)
@@ -157,6 +164,9 @@ def _trailing_norm(op, x, normalized_shape, weight, bias, eps, out, keep, center
         shape = V.plain_trailing_call(x, normalized_shape, weight, bias, eps, not centered)
     if shape is not None:  # a plain NumPy call, valid as it stands (see plain_trailing_call)
         where = CPU
+    elif _device.is_dask_array(x):
+        from . import dask
+        return dask.trailing_norm(x, normalized_shape, weight, bias, eps, out, centered), None
     else:
         x, where = place(x, device)
         shape = V.normalized_shape(normalized_shape)
@@ -216,6 +226,9 @@ def rms_norm_backward(dy, saved, *, dx_out=None):
 # group_norm and instance_norm
 
 def _group_norm(x, num_groups, weight, bias, eps, out, keep, device):
+    if _device.is_dask_array(x):
+        from . import dask
+        return dask.group_norm(x, num_groups, weight, bias, eps, out), None
     x, where = place(x, device)
     V.ndim_at_least(x, "x", 2, "(N, C, *spatial)")
     num_groups = V.positive_int(num_groups, "num_groups")
@@ -251,6 +264,10 @@ def group_norm_backward(dy, saved, *, dx_out=None):
 
 def _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
                    out, keep, device):
+    if _device.is_dask_array(x):
+        from . import dask
+        return dask.instance_norm(x, running_mean, running_var, weight, bias,
+                                  bool(use_input_stats), momentum, eps, out), None
     x, where = place(x, device)
     V.ndim_at_least(x, "x", 3, "(N, C, *spatial)")
     use_input_stats = bool(use_input_stats)

@@ -118,7 +118,9 @@ class _Norm:
     def backward(self, dy):
         """dx for the gradient dy of the last forward's output; sets grad_weight, grad_bias."""
         if self._saved is None:
-            raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
+            raise RuntimeError(f"{type(self).__name__}.backward() called before forward(), or "
+                               "after a forward on a Dask array (the Dask path is inference "
+                               "only)")
         if self._unbatched:
             dy = V.array(dy, "dy")
             dy = dy.reshape((1,) + tuple(dy.shape))
@@ -216,7 +218,8 @@ class _ChannelNorm(_Norm):
             self.num_batches_tracked = 0
 
     def _check_ndim(self, x):
-        x = V.array(x, "x")
+        if not _device.is_dask_array(x):
+            x = V.array(x, "x")
         if x.ndim not in self._ndims:
             allowed = " or ".join(f"{d}D" for d in self._ndims)
             raise ValueError(f"{type(self).__name__} expects {allowed} input, got shape {x.shape}")
@@ -353,7 +356,8 @@ class GroupNorm(_Norm):
         self._place_on(device)
 
     def _forward(self, x):
-        x = V.array(x, "x")
+        if not _device.is_dask_array(x):
+            x = V.array(x, "x")
         if x.ndim < 2 or x.shape[1] != self.num_channels:
             raise ValueError(f"GroupNorm expects input of shape (N, {self.num_channels}, *), "
                              f"got {x.shape}")

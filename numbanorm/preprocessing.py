@@ -20,6 +20,7 @@ numbanorm does not import scikit-learn.
 import numpy as np
 
 from . import _validate as V
+from ._device import is_dask_array
 from ._layout import layout
 from .stats import Moments
 
@@ -137,6 +138,40 @@ def _plain(est, X, reset, allow_nan=True, writeable=False, check_finite=True):
     return X
 
 
+def _dask_input(est, X, reset):
+    """A Dask X checked as validate_data would (2-D, real, the fitted feature count), without
+    computing anything; float32/float64 as they are, integers as float64."""
+    from .dask import _as_float
+    X = _as_float(X, "X")
+    if X.ndim != 2:
+        raise ValueError(f"Expected 2D array, got {X.ndim}D array instead")
+    if reset:
+        est.n_features_in_ = X.shape[1]
+        if hasattr(est, "feature_names_in_"):
+            del est.feature_names_in_
+    elif X.shape[1] != est.n_features_in_:
+        raise ValueError(f"X has {X.shape[1]} features, but {type(est).__name__} is "
+                         f"expecting {est.n_features_in_} features as input.")
+    return X
+
+
+def _dask_columns(X, mean, scale, shift):
+    """(X - mean)*scale + shift per column of a Dask X, lazily (map_blocks; the per-feature
+    statistics chunked like X's columns)."""
+    from . import dask as nd
+    n = X.shape[1]
+
+    def per_column(v):
+        return nd._param_like(np.broadcast_to(np.asarray(v, np.float64), (n,)), X, (1,), (n,))
+    return nd._affine(X, (0,), per_column(mean), per_column(scale), per_column(shift))
+
+
+def _dask_moments(X):
+    """The Moments of a Dask X over its samples (NaN omitted), computed: one read."""
+    from .stats import moments
+    return moments(X, 0, "omit").compute()
+
+
 def _columns_transform(X, mean, scale, shift, out):
     """(X - mean)*scale + shift per column of the 2-D X (float64 (n_features,) statistics),
     into out (X itself for an in-place transform) or a fresh array."""
@@ -165,6 +200,14 @@ def _moments_fast(X):
     inf = np.full(n, np.inf)
     return Moments(lay.stats(count), np.where(lay.stats(count) > 0, lay.stats(mean), np.nan),
                    lay.stats(m2), inf, -inf, 0, "omit")
+
+
+def _column_range(X):
+    """(min, max, NaN count) per feature of the 2-D NumPy X, NaN ignored: the range pass
+    alone."""
+    from .stats import _host_moments
+    lay, _, (_, _, _, lo, hi, nans) = _host_moments(X, (0,), "omit", True, False)
+    return lay.stats(lo), lay.stats(hi), lay.stats(nans)
 
 
 def _weighted_moments(X, w):
@@ -212,8 +255,17 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def partial_fit(self, X, y=None, sample_weight=None):
         """Update the statistics with a batch of samples (Chan's merge of its moments)."""
         first = not hasattr(self, "n_samples_seen_")
-        plain = _plain(self, X, first, check_finite=False) if sample_weight is None else None
-        if plain is not None:
+        dask_x = is_dask_array(X)
+        if dask_x:
+            if sample_weight is not None:
+                raise TypeError("sample_weight is not taken with a Dask X: weight the "
+                                "samples in NumPy batches, or fit without weights")
+            X = _dask_input(self, X, first)
+            plain = X
+            batch = _dask_moments(X)
+        else:
+            plain = _plain(self, X, first, check_finite=False) if sample_weight is None else None
+        if plain is not None and not dask_x:
             batch = _moments_fast(plain)
             if np.isfinite(batch.mean[batch.count > 0]).all() and np.isfinite(batch.m2).all():
                 X = plain
@@ -264,11 +316,16 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X, out = self._input(X, copy)
         mean = self.mean_ if self.with_mean else 0.0
         scale = 1.0 / self.scale_ if self.with_std else 1.0
+        if is_dask_array(X):
+            return _dask_columns(X, mean, scale, 0.0)
         return _columns_transform(X, mean, scale, 0.0, out)
 
     def _input(self, X, copy):
         """(X, out) for a transform: X validated, out X itself (copy=False) or None (a fresh
-        array, written by the kernel: no copy of X first)."""
+        array, written by the kernel: no copy of X first). A Dask X comes back checked, with
+        out None."""
+        if is_dask_array(X):
+            return _dask_input(self, X, False), None
         copy = copy if copy is not None else self.copy
         plain = _plain(self, X, False, writeable=not copy)
         if plain is None:
@@ -282,6 +339,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X, out = self._input(X, copy)
         scale = self.scale_ if self.with_std else 1.0
         mean = self.mean_ if self.with_mean else 0.0
+        if is_dask_array(X):
+            return _dask_columns(X, 0.0, scale, mean)
         return _columns_transform(X, 0.0, scale, mean, out)
 
     def __sklearn_tags__(self):
@@ -319,22 +378,26 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """Update the minimum and maximum with a batch of samples."""
         lo, hi = V.feature_range(self.feature_range)
         first = not hasattr(self, "n_samples_seen_")
-        from .stats import _host_moments
-        plain = _plain(self, X, first, check_finite=False)
-        if plain is not None:
-            lay, _, (_, _, _, lo_, hi_, nans) = _host_moments(plain, (0,), "omit", True, False)
-            if np.isinf(lo_).any() or np.isinf(hi_).any():  # infinity, or an all-NaN
-                plain = None  # feature: scikit-learn's checks decide
-            else:
-                X = plain
-        if plain is None:
-            X = validate_data(self, X, reset=first, dtype=[np.float64, np.float32],
-                              ensure_all_finite="allow-nan")
-            lay, _, (_, _, _, lo_, hi_, nans) = _host_moments(X, (0,), "omit", True, False)
+        if is_dask_array(X):
+            X = _dask_input(self, X, first)
+            m = _dask_moments(X)
+            lo_, hi_, nans = m.min, m.max, X.shape[0] - m.count
+        else:
+            plain = _plain(self, X, first, check_finite=False)
+            if plain is not None:
+                lo_, hi_, nans = _column_range(plain)
+                if np.isinf(lo_).any() or np.isinf(hi_).any():  # infinity, or an all-NaN
+                    plain = None  # feature: scikit-learn's checks decide
+                else:
+                    X = plain
+            if plain is None:
+                X = validate_data(self, X, reset=first, dtype=[np.float64, np.float32],
+                                  ensure_all_finite="allow-nan")
+                lo_, hi_, nans = _column_range(X)
         dt = X.dtype
         empty = nans == X.shape[0]  # no value but NaN: NaN, as np.nanmin gives
-        data_min = np.where(empty, np.nan, lay.stats(lo_)).astype(dt)
-        data_max = np.where(empty, np.nan, lay.stats(hi_)).astype(dt)
+        data_min = np.where(empty, np.nan, lo_).astype(dt)
+        data_max = np.where(empty, np.nan, hi_).astype(dt)
         if first:
             self.n_samples_seen_ = X.shape[0]
         else:
@@ -356,6 +419,9 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X, out = StandardScaler._input(self, X, None)
         lo, hi = V.feature_range(self.feature_range)
+        if is_dask_array(X):
+            y = _dask_columns(X, self.data_min_, self.scale_, lo)
+            return y.clip(lo, hi) if self.clip else y
         y = _columns_transform(X, self.data_min_.astype(np.float64),
                                self.scale_.astype(np.float64), lo, out)
         if self.clip:
@@ -367,6 +433,9 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X, out = StandardScaler._input(self, X, None)
         lo, _ = V.feature_range(self.feature_range)
+        if is_dask_array(X):
+            return _dask_columns(X, np.full(X.shape[1], lo), 1.0 / self.scale_.astype(
+                np.float64), self.data_min_)
         return _columns_transform(X, np.full(X.shape[1], lo),
                                   1.0 / self.scale_.astype(np.float64),
                                   self.data_min_.astype(np.float64), out)
@@ -392,7 +461,10 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Check X (the normalizer has no statistics to learn)."""
-        validate_data(self, X)
+        if is_dask_array(X):
+            _dask_input(self, X, True)
+        else:
+            validate_data(self, X)
         return self
 
     def transform(self, X, copy=None):
@@ -400,6 +472,8 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if self.norm not in _NORMS:
             raise ValueError(f"'{self.norm}' is not a supported norm: pick 'l1', 'l2' or 'max'")
         check_is_fitted(self)
+        if is_dask_array(X):
+            return self._dask_transform(X)
         copy = copy if copy is not None else self.copy
         X = validate_data(self, X, copy=copy, reset=False, dtype=[np.float64, np.float32],
                           force_writeable=True)
@@ -419,6 +493,24 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if y is not X:
             np.copyto(X, y)
         return X
+
+    def _dask_transform(self, X):
+        """Each row of a Dask X over its norm, lazily: the norms by a reduction over the
+        features, then the elementwise pass (rows of norm below 10 eps kept as they are)."""
+        from functools import partial
+
+        from . import dask as nd
+        da = nd._da()
+        if hasattr(self, "n_features_in_"):
+            X = _dask_input(self, X, False)
+        else:
+            X = nd._as_float(X, "X")
+        p = _NORMS[self.norm]
+        merge = partial(nd._merge_norms, p=p)
+        norm = da.reduction(X, partial(nd._norm_chunk, p=p), merge, combine=merge, axis=(1,),
+                            keepdims=True, dtype=np.float64, name="numbanorm-norms")
+        scale = da.where(norm < 10 * np.finfo(X.dtype).eps, 1.0, 1.0 / norm)
+        return nd._affine(X, (1,), da.zeros_like(norm), scale, 0.0)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
