@@ -13,7 +13,10 @@ How it runs:
   in a fixed order. Each chunk is read once for the statistics, and no rechunking happens when
   the reduced axes span chunks: that is what mergeable statistics are for.
 - The transform is a map_blocks with the merged statistics: each block normalised by the
-  elementwise kernels, in its own dtype.
+  elementwise kernels, in its own dtype. It reads the input again through a clone of its
+  graph bound to run after the statistics (dask.graph_manipulation.bind), so no chunk is held
+  in memory between the two passes: out of core, peak memory is the chunks in flight, and each
+  chunk is read twice (an expensive input is computed twice: persist it first).
 - A deep-learning op whose normalisation groups each lie inside one chunk runs block by block
   (map_blocks of the NumPy op); otherwise the statistics take the two steps above. No silent
   rechunk of the data.
@@ -174,8 +177,24 @@ def _affine_block(x, mean, scale, shift, axes):
         return _apply(x, axes, mean, scale, shift)
 
 
-def _affine(x, axes, mean, scale, shift):
+def _second_read(x, stats):
+    """x again, for a pass after `stats` (small Dask arrays computed from x): a clone of x's
+    graph bound to run after them (dask.graph_manipulation.bind). Without it, the chunks x's
+    statistics read are the chunks the transform reads, and Dask must keep every one in memory
+    until the statistics are complete: the whole array, out of core. With it, each chunk is read
+    twice, once for the statistics and once for the transform, and held by neither (an
+    expensive x is computed twice: persist it first)."""
+    from dask.graph_manipulation import bind
+    deps = [s for s in stats if is_dask_array(s)]
+    return bind(x, deps) if deps else x
+
+
+def _affine(x, axes, mean, scale, shift, second_read=True):
+    """(x - mean)*scale + shift by map_blocks; second_read: the statistics come from x (see
+    _second_read), not from fitted constants."""
     da = _da()
+    if second_read:
+        x = _second_read(x, (mean, scale, shift))
     return da.map_blocks(_affine_block, x, mean, scale, shift, axes=axes, dtype=x.dtype,
                          meta=np.empty((0,) * x.ndim, x.dtype), token="numbanorm-transform")
 
@@ -296,7 +315,7 @@ def _two_step(x, axes, eps, centered, weight, bias):
     with np.errstate(invalid="ignore", divide="ignore"):
         var = m2 / n if centered else m2 / n + mean * mean
     rstd = 1.0 / da.sqrt(var + eps)
-    args = [x, mean, rstd, weight, bias]
+    args = [_second_read(x, (mean, rstd)), mean, rstd, weight, bias]
     return da.map_blocks(_norm_block, *args, centered=centered, dtype=x.dtype,
                          meta=np.empty((0,) * x.ndim, x.dtype), token="numbanorm-normalize")
 
@@ -379,6 +398,7 @@ def group_norm(x, num_groups, weight, bias, eps, out):
     rstd = rstd.rechunk({1: x.chunks[1]})
     w = None if weight is None else _param_like(weight, x, (1,), (C,))
     b = None if bias is None else _param_like(bias, x, (1,), (C,))
+    x = _second_read(x, (mean, rstd))
     return da.map_blocks(_norm_block, x, mean, rstd, w, b, centered=True, dtype=x.dtype,
                          meta=np.empty((0,) * x.ndim, x.dtype), token="numbanorm-normalize")
 

@@ -163,7 +163,8 @@ def _dask_columns(X, mean, scale, shift):
 
     def per_column(v):
         return nd._param_like(np.broadcast_to(np.asarray(v, np.float64), (n,)), X, (1,), (n,))
-    return nd._affine(X, (0,), per_column(mean), per_column(scale), per_column(shift))
+    return nd._affine(X, (0,), per_column(mean), per_column(scale), per_column(shift),
+                      second_read=False)
 
 
 def _dask_moments(X):

@@ -251,3 +251,17 @@ def test_distributed_local_cluster_with_worker_processes(data):
         back = client.submit(lambda m: m + m, mom).result()
         np.testing.assert_allclose(back.count, 2 * mom.count)
         assert pickle.loads(pickle.dumps(back)).shape == mom.shape
+
+
+def test_composed_lazy_ops(data):
+    """Transforms of transforms (each reading its input twice through bound clones) and a
+    scaler on a lazy result give the NumPy path's numbers."""
+    x = np.nan_to_num(data)
+    d = da.from_array(x, chunks=(128, 5))
+    for f in (lambda a: nn.zscore(nn.zscore(a, 0), 1),
+              lambda a: nn.minmax_scale(nn.normalize(a, dim=0)),
+              lambda a: nn.layer_norm(nn.zscore(a, 0), 12),
+              lambda a: nn.batch_norm(nn.zscore(a, 1), training=True),
+              lambda a: nn.StandardScaler().fit(x).inverse_transform(
+                  nn.StandardScaler().fit(x).transform(a))):
+        _close(f(d), f(x), np.float64)
