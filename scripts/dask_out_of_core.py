@@ -3,6 +3,7 @@ numbanorm on Dask, write it back to zarr, and check it; then what a Dask user wr
 the same array and scheduler. A script, not a test: it writes tens of GiB.
 
     python scripts/dask_out_of_core.py --gib 8 --memory 2.5 [--dir /tmp/nn_ooc] [--keep]
+    python scripts/dask_out_of_core.py --in-memory 2 [--rounds 5]
 
 1. Makes (once) an uncompressed zarr array of --gib GiB, float32, 64 columns, chunks of
    262144 rows (64 MiB), each column with its own mean (up to 1e4) and spread.
@@ -162,8 +163,51 @@ def check(src, dst, stats_path, sample_rows=64):
             * sample_rows}
 
 
+def in_memory(gib, rounds):
+    """The same three jobs on an in-memory Dask array (from_array of NumPy, 64 MiB chunks),
+    stored into a preallocated NumPy array with dask.array.store, threaded scheduler:
+    interleaved rounds, medians and ranges. Here the computation, not the disk, sets the
+    time."""
+    import dask
+    import dask.array as da
+    import numbanorm as nn
+    rows = int(gib * 2 ** 30 // (COLS * 4)) // ROWS_PER_CHUNK * ROWS_PER_CHUNK
+    rng = np.random.default_rng(0)
+    host = (rng.standard_normal((rows, COLS), dtype=np.float32)
+            * np.geomspace(1e-2, 1e2, COLS).astype(np.float32)
+            + np.linspace(-1e4, 1e4, COLS).astype(np.float32))
+    x = da.from_array(host, chunks=(ROWS_PER_CHUNK, COLS))
+    out = np.empty_like(host)
+    jobs = {"numbanorm": lambda: nn.zscore(x, 0),
+            "dask": lambda: (x - x.mean(0)) / x.std(0)}
+    try:
+        from dask_ml.preprocessing import StandardScaler
+        jobs["dask-ml"] = lambda: StandardScaler().fit(x).transform(x)
+    except ImportError:
+        pass
+    times = {k: [] for k in jobs}
+    with dask.config.set(scheduler="threads"):
+        for job in jobs.values():
+            da.store(job(), out)
+        for r in range(rounds):
+            for name in (list(jobs) if r % 2 else list(jobs)[::-1]):
+                t0 = time.perf_counter()
+                da.store(jobs[name](), out)
+                times[name].append(time.perf_counter() - t0)
+    print(f"in memory: {rows} x {COLS} float32 ({host.nbytes / 2 ** 30:.1f} GiB), chunks of "
+          f"{ROWS_PER_CHUNK} rows, stored into a NumPy array; medians of {rounds} rounds")
+    ours = np.median(times["numbanorm"])
+    for name, ts in times.items():
+        ts = np.array(ts)
+        print(f"  {name:10s} {np.median(ts):7.2f} s ({ts.min():.2f}-{ts.max():.2f})  "
+              f"{np.median(ts) / ours:.2f}x numbanorm's time")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--in-memory", type=float, metavar="GIB",
+                   help="instead: the three jobs on an in-memory Dask array of GIB GiB")
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--gib", type=float, default=8.0)
     p.add_argument("--memory", type=float, default=2.5, help="GiB the jobs may use")
     p.add_argument("--dir", default="/tmp/numbanorm_ooc")
@@ -176,6 +220,8 @@ def main():
     a = p.parse_args()
     if a.job:
         return job(a.job, a.src, a.dst, a.stats)
+    if a.in_memory:
+        return in_memory(a.in_memory, a.rounds)
     os.makedirs(a.dir, exist_ok=True)
     src = os.path.join(a.dir, "x.zarr")
     t0 = time.perf_counter()
