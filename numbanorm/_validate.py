@@ -12,19 +12,27 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _F32, _F64 = FLOAT_DTYPES
 
 
+def _ndarray(x, name, what):
+    """x as an ndarray (nothing copied for one), a GPU array through device_array, or a
+    TypeError saying `what` was expected."""
+    if _device.is_device_array(x):
+        return device_array(x, name)
+    if x is None or isinstance(x, (str, bytes, dict, set)):
+        raise TypeError(f"{name} must be {what}, got {type(x).__name__}")
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # noqa: BLE001 - any conversion failure is the caller's type
+        raise TypeError(f"{name} must be {what}; converting {type(x).__name__} failed: "
+                        f"{exc}") from exc
+
+
 def array(x, name):
     """x as a float32/float64 ndarray. Objects NumPy can convert (lists, PyTorch CPU tensors)
     are converted; nothing is copied for an ndarray."""
     if not isinstance(x, np.ndarray):
-        if _device.is_device_array(x):
-            return device_array(x, name)
-        if x is None or isinstance(x, (str, bytes, dict, set)):
-            raise TypeError(f"{name} must be a float32 or float64 array, got {type(x).__name__}")
-        try:
-            x = np.asarray(x)
-        except Exception as exc:  # noqa: BLE001 - any conversion failure is the caller's type
-            raise TypeError(f"{name} must be a float32 or float64 array; converting "
-                            f"{type(x).__name__} failed: {exc}") from exc
+        x = _ndarray(x, name, "a float32 or float64 array")
+        if not isinstance(x, np.ndarray):
+            return x  # a GPU array, checked
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
     return x
@@ -240,15 +248,9 @@ def data_array(a, name):
     (nothing copied for an ndarray), integers, booleans and float16 converted to float64
     (float16 to float32), complex refused; GPU arrays through device_array."""
     if not isinstance(a, np.ndarray):
-        if _device.is_device_array(a):
-            return device_array(a, name)
-        if a is None or isinstance(a, (str, bytes, dict, set)):
-            raise TypeError(f"{name} must be an array of real numbers, got {type(a).__name__}")
-        try:
-            a = np.asarray(a)
-        except Exception as exc:  # noqa: BLE001 - any conversion failure is the caller's type
-            raise TypeError(f"{name} must be an array of real numbers; converting "
-                            f"{type(a).__name__} failed: {exc}") from exc
+        a = _ndarray(a, name, "an array of real numbers")
+        if not isinstance(a, np.ndarray):
+            return a  # a GPU array, checked
     dt = a.dtype
     if dt in FLOAT_DTYPES:
         return a

@@ -75,6 +75,26 @@ class _task_threads:
         numba.set_num_threads(self._old)
 
 
+def _no_out(out):
+    if out is not None:
+        raise ValueError("out= is not taken with a Dask array: the result is lazy (store it "
+                         "with dask.array.store or to_zarr)")
+
+
+def _channel_args(x, weight, bias, running_mean, running_var, momentum, eps, ndim, what):
+    """x as floats and the checked per-channel arguments of batch_norm/instance_norm."""
+    x = _as_float(x, "x")
+    V.ndim_at_least(x, "x", ndim, what)
+    C = x.shape[1]
+    params = [_check_params(p, name, (C,), x.dtype) for p, name in (
+        (weight, "weight"), (bias, "bias"), (running_mean, "running_mean"),
+        (running_var, "running_var"))]
+    if (params[2] is None) != (params[3] is None):
+        raise ValueError("running_mean and running_var must be given together (or both None)")
+    V.momentum(momentum)
+    return (x, *params, V.eps(eps))
+
+
 def _da():
     try:
         import dask.array as da
@@ -200,9 +220,7 @@ def _affine(x, axes, mean, scale, shift, second_read=True):
 
 
 def zscore(a, axis, ddof, nan_policy, out):
-    if out is not None:
-        raise ValueError("out= is not taken with a Dask array: the result is lazy (store it "
-                         "with dask.array.store or to_zarr)")
+    _no_out(out)
     x = _as_float(a, "a")
     axes = V.axes(axis, x.ndim)
     ddof = V.ddof(ddof)
@@ -219,8 +237,7 @@ def zscore(a, axis, ddof, nan_policy, out):
 
 
 def minmax_scale(X, feature_range, axis, out):
-    if out is not None:
-        raise ValueError("out= is not taken with a Dask array: the result is lazy")
+    _no_out(out)
     from .scaling import _minmax_scale
     x = _as_float(X, "X")
     lo, hi = V.feature_range(feature_range)
@@ -259,8 +276,7 @@ def _merge_norms(parts, axis, keepdims, p):
 
 
 def normalize(x, p, dim, eps, out):
-    if out is not None:
-        raise ValueError("out= is not taken with a Dask array: the result is lazy")
+    _no_out(out)
     from functools import partial
     x = _as_float(x, "x")
     p = V.p_norm(p)
@@ -345,8 +361,7 @@ def _check_params(p, name, shape, dtype):
 def trailing_norm(x, normalized_shape, weight, bias, eps, out, centered):
     """layer_norm (centered) and rms_norm on a Dask array."""
     from . import functional as F
-    if out is not None:
-        raise ValueError("out= is not taken with a Dask array: the result is lazy")
+    _no_out(out)
     x = _as_float(x, "x")
     shape = V.normalized_shape(normalized_shape)
     V.trailing_shape(x, shape)
@@ -365,8 +380,7 @@ def trailing_norm(x, normalized_shape, weight, bias, eps, out, centered):
 
 def group_norm(x, num_groups, weight, bias, eps, out):
     from . import functional as F
-    if out is not None:
-        raise ValueError("out= is not taken with a Dask array: the result is lazy")
+    _no_out(out)
     x = _as_float(x, "x")
     V.ndim_at_least(x, "x", 2, "(N, C, *spatial)")
     G = V.positive_int(num_groups, "num_groups")
@@ -426,19 +440,12 @@ def _group_records(rec, Cg):
 def instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
                   out):
     from . import functional as F
-    if out is not None:
-        raise ValueError("out= is not taken with a Dask array: the result is lazy")
-    x = _as_float(x, "x")
-    V.ndim_at_least(x, "x", 3, "(N, C, *spatial)")
+    _no_out(out)
+    x, weight, bias, running_mean, running_var, eps = _channel_args(
+        x, weight, bias, running_mean, running_var, momentum, eps, 3, "(N, C, *spatial)")
     C = x.shape[1]
-    weight = _check_params(weight, "weight", (C,), x.dtype)
-    bias = _check_params(bias, "bias", (C,), x.dtype)
-    running_mean = _check_params(running_mean, "running_mean", (C,), x.dtype)
-    running_var = _check_params(running_var, "running_var", (C,), x.dtype)
-    eps = V.eps(eps)
-    V.momentum(momentum)
     if not use_input_stats:
-        if running_mean is None or running_var is None:
+        if running_mean is None:
             raise ValueError("running_mean and running_var are required when "
                              "use_input_stats=False")
         return _running(x, running_mean, running_var, weight, bias, eps)
@@ -476,19 +483,11 @@ def _running(x, running_mean, running_var, weight, bias, eps):
 
 
 def batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out):
-    if out is not None:
-        raise ValueError("out= is not taken with a Dask array: the result is lazy")
-    x = _as_float(x, "x")
-    V.ndim_at_least(x, "x", 2, "(N, C) or (N, C, *spatial)")
+    _no_out(out)
+    x, weight, bias, running_mean, running_var, eps = _channel_args(
+        x, weight, bias, running_mean, running_var, momentum, eps, 2,
+        "(N, C) or (N, C, *spatial)")
     C = x.shape[1]
-    weight = _check_params(weight, "weight", (C,), x.dtype)
-    bias = _check_params(bias, "bias", (C,), x.dtype)
-    running_mean = _check_params(running_mean, "running_mean", (C,), x.dtype)
-    running_var = _check_params(running_var, "running_var", (C,), x.dtype)
-    if (running_mean is None) != (running_var is None):
-        raise ValueError("running_mean and running_var must be given together (or both None)")
-    V.momentum(momentum)
-    eps = V.eps(eps)
     if not training:
         if running_mean is None:
             raise ValueError("running_mean and running_var are required when training=False "

@@ -867,7 +867,7 @@ def _data_column_range(x2, start, stop, m0, m1, lo_k, hi_k, nan_k):
 def _merge_data_block(c, d, q, cnt, off, m2):
     """Chan-merge a column block (counts c, sums d, q about the columns' centres) into the
     running (cnt, off, m2), the means as offsets from the centres, per column (as
-    _moments.merge_offset); written arithmetic (see _config.MERGE_JIT)."""
+    rows.data_moments merges its blocks); written arithmetic (see _config.MERGE_JIT)."""
     for j in range(c.size):
         nb = c[j]
         if nb > 0.0:

@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import BACKWARD_JIT, BLOCK, JIT
-from ._moments import (at, borrowed, data_block, data_range, grad_sums, like, merge_offset,
+from ._moments import (at, borrowed, chan_merge, data_block, data_range, grad_sums, like,
                        moments, narrow, parallel_and_serial, power_combine, power_sum, rstd_of,
                        split_mean)
 
@@ -414,7 +414,8 @@ def data_moments(x2, omit, count, mean, m2, lo, hi, nans):
     that enter the statistics (every value, or the non-NaN ones when omit is not None),
     blocks of BLOCK values by _moments.data_block in float64: the row's first block with
     values is centred on its own mean c, every later block on c too (read once), and the
-    blocks' means are merged as offsets from c (_moments.merge_offset); mean = c + offset.
+    blocks' means are merged as offsets from c (chan_merge, see _moments.data_block); mean =
+    c + offset.
     With lo not None, min, max (NaN ignored) and the NaN count of every row into lo, hi,
     nans (_moments.data_range)."""
     R, L = x2.shape
@@ -431,7 +432,7 @@ def data_moments(x2, omit, count, mean, m2, lo, hi, nans):
                 nb, centre, offset, qb = data_block(xb, omit, c, n > 0.0)
                 if n == 0.0:
                     c = centre
-                n, m, q = merge_offset(n, m, q, nb, offset, qb)
+                n, m, q = chan_merge(n, m, q, nb, offset, qb)
             count[r] = n
             mean[r] = c + m
             m2[r] = q
