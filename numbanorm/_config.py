@@ -12,6 +12,39 @@ from numba import config as _numba_config
 if "NUMBA_THREADING_LAYER" not in os.environ:
     _numba_config.THREADING_LAYER = "threadsafe"
 
+# How the CPU kernels convert float16 (see numbanorm.cpu._half): "f16c", LLVM's half<->float
+# conversions (x86's F16C instructions), or "integer", integer arithmetic that runs on every
+# CPU. F16C only where the CPU Numba compiles for has it: without it LLVM calls compiler-rt
+# routines Numba does not link, and the process crashes (under NUMBA_CPU_NAME=generic, whose
+# feature list is empty, too). NUMBANORM_FLOAT16_ROUTE=integer forces the integer route, as
+# on a CPU without F16C: it takes f16c out of the features Numba compiles for, so that no
+# F16C instruction is emitted and Numba's on-disk cache (keyed by the CPU name and features)
+# keeps these kernels apart from the F16C ones. LLVM drops what depends on F16C with it
+# (AVX-512), so every kernel of that process compiles for 256-bit vectors, as on such a CPU.
+# Set it before Numba compiles anything (in the environment).
+FLOAT16_ROUTE_ENV = "NUMBANORM_FLOAT16_ROUTE"
+
+
+def _float16_route():
+    forced = os.environ.get(FLOAT16_ROUTE_ENV, "auto").strip().lower()
+    if forced not in ("auto", "integer"):
+        raise ValueError(f"{FLOAT16_ROUTE_ENV} must be 'auto' or 'integer', got {forced!r}")
+    features = _numba_config.CPU_FEATURES
+    if features is None:
+        from llvmlite import binding
+        features = binding.get_host_cpu_features().flatten()
+    has_f16c = "+f16c" in features.split(",")
+    if forced == "integer":
+        if has_f16c:
+            # in the environment too, where a later reload of Numba's config reads it
+            os.environ["NUMBA_CPU_FEATURES"] = _numba_config.CPU_FEATURES = ",".join(
+                f for f in features.split(",") if f != "+f16c") + ",-f16c"
+        return "integer"
+    return "f16c" if has_f16c else "integer"
+
+
+FLOAT16_ROUTE = _float16_route()
+
 # Reassociation lets LLVM vectorise the sums; "nnan"/"ninf" are never set because NaN and inf
 # must propagate to the output of their own group.
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}

@@ -15,17 +15,20 @@ class Saved:
     float64 statistics on first access (by the backend's host.public): a training step that
     never reads them skips two casts (~1 us).
     """
-    __slots__ = ("_op", "_x", "_mean64", "_rstd64", "_weight", "_bias_shape", "_geometry",
-                 "_shape", "_place", "_stats", "_stat_shape", "_public_shape")
+    __slots__ = ("_op", "_x", "_mean64", "_rstd64", "_weight", "_bias_shape", "_param_dtype",
+                 "_geometry", "_shape", "_place", "_stats", "_stat_shape", "_public_shape")
 
-    def __init__(self, op, x, mean64, rstd64, weight, bias_shape, geometry, shape, place,
+    def __init__(self, op, x, mean64, rstd64, weight, bias, geometry, shape, place,
                  stat_shape, public_shape=None):
         self._op = op
         self._x = x
         self._mean64 = mean64
         self._rstd64 = rstd64
         self._weight = weight
-        self._bias_shape = bias_shape  # None: no bias
+        self._bias_shape = None if bias is None else tuple(bias.shape)  # None: no bias
+        # the gradients' dtype: the parameters' (x's, or float32 for 16-bit x)
+        self._param_dtype = (weight if weight is not None else bias if bias is not None
+                             else x).dtype
         self._geometry = geometry
         self._shape = shape
         self._place = place

@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 
 from . import _device
+from ._dtypes import ACCEPTED, is_float, is_half
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _F32, _F64 = FLOAT_DTYPES
@@ -27,14 +28,15 @@ def _ndarray(x, name, what):
 
 
 def array(x, name):
-    """x as a float32/float64 ndarray. Objects NumPy can convert (lists, PyTorch CPU tensors)
-    are converted; nothing is copied for an ndarray."""
+    """x as an ndarray of a dtype numbanorm computes on (float16, bfloat16, float32,
+    float64). Objects NumPy can convert (lists, PyTorch CPU tensors) are converted; nothing is
+    copied for an ndarray."""
     if not isinstance(x, np.ndarray):
-        x = _ndarray(x, name, "a float32 or float64 array")
+        x = _ndarray(x, name, f"a {ACCEPTED} array")
         if not isinstance(x, np.ndarray):
             return x  # a GPU array, checked
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
+    if not is_float(x.dtype):
+        raise TypeError(f"{name} must have dtype {ACCEPTED}, got {x.dtype}")
     return x
 
 
@@ -80,8 +82,8 @@ def device_array(x, name):
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. a tensor that requires grad
         raise TypeError(f"{name} lives on a GPU but cannot be read there: {exc}") from exc
-    if np.dtype(d.dtype) not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {d.dtype}")
+    if not is_float(np.dtype(d.dtype)):
+        raise TypeError(f"{name} must have dtype {ACCEPTED}, got {d.dtype}")
     if d.size and not d.is_c_contiguous():
         raise ValueError(f"{name} is a non-contiguous GPU array; the CUDA kernels read "
                          "C-contiguous data: make it contiguous first (cupy.ascontiguousarray, "
@@ -90,15 +92,34 @@ def device_array(x, name):
 
 
 def optional_array(p, name, shape, dtype):
-    """None, or an array of exactly `shape` and x's dtype (mixing dtypes is refused)."""
+    """None, or an array of exactly `shape` and x's dtype `dtype`, or float32 when x is 16-bit
+    (PyTorch's mixed-precision rule; see same_param_dtype for the call's other parameters)."""
     if p is None:
         return None
     p = array(p, name)
-    if p.dtype != dtype:
-        raise TypeError(f"{name} must have the input's dtype {dtype}, got {p.dtype}")
+    if p.dtype != dtype and not (p.dtype == _F32 and is_half(dtype)):
+        allowed = f"the input's dtype {dtype}" + (" or float32" if is_half(dtype) else "")
+        raise TypeError(f"{name} must have {allowed}, got {p.dtype}")
     if p.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {p.shape}")
     return p
+
+
+def same_param_dtype(dtype, params):
+    """The parameters of one call (pairs (array or None, name), checked by optional_array)
+    all of one dtype, as PyTorch asks: x's dtype, or with 16-bit x all float32."""
+    if not is_half(dtype):
+        return  # optional_array allowed x's dtype alone
+    first = None
+    for p, name in params:
+        if p is None:
+            continue
+        if first is None:
+            first = (p.dtype, name)
+        elif p.dtype != first[0]:
+            raise TypeError(f"{name} must have the dtype of {first[1]}, {first[0]}: a call's "
+                            f"parameters are all in the input's dtype {dtype} or all float32, "
+                            f"got {p.dtype}")
 
 
 def running_buffer(buf, name, num_features, dtype, will_update):
@@ -244,28 +265,27 @@ NAN_POLICIES = ("propagate", "omit", "raise")
 
 
 def data_array(a, name):
-    """a as a float array, as scipy and scikit-learn take it: float32 and float64 as they are
-    (nothing copied for an ndarray), integers, booleans and float16 converted to float64
-    (float16 to float32), complex refused; GPU arrays through device_array."""
+    """a as a float array, as scipy and scikit-learn take it: float16, bfloat16, float32 and
+    float64 as they are (nothing copied for an ndarray), integers and booleans converted to
+    float64, complex refused; GPU arrays through device_array."""
     if not isinstance(a, np.ndarray):
         a = _ndarray(a, name, "an array of real numbers")
         if not isinstance(a, np.ndarray):
             return a  # a GPU array, checked
     dt = a.dtype
-    if dt in FLOAT_DTYPES:
+    if is_float(dt):
         return a
     if dt.kind == "c":
         raise TypeError(f"{name} must be real, got complex dtype {dt}")
-    if dt == np.float16:
-        return a.astype(np.float32)
-    if dt.kind in "biuf":
+    if dt.kind in "biu" or (dt.kind == "f" and dt.itemsize > 8):
         return a.astype(np.float64)
     if dt.kind == "O":
         try:
             return a.astype(np.float64)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{name} must be an array of real numbers: {exc}") from None
-    raise TypeError(f"{name} must be an array of real numbers, got dtype {dt}")
+    raise TypeError(f"{name} must be an array of real numbers ({ACCEPTED}, integers or "
+                    f"booleans), got dtype {dt}")
 
 
 def axes(axis, ndim, name="axis"):

@@ -45,6 +45,7 @@ import numpy as np
 
 from . import _validate as V
 from ._device import is_dask_array
+from ._dtypes import compute_eps, is_float
 
 __all__ = ["is_dask_array", "set_task_threads", "TASK_THREADS"]
 
@@ -86,9 +87,8 @@ def _channel_args(x, weight, bias, running_mean, running_var, momentum, eps, ndi
     x = _as_float(x, "x")
     V.ndim_at_least(x, "x", ndim, what)
     C = x.shape[1]
-    params = [_check_params(p, name, (C,), x.dtype) for p, name in (
-        (weight, "weight"), (bias, "bias"), (running_mean, "running_mean"),
-        (running_var, "running_var"))]
+    params = _check_params(x.dtype, (C,), (weight, "weight"), (bias, "bias"),
+                           (running_mean, "running_mean"), (running_var, "running_var"))
     if (params[2] is None) != (params[3] is None):
         raise ValueError("running_mean and running_var must be given together (or both None)")
     V.momentum(momentum)
@@ -105,16 +105,17 @@ def _da():
 
 
 def _as_float(x, name):
-    """A Dask array of float32/float64 (integers and booleans as float64, float16 as
-    float32), lazily; complex refused now."""
+    """A Dask array of float16, bfloat16, float32 or float64 as it is, integers and booleans
+    as float64, lazily; complex refused now."""
     dt = np.dtype(x.dtype)
-    if dt in V.FLOAT_DTYPES:
+    if is_float(dt):
         return x
     if dt.kind == "c":
         raise TypeError(f"{name} must be real, got complex dtype {dt}")
     if dt.kind not in "biuf":
-        raise TypeError(f"{name} must be an array of real numbers, got dtype {dt}")
-    return x.astype(np.float32 if dt == np.float16 else np.float64)
+        raise TypeError(f"{name} must be an array of real numbers (float16, bfloat16, float32, "
+                        f"float64, integers or booleans), got dtype {dt}")
+    return x.astype(np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +232,7 @@ def zscore(a, axis, ddof, nan_policy, out):
     dof = count - ddof
     std = da.sqrt(da.where(dof > 0, m2 / da.where(dof > 0, dof, 1.0), np.nan))
     mean = da.where(count > 0, mean, np.nan)
-    eps = np.finfo(x.dtype).eps
+    eps = compute_eps(x.dtype)
     inv = da.where(std <= abs(eps * mean), np.nan, 1.0 / std)
     return _affine(x, axes, mean, inv, 0.0)
 
@@ -350,12 +351,16 @@ def _blockwise(fn, x):
                          token="numbanorm-blocks")
 
 
-def _check_params(p, name, shape, dtype):
-    if p is None:
-        return None
-    if is_dask_array(p):
-        raise TypeError(f"{name} must be a NumPy array with Dask x (parameters are small)")
-    return V.optional_array(p, name, shape, dtype)
+def _check_params(dtype, shape, *params):
+    """The (array or None, name) parameters of one call checked as the functional ops check
+    them (NumPy arrays of `shape`, one dtype: x's, or float32 for 16-bit x), as a list."""
+    checked = []
+    for p, name in params:
+        if is_dask_array(p):
+            raise TypeError(f"{name} must be a NumPy array with Dask x (parameters are small)")
+        checked.append(V.optional_array(p, name, shape, dtype))
+    V.same_param_dtype(dtype, zip(checked, (name for _, name in params)))
+    return checked
 
 
 def trailing_norm(x, normalized_shape, weight, bias, eps, out, centered):
@@ -365,9 +370,8 @@ def trailing_norm(x, normalized_shape, weight, bias, eps, out, centered):
     x = _as_float(x, "x")
     shape = V.normalized_shape(normalized_shape)
     V.trailing_shape(x, shape)
-    weight = _check_params(weight, "weight", shape, x.dtype)
-    bias = _check_params(bias, "bias", shape, x.dtype)
-    eps = V.eps(eps) if eps is not None else float(np.finfo(x.dtype).eps)
+    weight, bias = _check_params(x.dtype, shape, (weight, "weight"), (bias, "bias"))
+    eps = V.eps(eps) if eps is not None else compute_eps(x.dtype)
     axes = tuple(range(x.ndim - len(shape), x.ndim))
     if _whole(x, axes):
         if centered:
@@ -387,8 +391,7 @@ def group_norm(x, num_groups, weight, bias, eps, out):
     N, C = x.shape[:2]
     if C % G:
         raise ValueError(f"num_groups ({G}) must divide the number of channels ({C}) of x")
-    weight = _check_params(weight, "weight", (C,), x.dtype)
-    bias = _check_params(bias, "bias", (C,), x.dtype)
+    weight, bias = _check_params(x.dtype, (C,), (weight, "weight"), (bias, "bias"))
     eps = V.eps(eps)
     Cg = C // G
     spatial = tuple(range(2, x.ndim))

@@ -47,16 +47,18 @@ __all__ = [
     "rms_norm", "rms_norm_forward", "rms_norm_backward",
 ]
 
-# rms_norm's default eps: the machine epsilon of x's dtype (as torch.nn.functional.rms_norm).
+# rms_norm's default eps: the machine epsilon of x's dtype, float32's for 16-bit x (as
+# torch.nn.functional.rms_norm in PyTorch 2.13, which takes the eps of the dtype it computes
+# in: bfloat16's own, 0.0078, would swamp the variance of most rows).
 _MACHINE_EPS = {t: float(np.finfo(t).eps) for t in (np.float32, np.float64)}
+
+
+def _machine_eps(dtype):
+    return _MACHINE_EPS.get(dtype.type) or _MACHINE_EPS[np.float32]
 
 
 def _prod(shape):
     return int(math.prod(shape))
-
-
-def _shape_of(p):
-    return None if p is None else tuple(p.shape)
 
 
 def _rows(op, x, geometry, weight, bias, eps, out, stat_shape, keep, where):
@@ -71,7 +73,7 @@ def _rows(op, x, geometry, weight, bias, eps, out, stat_shape, keep, where):
         y = where.deliver(y, out)
     if not keep:
         return y, None
-    return y, Saved(op, x2, mean64, rstd64, weight, _shape_of(bias), geometry, x.shape, where,
+    return y, Saved(op, x2, mean64, rstd64, weight, bias, geometry, x.shape, where,
                     stat_shape)
 
 
@@ -85,7 +87,7 @@ def _channels(op, x, training, eps, momentum, running_mean, running_var, weight,
     where.write_back()
     saved = None
     if keep:
-        saved = Saved(op, x3, mean64, rstd64, weight, _shape_of(bias), ("channels", training),
+        saved = Saved(op, x3, mean64, rstd64, weight, bias, ("channels", training),
                       x.shape, where, (x.shape[1],), public_shape)
     return where.deliver(y, out), saved
 
@@ -96,6 +98,8 @@ def _check_channels_params(x, weight, bias, running_mean, running_var, use_batch
     bias = V.optional_array(bias, "bias", (C,), x.dtype)
     running_mean = V.running_buffer(running_mean, "running_mean", C, x.dtype, use_batch_stats)
     running_var = V.running_buffer(running_var, "running_var", C, x.dtype, use_batch_stats)
+    V.same_param_dtype(x.dtype, ((weight, "weight"), (bias, "bias"),
+                                 (running_mean, "running_mean"), (running_var, "running_var")))
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together (or both None)")
     return (where.param(weight, "weight"), where.param(bias, "bias"),
@@ -173,12 +177,14 @@ def _trailing_norm(op, x, normalized_shape, weight, bias, eps, out, keep, center
         x, where = place(x, device)
         shape = V.normalized_shape(normalized_shape)
         V.trailing_shape(x, shape)
-        weight = where.param(V.optional_array(weight, "weight", shape, x.dtype), "weight")
-        bias = where.param(V.optional_array(bias, "bias", shape, x.dtype), "bias")
+        weight = V.optional_array(weight, "weight", shape, x.dtype)
+        bias = V.optional_array(bias, "bias", shape, x.dtype)
+        V.same_param_dtype(x.dtype, ((weight, "weight"), (bias, "bias")))
+        weight, bias = where.param(weight, "weight"), where.param(bias, "bias")
         eps = V.eps(eps) if eps is not None or centered else eps
         out = V.out_array(out, x, may_alias=not keep)
     if eps is None:
-        eps = _MACHINE_EPS[x.dtype.type]
+        eps = _machine_eps(x.dtype)
     lead = x.shape[:x.ndim - len(shape)]
     L = shape[0] if len(shape) == 1 else _prod(shape)
     geometry = ("rows", x.size // L if L else _prod(lead), L, 1, 1, L, centered)
@@ -242,8 +248,10 @@ def _group_norm(x, num_groups, weight, bias, eps, out, keep, device):
     if C % num_groups:
         raise ValueError(f"num_groups ({num_groups}) must divide the number of channels "
                          f"({C}) of x")
-    weight = where.param(V.optional_array(weight, "weight", (C,), x.dtype), "weight")
-    bias = where.param(V.optional_array(bias, "bias", (C,), x.dtype), "bias")
+    weight = V.optional_array(weight, "weight", (C,), x.dtype)
+    bias = V.optional_array(bias, "bias", (C,), x.dtype)
+    V.same_param_dtype(x.dtype, ((weight, "weight"), (bias, "bias")))
+    weight, bias = where.param(weight, "weight"), where.param(bias, "bias")
     eps = V.eps(eps)
     out = V.out_array(out, x, may_alias=not keep)
     S = _prod(x.shape[2:])

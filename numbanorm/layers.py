@@ -13,6 +13,7 @@ import numpy as np
 from . import _device
 from . import _validate as V
 from . import functional as F
+from ._dtypes import ACCEPTED, is_float
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
            "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm"]
@@ -22,9 +23,9 @@ def _dtype(dtype):
     try:
         dtype = np.dtype(np.float32 if dtype is None else dtype)
     except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dtype not in V.FLOAT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        raise TypeError(f"dtype must be {ACCEPTED}, got {dtype!r}") from None
+    if not is_float(dtype):
+        raise TypeError(f"dtype must be {ACCEPTED}, got {dtype}")
     return dtype
 
 
@@ -169,7 +170,7 @@ class _Norm:
             if value.shape != current.shape:
                 raise ValueError(f"state_dict[{key!r}] must have shape {current.shape}, "
                                  f"got {value.shape}")
-            if value.dtype.kind != "f":
+            if value.dtype.kind != "f" and not is_float(value.dtype):
                 raise TypeError(f"state_dict[{key!r}] must be floating point, got {value.dtype}")
             staged[key] = value
         for key, value in staged.items():

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import _validate as V
 from ._device import is_dask_array
+from ._dtypes import compute_eps, is_float
 from ._layout import layout
 from .stats import Moments
 
@@ -111,24 +112,29 @@ if not _SKLEARN:
         return w
 
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# the dtypes validate_data keeps (scikit-learn's FLOAT_DTYPES); other input becomes float64.
+# bfloat16 (ml_dtypes) is kept on the fast path of _plain.
+_KEPT = [np.float64, np.float32, np.float16]
 
 
 def _plain(est, X, reset, allow_nan=True, writeable=False, check_finite=True):
-    """X itself when it is plain input that validate_data would accept as it is (a 2-D
-    float32/float64 NumPy array with samples and features, as many features as fitted, no
-    feature names on either side, no infinity, and no NaN unless allow_nan; writeable when
+    """X itself when it is plain input that validate_data would accept as it is (a 2-D float
+    (float16, bfloat16, float32, float64) NumPy array with samples and features, as many
+    features as fitted (when fitted: reset=None takes an unfitted stateless estimator's X),
+    no feature names on either side, no infinity, and no NaN unless allow_nan; writeable when
     the caller writes into it); else None, and the caller takes validate_data, which raises
-    scikit-learn's errors or converts. scikit-learn's checks cost ~0.7 ms a call (mostly
+    scikit-learn's errors or converts (bfloat16 to float64). scikit-learn's checks cost ~0.7 ms a call (mostly
     DataFrame detection), more than the kernels on a 10000 x 32 batch: a stream of 100 such
     batches through partial_fit and transform took 2x scikit-learn's own time before.
     check_finite=False leaves the infinity check to the caller, whose statistics show it
     (an infinite value makes them non-finite): one pass over X fewer."""
-    if type(X) is not np.ndarray or X.ndim != 2 or X.dtype not in _FLOATS or 0 in X.shape:
+    if type(X) is not np.ndarray or X.ndim != 2 or not is_float(X.dtype) or 0 in X.shape:
         return None
     if hasattr(est, "feature_names_in_") or (writeable and not X.flags.writeable):
         return None
-    if not reset and X.shape[1] != getattr(est, "n_features_in_", None):
+    fitted = getattr(est, "n_features_in_", None)
+    if reset is False and X.shape[1] != fitted or reset is None and fitted not in (None,
+                                                                                  X.shape[1]):
         return None
     from .cpu import _host
     if check_finite and _host.count_nonfinite(X, not allow_nan):
@@ -273,7 +279,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             else:  # infinity (or squares beyond float64): scikit-learn's checks decide
                 plain = None
         if plain is None:
-            X = validate_data(self, X, dtype=[np.float64, np.float32], reset=first,
+            X = validate_data(self, X, dtype=_KEPT, reset=first,
                               ensure_all_finite="allow-nan")
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
@@ -330,7 +336,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         copy = copy if copy is not None else self.copy
         plain = _plain(self, X, False, writeable=not copy)
         if plain is None:
-            X = validate_data(self, X, reset=False, copy=False, dtype=[np.float64, np.float32],
+            X = validate_data(self, X, reset=False, copy=False, dtype=_KEPT,
                               force_writeable=not copy, ensure_all_finite="allow-nan")
         return X, (None if copy else X)
 
@@ -347,7 +353,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.transformer_tags.preserves_dtype = ["float64", "float32", "float16"]
         return tags
 
 
@@ -392,7 +398,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 else:
                     X = plain
             if plain is None:
-                X = validate_data(self, X, reset=first, dtype=[np.float64, np.float32],
+                X = validate_data(self, X, reset=first, dtype=_KEPT,
                                   ensure_all_finite="allow-nan")
                 lo_, hi_, nans = _column_range(X)
         dt = X.dtype
@@ -407,7 +413,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             self.n_samples_seen_ += X.shape[0]
         data_range = data_max - data_min
         with np.errstate(invalid="ignore"):
-            zero = data_range < 10 * np.finfo(dt).eps
+            zero = data_range < 10 * compute_eps(dt)
         self.scale_ = (dt.type(hi) - dt.type(lo)) / np.where(zero, dt.type(1), data_range)
         self.min_ = dt.type(lo) - data_min * self.scale_
         self.data_min_ = data_min
@@ -444,7 +450,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.transformer_tags.preserves_dtype = ["float64", "float32", "float16"]
         return tags
 
 
@@ -476,15 +482,19 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if is_dask_array(X):
             return self._dask_transform(X)
         copy = copy if copy is not None else self.copy
-        X = validate_data(self, X, copy=copy, reset=False, dtype=[np.float64, np.float32],
-                          force_writeable=True)
+        plain = _plain(self, X, None, allow_nan=False, writeable=not copy)
+        if plain is not None:  # (bfloat16 too, which validate_data would make float64)
+            X = plain.copy() if copy else plain
+        else:
+            X = validate_data(self, X, copy=copy, reset=False, dtype=_KEPT,
+                              force_writeable=True)
         from .scaling import _norms
         from .cpu import _host
         lay = layout(X, (1,))
         xk = lay.read(X)
         norms = _norms(xk, lay, _NORMS[self.norm])
         with np.errstate(divide="ignore"):
-            scale = np.where(norms < 10 * np.finfo(X.dtype).eps, 1.0, 1.0 / norms)
+            scale = np.where(norms < 10 * compute_eps(X.dtype), 1.0, 1.0 / norms)
         yk = lay.view(X)
         if yk is None:
             yk, y = lay.empty(X.dtype)
@@ -510,13 +520,13 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         merge = partial(nd._merge_norms, p=p)
         norm = da.reduction(X, partial(nd._norm_chunk, p=p), merge, combine=merge, axis=(1,),
                             keepdims=True, dtype=np.float64, name="numbanorm-norms")
-        scale = da.where(norm < 10 * np.finfo(X.dtype).eps, 1.0, 1.0 / norm)
+        scale = da.where(norm < 10 * compute_eps(X.dtype), 1.0, 1.0 / norm)
         return nd._affine(X, (1,), da.zeros_like(norm), scale, 0.0)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.requires_fit = False
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.transformer_tags.preserves_dtype = ["float64", "float32", "float16"]
         return tags
 
 

@@ -21,8 +21,11 @@ reduced, kept) and strided views are copied once, with the reduced axes last. ou
 and dtype, may be x itself) is written by the kernel when its memory is laid out like x's,
 else filled by one copy.
 
-Integer and boolean input is converted to float64 (float16 to float32), as scipy and
-scikit-learn do; complex is refused; float32 stays float32. The backward passes are NumPy
+Integer and boolean input is converted to float64, as scipy and scikit-learn do; complex is
+refused; float32 stays float32, and float16 and bfloat16 (ml_dtypes) stay 16-bit: statistics
+in float64, the transform computed in float32 and rounded once to 16 bits. Where scipy's and
+scikit-learn's rules take the dtype's resolution (constant slices), 16-bit data takes
+float32's, the precision it is computed in. The backward passes are NumPy
 expressions in float64 over the saved input (not kernels).
 
 On a GPU array, zscore with nan_policy='propagate' runs on the CUDA kernels when the reduced
@@ -35,6 +38,7 @@ import numpy as np
 
 from . import _validate as V
 from ._device import is_dask_array
+from ._dtypes import compute, compute_eps
 from ._layout import layout
 from .stats import _data, _host_moments
 
@@ -124,7 +128,7 @@ def _zscore(a, axis, ddof, nan_policy, out, keep):
         mean = np.where(count > 0, mean, np.nan)
         # scipy's rule: a slice whose std is within the dtype's resolution of its mean is
         # constant, and its z-scores are NaN
-        inv = np.where(std <= np.abs(np.finfo(x.dtype).eps * mean), np.nan, 1.0 / std)
+        inv = np.where(std <= np.abs(compute_eps(x.dtype) * mean), np.nan, 1.0 / std)
     y = _transform(x, lay, xk, mean, inv, 0.0, out)
     saved = None
     if keep:
@@ -211,7 +215,7 @@ def _minmax_scale(dmin, dmax, feature_range, dtype):
     feature_range[0]."""
     data_range = dmax - dmin
     with np.errstate(invalid="ignore"):
-        zero = data_range.astype(dtype) < 10 * np.finfo(dtype).eps
+        zero = data_range.astype(compute(dtype)) < 10 * compute_eps(dtype)
     return (feature_range[1] - feature_range[0]) / np.where(zero, 1.0, data_range), zero
 
 
@@ -441,7 +445,7 @@ def _flag_constant_gpu(y, mean64, rstd64, c, dt, trailing, n):
     NaN (the statistics come to the host; the few rows or columns flagged are rewritten)."""
     mean = mean64.copy_to_host()
     std = 1.0 / (rstd64.copy_to_host() * c)
-    flag = np.flatnonzero(std <= np.abs(np.finfo(dt).eps * mean))
+    flag = np.flatnonzero(std <= np.abs(compute_eps(dt) * mean))
     if not flag.size:
         return
     y2 = y.reshape(mean.size, n) if trailing else y.reshape(n, mean.size)

@@ -111,6 +111,13 @@ def batch_norm_eval(x, running_mean, running_var, weight=None, bias=None, eps=1e
 # ---------------------------------------------------------------------------------------------
 # data normalization, from the definitions (float64, NumPy reductions)
 
+def _resolution(x):
+    """The eps of the constant-slice rules: the dtype's, float32's for 16-bit data (which
+    numbanorm computes in float32, as documented)."""
+    dt = np.asarray(x).dtype
+    return float(np.finfo(np.float32 if dt.itemsize == 2 else dt).eps)
+
+
 def _axes(x, axis):
     return tuple(range(x.ndim)) if axis is None else (
         (axis,) if np.isscalar(axis) else tuple(axis))
@@ -119,7 +126,7 @@ def _axes(x, axis):
 def zscore(x, axis=0, ddof=0, omit=False):
     """(x - mean)/std_ddof over the axes; NaN left out when omit; slices whose std is within
     eps(x.dtype)*|mean| (scipy's constant rule) are NaN."""
-    eps = np.finfo(np.asarray(x).dtype).eps
+    eps = _resolution(x)
     x = _f64(x)
     ax = _axes(x, axis)
     ok = ~np.isnan(x) if omit else np.ones(x.shape, bool)
@@ -139,7 +146,7 @@ def zscore(x, axis=0, ddof=0, omit=False):
 def minmax_scale(x, feature_range=(0, 1), axis=0):
     """(x - min)/(max - min)*(hi - lo) + lo over the axes, NaN ignored; a range below 10 eps of
     x's dtype counts as 1 (scikit-learn)."""
-    eps = np.finfo(np.asarray(x).dtype).eps
+    eps = _resolution(x)
     x = _f64(x)
     ax = _axes(x, axis)
     lo, hi = feature_range

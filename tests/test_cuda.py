@@ -248,7 +248,7 @@ def test_mixed_placement_errors(rng):
     y, saved = nn.layer_norm_forward(x, 5)
     with pytest.raises(ValueError, match="dy is on the GPU but the forward ran on the CPU"):
         nn.layer_norm_backward(dev(np.ones_like(x)), saved)
-    with pytest.raises(TypeError, match="x must have dtype float32 or float64"):
+    with pytest.raises(TypeError, match=r"x must have dtype float16, bfloat16 \(ml_dtypes\), float32 or float64"):
         nn.layer_norm(dev(np.ones((2, 3), np.int32)), 3)
 
 

@@ -12,6 +12,10 @@ return contracts, so the public ops make one call into either.
     public(stat64, dtype, shape, broadcast=None)              -> a statistic in x's dtype
 
 x, dy, weight, bias and the running buffers arrive validated, on this backend's side (NumPy).
+16-bit arrays (float16, bfloat16) reach the kernels as the integer views of
+numbanorm._dtypes.kernel_view, and weight and bias in float32, the dtype the kernels compute
+16-bit data in (numbanorm.cpu._half); outputs and gradients keep their dtypes (y and dx x's,
+dweight and dbias the parameters').
 geometry is ("rows", R, L, G, S, C, centered) (see numbanorm.cpu.rows) or ("channels",
 training). y and dx are where the result goes: a C-contiguous array of x's shape and dtype
 (out=, dx_out=; y may be x itself in the plain functions), or None for a fresh one. The float64
@@ -29,6 +33,7 @@ import threading
 import numba
 import numpy as np
 
+from .._dtypes import compute, kernel_view as _kv
 from .._config import (BLOCK, COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
                        COLUMN_PARTIAL_MIN_ELEMENTS, COLUMN_SHIFT_MIN_ROWS, COLUMN_STRIP_BYTES,
                        COLUMN_SUMS_ROWS, DATA_PARTIAL_MIN_ELEMENTS, FUSED_COLUMNS_MAX_ELEMENTS,
@@ -42,9 +47,10 @@ _workspace = threading.local()
 
 
 def public(stat64, dtype, shape, broadcast=None):
-    """A float64 statistic in x's dtype and its shape; broadcast (read-only) to `broadcast`
-    when given (the channels' (C,) statistics, shown as (C,) or instance_norm's (N, C))."""
-    a = stat64.astype(dtype).reshape(shape)
+    """A float64 statistic in the dtype x computes in (x's, float32 for 16-bit x) and its
+    shape; broadcast (read-only) to `broadcast` when given (the channels' (C,) statistics,
+    shown as (C,) or instance_norm's (N, C))."""
+    a = stat64.astype(compute(dtype)).reshape(shape)
     return a if broadcast is None else np.broadcast_to(a, broadcast)
 
 
@@ -70,14 +76,18 @@ def rows_forward(x, geometry, weight, bias, eps, y=None):
     mean64 = np.empty(R)
     rstd64 = np.empty(R)
     if R:
-        w = weight if weight is not None and weight.ndim == 1 else _param(weight, C, x.dtype, 1)
-        b = bias if bias is not None and bias.ndim == 1 else _param(bias, C, x.dtype, 0)
+        # (the common case, 1-d parameters of x's dtype, without a call: see _param)
+        w = weight if weight is not None and weight.ndim == 1 and weight.itemsize > 2 else \
+            _param(weight, C, x.dtype, 1)
+        b = bias if bias is not None and bias.ndim == 1 and bias.itemsize > 2 else \
+            _param(bias, C, x.dtype, 0)
+        xk, yk = _kv(x2), _kv(y2)
         if x.size <= SERIAL_MAX_ELEMENTS:
-            rows.forward_serial(x2, G, S, w, b, eps, centered, y2, mean64, rstd64)
+            rows.forward_serial(xk, G, S, w, b, eps, centered, yk, mean64, rstd64)
         elif G == 1 and S == 1 and L * x.itemsize >= ROW_PAIR_MIN_BYTES:
-            rows.forward_pairs(x2, w, b, eps, centered, y2, mean64, rstd64)
+            rows.forward_pairs(xk, w, b, eps, centered, yk, mean64, rstd64)
         else:
-            rows.forward(x2, G, S, w, b, eps, centered, y2, mean64, rstd64)
+            rows.forward(xk, G, S, w, b, eps, centered, yk, mean64, rstd64)
     return y, mean64, rstd64, x2
 
 
@@ -102,27 +112,29 @@ def rows_backward(dy, saved, dx=None):
     # form fewer).
     x_partials = pairs or (not serial and S == 1 and x2.itemsize < 8)
     shape = (max(nchunks, -(-R // BLOCK)) if x_partials else nchunks, C if want_params else 0)
-    part_dtype = x2.dtype if x_partials else np.float64
+    part_dtype = compute(x2.dtype) if x_partials else np.float64
     dw_part = _scratch("dweight", shape, part_dtype)
     db_part = _scratch("dbias", shape, part_dtype)
     if dx is None:
         dx = np.empty(dy.shape, dy.dtype)
     if R:
-        w = weight if weight is not None and weight.ndim == 1 else _param(weight, C, x2.dtype, 1)
+        w = weight if weight is not None and weight.ndim == 1 and weight.itemsize > 2 else \
+            _param(weight, C, x2.dtype, 1)
         dx2 = dx if dx.shape == (R, L) else dx.reshape(R, L)
         mean, rstd = saved._mean64, saved._rstd64
-        tail = (w, centered, want_params, dx2, dw_part, db_part)
+        tail = (w, centered, want_params, _kv(dx2), dw_part, db_part)
+        dyk, xk = _kv(dy2), _kv(x2)
         if serial:
-            rows.backward_serial(dy2, x2, mean, rstd, G, S, *tail)
+            rows.backward_serial(dyk, xk, mean, rstd, G, S, *tail)
         elif pairs:
-            rows.backward_pairs(dy2, x2, mean, rstd, *tail)
+            rows.backward_pairs(dyk, xk, mean, rstd, *tail)
         else:
-            rows.backward(dy2, x2, mean, rstd, G, S, *tail)
+            rows.backward(dyk, xk, mean, rstd, G, S, *tail)
     dweight = dbias = None
     if weight is not None:
-        dweight = _merged(dw_part, x2.dtype, weight.shape)
+        dweight = _merged(dw_part, saved._param_dtype, weight.shape)
     if saved._bias_shape is not None:
-        dbias = _merged(db_part, x2.dtype, saved._bias_shape)
+        dbias = _merged(db_part, saved._param_dtype, saved._bias_shape)
     return dx, dweight, dbias
 
 
@@ -182,10 +194,10 @@ def _small_batch_norm(x3, weight, bias, eps, y):
     rstd64 = np.empty(C)
     var64 = np.empty(C)
     strip, rows_per_block = _column_blocks(x2.shape[1], x3.itemsize)
-    if channels.small_forward(x2, C, _param(weight, C, x3.dtype, 1),
+    if channels.small_forward(_kv(x2), C, _param(weight, C, x3.dtype, 1),
                               _param(bias, C, x3.dtype, 0), eps, rows_per_block,
-                              COLUMN_SHIFT_MIN_ROWS, strip, y.reshape(N, -1), mean64, rstd64,
-                              var64):
+                              COLUMN_SHIFT_MIN_ROWS, strip, _kv(y.reshape(N, -1)), mean64,
+                              rstd64, var64):
         return mean64, rstd64, var64
     return None
 
@@ -194,16 +206,16 @@ def channels_backward(dy, saved, dx=None):
     """(dx, dweight, dbias) of a channels forward, in training or eval mode (see
     numbanorm.cpu.channels for the formulas)."""
     _, training = saved._geometry
-    x3 = saved._x
-    N, C, S = x3.shape
-    dy3 = np.ascontiguousarray(dy).reshape(N, C, S)
+    N, C, S = saved._x.shape
+    x3 = _kv(saved._x)
+    dy3 = _kv(np.ascontiguousarray(dy).reshape(N, C, S))
     mean, rstd = saved._mean64, saved._rstd64
     weight = saved._weight
     want_params = weight is not None or saved._bias_shape is not None
     w = _param(weight, C, np.float64, 1.0)
     if dx is None:
         dx = np.empty(dy.shape, dy.dtype)
-    dx3 = dx.reshape(x3.shape)
+    dx3 = _kv(dx.reshape(x3.shape))
     # An empty batch: no dx to write, and dweight = sum(dy*xhat), dbias = sum(dy) are sums of
     # no terms, exactly 0 (rstd is NaN there: rstd*0 gave NaN dweight).
     sum_dy = dw = np.zeros(C)
@@ -232,8 +244,8 @@ def channels_backward(dy, saved, dx=None):
             mean_dyx = rstd * sum_dyx / (N * S)  # mean(dy*xhat)
         _column_dx(dy3, x3, mean, rstd, w * rstd, mean_dy, mean_dyx, dx3)
         dw = rstd * sum_dyx
-    dweight = dw.astype(x3.dtype) if weight is not None else None
-    dbias = sum_dy.astype(x3.dtype) if saved._bias_shape is not None else None
+    dweight = dw.astype(saved._param_dtype) if weight is not None else None
+    dbias = sum_dy.astype(saved._param_dtype) if saved._bias_shape is not None else None
     return dx, dweight, dbias
 
 
@@ -245,11 +257,14 @@ def _prod(shape):
 
 
 def _param(p, size, dtype, fill):
-    """p flattened, or a constant array standing in for a missing weight (1) or bias (0).
-    The constants are cached (the kernels only read them)."""
+    """p flattened, in the dtype x of `dtype` computes in (a 16-bit p in float32: the kernels
+    compute 16-bit data in float32), or a constant array standing in for a missing weight (1)
+    or bias (0). The constants are cached (the kernels only read them)."""
+    dtype = compute(np.dtype(dtype))
     if p is not None:
-        return p if p.ndim == 1 else p.reshape(size)
-    key = (size, np.dtype(dtype), fill)
+        p = p if p.ndim == 1 else p.reshape(size)
+        return p if p.dtype == dtype or p.itemsize > 2 else p.astype(dtype)
+    key = (size, dtype, fill)
     unit = _UNIT_PARAMS.get(key)
     if unit is None:
         if len(_UNIT_PARAMS) > 64:
@@ -312,7 +327,7 @@ def _channel_partials(x3, inv=None):
         nchunks = max(1, min(N, MAX_PARTIALS // C))
         pmean = np.empty((nchunks, C))
         pm2 = np.empty((nchunks, C))
-        _kernels(x3.size).slab_partials(x3.reshape(N * C, S), N, C, inv,
+        _kernels(x3.size).slab_partials(_kv(x3).reshape(N * C, S), N, C, inv,
                                         _slab_groups(x3.size, nchunks, C), pmean, pm2)
         scale = S
     else:
@@ -322,7 +337,7 @@ def _channel_partials(x3, inv=None):
                              N * M // COLUMN_PARTIAL_MIN_ELEMENTS))
         pmean = _scratch("mean", (nchunks, M))
         pm2 = _scratch("m2", (nchunks, M))
-        _kernels(x3.size).column_partials(x3.reshape(N, M),
+        _kernels(x3.size).column_partials(_kv(x3).reshape(N, M),
                                           None if inv is None else _columns(inv, S),
                                           rows_per_block, COLUMN_SHIFT_MIN_ROWS, strip, pmean,
                                           pm2)
@@ -383,7 +398,7 @@ def _channel_stats(x3, eps):
     mean, m2, finite = _channel_partials(x3)
     if not finite:
         overflow = ~(np.isfinite(m2) & np.isfinite(mean))
-        biggest = _kernels(x3.size).channel_absmax(x3)
+        biggest = _kernels(x3.size).channel_absmax(_kv(x3))
         rescale = overflow & np.isfinite(biggest) & (biggest > 0)
         if rescale.any():
             inv = np.ones(C)
@@ -404,13 +419,15 @@ def _channel_affine(x3, mean, rstd, weight, bias, y3):
     one kernel (affine_terms): in NumPy they were nine calls, ~20 us of a 0.26 ms (512, 2048)
     float32 forward."""
     N, C, S = x3.shape
-    mh = np.empty(C, x3.dtype)
-    a = np.empty(C, x3.dtype)
-    b = np.empty(C, x3.dtype)
-    channels.affine_terms(mean, rstd, 1.0 if weight is None else weight.reshape(C),
-                          0.0 if bias is None else bias.reshape(C), mh, a, b)
+    dt = compute(x3.dtype)
+    mh = np.empty(C, dt)
+    a = np.empty(C, dt)
+    b = np.empty(C, dt)
+    channels.affine_terms(mean, rstd, 1.0 if weight is None else _param(weight, C, dt, 1),
+                          0.0 if bias is None else _param(bias, C, dt, 0), mh, a, b)
     if not x3.size:
         return
+    x3, y3 = _kv(x3), _kv(y3)
     if _slabs(x3, SLAB_MIN):
         _kernels(x3.size).slab_affine(x3.reshape(N * C, S), C, mh, a, b, y3.reshape(N * C, S))
     else:
@@ -435,7 +452,7 @@ def _column_sums(dy3, x3, mean):
                          -(-MAX_PARTIALS // strips)))
     sdy = _scratch("sum_dy", (nchunks, M))
     sdyx = _scratch("sum_dyx", (nchunks, M))
-    mh = mean.astype(x3.dtype)
+    mh = mean.astype(compute(x3.dtype))
     _kernels(x3.size).column_sums(dy3.reshape(N, M), x3.reshape(N, M), _columns(mh, S),
                                   COLUMN_SUMS_ROWS, strip, sdy, sdyx)
     sum_dy = np.empty(C)
@@ -485,6 +502,7 @@ def data_moments(xk, lay, omit, want_range, want_moments=True):
     not asked for). Slots in lay's order (rows: R; columns: A*M; slabs: C)."""
     omit = True if omit else None
     want = [want_moments] * 3 + [want_range] * 3
+    xk = _kv(xk)
     if lay.kind == "columns":
         A, N, M = lay.dims
         res = [np.empty(A * M) if w else None for w in want]
@@ -541,7 +559,9 @@ def data_affine(xk, lay, mean64, scale64, shift64, yk):
     channels.affine_terms): exact for x near the mean, so float32 data far from 0 keeps its
     precision. yk may be xk (in place)."""
     slots = mean64.size
-    dt = xk.dtype
+    dt = compute(xk.dtype)
+    result = yk
+    xk, yk = _kv(xk), _kv(yk)
     mh = np.empty(slots, dt)
     a = np.empty(slots, dt)
     b = np.empty(slots, dt)
@@ -559,12 +579,13 @@ def data_affine(xk, lay, mean64, scale64, shift64, yk):
         N, C, S = lay.dims
         if xk.size:
             kernels.slab_affine(xk.reshape(N * C, S), C, mh, a, b, yk.reshape(N * C, S))
-    return yk
+    return result
 
 
 def data_norms(xk, lay, p):
     """Per-slot float64 sum(|x|^p) (p = inf: max |x|) of the kernel array xk (see
     data_moments for the slots)."""
+    xk = _kv(xk)
     if lay.kind == "columns":
         A, N, M = lay.dims
         out = np.empty(A * M)
@@ -594,6 +615,7 @@ def count_nonfinite(x, with_nan):
     x2 = x.reshape(x.shape[0], -1) if x.ndim > 1 and x.flags.c_contiguous else \
         np.ascontiguousarray(x).reshape(1, -1)
     out = np.empty(x2.shape[0], np.int64)
+    x2 = _kv(x2)
     (rows.SERIAL if x2.size <= SERIAL_MAX_ELEMENTS else rows).count_nonfinite(
         x2, bool(with_nan), out)
     return int(out.sum())

@@ -46,24 +46,47 @@ from numba.np.arrayobj import populate_array
 
 from .. import _chan
 from .._config import BLOCK, JIT, TINY_MEAN_SQUARE
+from ._half import bits_of, ld
 
 
 def like(a, v):
-    """v converted to the dtype of array a, or to the type of scalar a (inside kernels: a
-    cast, no allocation). Inside a loop pass a scalar: an array argument costs a reference
-    count increment and decrement per call, which stops the loop vectorising (measured 3x
-    slower column partials)."""
-    return (a.dtype.type if isinstance(a, np.ndarray) else type(a))(v)
+    """v converted to the dtype array a computes in (its own, or float32 for a 16-bit array;
+    see numbanorm.cpu._half), or to the type of scalar a (inside kernels: a cast, no
+    allocation). Inside a loop pass a scalar: an array argument costs a reference count
+    increment and decrement per call, which stops the loop vectorising (measured 3x slower
+    column partials)."""
+    if isinstance(a, np.ndarray):
+        return (np.float32 if a.dtype.itemsize == 2 else a.dtype.type)(v)
+    return type(a)(v)
+
+
+def _compute_type(a):
+    """The Numba type array type a computes in (float32 for 16-bit arrays)."""
+    dtype = a.dtype if isinstance(a, types.Array) else a
+    return types.float32 if isinstance(dtype, types.Integer) and dtype.bitwidth == 16 else dtype
 
 
 @overload(like)
 def _like(a, v):
-    dtype = a.dtype if isinstance(a, types.Array) else a
+    dtype = _compute_type(a)
     return lambda a, v: dtype(v)
 
 
+def work(a, n):
+    """An uninitialised 1-d array of n values of the dtype array a computes in (a's own, or
+    float32 for a 16-bit array): scratch in the data's precision."""
+    return np.empty(n, np.float32 if a.dtype.itemsize == 2 else a.dtype)
+
+
+@overload(work)
+def _work(a, n):
+    dtype = _compute_type(a)
+    return lambda a, n: np.empty(n, dtype)
+
+
 def narrow(a):
-    """True when array a's dtype is narrower than float64 (float32)."""
+    """True when array a's dtype is narrower than float64 (float32, or 16-bit: computed in
+    float32)."""
     return a.dtype.itemsize < 8
 
 
@@ -132,7 +155,7 @@ def data_block(xb, omit, shift, shifted):
         n = 0.0
         s = 0.0
         for i in range(xb.size):
-            v = float(xb[i])
+            v = float(ld(xb[i]))
             ok = valid(omit, v)
             n += ok
             s += v if ok else 0.0
@@ -143,7 +166,7 @@ def data_block(xb, omit, shift, shifted):
     d = 0.0
     q = 0.0
     for i in range(xb.size):
-        v = float(xb[i])
+        v = float(ld(xb[i]))
         ok = valid(omit, v)
         t = v - shift if ok else 0.0
         n += ok
@@ -156,21 +179,20 @@ def data_block(xb, omit, shift, shifted):
 
 
 def float_bits(x):
-    """(x viewed as integers of its width, the magnitude mask, the bits of +inf, the sign
-    shift): for the order keys of data_range. A Python stand-in for NUMBA_DISABLE_JIT."""
-    if x.dtype.itemsize == 4:
-        return x.view(np.int32), np.int32(0x7fffffff), np.int32(0x7f800000), np.int32(31)
-    return (x.view(np.int64), np.int64(0x7fffffffffffffff), np.int64(0x7ff0000000000000),
-            np.int64(63))
+    """(the magnitude mask, the bits of +inf, the sign shift) of the values of x as the
+    kernels compute with them (float32 for 16-bit x), integers of their width: for the order
+    keys of data_range, taken of bits_of(x[i]). A Python stand-in for NUMBA_DISABLE_JIT."""
+    if x.dtype.itemsize <= 4:
+        return np.int32(0x7fffffff), np.int32(0x7f800000), np.int32(31)
+    return np.int64(0x7fffffffffffffff), np.int64(0x7ff0000000000000), np.int64(63)
 
 
 @overload(float_bits)
 def _float_bits(x):
-    if x.dtype.bitwidth == 32:
-        return lambda x: (x.view(np.int32), np.int32(0x7fffffff), np.int32(0x7f800000),
-                          np.int32(31))
-    return lambda x: (x.view(np.int64), np.int64(0x7fffffffffffffff),
-                      np.int64(0x7ff0000000000000), np.int64(63))
+    if x.dtype.bitwidth <= 32:
+        return lambda x: (np.int32(0x7fffffff), np.int32(0x7f800000), np.int32(31))
+    return lambda x: (np.int64(0x7fffffffffffffff), np.int64(0x7ff0000000000000),
+                      np.int64(63))
 
 
 @njit(inline='always', **JIT)
@@ -207,14 +229,14 @@ def key_value(k, mag, shift, empty):
 def data_range(x):
     """(min, max, NaN count) of the 1-d array x, NaN ignored in min and max (+inf, -inf when
     no value counts), by order keys (order_key): one vectorised integer pass."""
-    b, mag, inf_bits, shift = float_bits(x)
+    mag, inf_bits, shift = float_bits(x)
     big = mag
     small = ~mag
     lo = big
     hi = small
     nans = 0
-    for i in range(b.size):
-        v = b[i]
+    for i in range(x.size):
+        v = bits_of(x[i])
         k = order_key(v, mag, shift)
         isnan = (v & mag) > inf_bits
         nans += isnan
@@ -256,7 +278,7 @@ def _term(v, inv):
 def _constant(xb, v):
     """Whether every value of xb equals v."""
     for i in range(xb.size):
-        if xb[i] != v:
+        if ld(xb[i]) != v:
             return False
     return True
 
@@ -270,7 +292,7 @@ def _block(xb, centered, inv, shift, shifted):
     if not centered:
         m2b = 0.0
         for i in range(xb.size):
-            t = float(_term(xb[i], inv))
+            t = float(_term(ld(xb[i]), inv))
             m2b += t * t
         return 0.0, m2b
     if shifted:
@@ -278,12 +300,12 @@ def _block(xb, centered, inv, shift, shifted):
     else:
         sx = like(xb, 0.0)
         for i in range(xb.size):
-            sx += _term(xb[i], inv)
+            sx += _term(ld(xb[i]), inv)
         s = float(sx)
         if not np.isfinite(s):  # a float32 sum that overflowed (or non-finite data)
             s = 0.0
             for i in range(xb.size):
-                s += _term(float(xb[i]), inv)
+                s += _term(float(ld(xb[i])), inv)
     if narrow(xb) and inv is None:
         # float32 data: centre on the float32 mean and sum in float32 (twice the SIMD width).
         # x - mbs is exact where it matters (x near mbs) and d removes mbs's rounding error.
@@ -294,7 +316,7 @@ def _block(xb, centered, inv, shift, shifted):
         ds = like(xb, 0.0)
         qs = like(xb, 0.0)
         for i in range(xb.size):
-            t = xb[i] - mbs
+            t = ld(xb[i]) - mbs
             ds += t
             qs += t * t
         if np.isfinite(qs) and (qs >= nb * TINY_MEAN_SQUARE or _constant(xb, mbs)):
@@ -305,7 +327,7 @@ def _block(xb, centered, inv, shift, shifted):
     d = 0.0
     q = 0.0
     for i in range(xb.size):
-        t = _term(float(xb[i]), inv) - mb
+        t = _term(float(ld(xb[i])), inv) - mb
         d += t
         q += t * t
     # d/nb is the distance of the block's mean from mb: add it to the mean, remove its square
@@ -358,7 +380,7 @@ def _rescaled_moments(x, centered, mean, m2):
     statistics; finite data whose squares overflow is reduced again scaled by a power of 2."""
     biggest = 0.0
     for i in range(x.size):
-        a = abs(x[i])
+        a = abs(ld(x[i]))
         if not np.isfinite(a):
             return mean, m2 / x.size, 1.0
         biggest = max(biggest, a)
@@ -386,9 +408,9 @@ def _block_grad_sums(xs, ds, mh, rstd, lo, w):
     sg = like(rstd, 0.0)
     sgx = like(rstd, 0.0)
     for j in range(xs.size):
-        g = ds[j] * at(w, j)
+        g = ld(ds[j]) * at(w, j)
         sg += g
-        sgx += g * ((xs[j] - mh) * rstd - lo)
+        sgx += g * ((ld(xs[j]) - mh) * rstd - lo)
     return float(sg), float(sgx)
 
 
@@ -449,18 +471,18 @@ def power_sum(x, p, acc):
     p = inf max(acc, max |x|); NaN propagates in both. p = 2 and p = 1 take plain loops."""
     if p == 2.0:
         for i in range(x.size):
-            v = float(x[i])
+            v = float(ld(x[i]))
             acc += v * v
     elif p == 1.0:
         for i in range(x.size):
-            acc += abs(float(x[i]))
+            acc += abs(float(ld(x[i])))
     elif p == np.inf:
         for i in range(x.size):
-            v = abs(float(x[i]))
+            v = abs(float(ld(x[i])))
             acc = v if (v > acc or v != v) else acc
     else:
         for i in range(x.size):
-            acc += abs(float(x[i])) ** p
+            acc += abs(float(ld(x[i]))) ** p
     return acc
 
 

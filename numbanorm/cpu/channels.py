@@ -30,9 +30,10 @@ from numba import types as types_
 from numba.extending import overload
 
 from .._config import COLUMN_SHIFT_MAX, ELEMENTWISE_JIT, JIT, MERGE_JIT, TINY_MEAN_SQUARE
+from ._half import bits_of, ld, st
 from ._moments import (_constant, _term, at, block_moments, borrowed, chan_merge,
                        float_bits, grad_sums, key_value, like, narrow, order_key, part,
-                       power_combine, rstd_of, split_mean, valid)
+                       power_combine, rstd_of, split_mean, valid, work)
 from ._moments import parallel_and_serial as _parallel_and_serial
 
 SERIAL = types.SimpleNamespace()  # the serial twins (see _moments.parallel_and_serial)
@@ -112,7 +113,7 @@ def slab_partials(x2, N, C, inv, groups, pmean, pm2):
 def _col(xi, j, inv, zero):
     """xi[j]*inv[j] in the type of the scalar zero; inv None (no channel rescaled) compiles
     without the multiply."""
-    return _term(like(zero, xi[j]), _entry(inv, j))
+    return _term(like(zero, ld(xi[j])), _entry(inv, j))
 
 
 @njit(inline='always', **JIT)
@@ -328,9 +329,9 @@ def column_partials(x2, inv, rows_per_block, shift_min_rows, strip, pmean, pm2):
         acc = np.empty(W)
         dsum = np.empty(W)
         qsum = np.empty(W)
-        acc_n = np.empty(W, x2.dtype)
-        dsum_n = np.empty(W, x2.dtype)
-        qsum_n = np.empty(W, x2.dtype)
+        acc_n = work(x2, W)
+        dsum_n = work(x2, W)
+        qsum_n = work(x2, W)
         pmean[k, m0:m1] = 0.0
         pm2[k, m0:m1] = 0.0
         _column_chunk(x2, m0, part(inv, m0, m1), k, K, rows_per_block, shift_min_rows,
@@ -438,7 +439,7 @@ def channel_absmax(x3):
         for i in range(N):
             xr = x3[i, c]
             for s in range(S):
-                a = abs(xr[s])
+                a = abs(ld(xr[s]))
                 if not np.isfinite(a):
                     m = np.nan
                 elif a > m:
@@ -471,8 +472,8 @@ def column_sums(dy2, x2, mh, rows_per_block, strip, sdy, sdyx):
         a[:] = 0.0
         b[:] = 0.0
         m = mh[m0:m1]
-        sd = np.empty(m1 - m0, x2.dtype)
-        sx = np.empty(m1 - m0, x2.dtype)
+        sd = work(x2, m1 - m0)
+        sx = work(x2, m1 - m0)
         stop = min(N, (k + 1) * per)
         for b0 in range(k * per, stop, rows_per_block):
             sd[:] = 0.0
@@ -481,9 +482,9 @@ def column_sums(dy2, x2, mh, rows_per_block, strip, sdy, sdyx):
                 di = dy2[i, m0:m1]
                 xi = x2[i, m0:m1]
                 for j in range(m1 - m0):
-                    d = di[j]
+                    d = ld(di[j])
                     sd[j] += d
-                    sx[j] += d * (xi[j] - m[j])
+                    sx[j] += d * (ld(xi[j]) - m[j])
             for j in range(m1 - m0):
                 a[j] += float(sd[j])
                 b[j] += float(sx[j])
@@ -560,7 +561,7 @@ def slab_affine(x2, C, mean, a, b, y2):
         xr = x2[i]
         yr = y2[i]
         for s in range(S):
-            yr[s] = (xr[s] - m) * ac + bc
+            yr[s] = st(yr, (ld(xr[s]) - m) * ac + bc)
 
 
 @_parallel_and_serial(JIT)
@@ -574,7 +575,7 @@ def column_affine(x2, mean_col, a_col, b_col, y2):
         xi = x2[i]
         yi = y2[i]
         for j in range(M):
-            yi[j] = (xi[j] - mean_col[j]) * a_col[j] + b_col[j]
+            yi[j] = st(yi, (ld(xi[j]) - mean_col[j]) * a_col[j] + b_col[j])
 
 
 @njit(inline='always', **ELEMENTWISE_JIT)
@@ -592,20 +593,19 @@ def _slab_dx(xr, dr, m, r, lc, a, md, mx, out):
     (see slab_backward). A function of its own: its flags keep the written association (see
     _config.ELEMENTWISE_JIT) inside a kernel compiled with 'reassoc'."""
     for s in range(xr.size):
-        out[s] = a * ((dr[s] - md) - ((xr[s] - m) * r - lc) * mx)
+        out[s] = st(out, a * ((ld(dr[s]) - md) - ((ld(xr[s]) - m) * r - lc) * mx))
 
 
 @_parallel_and_serial(ELEMENTWISE_JIT)
 def column_dx(dy2, x2, mean_col, rstd_col, k1, mean_dy, mean_dyx, dx2):
     """The dx of slab_backward on an (N, M) matrix with per-column float64 parameters."""
     N, M = x2.shape
-    dt = x2.dtype
-    mh = np.empty(M, dt)
-    rs = np.empty(M, dt)
-    lo = np.empty(M, dt)
-    a = np.empty(M, dt)
-    md = np.empty(M, dt)
-    mx = np.empty(M, dt)
+    mh = work(x2, M)
+    rs = work(x2, M)
+    lo = work(x2, M)
+    a = work(x2, M)
+    md = work(x2, M)
+    mx = work(x2, M)
     for j in range(M):
         mh[j], rs[j], lo[j], a[j], md[j], mx[j] = _dx_params(x2, mean_col, rstd_col, k1,
                                                              mean_dy, mean_dyx, j)
@@ -614,8 +614,8 @@ def column_dx(dy2, x2, mean_col, rstd_col, k1, mean_dy, mean_dyx, dx2):
         di = dy2[i]
         out = dx2[i]
         for j in range(M):
-            xh = (xi[j] - mh[j]) * rs[j] - lo[j]
-            out[j] = a[j] * ((di[j] - md[j]) - xh * mx[j])
+            xh = (ld(xi[j]) - mh[j]) * rs[j] - lo[j]
+            out[j] = st(out, a[j] * ((ld(di[j]) - md[j]) - xh * mx[j]))
 
 
 @njit(**JIT)
@@ -700,7 +700,7 @@ def small_forward(x2, C, weight, bias, eps, rows_per_block, shift_min_rows, stri
     col_m2 = np.zeros((1, M))
     W = min(M, strip)
     acc, dsum, qsum = np.empty(W), np.empty(W), np.empty(W)
-    acc_n, dsum_n, qsum_n = np.empty(W, x2.dtype), np.empty(W, x2.dtype), np.empty(W, x2.dtype)
+    acc_n, dsum_n, qsum_n = work(x2, W), work(x2, W), work(x2, W)
     for m0 in range(0, M, strip):
         m1 = min(M, m0 + strip)
         w = m1 - m0
@@ -711,9 +711,9 @@ def small_forward(x2, C, weight, bias, eps, rows_per_block, shift_min_rows, stri
     if not merge_partials(col_mean, col_m2, N, 1, C, mean_out, m2_c):
         return False  # overflow, or NaN/inf data: the general path sorts out which
     finish_stats(mean_out, m2_c, N * S, None, eps, rstd_out, var_out)
-    mh_c = np.empty(C, x2.dtype)
-    a_c = np.empty(C, x2.dtype)
-    b_c = np.empty(C, x2.dtype)
+    mh_c = work(x2, C)
+    a_c = work(x2, C)
+    b_c = work(x2, C)
     affine_terms(mean_out, rstd_out, weight, bias, mh_c, a_c, b_c)
     m_col = _columns(mh_c, S)
     a_col = _columns(a_c, S)
@@ -729,7 +729,7 @@ def small_backward(dy2, x2, C, mean, rstd, weight, training, rows_per_block, dx2
     (the formulas of the module docstring; the sums by column_sums on one chunk)."""
     N, M = x2.shape
     S = M // C
-    mh_c = np.empty(C, x2.dtype)
+    mh_c = work(x2, C)
     for c in range(C):
         mh_c[c] = mean[c]
     a = np.empty((1, M))
@@ -797,7 +797,7 @@ def _data_column_chunk(x2, omit, start, stop, m0, m1, rows_per_block, n_k, mean_
             for i in range(b0, b1):
                 xi = x2[i, m0:m1]
                 for j in range(W):
-                    v = float(xi[j])
+                    v = float(ld(xi[j]))
                     ok = valid(omit, v)
                     c[j] += ok
                     own[j] += v if ok else 0.0
@@ -815,7 +815,8 @@ def _data_column_chunk(x2, omit, start, stop, m0, m1, rows_per_block, n_k, mean_
                               x2[i + 3, m0:m1])
             for j in range(W):
                 ca = ctr[j]
-                va, vb, vc, vd = float(xa[j]), float(xb[j]), float(xc[j]), float(xd[j])
+                va, vb, vc, vd = (float(ld(xa[j])), float(ld(xb[j])), float(ld(xc[j])),
+                                  float(ld(xd[j])))
                 oa, ob, oc, od = valid(omit, va), valid(omit, vb), valid(omit, vc), \
                     valid(omit, vd)
                 ta = va - ca if oa else 0.0
@@ -828,7 +829,7 @@ def _data_column_chunk(x2, omit, start, stop, m0, m1, rows_per_block, n_k, mean_
         for i in range(b4, b1):
             xi = x2[i, m0:m1]
             for j in range(W):
-                v = float(xi[j])
+                v = float(ld(xi[j]))
                 ok = valid(omit, v)
                 t = v - ctr[j] if ok else 0.0
                 c[j] += ok
@@ -844,15 +845,15 @@ def _data_column_range(x2, start, stop, m0, m1, lo_k, hi_k, nan_k):
     """min, max (NaN ignored) and NaN count of columns m0:m1 over rows start:stop into lo_k,
     hi_k, nan_k, vectorised across the columns as integer order keys (_moments.order_key)."""
     W = m1 - m0
-    bits, mag, inf_bits, shift = float_bits(x2)
+    mag, inf_bits, shift = float_bits(x2)
     klo = np.full(W, mag)
     khi = np.full(W, ~mag)
     nn = nan_k[m0:m1]
     nn[:] = 0.0
     for i in range(start, stop):
-        bi = bits[i, m0:m1]
+        xi = x2[i, m0:m1]
         for j in range(W):
-            v = bi[j]
+            v = bits_of(xi[j])
             k = order_key(v, mag, shift)
             isnan = (v & mag) > inf_bits
             nn[j] += isnan
@@ -972,18 +973,18 @@ def data_column_norms(x2, p, rows_per_block, strip, part):
                 xi = x2[i, m0:m1]
                 if p == 2.0:
                     for j in range(m1 - m0):
-                        v = float(xi[j])
+                        v = float(ld(xi[j]))
                         blk[j] += v * v
                 elif p == 1.0:
                     for j in range(m1 - m0):
-                        blk[j] += abs(float(xi[j]))
+                        blk[j] += abs(float(ld(xi[j])))
                 elif p == np.inf:
                     for j in range(m1 - m0):
-                        v = abs(float(xi[j]))
+                        v = abs(float(ld(xi[j])))
                         blk[j] = v if (v > blk[j] or v != v) else blk[j]
                 else:
                     for j in range(m1 - m0):
-                        blk[j] += abs(float(xi[j])) ** p
+                        blk[j] += abs(float(ld(xi[j]))) ** p
             for j in range(m1 - m0):
                 acc[j] = power_combine(p, acc[j], blk[j])
 

@@ -35,6 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import BACKWARD_JIT, BLOCK, JIT
+from ._half import ld, st
 from ._moments import (at, borrowed, chan_merge, data_block, data_range, grad_sums, like,
                        moments, narrow, parallel_and_serial, power_combine, power_sum, rstd_of,
                        split_mean)
@@ -48,7 +49,7 @@ def _affine(xs, mean, rstd, w, b, ys):
     xs's dtype (rstd a scalar of that dtype; see split_mean)."""
     mh, lo = split_mean(rstd, mean)
     for j in range(xs.size):
-        ys[j] = ((xs[j] - mh) * rstd - lo) * at(w, j) + at(b, j)
+        ys[j] = st(ys, ((ld(xs[j]) - mh) * rstd - lo) * at(w, j) + at(b, j))
 
 
 @njit(inline='always', **JIT)
@@ -106,8 +107,8 @@ def _forward_pair(x, ra, rb, weight, bias, eps, centered, y, mean_out, rstd_out)
     for j in range(xa.size):
         wj = weight[j]
         bj = bias[j]
-        ya[j] = ((xa[j] - mha) * fa - loa) * wj + bj
-        yb[j] = ((xb[j] - mhb) * fb - lob) * wj + bj
+        ya[j] = st(ya, ((ld(xa[j]) - mha) * fa - loa) * wj + bj)
+        yb[j] = st(yb, ((ld(xb[j]) - mhb) * fb - lob) * wj + bj)
 
 
 @njit(parallel=True, **JIT)
@@ -137,8 +138,8 @@ def _dx(xs, ds, mh, rstd, lo, w, mean_g, mean_gx, dxs):
     is subtracted (the kernels are compiled without 'contract'), as it was when summed into
     mean_g: a group of one value gets dx exactly 0."""
     for j in range(xs.size):
-        xh = (xs[j] - mh) * rstd - lo
-        dxs[j] = rstd * ((ds[j] * at(w, j) - mean_g) - xh * mean_gx)
+        xh = (ld(xs[j]) - mh) * rstd - lo
+        dxs[j] = st(dxs, rstd * ((ld(ds[j]) * at(w, j) - mean_g) - xh * mean_gx))
 
 
 @njit(inline='always', **JIT)
@@ -162,19 +163,20 @@ def _param_rows(x, dy, r0, r1, mean, rstd, centered, dwk, dbk, zero):
         x3, m3, s3, l3 = _xhat(x, mean, rstd, centered, r0 + 3, zero)
         d0, d1, d2, d3 = dy[r0], dy[r0 + 1], dy[r0 + 2], dy[r0 + 3]
         for j in range(dwk.size):
-            dwk[j] += float((d0[j] * ((x0[j] - m0) * s0 - l0) + d1[j] * ((x1[j] - m1) * s1 - l1))
-                            + (d2[j] * ((x2[j] - m2) * s2 - l2)
-                               + d3[j] * ((x3[j] - m3) * s3 - l3)))
+            dwk[j] += float((ld(d0[j]) * ((ld(x0[j]) - m0) * s0 - l0)
+                             + ld(d1[j]) * ((ld(x1[j]) - m1) * s1 - l1))
+                            + (ld(d2[j]) * ((ld(x2[j]) - m2) * s2 - l2)
+                               + ld(d3[j]) * ((ld(x3[j]) - m3) * s3 - l3)))
         for j in range(dbk.size):
-            dbk[j] += float((d0[j] + d1[j]) + (d2[j] + d3[j]))
+            dbk[j] += float((ld(d0[j]) + ld(d1[j])) + (ld(d2[j]) + ld(d3[j])))
         return
     for r in range(r0, r1):
         xr, mh, rs, lo = _xhat(x, mean, rstd, centered, r, zero)
         dyr = dy[r]
         for j in range(dwk.size):
-            dwk[j] += float(dyr[j] * ((xr[j] - mh) * rs - lo))
+            dwk[j] += float(ld(dyr[j]) * ((ld(xr[j]) - mh) * rs - lo))
         for j in range(dbk.size):
-            dbk[j] += float(dyr[j])
+            dbk[j] += float(ld(dyr[j]))
 
 
 @njit(inline='always', **JIT)
@@ -200,12 +202,13 @@ def _param_sums(xr, dyr, mh, rs, lo, w, dw, db, c0):
         sg = like(rs, 0.0)
         sgx = like(rs, 0.0)
         for j in range(b1 - b0):
-            xh = (xs[j] - mh) * rs - lo
-            g = ds[j] * ws[j]
+            xh = (ld(xs[j]) - mh) * rs - lo
+            d = ld(ds[j])
+            g = d * ws[j]
             sg += g
             sgx += g * xh
-            dws[j] += ds[j] * xh
-            dbs[j] += ds[j]
+            dws[j] += d * xh
+            dbs[j] += d
         sum_g += float(sg)
         sum_gx += float(sgx)
     return sum_g, sum_gx
@@ -310,26 +313,28 @@ def _pair_sums(xa, da, mha, sa, loa, xb, db, mhb, sb, lob, w, want_params, dw, d
         s4 = like(sa, 0.0)
         if want_params:
             for j in range(b1 - b0):
-                xha = (xa_[j] - mha) * sa - loa
-                xhb = (xb_[j] - mhb) * sb - lob
+                xha = (ld(xa_[j]) - mha) * sa - loa
+                xhb = (ld(xb_[j]) - mhb) * sb - lob
                 wj = w_[j]
-                g = da_[j] * wj
-                h = db_[j] * wj
+                da_j = ld(da_[j])
+                db_j = ld(db_[j])
+                g = da_j * wj
+                h = db_j * wj
                 s1 += g
                 s2 += g * xha
                 s3 += h
                 s4 += h * xhb
-                dw_[j] += da_[j] * xha + db_[j] * xhb
-                dbias_[j] += da_[j] + db_[j]
+                dw_[j] += da_j * xha + db_j * xhb
+                dbias_[j] += da_j + db_j
         else:
             for j in range(b1 - b0):
                 wj = w_[j]
-                g = da_[j] * wj
-                h = db_[j] * wj
+                g = ld(da_[j]) * wj
+                h = ld(db_[j]) * wj
                 s1 += g
-                s2 += g * ((xa_[j] - mha) * sa - loa)
+                s2 += g * ((ld(xa_[j]) - mha) * sa - loa)
                 s3 += h
-                s4 += h * ((xb_[j] - mhb) * sb - lob)
+                s4 += h * ((ld(xb_[j]) - mhb) * sb - lob)
         ga += float(s1)
         gxa += float(s2)
         gb += float(s3)
@@ -370,10 +375,10 @@ def _backward_pair(dy, x, mean, rstd, weight, centered, want_params, ra, dx, dwk
     mxb = like(zero, gxb / L)
     for j in range(L):
         wj = weight[j]
-        xha = (xa[j] - mha) * sa - loa
-        oa[j] = sa * ((da[j] * wj - mga) - xha * mxa)
-        xhb = (xb[j] - mhb) * sb - lob
-        ob[j] = sb * ((db[j] * wj - mgb) - xhb * mxb)
+        xha = (ld(xa[j]) - mha) * sa - loa
+        oa[j] = st(oa, sa * ((ld(da[j]) * wj - mga) - xha * mxa))
+        xhb = (ld(xb[j]) - mhb) * sb - lob
+        ob[j] = st(ob, sb * ((ld(db[j]) * wj - mgb) - xhb * mxb))
 
 
 @njit(parallel=True, **BACKWARD_JIT)
@@ -466,6 +471,6 @@ def count_nonfinite(x2, with_nan, out):
         xr = x2[r]
         k = 0
         for i in range(L):
-            v = xr[i]
+            v = ld(xr[i])
             k += (abs(v) == np.inf) | (with_nan & (v != v))
         out[r] = k
