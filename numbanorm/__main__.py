@@ -23,12 +23,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="numbanorm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bench", help="time every op against NumPy and PyTorch")
-    from .bench import OPS, STANDARD, TINY
+    from .bench import DTYPES, OPS, STANDARD, TINY, half_cases
     b.add_argument("--op", action="append", choices=OPS, help="only this op (repeatable)")
     b.add_argument("--shape", type=_shape, action="append",
                    help="run this shape instead of the standard ones, e.g. 32,64,56,56")
-    b.add_argument("--dtype", action="append", choices=["float32", "float64"],
-                   help="only this dtype (with --shape: the dtypes to run, default float32)")
+    b.add_argument("--dtype", action="append", choices=list(DTYPES),
+                   help="only this dtype (with --shape: the dtypes to run, default float32); "
+                        "float16 and bfloat16 (ml_dtypes) run the float32 cases in 16 bits")
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     b.add_argument("--threads", type=int, help="Numba and PyTorch threads (default: all)")
     b.add_argument("--repeats", type=int, default=5, help="timed runs per case (median taken)")
@@ -58,8 +59,9 @@ def main(argv=None):
     if args.repeats < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--repeats and --threads must be positive")
     if args.suite == "data":
-        from .bench_data import CASES, run as run_data
-        cases = [c for c in CASES if (not args.function or c[0] in args.function)
+        from .bench_data import CASES, half_cases as data_half_cases, run as run_data
+        cases = [c for c in CASES + data_half_cases(CASES, args.dtype or ())
+                 if (not args.function or c[0] in args.function)
                  and (not args.dtype or c[3] in args.dtype)]
         print(run_data(cases, repeats=args.repeats, min_run=args.min_run, threads=args.threads,
                        as_json=args.json, preallocated=args.out))
@@ -78,7 +80,8 @@ def main(argv=None):
         if bad:
             parser.error(f"instance_norm needs (N, C, *spatial) shapes, got {bad[0][1]}")
     else:
-        cases = [c for c in (TINY if args.tiny else STANDARD)
+        base = TINY if args.tiny else STANDARD
+        cases = [c for c in base + half_cases(base, args.dtype or ())
                  if (not args.op or c[0] in args.op) and (not args.dtype or c[2] in args.dtype)]
     from .bench import run
     print(run(cases, repeats=args.repeats, min_run=args.min_run, threads=args.threads,

@@ -25,26 +25,42 @@ F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
 NATIVE = (F32, F64)
 
-# the integer view of each 16-bit format (see the module docstring)
-_VIEW = {"float16": np.int16, "bfloat16": np.uint16}
+# the integer view of each 16-bit format (see the module docstring), by dtype (filled in as
+# formats are met: bfloat16's dtype exists once ml_dtypes is imported)
+_VIEW = {F16: np.dtype(np.int16)}
 
 ACCEPTED = "float16, bfloat16 (ml_dtypes), float32 or float64"
 
 
+_BFLOAT16 = []  # ml_dtypes.bfloat16's dtype, once met
+
+
 def is_bfloat16(dt):
-    """Whether dt is ml_dtypes.bfloat16 (recognised without importing ml_dtypes)."""
-    return dt.kind == "V" and dt.itemsize == 2 and dt.name == "bfloat16"
+    """Whether dt is ml_dtypes.bfloat16 (recognised without importing ml_dtypes; its name is a
+    Python-level property of NumPy's, ~1 us, so the dtype is remembered once seen)."""
+    if dt.kind != "V" or dt.itemsize != 2:
+        return False
+    if _BFLOAT16:
+        return dt is _BFLOAT16[0] or dt == _BFLOAT16[0]
+    if dt.name == "bfloat16":
+        _BFLOAT16.append(dt)
+        return True
+    return False
 
 
 def is_half(dt):
     """Whether dt is one of the 16-bit formats numbanorm takes (float16, bfloat16)."""
-    return dt == F16 or is_bfloat16(dt)
+    # attribute tests, not dtype comparisons: comparing NumPy's dtypes with ml_dtypes' goes
+    # through NumPy's casting tables (~1 us each, several per call)
+    return dt.itemsize == 2 and (dt.kind == "f" or is_bfloat16(dt))
 
 
 def is_float(dt):
     """Whether numbanorm computes on arrays of dtype dt (float16, bfloat16, float32,
     float64)."""
-    return dt in NATIVE or is_half(dt)
+    if dt.kind == "f":
+        return dt.itemsize in (2, 4, 8)
+    return is_bfloat16(dt)
 
 
 def compute(dt):
@@ -59,9 +75,12 @@ def kernel_view(a):
     if a is None:
         return None
     dt = a.dtype
-    if dt.itemsize == 2 and dt.kind in "fV":
-        return a.view(_VIEW[dt.name])
-    return a
+    if dt.itemsize != 2:
+        return a
+    view = _VIEW.get(dt)
+    if view is None and is_bfloat16(dt):
+        view = _VIEW[dt] = np.dtype(np.uint16)
+    return a if view is None else a.view(view)
 
 
 def compute_eps(dt):

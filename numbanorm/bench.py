@@ -9,6 +9,11 @@ float64 computation, relative to the largest reference value. The implementation
 are timed interleaved, one timed run of each per repeat, and a speed-up is the median over
 repeats of their time / ours in the same repeat: on a shared machine the load of other
 processes then falls on both sides of a ratio alike.
+16-bit cases (--dtype float16 / bfloat16, the standard shapes) add numbanorm's own float32
+time on the same values ('vs f32': float32 time / 16-bit time) and NumPy's route through
+float32 ('vs np-f32': x.astype(np.float32), the float32 expression, the result cast back, all
+inside the timed call); 'vs numpy' is NumPy in the 16-bit dtype itself, and PyTorch runs its
+16-bit CPU kernels.
 Every implementation allocates its outputs on every call, except numbanorm under `--out`
 (preallocated=True), whose forward writes into an out= array and backward into a dx_out= array,
 each made once: outputs larger than malloc's mmap threshold (32 MiB at most) come from the
@@ -46,6 +51,26 @@ TINY = [("layer_norm", (1, 8), "float32"), ("layer_norm", (64, 1024), "float32")
         ("batch_norm", (8, 32, 32, 32), "float32")]
 OPS = ("batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm")
 EPS = 1e-5
+HALF = ("float16", "bfloat16")
+DTYPES = ("float32", "float64") + HALF
+
+
+def np_dtype(name):
+    """The NumPy dtype of a dtype name; "bfloat16" is ml_dtypes', which must be installed."""
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise SystemExit("bfloat16 needs ml_dtypes: pip install ml_dtypes") from None
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def half_cases(cases, dtypes):
+    """The float32 (op, shape, dtype) cases of `cases` again in each 16-bit dtype of
+    `dtypes`."""
+    return [(op, shape, d) for d in dtypes if d in HALF for op, shape, dt in cases
+            if dt == "float32"]
 
 
 def num_groups(C):
@@ -70,30 +95,40 @@ def _numpy_axes(op, shape):
     return (N, G, C // G, -1), (2, 3), (1, G, C // G, 1)
 
 
-def numpy_impl(op, x, w, b, dy):
-    """Hand-vectorised NumPy, in x's dtype: two-pass mean and variance, centred backward."""
+def numpy_impl(op, x, w, b, dy, via=None):
+    """Hand-vectorised NumPy, in x's dtype: two-pass mean and variance, centred backward.
+    via: a dtype x and dy are converted to inside each call, and y and dx converted back from
+    (NumPy's route for 16-bit data through float32)."""
     view, axes, pshape = _numpy_axes(op, x.shape)
     centered = op != "rms_norm"
-    wg = w.reshape(pshape)
-    bg = None if b is None else b.reshape(pshape)
+
+    def cast(a):
+        return a if via is None or a is None else a.astype(via)
+
+    def back(a):
+        return a if via is None else a.astype(x.dtype)
+
+    wg = cast(w).reshape(pshape)
+    bg = None if b is None else cast(b).reshape(pshape)
 
     def forward():
-        xg = x.reshape(view)
+        xg = cast(x).reshape(view)
         xc = xg - xg.mean(axis=axes, keepdims=True) if centered else xg
         rstd = 1.0 / np.sqrt((xc * xc).mean(axis=axes, keepdims=True) + EPS)
         xhat = xc * rstd
         y = xhat * wg if bg is None else xhat * wg + bg
-        return y.reshape(x.shape), (xhat, rstd)
+        return back(y.reshape(x.shape)), (xhat, rstd)
 
     def backward(state):
         xhat, rstd = state
-        dyg = dy.reshape(xhat.shape)
+        dyg = cast(dy).reshape(xhat.shape)
         g = dyg * wg
         mgx = (g * xhat).mean(axis=axes, keepdims=True)
         dx = rstd * (g - g.mean(axis=axes, keepdims=True) - xhat * mgx) if centered \
             else rstd * (g - xhat * mgx)
         param_axes = tuple(a for a in range(xhat.ndim) if pshape[a] == 1)
-        return dx.reshape(x.shape), (dyg * xhat).sum(axis=param_axes), dyg.sum(axis=param_axes)
+        return (back(dx.reshape(x.shape)), (dyg * xhat).sum(axis=param_axes),
+                dyg.sum(axis=param_axes))
 
     return forward, backward
 
@@ -119,13 +154,20 @@ def numbanorm_impl(op, x, w, b, dy, preallocated=False):
             lambda: plain(*call_args, out=out))
 
 
+def _tensor(torch, a):
+    """A PyTorch tensor on a's memory (bfloat16 through its int16 view)."""
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
 def torch_impl(op, x, w, b, dy):
     import torch
     import torch.nn.functional as TF
-    xt = torch.from_numpy(x).requires_grad_()
-    wt = torch.from_numpy(w).requires_grad_()
-    bt = None if b is None else torch.from_numpy(b).requires_grad_()
-    dyt = torch.from_numpy(dy)
+    xt = _tensor(torch, x).requires_grad_()
+    wt = _tensor(torch, w).requires_grad_()
+    bt = None if b is None else _tensor(torch, b).requires_grad_()
+    dyt = _tensor(torch, dy)
     call = {
         "batch_norm": lambda: TF.batch_norm(xt, None, None, wt, bt, True, 0.1, EPS),
         "layer_norm": lambda: TF.layer_norm(xt, (x.shape[-1],), wt, bt, EPS),
@@ -224,11 +266,12 @@ def _max_rel_err(ours, ref):
 def run_case(op, shape, dtype, repeats, min_run, with_torch, with_numpy, bandwidth,
              preallocated=False):
     rng = np.random.default_rng(0)
-    x = (rng.standard_normal(shape) + 0.5).astype(dtype)
-    dy = rng.standard_normal(shape).astype(dtype)
+    dt = np_dtype(dtype)
+    x = (rng.standard_normal(shape) + 0.5).astype(dt)
+    dy = rng.standard_normal(shape).astype(dt)
     pshape = _param_shape(op, shape)
-    w = (1 + 0.1 * rng.standard_normal(pshape)).astype(dtype)
-    b = None if op == "rms_norm" else (0.1 * rng.standard_normal(pshape)).astype(dtype)
+    w = (1 + 0.1 * rng.standard_normal(pshape)).astype(dt)
+    b = None if op == "rms_norm" else (0.1 * rng.standard_normal(pshape)).astype(dt)
     rows = []
     nb_fwd, nb_bwd, nb_plain = numbanorm_impl(op, x, w, b, dy, preallocated)
     y = nb_plain()  # the accuracy column checks the timed forward (out= under --out)
@@ -241,11 +284,22 @@ def run_case(op, shape, dtype, repeats, min_run, with_torch, with_numpy, bandwid
     ref_dx = ref_bwd(ref_state)[0]
     errors = {"forward": _max_rel_err(y, ref_y), "backward": _max_rel_err(dx, ref_dx)}
     impls = {"forward": {"numbanorm": nb_plain}, "backward": {"numbanorm": lambda: nb_bwd(saved)}}
+    if dtype in HALF:  # numbanorm's float32 on the same values
+        f32 = [None if a is None else a.astype(np.float32) for a in (x, w, b, dy)]
+        f_fwd, f_bwd, f_plain = numbanorm_impl(op, *f32, preallocated)
+        f_saved = f_fwd()[1]
+        impls["forward"]["f32"] = f_plain
+        impls["backward"]["f32"] = lambda: f_bwd(f_saved)
     if with_numpy:
         np_fwd, np_bwd = numpy_impl(op, x, w, b, dy)
         state = np_fwd()[1]
         impls["forward"]["numpy"] = np_fwd
         impls["backward"]["numpy"] = lambda: np_bwd(state)
+        if dtype in HALF:
+            v_fwd, v_bwd = numpy_impl(op, x, w, b, dy, via=np.float32)
+            v_state = v_fwd()[1]
+            impls["forward"]["np-f32"] = v_fwd
+            impls["backward"]["np-f32"] = lambda: v_bwd(v_state)
     if with_torch:
         t_fwd, t_bwd, t_call = torch_impl(op, x, w, b, dy)
         y_graph = t_call()
@@ -269,19 +323,21 @@ def run_case(op, shape, dtype, repeats, min_run, with_torch, with_numpy, bandwid
 
 
 def _fmt_table(rows, bandwidth, threads):
-    head = (f"{'op':<14}{'shape':<20}{'dtype':<8}{'pass':<9}{'median':>10}{'range':>21}"
-            f"{'GB/s':>8}{'%bw':>6}{'vs numpy':>10}{'vs torch':>10}{'max err':>10}")
+    versus = [v for v in ("numpy", "np-f32", "torch", "f32") if any(f"vs_{v}" in r for r in rows)]
+    head = (f"{'op':<14}{'shape':<20}{'dtype':<9}{'pass':<9}{'median':>10}{'range':>21}"
+            f"{'GB/s':>8}{'%bw':>6}" + "".join(f"{'vs ' + v:>11}" for v in versus)
+            + f"{'max err':>10}")
     lines = [f"numbanorm bench: {threads} thread(s), triad bandwidth {bandwidth:.1f} GB/s; "
              "'vs X' = X's time / numbanorm's time (higher is better)", head, "-" * len(head)]
     for r in rows:
         rng_ = f"{r['min_s'] * 1e3:.3g}-{r['max_s'] * 1e3:.3g} ms"
-        vs_np = f"{r['vs_numpy']:.2f}x" if "vs_numpy" in r else "-"
-        vs_t = f"{r['vs_torch']:.2f}x" if "vs_torch" in r else "-"
+        vs = "".join(f"{(format(r['vs_' + v], '.2f') + 'x') if 'vs_' + v in r else '-':>11}"
+                     for v in versus)
         pct = f"{r['pct_bandwidth']:.0f}" if r["pct_bandwidth"] is not None else "-"
         lines.append(
-            f"{r['op']:<14}{'x'.join(map(str, r['shape'])):<20}{r['dtype']:<8}{r['pass']:<9}"
+            f"{r['op']:<14}{'x'.join(map(str, r['shape'])):<20}{r['dtype']:<9}{r['pass']:<9}"
             f"{r['median_s'] * 1e3:>8.4g}ms{rng_:>21}{r['gb_per_s']:>8.1f}{pct:>6}"
-            f"{vs_np:>10}{vs_t:>10}{r['max_rel_err']:>10.1e}")
+            f"{vs}{r['max_rel_err']:>10.1e}")
     ratios = [r["vs_torch"] for r in rows if "vs_torch" in r]
     if ratios:
         geo = math.exp(sum(math.log(v) for v in ratios) / len(ratios))

@@ -8,13 +8,20 @@ percentage of the three-pass floor (3 x bytes at the measured triad bandwidth, o
 each alternative's time ratio (their time / ours, paired per repeat as in `numbanorm bench`),
 the fastest alternative, and the largest difference from a float64 computation, relative to
 the output's scale. NaN cases put 1% NaN in the data and omit them.
+
+16-bit cases (--dtype float16 / bfloat16: the float32 cases in 16 bits) time numbanorm against
+NumPy in the 16-bit dtype, NumPy's route through float32 ('np-f32': x.astype(np.float32),
+the expression, the result cast back, inside the timed call), PyTorch's 16-bit CPU ops and
+numbanorm's own float32 on the same values ('f32'). scipy, scikit-learn and numbagg do not
+compute in 16 bits and are left out there.
 """
 import math
 import sys
 
 import numpy as np
 
-from .bench import _paired_ratio, _summary, _time_paired, triad_bandwidth
+from .bench import (HALF, _paired_ratio, _summary, _tensor, _time_paired, np_dtype,
+                    triad_bandwidth)
 
 # (function, shape, axis, dtype, nan): the shapes of the data-normalization issue
 SHAPES = [((1_000_000, 32), 0), ((32, 250_000), 1), ((64, 3, 224, 224), (2, 3))]
@@ -24,6 +31,12 @@ CASES = ([("zscore", s, a, d, False) for s, a in SHAPES for d in ("float32", "fl
          + [("normalize", s, a, d, False) for s, a in SHAPES for d in ("float32", "float64")]
          + [("stream", (1_000_000, 32), 0, d, False) for d in ("float32", "float64")])
 STREAM_CHUNKS = 100
+
+
+def half_cases(cases, dtypes):
+    """The float32 cases of `cases` again in each 16-bit dtype of `dtypes`."""
+    return [(fn, shape, axis, d, nan) for d in dtypes if d in HALF
+            for fn, shape, axis, dt, nan in cases if dt == "float32"]
 
 
 def _installed(name):
@@ -43,16 +56,57 @@ def _ours(fn, x, axis, nan, out):
     return lambda: nn.normalize(x, 2.0, axis, out=out)
 
 
+def _numpy(fn, x, ax, nan):
+    """The NumPy expression of fn on x, in x's dtype."""
+    if fn in ("zscore", "stream"):
+        if nan:
+            return (x - np.nanmean(x, ax, keepdims=True)) / np.nanstd(x, ax, keepdims=True)
+        return (x - x.mean(ax, keepdims=True)) / x.std(ax, keepdims=True)
+    if fn == "minmax_scale":
+        lo = np.nanmin(x, ax, keepdims=True)
+        return (x - lo) / (np.nanmax(x, ax, keepdims=True) - lo)
+    return x / np.maximum(np.sqrt((x * x).sum(ax, keepdims=True)), x.dtype.type(1e-12))
+
+
+def _half_alternatives(fn, x, axis, nan, out):
+    """The 16-bit case's alternatives (see the module docstring)."""
+    import numbanorm as nn
+    x32 = x.astype(np.float32)
+    alt = {}
+    if fn == "stream":
+        chunks = np.array_split(x32, STREAM_CHUNKS)
+
+        def stream32():
+            s = nn.StandardScaler()
+            for c in chunks:
+                s.partial_fit(c)
+            return [s.transform(c)[0, 0] for c in chunks]
+        return {"f32": stream32}
+    alt["numpy"] = lambda: _numpy(fn, x, axis, nan)
+    alt["np-f32"] = lambda: _numpy(fn, x.astype(np.float32), axis, nan).astype(x.dtype)
+    torch = _installed("torch")
+    if torch and not nan:
+        t = _tensor(torch, x)
+        dim = axis if isinstance(axis, int) else tuple(axis)
+        if fn == "zscore":
+            alt["torch"] = lambda: (t - t.mean(dim, keepdim=True)) / t.std(
+                dim, correction=0, keepdim=True)
+        elif fn == "minmax_scale":
+            alt["torch"] = lambda: (t - t.amin(dim, keepdim=True)) / (
+                t.amax(dim, keepdim=True) - t.amin(dim, keepdim=True))
+        else:
+            import torch.nn.functional as TF
+            alt["torch"] = lambda: TF.normalize(t, 2.0, dim)
+    alt["f32"] = _ours(fn, x32, axis, nan, None if out is None else np.empty_like(x32))
+    return alt
+
+
 def _alternatives(fn, x, axis, nan):
     """{name: callable} of what a user would otherwise write, where installed and applicable."""
     alt = {}
     ax = axis
     if fn == "zscore":
-        if nan:
-            alt["numpy"] = lambda: (x - np.nanmean(x, ax, keepdims=True)) / np.nanstd(
-                x, ax, keepdims=True)
-        else:
-            alt["numpy"] = lambda: (x - x.mean(ax, keepdims=True)) / x.std(ax, keepdims=True)
+        alt["numpy"] = lambda: _numpy(fn, x, ax, nan)
         stats = _installed("scipy") and __import__("scipy.stats").stats
         if stats:
             policy = "omit" if nan else "propagate"
@@ -71,10 +125,7 @@ def _alternatives(fn, x, axis, nan):
             alt["torch"] = lambda: (t - t.mean(dim, keepdim=True)) / t.std(
                 dim, correction=0, keepdim=True)
     elif fn == "minmax_scale":
-        def numpy_minmax():
-            lo = np.nanmin(x, ax, keepdims=True)
-            return (x - lo) / (np.nanmax(x, ax, keepdims=True) - lo)
-        alt["numpy"] = numpy_minmax
+        alt["numpy"] = lambda: _numpy(fn, x, ax, nan)
         if x.ndim == 2 and _installed("sklearn"):
             from sklearn.preprocessing import minmax_scale
             alt["sklearn"] = lambda: minmax_scale(x, axis=ax)
@@ -88,7 +139,7 @@ def _alternatives(fn, x, axis, nan):
                 return (t - lo) / (t.amax(dim, keepdim=True) - lo)
             alt["torch"] = torch_minmax
     else:
-        alt["numpy"] = lambda: x / np.maximum(np.sqrt((x * x).sum(ax, keepdims=True)), 1e-12)
+        alt["numpy"] = lambda: _numpy(fn, x, ax, nan)
         if x.ndim == 2 and _installed("sklearn"):
             from sklearn.preprocessing import normalize
             alt["sklearn"] = lambda: normalize(x, axis=ax)
@@ -125,7 +176,7 @@ def _stream(x):
         return run
     ours = stream(nn.StandardScaler)
     alt = {}
-    if _installed("sklearn"):
+    if _installed("sklearn") and x.dtype.itemsize > 2:
         from sklearn.preprocessing import StandardScaler
         alt["sklearn"] = stream(StandardScaler)
     fitted = ours()[1]
@@ -133,19 +184,12 @@ def _stream(x):
 
 
 def _reference(fn, x, axis, nan):
-    xf = x.astype(np.float64)
-    if fn in ("zscore", "stream"):
-        m = np.nanmean(xf, axis, keepdims=True)
-        return (xf - m) / np.nanstd(xf, axis, keepdims=True)
-    if fn == "minmax_scale":
-        lo = np.nanmin(xf, axis, keepdims=True)
-        return (xf - lo) / (np.nanmax(xf, axis, keepdims=True) - lo)
-    return xf / np.maximum(np.sqrt((xf * xf).sum(axis, keepdims=True)), 1e-12)
+    return _numpy(fn, x.astype(np.float64), axis, True)
 
 
 def run_case(fn, shape, axis, dtype, nan, repeats, min_run, bandwidth, preallocated):
     rng = np.random.default_rng(0)
-    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    x = (rng.standard_normal(shape) * 2 + 1).astype(np_dtype(dtype))
     if nan:
         x.reshape(-1)[rng.choice(x.size, x.size // 100, replace=False)] = np.nan
     out = np.empty_like(x) if preallocated else None
@@ -154,10 +198,12 @@ def run_case(fn, shape, axis, dtype, nan, repeats, min_run, bandwidth, prealloca
         y = np.concatenate(parts)
     else:
         ours = _ours(fn, x, axis, nan, out)
-        alt = _alternatives(fn, x, axis, nan)
+        alt = None if dtype in HALF else _alternatives(fn, x, axis, nan)
         y = ours()
+    if dtype in HALF:
+        alt = _half_alternatives(fn, x, axis, nan, out)
     ref = _reference(fn, x, axis, nan)
-    err = float(np.nanmax(np.abs(y - ref)) / np.nanmax(np.abs(ref)))
+    err = float(np.nanmax(np.abs(y.astype(np.float64) - ref)) / np.nanmax(np.abs(ref)))
     samples = _time_paired({"numbanorm": ours, **alt}, repeats, min_run)
     med, lo, hi = _summary(samples["numbanorm"])
     gbs = 3 * x.nbytes / med / 1e9
@@ -173,8 +219,9 @@ def run_case(fn, shape, axis, dtype, nan, repeats, min_run, bandwidth, prealloca
 
 
 def _fmt(rows, bandwidth, threads, preallocated):
-    names = ["numpy", "scipy", "sklearn", "numbagg", "torch"]
-    head = (f"{'function':<13}{'shape':<17}{'axis':<7}{'dtype':<8}{'NaN':<4}{'median':>10}"
+    names = [n for n in ("numpy", "np-f32", "scipy", "sklearn", "numbagg", "torch", "f32")
+             if any(f"vs_{n}" in r for r in rows)]
+    head = (f"{'function':<13}{'shape':<17}{'axis':<7}{'dtype':<9}{'NaN':<4}{'median':>10}"
             f"{'range':>19}{'GB/s':>7}{'%floor':>7}" + "".join(f"{'vs ' + n:>11}" for n in names)
             + f"{'max err':>9}")
     lines = [f"numbanorm bench --suite data: {threads} thread(s), triad bandwidth "
@@ -187,11 +234,11 @@ def _fmt(rows, bandwidth, threads, preallocated):
                      for n in names)
         pct = f"{r['pct_floor']:.0f}" if r["pct_floor"] is not None else "-"
         fn = r["function"] if r["function"] != "stream" else f"stream{STREAM_CHUNKS}"
-        lines.append(f"{fn:<13}{'x'.join(map(str, r['shape'])):<17}{ax:<7}{r['dtype']:<8}"
+        lines.append(f"{fn:<13}{'x'.join(map(str, r['shape'])):<17}{ax:<7}{r['dtype']:<9}"
                      f"{'yes' if r['nan'] else 'no':<4}{r['median_s'] * 1e3:>8.4g}ms{rng_:>19}"
                      f"{r['gb_per_s']:>7.1f}{pct:>7}{vs}{r['max_rel_err']:>9.1e}")
-    fastest = [min(r[k] for k in r if k.startswith("vs_")) for r in rows
-               if any(k.startswith("vs_") for k in r)]
+    others = [[r[k] for k in r if k.startswith("vs_") and k != "vs_f32"] for r in rows]
+    fastest = [min(v) for v in others if v]
     if fastest:
         lines.append(f"against the fastest alternative of each case: slowest "
                      f"{min(fastest):.2f}x, geometric mean "

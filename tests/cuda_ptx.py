@@ -55,8 +55,7 @@ def _record(path):
             launch = self.kernel[config]
 
             def call(*args):
-                seen.add((self.module, self.name, tuple(
-                    str(numba.typeof(getattr(a, "_ary", a))) for a in args)))
+                seen.add((self.module, self.name, tuple(_typeof(a) for a in args)))
                 return launch(*args)
             return call
 
@@ -70,7 +69,8 @@ def _record(path):
     cuda = numba.cuda
     rng = np.random.default_rng(0)
     defaults = _host.CUDA_ROW_CHUNK, _host.CUDA_TARGET_BLOCKS
-    for dtype in (np.float32, np.float64):
+    import ml_dtypes
+    for dtype in (np.float32, np.float64, np.float16, ml_dtypes.bfloat16):
         def d(*shape):
             return cuda.to_device(rng.standard_normal(shape).astype(dtype))
 
@@ -102,15 +102,34 @@ def _record(path):
     return 0
 
 
+def _typeof(a):
+    """The Numba type of a kernel argument as text; bfloat16 arrays, which the CPU target's
+    typeof does not know, as numba-cuda types them."""
+    import numba
+    a = getattr(a, "_ary", a)
+    if isinstance(a, np.ndarray) and a.dtype.name == "bfloat16":
+        layout = "C" if a.flags.c_contiguous else "A"
+        return f"array(bfloat16, {a.ndim}d, {layout})"
+    return str(numba.typeof(a))
+
+
 _ARRAY = re.compile(r"(readonly )?array\((\w+), (\d)d, (\w)\)")
+
+
+def _scalar_type(name):
+    from numba import types
+    if name == "bfloat16":
+        from numba.cuda.types import bfloat16
+        return bfloat16
+    return getattr(types, name)
 
 
 def _numba_type(text):
     from numba import types
     m = _ARRAY.fullmatch(text)
     if m:
-        return types.Array(getattr(types, m[2]), int(m[3]), m[4], readonly=bool(m[1]))
-    return types.boolean if text == "bool" else getattr(types, text)
+        return types.Array(_scalar_type(m[2]), int(m[3]), m[4], readonly=bool(m[1]))
+    return types.boolean if text == "bool" else _scalar_type(text)
 
 
 def _ptxas():

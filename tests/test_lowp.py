@@ -563,3 +563,50 @@ def test_float16_integer_route(tmp_path, env):
     for name, mine in (("y", y), ("dx", dx), ("z", z)):  # and this process's, to an ulp
         assert np.abs(got[name].astype(np.float64) - mine.astype(np.float64)).max() <= \
             _ulp(np.abs(mine.astype(np.float64)).max(), F16), name
+
+
+# ---------------------------------------------------------------------------------------------
+# the CUDA kernels (a real GPU when present, else Numba's CUDA simulator): float64 arithmetic
+# rounded once to 16 bits
+
+@pytest.mark.parametrize("dtype", HALF, ids=IDS)
+@pytest.mark.parametrize("params", ["same", "mixed"])
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "group_norm", "instance_norm",
+                                "batch_norm", "batch_norm_nc"])
+def test_cuda_half(rng, op, dtype, params):
+    from test_cuda import CASES, dev, host
+    shape, fwd, bwd, ref_fn, pshape = CASES[op]
+    x = _data(rng, shape, dtype, mean=2.0, std=3.0)
+    dy = _data(rng, shape, dtype)
+    w, b = _params(rng, int(np.prod(pshape)), dtype, params)
+    w, b = w.reshape(pshape), b.reshape(pshape)
+    if op == "rms_norm":
+        b = None
+    y_d, saved = fwd(dev(x), dev(w), b)  # a host bias is copied over
+    grads = bwd(dev(dy), saved)
+    # (x's values in float32: the oracle's default rms eps is then float32's, as ours)
+    ref = ref_fn(x.astype(np.float32), w, b, dy)
+    y, dx = host(y_d), host(grads[0])
+    assert_half(y, ref["y"], dtype, name="y")
+    assert_half(dx, ref["dx"], dtype, dx_scale(ref, dy, w), name="dx")
+    assert host(saved.rstd).dtype == np.float32
+    dw = host(grads[1])
+    assert dw.dtype == w.dtype and dw.shape == pshape
+    scale = np.sqrt(x.size) * np.abs(ref["dweight"]).max()
+    if dw.dtype == np.float32:
+        assert_close(dw, ref["dweight"], np.float32, np.sqrt(x.size), name="dweight")
+    else:
+        assert_half(dw, ref["dweight"], dtype, scale, name="dweight")
+    # the CPU path on the same data: each within an ulp of the oracle, so within two of each
+    # other
+    y_cpu, saved_cpu = fwd(x, w, b)
+    assert np.all(np.abs(y.astype(np.float64) - y_cpu.astype(np.float64))
+                  <= 2 * _ulp(np.abs(ref["y"]), dtype) + 16 * EPS32 * np.abs(ref["y"]).max())
+
+
+def test_cuda_half_zscore(rng):
+    from test_cuda import dev, host
+    x = _data(rng, (6, 40), BF16, mean=100.0, std=5.0)
+    z = host(nn.zscore(dev(x), axis=1))
+    assert z.dtype == BF16
+    assert_half(z, oracle.zscore(x, axis=1), BF16, name="zscore")

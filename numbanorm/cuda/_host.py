@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from .. import _device
+from .._dtypes import compute
 from .._config import (CUDA_MAX_PARTIALS, CUDA_ROW_CHUNK, CUDA_ROW_VALUES_PER_THREAD,
                        CUDA_TARGET_BLOCKS, CUDA_THREADS)
 from . import channels, rows
@@ -33,19 +34,26 @@ def _blocks(items, per_block=CUDA_THREADS):
 
 
 def param(p, size, dtype, fill):
-    """p flattened, or a cached device constant standing in for a missing weight or bias."""
+    """p flattened, or a cached device constant (in the dtype x of `dtype` computes in)
+    standing in for a missing weight or bias."""
     if p is not None:
         return _flat(p)
-    key = (size, np.dtype(dtype), fill)
+    key = (size, compute(np.dtype(dtype)), fill)
     unit = _UNIT.get(key)
     if unit is None:
-        unit = _UNIT[key] = _device.cuda().to_device(np.full(max(size, 1), fill, dtype))
+        unit = _UNIT[key] = _device.cuda().to_device(np.full(max(size, 1), fill, key[1]))
     return unit
 
 
 def public(stat64, dtype, shape, broadcast=None):
-    """A float64 device statistic in x's dtype and its shape (device arrays do not broadcast:
-    the channels' statistics stay (C,), `broadcast` is ignored)."""
+    """A float64 device statistic in the dtype x computes in (x's, float32 for 16-bit x) and
+    its shape (device arrays do not broadcast: the channels' statistics stay (C,),
+    `broadcast` is ignored)."""
+    return _cast(stat64, compute(np.dtype(dtype)), shape)
+
+
+def _cast(stat64, dtype, shape):
+    """A float64 device array in dtype (one rounding) and the given shape."""
     out = empty(stat64.size, dtype)
     if stat64.size:
         channels.cast[_blocks(stat64.size), CUDA_THREADS](stat64, out)
@@ -152,9 +160,9 @@ def rows_backward(dy, saved, dx=None):
         else:
             sum_dy = sum_dyx = _constant(C, 0.0)
         if weight is not None:
-            dweight = public(sum_dyx, x2.dtype, weight.shape)
+            dweight = _cast(sum_dyx, saved._param_dtype, weight.shape)
         if saved._bias_shape is not None:
-            dbias = public(sum_dy, x2.dtype, saved._bias_shape)
+            dbias = _cast(sum_dy, saved._param_dtype, saved._bias_shape)
     return dx, dweight, dbias
 
 
@@ -244,8 +252,8 @@ def channels_backward(dy, saved, dx=None):
         channels.dx[_blocks(x3.size), CUDA_THREADS](
             _flat(dy3), _flat(x3), C, S, saved._mean64, saved._rstd64,
             param(weight, C, x3.dtype, 1), sum_dy, sum_dyx, float(N * S), training, _flat(dx))
-    dweight = public(sum_dyx, x3.dtype, (C,)) if weight is not None else None
-    dbias = public(sum_dy, x3.dtype, (C,)) if saved._bias_shape is not None else None
+    dweight = _cast(sum_dyx, saved._param_dtype, (C,)) if weight is not None else None
+    dbias = _cast(sum_dy, saved._param_dtype, (C,)) if saved._bias_shape is not None else None
     return dx.reshape(saved._shape), dweight, dbias
 
 

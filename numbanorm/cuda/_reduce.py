@@ -13,11 +13,13 @@ Numba's CUDA simulator, which runs these kernels in CI, has no shuffles: under i
 the intrinsics (a lane past the end of the warp, or of a block smaller than a warp, keeps its
 own value), so the simulator runs the same reduction code.
 
-All accumulation is in float64 for both dtypes, as on the CPU.
+All accumulation is in float64 for every dtype, as on the CPU. Values are read through `ld`
+(float64 of any stored dtype: float16, bfloat16, float32, float64), and results stored by the
+array's own conversion of the float64 value (one rounding to 16 bits, to nearest even).
 """
 import math
 
-from numba import config, cuda
+from numba import config, cuda, float32, float64
 
 from .. import _chan
 from .._config import CUDA_THREADS
@@ -31,6 +33,25 @@ _MASK = (1 << _LANES) - 1
 
 
 chan_merge = cuda.jit(device=True, inline=True)(_chan.chan_merge)
+
+
+def ld(v):
+    """The float64 value of an array element of any of numbanorm's dtypes. The simulator runs
+    this as Python (NumPy's and ml_dtypes' conversions); on a GPU it is the overload below."""
+    return float64(v)
+
+
+if not config.ENABLE_CUDASIM:
+    from numba.cuda.extending import overload
+    from numba.cuda.types import bfloat16
+
+    @overload(ld, target="cuda")
+    def _ld(v):
+        # numba-cuda (its bfloat16 type: ml_dtypes.bfloat16 arrays) converts bfloat16 to
+        # float32 only; float32 holds every bfloat16 value exactly
+        if v == bfloat16:
+            return lambda v: float64(float32(v))
+        return lambda v: float64(v)
 
 
 @cuda.jit(device=True, inline=True)

@@ -25,7 +25,7 @@ import math
 
 from numba import cuda, float64
 
-from ._reduce import THREADS, block_merge, block_max, block_sum2, chan_merge, \
+from ._reduce import THREADS, block_merge, block_max, block_sum2, chan_merge, ld, \
     power_of_two_below, welford
 
 
@@ -42,7 +42,7 @@ def column_moments(x2, rows_per, pmean, pm2):
             mean = 0.0
             m2 = 0.0
             for n in range(n0, n1):
-                cnt, mean, m2 = welford(cnt, mean, m2, float64(x2[n, m]))
+                cnt, mean, m2 = welford(cnt, mean, m2, ld(x2[n, m]))
             pmean[p, m] = mean
             pm2[p, m] = m2
 
@@ -71,7 +71,7 @@ def merge_moments(pmean, pm2, rows_per, S, x2, eps, momentum, update, running_me
         if not (math.isfinite(m2) and math.isfinite(mean)):
             biggest = 0.0
             for k in range(t, N * S, THREADS):
-                v = abs(float64(x2[k // S, c * S + k % S]))
+                v = abs(ld(x2[k // S, c * S + k % S]))
                 if v > biggest or math.isnan(v):
                     biggest = v
             biggest = block_max(sn, biggest)
@@ -82,7 +82,7 @@ def merge_moments(pmean, pm2, rows_per, S, x2, eps, momentum, update, running_me
                 m2 = 0.0
                 for k in range(t, N * S, THREADS):
                     cnt, mean, m2 = welford(cnt, mean, m2,
-                                            float64(x2[k // S, c * S + k % S]) * inv)
+                                            ld(x2[k // S, c * S + k % S]) * inv)
                 cnt, mean, m2 = block_merge(sn, smean, sm2, cnt, mean, m2)
         if t == 0:
             var_scaled = m2 / cnt
@@ -90,9 +90,9 @@ def merge_moments(pmean, pm2, rows_per, S, x2, eps, momentum, update, running_me
             rstd_out[c] = inv / math.sqrt(var_scaled + eps * inv * inv)
             if update:
                 unbiased = var_scaled / (inv * inv) * (cnt / (cnt - 1.0))
-                running_mean[c] = (1.0 - momentum) * float64(running_mean[c]) \
+                running_mean[c] = (1.0 - momentum) * ld(running_mean[c]) \
                     + momentum * (mean / inv)
-                running_var[c] = (1.0 - momentum) * float64(running_var[c]) + momentum * unbiased
+                running_var[c] = (1.0 - momentum) * ld(running_var[c]) + momentum * unbiased
 
 
 @cuda.jit
@@ -109,9 +109,9 @@ def column_sums(dy2, x2, mean, rstd, stat_stride, Cg, S, rows_per, pdy, pdyx):
             b = 0.0
             for n in range(n0, n1):
                 i = n * stat_stride + group
-                g = float64(dy2[n, m])
+                g = ld(dy2[n, m])
                 a += g
-                b += g * ((float64(x2[n, m]) - mean[i]) * rstd[i])
+                b += g * ((ld(x2[n, m]) - mean[i]) * rstd[i])
             pdy[p, m] = a
             pdyx[p, m] = b
 
@@ -141,8 +141,8 @@ def affine(x1, C, S, mean, rstd, weight, bias, y1):
     for i in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, x1.shape[0],
                    cuda.gridDim.x * THREADS):
         c = (i // S) % C
-        a = rstd[c] * float64(weight[c])
-        y1[i] = (float64(x1[i]) - mean[c]) * a + float64(bias[c])
+        a = rstd[c] * ld(weight[c])
+        y1[i] = (ld(x1[i]) - mean[c]) * a + ld(bias[c])
 
 
 @cuda.jit
@@ -150,10 +150,10 @@ def dx(dy1, x1, C, S, mean, rstd, weight, sum_dy, sum_dyx, count, training, dx1)
     for i in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, x1.shape[0],
                    cuda.gridDim.x * THREADS):
         c = (i // S) % C
-        k1 = float64(weight[c]) * rstd[c]
-        g = float64(dy1[i])
+        k1 = ld(weight[c]) * rstd[c]
+        g = ld(dy1[i])
         if training:
-            xhat = (float64(x1[i]) - mean[c]) * rstd[c]
+            xhat = (ld(x1[i]) - mean[c]) * rstd[c]
             g = g - sum_dy[c] / count - xhat * (sum_dyx[c] / count)
         dx1[i] = k1 * g
 
@@ -171,8 +171,8 @@ def running_stats(running_mean, running_var, eps, mean_out, rstd_out):
     """Eval mode: normalise with the running statistics, rstd = 1/sqrt(running_var + eps)."""
     for c in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, mean_out.shape[0],
                    cuda.gridDim.x * THREADS):
-        mean_out[c] = float64(running_mean[c])
-        rstd_out[c] = 1.0 / math.sqrt(float64(running_var[c]) + eps)
+        mean_out[c] = ld(running_mean[c])
+        rstd_out[c] = 1.0 / math.sqrt(ld(running_var[c]) + eps)
 
 
 @cuda.jit
@@ -188,5 +188,5 @@ def instance_running_update(mean, rstd, N, S, eps, momentum, running_mean, runni
             v += 1.0 / (rstd[n * C + c] * rstd[n * C + c]) - eps
         m /= N
         v = v / N * (S / (S - 1.0))
-        running_mean[c] = (1.0 - momentum) * float64(running_mean[c]) + momentum * m
-        running_var[c] = (1.0 - momentum) * float64(running_var[c]) + momentum * v
+        running_mean[c] = (1.0 - momentum) * ld(running_mean[c]) + momentum * m
+        running_var[c] = (1.0 - momentum) * ld(running_var[c]) + momentum * v

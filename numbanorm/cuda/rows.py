@@ -23,7 +23,7 @@ import math
 
 from numba import cuda, float64
 
-from ._reduce import (THREADS, chan_merge, group_max, group_merge, group_sum2,
+from ._reduce import (THREADS, chan_merge, group_max, group_merge, group_sum2, ld,
                       power_of_two_below, welford)
 
 
@@ -35,7 +35,7 @@ def _row_moments(x2, r, j0, j1, centered, inv, lane, width):
     mean = 0.0
     m2 = 0.0
     for j in range(j0 + lane, j1, width):
-        v = float64(x2[r, j]) * inv
+        v = ld(x2[r, j]) * inv
         if centered:
             cnt, mean, m2 = welford(cnt, mean, m2, v)
         else:
@@ -49,7 +49,7 @@ def _row_absmax(x2, r, n, lane, width):
     """This thread's max |x2[r, lane::width]| over the first n values (NaN-propagating)."""
     biggest = 0.0
     for j in range(lane, n, width):
-        v = abs(float64(x2[r, j]))
+        v = abs(ld(x2[r, j]))
         if v > biggest or math.isnan(v):
             biggest = v
     return biggest
@@ -62,9 +62,9 @@ def _row_grad_sums(dy2, x2, r, j0, j1, m, s, c0, S, weight, lane, width):
     sum_g = 0.0
     sum_gx = 0.0
     for j in range(j0 + lane, j1, width):
-        g = float64(dy2[r, j]) * float64(weight[c0 + j // S])
+        g = ld(dy2[r, j]) * ld(weight[c0 + j // S])
         sum_g += g
-        sum_gx += g * ((float64(x2[r, j]) - m) * s)
+        sum_gx += g * ((ld(x2[r, j]) - m) * s)
     return sum_g, sum_gx
 
 
@@ -106,8 +106,8 @@ def forward(x2, G, S, Cg, weight, bias, eps, centered, width, y2, mean_out, rstd
             c0 = (r % G) * Cg
             for j in range(lane, L, width):
                 c = c0 + j // S
-                y2[r, j] = (float64(x2[r, j]) - mean) * (rstd * float64(weight[c])) \
-                    + float64(bias[c])
+                y2[r, j] = (ld(x2[r, j]) - mean) * (rstd * ld(weight[c])) \
+                    + ld(bias[c])
 
 
 @cuda.jit
@@ -133,8 +133,8 @@ def backward(dy2, x2, mean, rstd, G, S, Cg, weight, centered, width, dx2):
         mean_g = sum_g / L if centered else 0.0
         mean_gx = sum_gx / L
         for j in range(lane, n_row, width):
-            g = float64(dy2[r, j]) * float64(weight[c0 + j // S])
-            xhat = (float64(x2[r, j]) - m) * s
+            g = ld(dy2[r, j]) * ld(weight[c0 + j // S])
+            xhat = (ld(x2[r, j]) - m) * s
             dx2[r, j] = s * (g - mean_g - xhat * mean_gx)
 
 
@@ -211,7 +211,7 @@ def split_affine(x1, L, G, S, Cg, mean, rstd, weight, bias, y1):
                    cuda.gridDim.x * THREADS):
         r = i // L
         c = (r % G) * Cg + (i % L) // S
-        y1[i] = (float64(x1[i]) - mean[r]) * (rstd[r] * float64(weight[c])) + float64(bias[c])
+        y1[i] = (ld(x1[i]) - mean[r]) * (rstd[r] * ld(weight[c])) + ld(bias[c])
 
 
 @cuda.jit
@@ -257,7 +257,7 @@ def split_dx(dy1, x1, L, G, S, Cg, mean, rstd, weight, centered, sg, sgx, dx1):
         r = i // L
         c = (r % G) * Cg + (i % L) // S
         s = rstd[r]
-        g = float64(dy1[i]) * float64(weight[c])
-        xhat = (float64(x1[i]) - mean[r]) * s
+        g = ld(dy1[i]) * ld(weight[c])
+        xhat = (ld(x1[i]) - mean[r]) * s
         mean_g = sg[r] / L if centered else 0.0
         dx1[i] = s * (g - mean_g - xhat * (sgx[r] / L))
