@@ -179,7 +179,9 @@ def ld(v):
     return v
 
 
-@overload(ld)
+# inline='always': inlined in Numba's IR, so that LLVM sees plain loads (float data) and the
+# conversions (16-bit data) inside the loops from its first pass on.
+@overload(ld, inline="always")
 def _ld(v):
     if _is_view(v, "bf16"):
         return lambda v: bf16_load(v)
@@ -201,7 +203,7 @@ def st(a, v):
     return v
 
 
-@overload(st)
+@overload(st, inline="always")
 def _st(a, v):
     if _is_view(a.dtype, "bf16"):
         return lambda a, v: bf16_store(np.float32(v))
@@ -217,7 +219,7 @@ def bits_of(v):
     return np.array(f).view(np.int32 if f.dtype.itemsize == 4 else np.int64)[()]
 
 
-@overload(bits_of)
+@overload(bits_of, inline="always")
 def _bits_of(v):
     if v == types.float64:
         return lambda v: _f64_bits(v)

@@ -203,12 +203,11 @@ def _param_sums(xr, dyr, mh, rs, lo, w, dw, db, c0):
         sgx = like(rs, 0.0)
         for j in range(b1 - b0):
             xh = (ld(xs[j]) - mh) * rs - lo
-            d = ld(ds[j])
-            g = d * ws[j]
+            g = ld(ds[j]) * ws[j]
             sg += g
             sgx += g * xh
-            dws[j] += d * xh
-            dbs[j] += d
+            dws[j] += ld(ds[j]) * xh  # (dy read again, not kept: see _pair_sums)
+            dbs[j] += ld(ds[j])
         sum_g += float(sg)
         sum_gx += float(sgx)
     return sum_g, sum_gx
@@ -316,16 +315,16 @@ def _pair_sums(xa, da, mha, sa, loa, xb, db, mhb, sb, lob, w, want_params, dw, d
                 xha = (ld(xa_[j]) - mha) * sa - loa
                 xhb = (ld(xb_[j]) - mhb) * sb - lob
                 wj = w_[j]
-                da_j = ld(da_[j])
-                db_j = ld(db_[j])
-                g = da_j * wj
-                h = db_j * wj
+                g = ld(da_[j]) * wj
+                h = ld(db_[j]) * wj
                 s1 += g
                 s2 += g * xha
                 s3 += h
                 s4 += h * xhb
-                dw_[j] += da_j * xha + db_j * xhb
-                dbias_[j] += da_j + db_j
+                # (the loads written again, not kept in locals: with locals LLVM summed
+                # s1..s4 in another order, and dx came out a bit off the earlier kernel's)
+                dw_[j] += ld(da_[j]) * xha + ld(db_[j]) * xhb
+                dbias_[j] += ld(da_[j]) + ld(db_[j])
         else:
             for j in range(b1 - b0):
                 wj = w_[j]
