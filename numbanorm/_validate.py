@@ -35,8 +35,9 @@ def array(x, name):
         x = _ndarray(x, name, f"a {ACCEPTED} array")
         if not isinstance(x, np.ndarray):
             return x  # a GPU array, checked
-    if not is_float(x.dtype):
-        raise TypeError(f"{name} must have dtype {ACCEPTED}, got {x.dtype}")
+    dt = x.dtype
+    if dt is not _F32 and dt is not _F64 and not is_float(dt):
+        raise TypeError(f"{name} must have dtype {ACCEPTED}, got {dt}")
     return x
 
 

@@ -98,8 +98,10 @@ def _check_channels_params(x, weight, bias, running_mean, running_var, use_batch
     bias = V.optional_array(bias, "bias", (C,), x.dtype)
     running_mean = V.running_buffer(running_mean, "running_mean", C, x.dtype, use_batch_stats)
     running_var = V.running_buffer(running_var, "running_var", C, x.dtype, use_batch_stats)
-    V.same_param_dtype(x.dtype, ((weight, "weight"), (bias, "bias"),
-                                 (running_mean, "running_mean"), (running_var, "running_var")))
+    if x.itemsize == 2:
+        V.same_param_dtype(x.dtype, ((weight, "weight"), (bias, "bias"),
+                                     (running_mean, "running_mean"),
+                                     (running_var, "running_var")))
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together (or both None)")
     return (where.param(weight, "weight"), where.param(bias, "bias"),
@@ -179,7 +181,8 @@ def _trailing_norm(op, x, normalized_shape, weight, bias, eps, out, keep, center
         V.trailing_shape(x, shape)
         weight = V.optional_array(weight, "weight", shape, x.dtype)
         bias = V.optional_array(bias, "bias", shape, x.dtype)
-        V.same_param_dtype(x.dtype, ((weight, "weight"), (bias, "bias")))
+        if x.itemsize == 2:
+            V.same_param_dtype(x.dtype, ((weight, "weight"), (bias, "bias")))
         weight, bias = where.param(weight, "weight"), where.param(bias, "bias")
         eps = V.eps(eps) if eps is not None or centered else eps
         out = V.out_array(out, x, may_alias=not keep)
@@ -250,7 +253,8 @@ def _group_norm(x, num_groups, weight, bias, eps, out, keep, device):
                          f"({C}) of x")
     weight = V.optional_array(weight, "weight", (C,), x.dtype)
     bias = V.optional_array(bias, "bias", (C,), x.dtype)
-    V.same_param_dtype(x.dtype, ((weight, "weight"), (bias, "bias")))
+    if x.itemsize == 2:
+        V.same_param_dtype(x.dtype, ((weight, "weight"), (bias, "bias")))
     weight, bias = where.param(weight, "weight"), where.param(bias, "bias")
     eps = V.eps(eps)
     out = V.out_array(out, x, may_alias=not keep)

@@ -81,7 +81,7 @@ def rows_forward(x, geometry, weight, bias, eps, y=None):
             _param(weight, C, x.dtype, 1)
         b = bias if bias is not None and bias.ndim == 1 and bias.itemsize > 2 else \
             _param(bias, C, x.dtype, 0)
-        xk, yk = _kv(x2), _kv(y2)
+        xk, yk = (_kv(x2), _kv(y2)) if x.itemsize == 2 else (x2, y2)
         if x.size <= SERIAL_MAX_ELEMENTS:
             rows.forward_serial(xk, G, S, w, b, eps, centered, yk, mean64, rstd64)
         elif G == 1 and S == 1 and L * x.itemsize >= ROW_PAIR_MIN_BYTES:
@@ -122,8 +122,9 @@ def rows_backward(dy, saved, dx=None):
             _param(weight, C, x2.dtype, 1)
         dx2 = dx if dx.shape == (R, L) else dx.reshape(R, L)
         mean, rstd = saved._mean64, saved._rstd64
-        tail = (w, centered, want_params, _kv(dx2), dw_part, db_part)
-        dyk, xk = _kv(dy2), _kv(x2)
+        half = x2.itemsize == 2
+        tail = (w, centered, want_params, _kv(dx2) if half else dx2, dw_part, db_part)
+        dyk, xk = (_kv(dy2), _kv(x2)) if half else (dy2, x2)
         if serial:
             rows.backward_serial(dyk, xk, mean, rstd, G, S, *tail)
         elif pairs:
@@ -194,10 +195,12 @@ def _small_batch_norm(x3, weight, bias, eps, y):
     rstd64 = np.empty(C)
     var64 = np.empty(C)
     strip, rows_per_block = _column_blocks(x2.shape[1], x3.itemsize)
-    if channels.small_forward(_kv(x2), C, _param(weight, C, x3.dtype, 1),
+    y2 = y.reshape(N, -1)
+    if x3.itemsize == 2:
+        x2, y2 = _kv(x2), _kv(y2)
+    if channels.small_forward(x2, C, _param(weight, C, x3.dtype, 1),
                               _param(bias, C, x3.dtype, 0), eps, rows_per_block,
-                              COLUMN_SHIFT_MIN_ROWS, strip, _kv(y.reshape(N, -1)), mean64,
-                              rstd64, var64):
+                              COLUMN_SHIFT_MIN_ROWS, strip, y2, mean64, rstd64, var64):
         return mean64, rstd64, var64
     return None
 
@@ -206,16 +209,19 @@ def channels_backward(dy, saved, dx=None):
     """(dx, dweight, dbias) of a channels forward, in training or eval mode (see
     numbanorm.cpu.channels for the formulas)."""
     _, training = saved._geometry
-    N, C, S = saved._x.shape
-    x3 = _kv(saved._x)
-    dy3 = _kv(np.ascontiguousarray(dy).reshape(N, C, S))
+    x3 = saved._x
+    N, C, S = x3.shape
+    dy3 = np.ascontiguousarray(dy).reshape(N, C, S)
+    half = x3.itemsize == 2
+    if half:
+        x3, dy3 = _kv(x3), _kv(dy3)
     mean, rstd = saved._mean64, saved._rstd64
     weight = saved._weight
     want_params = weight is not None or saved._bias_shape is not None
     w = _param(weight, C, np.float64, 1.0)
     if dx is None:
         dx = np.empty(dy.shape, dy.dtype)
-    dx3 = _kv(dx.reshape(x3.shape))
+    dx3 = _kv(dx.reshape(x3.shape)) if half else dx.reshape(x3.shape)
     # An empty batch: no dx to write, and dweight = sum(dy*xhat), dbias = sum(dy) are sums of
     # no terms, exactly 0 (rstd is NaN there: rstd*0 gave NaN dweight).
     sum_dy = dw = np.zeros(C)
@@ -260,16 +266,15 @@ def _param(p, size, dtype, fill):
     """p flattened, in the dtype x of `dtype` computes in (a 16-bit p in float32: the kernels
     compute 16-bit data in float32), or a constant array standing in for a missing weight (1)
     or bias (0). The constants are cached (the kernels only read them)."""
-    dtype = compute(np.dtype(dtype))
     if p is not None:
         p = p if p.ndim == 1 else p.reshape(size)
-        return p if p.dtype == dtype or p.itemsize > 2 else p.astype(dtype)
+        return p if p.itemsize > 2 else p.astype(np.float32)
     key = (size, dtype, fill)
     unit = _UNIT_PARAMS.get(key)
     if unit is None:
         if len(_UNIT_PARAMS) > 64:
             _UNIT_PARAMS.clear()
-        unit = _UNIT_PARAMS[key] = np.full(size, fill, dtype)
+        unit = _UNIT_PARAMS[key] = np.full(size, fill, compute(np.dtype(dtype)))
     return unit
 
 
