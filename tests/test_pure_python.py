@@ -27,6 +27,20 @@ for fwd, bwd, ref in cases:
     y, saved = fwd()
     assert_close(y, ref["y"], np.float32, name="y")
     assert_close(bwd(dy, saved)[0], ref["dx"], np.float32, name="dx")
+# 16-bit data through the Python meanings of ld/st (cpu._half): the float32 computation on the
+# same values, rounded once
+import ml_dtypes
+for dt in (np.float16, ml_dtypes.bfloat16):
+    xh, dyh = x.astype(dt), dy.astype(dt)
+    y, saved = nn.layer_norm_forward(xh, 10)
+    y32, saved32 = nn.layer_norm_forward(xh.astype(np.float32), 10)
+    np.testing.assert_array_equal(y, y32.astype(dt))
+    np.testing.assert_array_equal(nn.layer_norm_backward(dyh, saved)[0],
+                                  nn.layer_norm_backward(dyh.astype(np.float32), saved32)[0]
+                                  .astype(dt))
+    np.testing.assert_array_equal(nn.batch_norm(xh, None, None, w, training=True),
+                                  nn.batch_norm(xh.astype(np.float32), None, None, w,
+                                                training=True).astype(dt))
 print("pure python ok")
 """
 

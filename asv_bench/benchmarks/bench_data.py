@@ -1,15 +1,17 @@
 """asv benchmarks of the data-normalization functions: the cases of `numbanorm bench --suite
 data` (numbanorm.bench_data.CASES), numbanorm's side only, with out= (the three-pass floor is
-what they are measured against), and the streaming StandardScaler.
+what they are measured against), and the streaming StandardScaler; the float32 cases again
+in float16 and bfloat16 (ml_dtypes, when installed).
 
     cd asv_bench && asv run --python=same --bench Data
 """
 import numpy as np
 
-from numbanorm import bench_data
+from numbanorm import bench, bench_data
 
 CASES = {f"{fn}-{'x'.join(map(str, shape))}-{dtype}{'-nan' if nan else ''}":
-         (fn, shape, axis, dtype, nan) for fn, shape, axis, dtype, nan in bench_data.CASES}
+         (fn, shape, axis, dtype, nan) for fn, shape, axis, dtype, nan in
+         bench_data.CASES + bench_data.half_cases(bench_data.CASES, bench.HALF)}
 
 
 class DataNormalization:
@@ -19,6 +21,10 @@ class DataNormalization:
 
     def setup(self, case):
         fn, shape, axis, dtype, nan = CASES[case]
+        try:
+            dtype = bench.np_dtype(dtype)
+        except SystemExit as exc:  # bfloat16 without ml_dtypes
+            raise NotImplementedError(str(exc)) from exc
         rng = np.random.default_rng(0)
         x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
         if nan:

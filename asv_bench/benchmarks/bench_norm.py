@@ -1,6 +1,6 @@
 """asv benchmarks: every op, forward and backward, float32 and float64, at the standard shapes
 of `numbanorm bench` and the wide batch_norm shapes (the lists are in numbanorm.bench), on
-each backend.
+each backend; float16 and bfloat16 (ml_dtypes, when installed) at each op's first shape.
 
     cd asv_bench && asv run --python=same            # the current environment
     cd asv_bench && asv continuous HEAD~1 HEAD       # two commits, virtualenv builds
@@ -13,8 +13,9 @@ from numbanorm import bench
 _CASES = list(bench.STANDARD) + list(bench.WIDE)
 for _op in bench.OPS:
     _op, _shape, _ = next(c for c in bench.STANDARD if c[0] == _op)
-    if (_op, _shape, "float64") not in _CASES:
-        _CASES.append((_op, _shape, "float64"))
+    for _dtype in ("float64", "float16", "bfloat16"):
+        if (_op, _shape, _dtype) not in _CASES:
+            _CASES.append((_op, _shape, _dtype))
 CASES = {f"{op}-{'x'.join(map(str, shape))}-{dtype}": (op, shape, dtype)
          for op, shape, dtype in _CASES}
 
@@ -38,6 +39,10 @@ class Normalization:
 
     def setup(self, case, direction, backend):
         op, shape, dtype = CASES[case]
+        try:
+            dtype = bench.np_dtype(dtype)
+        except SystemExit as exc:  # bfloat16 without ml_dtypes
+            raise NotImplementedError(str(exc)) from exc
         rng = np.random.default_rng(0)
         x = rng.standard_normal(shape).astype(dtype)
         dy = rng.standard_normal(shape).astype(dtype)
