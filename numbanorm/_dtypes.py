@@ -52,14 +52,14 @@ def is_half(dt):
     """Whether dt is one of the 16-bit formats numbanorm takes (float16, bfloat16)."""
     # attribute tests, not dtype comparisons: comparing NumPy's dtypes with ml_dtypes' goes
     # through NumPy's casting tables (~1 us each, several per call)
-    return dt.itemsize == 2 and (dt.kind == "f" or is_bfloat16(dt))
+    return dt.itemsize == 2 and (dt.kind == "f" and dt.isnative or is_bfloat16(dt))
 
 
 def is_float(dt):
-    """Whether numbanorm computes on arrays of dtype dt (float16, bfloat16, float32,
-    float64)."""
+    """Whether numbanorm computes on arrays of dtype dt (float16, bfloat16, float32, float64,
+    in the machine's byte order)."""
     if dt.kind == "f":
-        return dt.itemsize in (2, 4, 8)
+        return dt.itemsize in (2, 4, 8) and dt.isnative
     return is_bfloat16(dt)
 
 

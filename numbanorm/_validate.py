@@ -278,7 +278,7 @@ def data_array(a, name):
         return a
     if dt.kind == "c":
         raise TypeError(f"{name} must be real, got complex dtype {dt}")
-    if dt.kind in "biu" or (dt.kind == "f" and dt.itemsize > 8):
+    if dt.kind in "biuf":  # (floats left here: long double, the other byte order)
         return a.astype(np.float64)
     if dt.kind == "O":
         try:

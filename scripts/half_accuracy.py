@@ -6,7 +6,9 @@ reference computed from the same 16-bit input. Prints the Markdown table of the 
 
 "y ulps" is the largest error of y against the reference rounded to the 16-bit dtype, in units
 in the last place of the 16-bit dtype at the reference's value (0: the correctly rounded
-result; 1: one step off); "dx err" is max |dx - dx_ref| / max |dx_ref|. Weight and bias are
+result; 1: one step off; near 0, where the spacing is small, an absolute error of 1e-4 is
+thousands of ulps); "y err" is max |y - y_ref| (y is O(1)); "dx err" is
+max |dx - dx_ref| / max |dx_ref|. Weight and bias are
 in the input's dtype (weight near 1, bias near 0), dy is N(0, 1) in the input's dtype.
 """
 import math
@@ -123,11 +125,11 @@ def cases():
 
 
 def run(print_fn=print):
-    head = "| data | op | numbanorm y ulps | dx err |"
-    sep = "|---|---|---|---|"
+    head = "| data | op | numbanorm y ulps | y err | dx err |"
+    sep = "|---|---|---|---|---|"
     if torch is not None:
-        head += f" PyTorch {torch.__version__.split('+')[0]} y ulps | dx err |"
-        sep += "---|---|"
+        head += f" PyTorch {torch.__version__.split('+')[0]} y ulps | y err | dx err |"
+        sep += "---|---|---|"
     print_fn(head)
     print_fn(sep)
     rows = []
@@ -146,8 +148,10 @@ def run(print_fn=print):
         for name, fn in libs:
             with np.errstate(all="ignore"):
                 y, dx = fn(op, x, w, b, dy)
-            row[name] = dict(y_ulps=y_ulps(y, ref_y, dtype), dx=rel(dx, ref_dx))
-            cells += [f"{row[name]['y_ulps']:.3g}", f"{row[name]['dx']:.1e}"]
+            row[name] = dict(y_ulps=y_ulps(y, ref_y, dtype), y=rel(y, ref_y) * np.max(
+                np.abs(ref_y)), dx=rel(dx, ref_dx))
+            cells += [f"{row[name]['y_ulps']:.3g}", f"{row[name]['y']:.1e}",
+                      f"{row[name]['dx']:.1e}"]
         rows.append(row)
         print_fn(f"| {label} | {op} | " + " | ".join(cells) + " |")
     return rows

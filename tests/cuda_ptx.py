@@ -5,12 +5,14 @@ that the simulator runs correctly may still fail to compile for a real GPU. This
 that gap on machines with numba-cuda and its NVVM/NVRTC libraries but no GPU, in two steps run
 as separate processes (the simulator is chosen at import):
 
-    NUMBA_ENABLE_CUDASIM=1 python tests/cuda_ptx.py record SIGS.json
-        runs every CUDA path of the API on tiny shapes in the simulator and records each
-        launched kernel with the Numba types of its arguments;
-    python tests/cuda_ptx.py compile SIGS.json
+    NUMBA_ENABLE_CUDASIM=1 python tests/cuda_ptx.py record SIGS.json [DTYPE,...]
+        runs every CUDA path of the API on tiny shapes in the simulator (in float32, float64,
+        float16 and bfloat16, or the dtypes named) and records each launched kernel with the
+        Numba types of its arguments;
+    python tests/cuda_ptx.py compile SIGS.json [I/N]
         compiles each (kernel, types) to PTX for sm_90 (the H100) and, when ptxas is found,
-        assembles it and prints registers, spills and shared memory per kernel.
+        assembles it and prints registers, spills and shared memory per kernel; with I/N only
+        the signatures whose index is I modulo N (N processes share the work).
 
 Exit status of `compile`: 0 all compiled, 1 a kernel failed, 3 no CUDA compiler here (NVVM or
 NVRTC missing). tests/test_cuda_ptx.py runs both steps.
@@ -37,7 +39,10 @@ def _kernels(module):
             and obj.fn.__module__ == module.__name__}
 
 
-def _record(path):
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+def _record(path, dtypes=",".join(DTYPES)):
     import importlib
 
     import numba
@@ -70,7 +75,8 @@ def _record(path):
     rng = np.random.default_rng(0)
     defaults = _host.CUDA_ROW_CHUNK, _host.CUDA_TARGET_BLOCKS
     import ml_dtypes
-    for dtype in (np.float32, np.float64, np.float16, ml_dtypes.bfloat16):
+    for dtype in dtypes.split(","):
+        dtype = np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
         def d(*shape):
             return cuda.to_device(rng.standard_normal(shape).astype(dtype))
 
@@ -162,7 +168,7 @@ def _assemble(ptxas, ptx):
                      if "Used" in line or "spill" in line)
 
 
-def _compile(path):
+def _compile(path, part="0/1"):
     from numba import cuda
     import numba.cuda.dispatcher as dispatcher
 
@@ -183,7 +189,9 @@ def _compile(path):
         record = json.load(f)
     ptxas = _ptxas()
     failures = 0
-    for modname, name, args in record["signatures"]:
+    i, n = (int(s) for s in part.split("/"))
+    signatures = record["signatures"][i::n]
+    for modname, name, args in signatures:
         kernel = getattr(importlib.import_module(modname), name)
         sig = tuple(_numba_type(a) for a in args)
         dtype = next((a.split("(")[1].split(",")[0] for a in args if "array" in a), "")
@@ -195,7 +203,7 @@ def _compile(path):
             print(f"FAIL {label}: {type(e).__name__}: {e}")
             continue
         print(f"ok   {label:48s} {_assemble(ptxas, ptx) if ptxas else ''}")
-    print(f"{len(record['signatures']) - failures} of {len(record['signatures'])} kernel "
+    print(f"{len(signatures) - failures} of {len(signatures)} kernel "
           f"signatures compiled for sm_{COMPUTE_CAPABILITY[0]}{COMPUTE_CAPABILITY[1]}"
           + ("" if ptxas else " (no ptxas: PTX only)"))
     return 1 if failures else 0
@@ -204,4 +212,4 @@ def _compile(path):
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     step, path = sys.argv[1], sys.argv[2]
-    sys.exit(_record(path) if step == "record" else _compile(path))
+    sys.exit((_record if step == "record" else _compile)(path, *sys.argv[3:4]))

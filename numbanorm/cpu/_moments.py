@@ -35,6 +35,10 @@ mean that rounding dropped (0.03 at mean 1e6 in float32), so float32 y and dx st
 float32 ulps of the float64 result even when |mean| >> std. lo must stay its own term: written
 (x - mh) - lo, 'reassoc' may fold it into x - (mh + lo), which drops lo (measured 3e-5 errors).
 On float64 data the same code is plain float64 with lo = 0.
+
+16-bit data (float16, bfloat16: integer views, see numbanorm.cpu._half) takes the float32 code:
+every read goes through ld (float32, exact), `like` and `work` give float32 for such arrays,
+`narrow` is true, and results are stored through st (rounded once to 16 bits).
 """
 import math
 import types as pytypes
