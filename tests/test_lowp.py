@@ -103,43 +103,29 @@ def _store_samples():
     return _STORE_SAMPLES
 
 
-def _kernels():
+def _convert(name):
+    """A compiled loop out[i] = conversion(a[i]) of one of numbanorm.cpu._half's conversions."""
     from numba import njit
 
-    from numbanorm.cpu import _half as H
+    from numbanorm.cpu import _half
+    conversion = getattr(_half, name)
 
     @njit
-    def load(h, out, kind):
-        for i in range(h.size):
-            if kind == 0:
-                out[i] = H.bf16_load(h[i])
-            elif kind == 1:
-                out[i] = H.f16_load(h[i])
-            else:
-                out[i] = H.f16_load_int(h[i])
-
-    @njit
-    def store(f, out, kind):
-        for i in range(f.size):
-            if kind == 0:
-                out[i] = H.bf16_store(f[i])
-            elif kind == 1:
-                out[i] = H.f16_store(f[i])
-            else:
-                out[i] = H.f16_store_int(f[i])
-    return load, store
+    def run(a, out):
+        for i in range(a.size):
+            out[i] = conversion(a[i])
+    return run
 
 
 def test_bfloat16_conversions_bit_exact():
-    load, store = _kernels()
     bits = np.arange(65536, dtype=np.uint32).astype(np.uint16)
     out = np.empty(65536, np.float32)
-    load(bits, out, 0)
+    _convert("bf16_load")(bits, out)
     ref = bits.view(BF16).astype(np.float32)
     np.testing.assert_array_equal(out.view(np.uint32), ref.view(np.uint32))
     f = _store_samples()
     got = np.empty(f.size, np.uint16)
-    store(f, got, 0)
+    _convert("bf16_store")(f, got)
     with np.errstate(invalid="ignore", over="ignore"):
         np.testing.assert_array_equal(got, f.astype(BF16).view(np.uint16))
 
@@ -149,12 +135,11 @@ def test_float16_conversions_bit_exact(route):
     """The integer route matches NumPy on every bit pattern, NaN payloads included; the
     selected route (F16C where the CPU has it) on every value, NaN as NaN of the same sign."""
     from numbanorm._config import FLOAT16_ROUTE
-    load, store = _kernels()
-    kind = 2 if route == "integer" else 1
+    suffix = "_int" if route == "integer" else ""
     exact_nan = route == "integer" or FLOAT16_ROUTE == "integer"
     bits = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.int16)
     out = np.empty(65536, np.float32)
-    load(bits, out, kind)
+    _convert("f16_load" + suffix)(bits, out)
     ref = bits.view(np.float16).astype(np.float32)
     nan = np.isnan(ref)
     np.testing.assert_array_equal(out.view(np.uint32)[~nan], ref.view(np.uint32)[~nan])
@@ -164,7 +149,7 @@ def test_float16_conversions_bit_exact(route):
         np.testing.assert_array_equal(out.view(np.uint32), ref.view(np.uint32))
     f = _store_samples()
     got = np.empty(f.size, np.int16)
-    store(f, got, kind)
+    _convert("f16_store" + suffix)(f, got)
     with np.errstate(invalid="ignore", over="ignore"):
         want = f.astype(np.float16).view(np.int16)
     nan = np.isnan(f)

@@ -76,7 +76,7 @@ def rows_forward(x, geometry, weight, bias, eps, y=None):
     mean64 = np.empty(R)
     rstd64 = np.empty(R)
     if R:
-        # (the common case, 1-d parameters of x's dtype, without a call: see _param)
+        # (the common case, 1-d parameters of 32 or 64 bits, without a call: see _param)
         w = weight if weight is not None and weight.ndim == 1 and weight.itemsize > 2 else \
             _param(weight, C, x.dtype, 1)
         b = bias if bias is not None and bias.ndim == 1 and bias.itemsize > 2 else \
