@@ -68,8 +68,10 @@ def main(argv=None):
         return 0
     if args.device == "cuda":
         from .bench_cuda import STANDARD as GPU_CASES, run as run_gpu
-        cases = ([(op, s) for op in (args.op or list(OPS)) for s in args.shape] if args.shape
-                 else [c for c in GPU_CASES if not args.op or c[0] in args.op])
+        cases = ([(op, s, d) for op in (args.op or list(OPS)) for s in args.shape
+                  for d in (args.dtype or ["float32"])] if args.shape
+                 else [c for c in GPU_CASES if (not args.op or c[0] in args.op)
+                       and (not args.dtype or c[2] in args.dtype)])
         print(run_gpu(cases, repeats=args.repeats, min_run=args.min_run,
                       with_torch=not args.no_torch, as_json=args.json))
         return 0

@@ -12,15 +12,16 @@ import sys
 
 import numpy as np
 
-from .bench import _paired_ratio, _summary, _time, _time_paired
+from .bench import _paired_ratio, _summary, _time, _time_paired, np_dtype
 
-# The H100 shapes of issue 3 (float32).
+# The H100 shapes of issue 3 (float32), and two of them in 16 bits (issue 27).
 STANDARD = [
-    ("layer_norm", (32768, 4096)), ("layer_norm", (65536, 1024)), ("layer_norm", (262144, 128)),
-    ("rms_norm", (32768, 4096)), ("batch_norm", (128, 256, 56, 56)),
-    ("batch_norm", (65536, 1024)), ("group_norm", (64, 256, 64, 64)),
-    ("instance_norm", (64, 256, 64, 64)),
-]
+    ("layer_norm", (32768, 4096), "float32"), ("layer_norm", (65536, 1024), "float32"),
+    ("layer_norm", (262144, 128), "float32"), ("rms_norm", (32768, 4096), "float32"),
+    ("batch_norm", (128, 256, 56, 56), "float32"), ("batch_norm", (65536, 1024), "float32"),
+    ("group_norm", (64, 256, 64, 64), "float32"), ("instance_norm", (64, 256, 64, 64), "float32"),
+] + [(op, shape, dt) for dt in ("bfloat16", "float16")
+     for op, shape in (("layer_norm", (32768, 4096)), ("batch_norm", (128, 256, 56, 56)))]
 
 
 def _sync():
@@ -57,13 +58,14 @@ def _numbanorm(op, xd, w, b, C):
         nn.batch_norm_backward
 
 
-def _torch(op, x, w, b, dy):
+def _torch(op, x, w, b, dy, dtype):
     import torch
     import torch.nn.functional as TF
-    xt = torch.tensor(x, device="cuda", requires_grad=True)
-    wt = torch.tensor(w, device="cuda", requires_grad=True)
-    bt = torch.tensor(b, device="cuda", requires_grad=True)
-    dyt = torch.tensor(dy, device="cuda")
+    tdt = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+
+    def t(a, grad=False):  # from the float32 values (torch.tensor takes no bfloat16 array)
+        return torch.tensor(a, device="cuda").to(tdt).requires_grad_(grad)
+    xt, wt, bt, dyt = t(x, True), t(w, True), t(b, True), t(dy)
     C = wt.shape[0]
     fwd = {
         "layer_norm": lambda t: TF.layer_norm(t, (C,), wt, bt),
@@ -84,22 +86,23 @@ def _torch(op, x, w, b, dy):
     return forward, backward, torch.cuda.synchronize
 
 
-def run_case(op, shape, repeats, min_run, bandwidth, with_torch):
+def run_case(op, shape, repeats, min_run, bandwidth, with_torch, dtype="float32"):
     from numba import cuda
     rng = np.random.default_rng(0)
-    x = rng.standard_normal(shape, dtype=np.float32) + 0.5
-    dy = rng.standard_normal(shape, dtype=np.float32)
+    dt = np_dtype(dtype)
+    x = (rng.standard_normal(shape, dtype=np.float32) + 0.5).astype(dt).astype(np.float32)
+    dy = rng.standard_normal(shape, dtype=np.float32).astype(dt).astype(np.float32)
     C = shape[1] if op in ("batch_norm", "group_norm", "instance_norm") else shape[-1]
-    w = rng.standard_normal(C, dtype=np.float32)
-    b = rng.standard_normal(C, dtype=np.float32)
-    xd, dyd, wd, bd = (cuda.to_device(a) for a in (x, dy, w, b))
+    w = rng.standard_normal(C, dtype=np.float32).astype(dt).astype(np.float32)
+    b = rng.standard_normal(C, dtype=np.float32).astype(dt).astype(np.float32)
+    xd, dyd, wd, bd = (cuda.to_device(a.astype(dt)) for a in (x, dy, w, b))
     fwd, bwd = _numbanorm(op, xd, wd, bd, C)
     _, saved = fwd()
     rows = []
-    nbytes = {"forward": 2 * x.nbytes, "backward": 3 * x.nbytes}
+    nbytes = {"forward": 2 * x.size * dt.itemsize, "backward": 3 * x.size * dt.itemsize}
     impls = {"forward": {"numbanorm": fwd}, "backward": {"numbanorm": lambda: bwd(dyd, saved)}}
     if with_torch:
-        tf, tb, _ = _torch(op, x, w, b, dy)
+        tf, tb, _ = _torch(op, x, w, b, dy, dtype)
         impls["forward"]["torch"] = tf
         impls["backward"]["torch"] = tb
     samples = {p: _time_paired(impls[p], repeats, min_run, sync=_sync) for p in impls}
@@ -107,7 +110,8 @@ def run_case(op, shape, repeats, min_run, bandwidth, with_torch):
         med, lo, hi = _summary(samples[p]["numbanorm"])
         gbs = nbytes[p] / med / 1e9
         theirs = samples[p].get("torch")
-        rows.append(dict(op=op, shape=list(shape), pass_=p, median_s=med, min_s=lo, max_s=hi,
+        rows.append(dict(op=op, shape=list(shape), dtype=dtype, pass_=p, median_s=med,
+                         min_s=lo, max_s=hi,
                          gb_per_s=gbs, pct_copy=100 * gbs / bandwidth,
                          vs_torch=None if theirs is None else
                          _paired_ratio(theirs, samples[p]["numbanorm"])))
@@ -129,18 +133,19 @@ def run(cases=None, repeats=5, min_run=0.2, with_torch=True, as_json=False, prog
     from ._device import _simulated
     bandwidth = copy_bandwidth(1 << 20 if _simulated() else 1 << 30)
     rows = []
-    for op, shape in cases or STANDARD:
-        print(f"  {op} {shape} ...", file=progress, flush=True)
-        rows += run_case(op, shape, repeats, min_run, bandwidth, with_torch)
+    for op, shape, dtype in cases or STANDARD:
+        print(f"  {op} {shape} {dtype} ...", file=progress, flush=True)
+        rows += run_case(op, shape, repeats, min_run, bandwidth, with_torch, dtype)
     if as_json:
         return json.dumps(dict(gpu=facts["gpu"], copy_gb_per_s=bandwidth, rows=rows), indent=1)
     lines = [f"GPU: {facts['gpu']}; device copy bandwidth {bandwidth:.0f} GB/s "
              f"(read + write); medians of {repeats}",
-             f"{'op':14s} {'shape':20s} {'pass':8s} {'median':>10s} {'GB/s':>8s} "
+             f"{'op':14s} {'shape':20s} {'dtype':9s} {'pass':8s} {'median':>10s} {'GB/s':>8s} "
              f"{'% copy':>7s} {'vs torch':>9s}"]
     for r in rows:
         vs = "-" if r["vs_torch"] is None else f"{r['vs_torch']:.2f}x"
-        lines.append(f"{r['op']:14s} {str(tuple(r['shape'])):20s} {r['pass_']:8s} "
+        lines.append(f"{r['op']:14s} {str(tuple(r['shape'])):20s} {r['dtype']:9s} "
+                     f"{r['pass_']:8s} "
                      f"{r['median_s'] * 1e6:8.1f}us {r['gb_per_s']:8.0f} {r['pct_copy']:6.0f}% "
                      f"{vs:>9s}")
     return "\n".join(lines)

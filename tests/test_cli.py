@@ -39,15 +39,31 @@ def test_bench_rejects_bad_arguments(capsys):
         main(["bench", "--device", "tpu"])
 
 
+def test_bench_half_json(capsys):
+    """16-bit cases: numbanorm's own float32 and NumPy's route through float32 beside NumPy in
+    16 bits, the errors at 16-bit rounding."""
+    pytest.importorskip("ml_dtypes")
+    main(["bench", "--op", "rms_norm", "--shape", "8,24", "--dtype", "bfloat16", "--dtype",
+          "float16", "--repeats", "1", "--min-run", "0.001", "--no-torch", "--json"])
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [(r["dtype"], r["pass"]) for r in rows] == [
+        ("bfloat16", "forward"), ("bfloat16", "backward"), ("float16", "forward"),
+        ("float16", "backward")]
+    for r in rows:
+        assert r["vs_f32"] > 0 and r["vs_np-f32"] > 0 and r["vs_numpy"] > 0
+        assert r["max_rel_err"] < (2 ** -8 if r["dtype"] == "bfloat16" else 2 ** -11)
+
+
 def test_bench_cuda_json(capsys):
     """The GPU table's machinery, on a tiny shape (in the simulator when there is no GPU)."""
     main(["bench", "--device", "cuda", "--op", "layer_norm", "--op", "batch_norm", "--shape",
-          "4,8", "--repeats", "1", "--min-run", "0", "--no-torch", "--json"])
+          "4,8", "--dtype", "float32", "--dtype", "float16", "--repeats", "1", "--min-run", "0",
+          "--no-torch", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert report["gpu"] and report["copy_gb_per_s"] > 0
-    assert [(r["op"], r["pass_"]) for r in report["rows"]] == [
-        ("layer_norm", "forward"), ("layer_norm", "backward"),
-        ("batch_norm", "forward"), ("batch_norm", "backward")]
+    assert [(r["op"], r["dtype"], r["pass_"]) for r in report["rows"]] == [
+        (op, dt, p) for op in ("layer_norm", "batch_norm") for dt in ("float32", "float16")
+        for p in ("forward", "backward")]
     assert all(r["median_s"] > 0 for r in report["rows"])
 
 

@@ -7,7 +7,8 @@ import pytest
 
 import numbanorm as nn
 from numbanorm import _device
-from conftest import TOLERANCES, assert_close
+from conftest import (EPS32, TOLERANCES, assert_close, assert_half, dx_scale, half_params,
+                      ulp16)
 import oracle
 
 cuda = _device.cuda()  # the simulator stands in when there is no GPU
@@ -575,3 +576,52 @@ def test_scaling_on_device_says_what_runs_there(rng):
         nn.normalize(x)
     with pytest.raises(TypeError, match="CPU"):
         nn.moments(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# the CUDA kernels (a real GPU when present, else Numba's CUDA simulator): float64 arithmetic
+# rounded once to 16 bits
+
+# (one parameter rule per dtype: the simulator runs bfloat16 arithmetic as Python, slowly)
+@pytest.mark.parametrize("dtype,params", [("float16", "same"), ("bfloat16", "mixed")])
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "group_norm", "instance_norm",
+                                "batch_norm", "batch_norm_nc"])
+def test_half_matches_oracle_and_cpu(rng, op, dtype, params):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    dtype = np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+    shape, fwd, bwd, ref_fn, pshape = CASES[op]
+    x = _data(rng, shape, dtype, mean=2.0, std=3.0)
+    dy = _data(rng, shape, dtype)
+    w, b = half_params(rng, int(np.prod(pshape)), dtype, params)
+    w, b = w.reshape(pshape), b.reshape(pshape)
+    if op == "rms_norm":
+        b = None
+    y_d, saved = fwd(dev(x), dev(w), b)  # a host bias is copied over
+    grads = bwd(dev(dy), saved)
+    # (x's values in float32: the oracle's default rms eps is then float32's, as ours)
+    ref = ref_fn(x.astype(np.float32), w, b, dy)
+    y, dx = host(y_d), host(grads[0])
+    assert_half(y, ref["y"], dtype, name="y")
+    assert_half(dx, ref["dx"], dtype, dx_scale(ref, dy, w), name="dx")
+    assert host(saved.rstd).dtype == np.float32
+    dw = host(grads[1])
+    assert dw.dtype == w.dtype and dw.shape == pshape
+    scale = np.sqrt(x.size) * np.abs(ref["dweight"]).max()
+    if dw.dtype == np.float32:
+        assert_close(dw, ref["dweight"], np.float32, np.sqrt(x.size), name="dweight")
+    else:
+        assert_half(dw, ref["dweight"], dtype, scale, name="dweight")
+    # the CPU path on the same data: each within an ulp of the oracle, so within two of each
+    # other
+    y_cpu, saved_cpu = fwd(x, w, b)
+    assert np.all(np.abs(y.astype(np.float64) - y_cpu.astype(np.float64))
+                  <= 2 * ulp16(np.abs(ref["y"]), dtype) + 16 * EPS32 * np.abs(ref["y"]).max())
+
+
+def test_half_zscore_on_device(rng):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    BF16 = np.dtype(ml_dtypes.bfloat16)
+    x = _data(rng, (6, 40), BF16, mean=100.0, std=5.0)
+    z = host(nn.zscore(dev(x), axis=1))
+    assert z.dtype == BF16
+    assert_half(z, oracle.zscore(x, axis=1), BF16, name="zscore")

@@ -18,62 +18,18 @@ ml_dtypes = pytest.importorskip("ml_dtypes")
 
 import numbanorm as nn  # noqa: E402
 import oracle  # noqa: E402
-from conftest import assert_close  # noqa: E402
+from conftest import assert_close, assert_half, dx_scale, half_params, ulp16  # noqa: E402
 
 F16 = np.dtype(np.float16)
 BF16 = np.dtype(ml_dtypes.bfloat16)
 HALF = [F16, BF16]
 IDS = ["float16", "bfloat16"]
-EPS32 = 2.0 ** -24  # float32's unit roundoff
 # float32's eps: rms_norm's default for 16-bit x, and the eps given to the oracle
 RMS_EPS = float(np.finfo(np.float32).eps)
 
 
-def _ulp(v, dtype):
-    """The spacing of 16-bit `dtype` at |v| (float64): 2^(exponent - mantissa bits), the
-    subnormal spacing below the normal range."""
-    mant, emin = (10, -14) if dtype == F16 else (7, -126)
-    a = np.abs(np.asarray(v, np.float64))
-    e = np.floor(np.log2(np.where(a > 0, a, 1.0)))
-    return np.exp2(np.maximum(e, emin) - mant)
-
-
-def assert_half(actual, ref, dtype, scale=None, name=""):
-    """actual (16-bit) within one ulp of ref (float64) rounded to 16 bits, plus 8 float32
-    ulps of `scale` (default max |ref|): the cancellation allowance."""
-    assert actual.dtype == dtype, (name, actual.dtype)
-    ref = np.asarray(ref, np.float64)
-    r16 = ref.astype(dtype).astype(np.float64)
-    a = actual.astype(np.float64)
-    if scale is None:
-        scale = np.abs(ref).max() if ref.size else 0.0
-    allowed = _ulp(np.maximum(np.abs(r16), np.abs(a)), dtype) + 8 * EPS32 * scale
-    err = np.abs(a - r16)
-    same_nan = np.isnan(a) == np.isnan(r16)
-    assert same_nan.all(), name
-    bad = ~np.isnan(a) & (err > allowed)
-    assert not bad.any(), (f"{name}: {bad.sum()} values beyond 1 ulp, worst "
-                           f"{(err / allowed)[bad].max():.2f}x the allowance")
-
-
-def dx_scale(ref, dy, w=None):
-    """The scale of the terms dx cancels: max |rstd*dy*w| (see the module docstring)."""
-    wmax = 1.0 if w is None else np.abs(w.astype(np.float64)).max()
-    return max(np.abs(ref["dx"]).max(), np.abs(ref["rstd"]).max() * wmax *
-               np.abs(dy.astype(np.float64)).max())
-
-
 def _data(rng, shape, dtype, mean=0.0, std=1.0):
     return (rng.standard_normal(shape) * std + mean).astype(dtype)
-
-
-def _params(rng, C, dtype, kind):
-    """(weight, bias): in x's dtype ('same'), float32 ('mixed'), or None."""
-    if kind == "none":
-        return None, None
-    pdt = dtype if kind == "same" else np.float32
-    return ((1 + 0.5 * rng.standard_normal(C)).astype(pdt),
-            rng.standard_normal(C).astype(pdt))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +128,7 @@ def test_layer_and_rms_norm(rng, dtype, shape, params):
     L = shape[-1]
     x = _data(rng, shape, dtype, mean=3.0, std=2.0)
     dy = _data(rng, shape, dtype)
-    w, b = _params(rng, L, dtype, params)
+    w, b = half_params(rng, L, dtype, params)
     y, saved = nn.layer_norm_forward(x, L, w, b)
     dx, dw, db = nn.layer_norm_backward(dy, saved)
     ref = oracle.layer_norm(x, L, w, b, 1e-5, dy)
@@ -211,7 +167,7 @@ def test_group_and_instance_norm(rng, dtype, shape, groups):
     C = shape[1]
     x = _data(rng, shape, dtype, mean=-2.0, std=3.0)
     dy = _data(rng, shape, dtype)
-    w, b = _params(rng, C, dtype, "same")
+    w, b = half_params(rng, C, dtype, "same")
     y, saved = nn.group_norm_forward(x, groups, w, b)
     dx, dw, db = nn.group_norm_backward(dy, saved)
     ref = oracle.group_norm(x, groups, w, b, 1e-5, dy)
@@ -221,7 +177,7 @@ def test_group_and_instance_norm(rng, dtype, shape, groups):
     assert_half(dw, ref["dweight"], dtype, scale, name="dweight")
     assert_half(db, ref["dbias"], dtype, scale, name="dbias")
     if len(shape) > 2:
-        w, b = _params(rng, C, dtype, "mixed")
+        w, b = half_params(rng, C, dtype, "mixed")
         y, saved = nn.instance_norm_forward(x, weight=w, bias=b)
         dx, dw, db = nn.instance_norm_backward(dy, saved)
         ref = oracle.instance_norm(x, w, b, 1e-5, dy)
@@ -244,7 +200,7 @@ def test_batch_norm(rng, dtype, shape):
     x = _data(rng, shape, dtype, mean=4.0, std=0.5)
     dy = _data(rng, shape, dtype)
     kind = "same" if len(shape) % 2 else "mixed"
-    w, b = _params(rng, C, dtype, kind)
+    w, b = half_params(rng, C, dtype, kind)
     pdt = w.dtype
     rm, rv = np.zeros(C, pdt), np.ones(C, pdt)
     y, saved = nn.batch_norm_forward(x, rm, rv, w, b, training=True, momentum=0.5)
@@ -547,52 +503,4 @@ def test_float16_integer_route(tmp_path, env):
     assert_half(got["z"], oracle.zscore(x, axis=1), F16, name="z")
     for name, mine in (("y", y), ("dx", dx), ("z", z)):  # and this process's, to an ulp
         assert np.abs(got[name].astype(np.float64) - mine.astype(np.float64)).max() <= \
-            _ulp(np.abs(mine.astype(np.float64)).max(), F16), name
-
-
-# ---------------------------------------------------------------------------------------------
-# the CUDA kernels (a real GPU when present, else Numba's CUDA simulator): float64 arithmetic
-# rounded once to 16 bits
-
-# (one parameter rule per dtype: the simulator runs bfloat16 arithmetic as Python, slowly)
-@pytest.mark.parametrize("dtype,params", [(F16, "same"), (BF16, "mixed")],
-                         ids=["float16-same", "bfloat16-mixed"])
-@pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "group_norm", "instance_norm",
-                                "batch_norm", "batch_norm_nc"])
-def test_cuda_half(rng, op, dtype, params):
-    from test_cuda import CASES, dev, host
-    shape, fwd, bwd, ref_fn, pshape = CASES[op]
-    x = _data(rng, shape, dtype, mean=2.0, std=3.0)
-    dy = _data(rng, shape, dtype)
-    w, b = _params(rng, int(np.prod(pshape)), dtype, params)
-    w, b = w.reshape(pshape), b.reshape(pshape)
-    if op == "rms_norm":
-        b = None
-    y_d, saved = fwd(dev(x), dev(w), b)  # a host bias is copied over
-    grads = bwd(dev(dy), saved)
-    # (x's values in float32: the oracle's default rms eps is then float32's, as ours)
-    ref = ref_fn(x.astype(np.float32), w, b, dy)
-    y, dx = host(y_d), host(grads[0])
-    assert_half(y, ref["y"], dtype, name="y")
-    assert_half(dx, ref["dx"], dtype, dx_scale(ref, dy, w), name="dx")
-    assert host(saved.rstd).dtype == np.float32
-    dw = host(grads[1])
-    assert dw.dtype == w.dtype and dw.shape == pshape
-    scale = np.sqrt(x.size) * np.abs(ref["dweight"]).max()
-    if dw.dtype == np.float32:
-        assert_close(dw, ref["dweight"], np.float32, np.sqrt(x.size), name="dweight")
-    else:
-        assert_half(dw, ref["dweight"], dtype, scale, name="dweight")
-    # the CPU path on the same data: each within an ulp of the oracle, so within two of each
-    # other
-    y_cpu, saved_cpu = fwd(x, w, b)
-    assert np.all(np.abs(y.astype(np.float64) - y_cpu.astype(np.float64))
-                  <= 2 * _ulp(np.abs(ref["y"]), dtype) + 16 * EPS32 * np.abs(ref["y"]).max())
-
-
-def test_cuda_half_zscore(rng):
-    from test_cuda import dev, host
-    x = _data(rng, (6, 40), BF16, mean=100.0, std=5.0)
-    z = host(nn.zscore(dev(x), axis=1))
-    assert z.dtype == BF16
-    assert_half(z, oracle.zscore(x, axis=1), BF16, name="zscore")
+            ulp16(np.abs(mine.astype(np.float64)).max(), F16), name
