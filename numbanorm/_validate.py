@@ -44,7 +44,8 @@ def array(x, name):
 def plain_trailing_call(x, normalized_shape, weight, bias, eps, eps_optional):
     """The (L,) normalized shape when a layer_norm/rms_norm call is plainly valid: NumPy x of
     a native float dtype normalised over its last dimension, weight and bias None or NumPy of
-    (L,) and x's dtype, eps a float in [0, inf) (or None where eps_optional). Otherwise None,
+    (L,) and x's dtype (or both float32 for 16-bit x), eps a float in [0, inf) (or None where
+    eps_optional). Otherwise None,
     and the call takes the full checks of this module, which raise the errors. It only
     accepts, never raises: it spares plain calls the general checks and placement, about 1 us
     of a 4.5 us layer_norm on (1, 8). tests/test_errors.py checks that it accepts nothing the
@@ -52,8 +53,13 @@ def plain_trailing_call(x, normalized_shape, weight, bias, eps, eps_optional):
     if type(x) is not np.ndarray:
         return None
     dt = x.dtype
+    pdt = dt  # the parameters' dtype
     if dt is not _F32 and dt is not _F64:
-        return None
+        if not is_half(dt):
+            return None
+        p = weight if weight is not None else bias
+        if p is not None and type(p) is np.ndarray and p.dtype is _F32:
+            pdt = _F32
     if type(normalized_shape) is int:
         shape = (normalized_shape,)
     elif type(normalized_shape) is tuple and len(normalized_shape) == 1 \
@@ -63,10 +69,10 @@ def plain_trailing_call(x, normalized_shape, weight, bias, eps, eps_optional):
         return None
     if not x.ndim or x.shape[-1] != shape[0]:  # also refuses negative sizes
         return None
-    if weight is not None and (type(weight) is not np.ndarray or weight.dtype is not dt
+    if weight is not None and (type(weight) is not np.ndarray or weight.dtype is not pdt
                                or weight.shape != shape):
         return None
-    if bias is not None and (type(bias) is not np.ndarray or bias.dtype is not dt
+    if bias is not None and (type(bias) is not np.ndarray or bias.dtype is not pdt
                              or bias.shape != shape):
         return None
     if eps is None:

@@ -203,16 +203,16 @@ def test_fast_path_accepts_only_what_the_full_checks_accept():
     from numbanorm import _validate
     x = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
     xs = [x, x.astype(np.float64), np.asfortranarray(x), x[:, ::-1], x.astype(">f4"),
-          x.astype(np.int32), x[0], np.float32(1.0), x.tolist()]
+          x.astype(np.int32), x[0], np.float32(1.0), x.tolist(), x.astype(np.float16)]
     shapes = [4, (4,), (3, 4), 3, (4.0,), -4, True, np.int64(4), [4], ()]
     params = [None, np.ones(4, np.float32), np.ones(4), np.ones(5, np.float32),
-              np.ones((1, 4), np.float32), [1.0] * 4]
+              np.ones((1, 4), np.float32), [1.0] * 4, np.ones(4, np.float16)]
     epss = [1e-5, 0.0, None, -1.0, float("inf"), float("nan"), 1, np.float64(1e-3), True]
     fast = 0
     for xi in xs:
         for ns in shapes:
             for w in params:
-                for b in (None, params[1]):
+                for b in (None, params[1], params[-1]):
                     for eps in epss:
                         for op in ("layer_norm", "rms_norm"):
                             args = (xi, ns, w) + ((b,) if op == "layer_norm" else ())
