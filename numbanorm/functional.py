@@ -92,6 +92,16 @@ def _channels(op, x, training, eps, momentum, running_mean, running_var, weight,
     return where.deliver(y, out), saved
 
 
+def _affine_params(x, shape, weight, bias, where):
+    """weight and bias (None or of `shape`) checked, one dtype for both (x's, or float32 for
+    16-bit x), on the call's side."""
+    weight = V.optional_array(weight, "weight", shape, x.dtype)
+    bias = V.optional_array(bias, "bias", shape, x.dtype)
+    if x.itemsize == 2:
+        V.same_param_dtype(x.dtype, ((weight, "weight"), (bias, "bias")))
+    return where.param(weight, "weight"), where.param(bias, "bias")
+
+
 def _check_channels_params(x, weight, bias, running_mean, running_var, use_batch_stats, where):
     C = x.shape[1]
     weight = V.optional_array(weight, "weight", (C,), x.dtype)
@@ -179,11 +189,7 @@ def _trailing_norm(op, x, normalized_shape, weight, bias, eps, out, keep, center
         x, where = place(x, device)
         shape = V.normalized_shape(normalized_shape)
         V.trailing_shape(x, shape)
-        weight = V.optional_array(weight, "weight", shape, x.dtype)
-        bias = V.optional_array(bias, "bias", shape, x.dtype)
-        if x.itemsize == 2:
-            V.same_param_dtype(x.dtype, ((weight, "weight"), (bias, "bias")))
-        weight, bias = where.param(weight, "weight"), where.param(bias, "bias")
+        weight, bias = _affine_params(x, shape, weight, bias, where)
         eps = V.eps(eps) if eps is not None or centered else eps
         out = V.out_array(out, x, may_alias=not keep)
     if eps is None:
@@ -251,11 +257,7 @@ def _group_norm(x, num_groups, weight, bias, eps, out, keep, device):
     if C % num_groups:
         raise ValueError(f"num_groups ({num_groups}) must divide the number of channels "
                          f"({C}) of x")
-    weight = V.optional_array(weight, "weight", (C,), x.dtype)
-    bias = V.optional_array(bias, "bias", (C,), x.dtype)
-    if x.itemsize == 2:
-        V.same_param_dtype(x.dtype, ((weight, "weight"), (bias, "bias")))
-    weight, bias = where.param(weight, "weight"), where.param(bias, "bias")
+    weight, bias = _affine_params(x, (C,), weight, bias, where)
     eps = V.eps(eps)
     out = V.out_array(out, x, may_alias=not keep)
     S = _prod(x.shape[2:])

@@ -123,9 +123,10 @@ def _plain(est, X, reset, allow_nan=True, writeable=False, check_finite=True):
     features as fitted (when fitted: reset=None takes an unfitted stateless estimator's X),
     no feature names on either side, no infinity, and no NaN unless allow_nan; writeable when
     the caller writes into it); else None, and the caller takes validate_data, which raises
-    scikit-learn's errors or converts (bfloat16 to float64). scikit-learn's checks cost ~0.7 ms a call (mostly
-    DataFrame detection), more than the kernels on a 10000 x 32 batch: a stream of 100 such
-    batches through partial_fit and transform took 2x scikit-learn's own time before.
+    scikit-learn's errors or converts (bfloat16 to float64). scikit-learn's checks cost ~0.7 ms
+    a call (mostly DataFrame detection), more than the kernels on a 10000 x 32 batch: a stream
+    of 100 such batches through partial_fit and transform took 2x scikit-learn's own time
+    before.
     check_finite=False leaves the infinity check to the caller, whose statistics show it
     (an infinite value makes them non-finite): one pass over X fewer."""
     if type(X) is not np.ndarray or X.ndim != 2 or not is_float(X.dtype) or 0 in X.shape:
@@ -133,8 +134,8 @@ def _plain(est, X, reset, allow_nan=True, writeable=False, check_finite=True):
     if hasattr(est, "feature_names_in_") or (writeable and not X.flags.writeable):
         return None
     fitted = getattr(est, "n_features_in_", None)
-    if reset is False and X.shape[1] != fitted or reset is None and fitted not in (None,
-                                                                                  X.shape[1]):
+    if (reset is False and X.shape[1] != fitted) or (reset is None and fitted is not None
+                                                     and X.shape[1] != fitted):
         return None
     from .cpu import _host
     if check_finite and _host.count_nonfinite(X, not allow_nan):

@@ -30,6 +30,10 @@ def rng(request):
     return np.random.default_rng(seed)
 
 
+# the dtypes numbanorm takes, as its errors name them (a regular expression)
+ACCEPTED = r"float16, bfloat16 \(ml_dtypes\), float32 or float64"
+
+
 def assert_close(actual, expected, dtype, scale=1.0, name=""):
     rtol, atol = TOLERANCES[dtype]
     assert actual is not None, name
