@@ -459,18 +459,22 @@ def test_dask_half(rng):
 # ---------------------------------------------------------------------------------------------
 # the float16 routes: the integer route runs where F16C is absent or not wanted
 
+def route_case():
+    """(x, dy, {y, dx, z}): layer_norm forward and backward and zscore on float16 data, run in
+    this process and in the fresh ones of test_float16_integer_route."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((5, 300)) * 3 + 1).astype(np.float16)
+    dy = rng.standard_normal(x.shape).astype(np.float16)
+    y, saved = nn.layer_norm_forward(x, 300)
+    return x, dy, dict(y=y, dx=nn.layer_norm_backward(dy, saved)[0], z=nn.zscore(x, axis=1))
+
+
 _ROUTE_SCRIPT = r"""
 import sys
 import numpy as np
-import numbanorm as nn
 from numbanorm._config import FLOAT16_ROUTE
-rng = np.random.default_rng(5)
-x = (rng.standard_normal((5, 300)) * 3 + 1).astype(np.float16)
-dy = rng.standard_normal(x.shape).astype(np.float16)
-y, saved = nn.layer_norm_forward(x, 300)
-dx = nn.layer_norm_backward(dy, saved)[0]
-z = nn.zscore(x, axis=1)
-np.savez(sys.argv[1], route=FLOAT16_ROUTE, y=y, dx=dx, z=z)
+from test_lowp import route_case
+np.savez(sys.argv[1], route=FLOAT16_ROUTE, **route_case()[2])
 """
 
 
@@ -482,12 +486,7 @@ def test_float16_integer_route(tmp_path, env):
     F16C would crash the process) gives the oracle's numbers to an ulp. (Not this process's
     bits: without F16C LLVM also drops AVX-512, which depends on it, and narrower vectors sum
     in another order.)"""
-    rng = np.random.default_rng(5)
-    x = (rng.standard_normal((5, 300)) * 3 + 1).astype(np.float16)
-    dy = rng.standard_normal(x.shape).astype(np.float16)
-    y, saved = nn.layer_norm_forward(x, 300)
-    dx = nn.layer_norm_backward(dy, saved)[0]
-    z = nn.zscore(x, axis=1)
+    x, dy, mine = route_case()
     here = os.path.dirname(os.path.abspath(__file__))
     out = tmp_path / "route.npz"
     run_env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), **env)
@@ -501,6 +500,6 @@ def test_float16_integer_route(tmp_path, env):
     assert_half(got["y"], ref["y"], F16, name="y")
     assert_half(got["dx"], ref["dx"], F16, dx_scale(ref, dy), name="dx")
     assert_half(got["z"], oracle.zscore(x, axis=1), F16, name="z")
-    for name, mine in (("y", y), ("dx", dx), ("z", z)):  # and this process's, to an ulp
-        assert np.abs(got[name].astype(np.float64) - mine.astype(np.float64)).max() <= \
-            ulp16(np.abs(mine.astype(np.float64)).max(), F16), name
+    for name, ours in mine.items():  # and this process's, to an ulp
+        assert np.abs(got[name].astype(np.float64) - ours.astype(np.float64)).max() <= \
+            ulp16(np.abs(ours.astype(np.float64)).max(), F16), name
