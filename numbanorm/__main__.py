@@ -59,8 +59,8 @@ def main(argv=None):
     if args.repeats < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--repeats and --threads must be positive")
     if args.suite == "data":
-        from .bench_data import CASES, half_cases as data_half_cases, run as run_data
-        cases = [c for c in CASES + data_half_cases(CASES, args.dtype or ())
+        from .bench_data import CASES, run as run_data
+        cases = [c for c in CASES + half_cases(CASES, args.dtype or (), at=3)
                  if (not args.function or c[0] in args.function)
                  and (not args.dtype or c[3] in args.dtype)]
         print(run_data(cases, repeats=args.repeats, min_run=args.min_run, threads=args.threads,

@@ -66,11 +66,11 @@ def np_dtype(name):
     return np.dtype(name)
 
 
-def half_cases(cases, dtypes):
-    """The float32 (op, shape, dtype) cases of `cases` again in each 16-bit dtype of
-    `dtypes`."""
-    return [(op, shape, d) for d in dtypes if d in HALF for op, shape, dt in cases
-            if dt == "float32"]
+def half_cases(cases, dtypes, at=2):
+    """The float32 cases of `cases` again in each 16-bit dtype of `dtypes`; a case is a tuple
+    whose field `at` is its dtype name ((op, shape, dtype) here, the data suite's at 3)."""
+    return [c[:at] + (d,) + c[at + 1:] for d in dtypes if d in HALF for c in cases
+            if c[at] == "float32"]
 
 
 def num_groups(C):

@@ -33,11 +33,6 @@ CASES = ([("zscore", s, a, d, False) for s, a in SHAPES for d in ("float32", "fl
 STREAM_CHUNKS = 100
 
 
-def half_cases(cases, dtypes):
-    """The float32 cases of `cases` again in each 16-bit dtype of `dtypes`."""
-    return [(fn, shape, axis, d, nan) for d in dtypes if d in HALF
-            for fn, shape, axis, dt, nan in cases if dt == "float32"]
-
 
 def _installed(name):
     try:

@@ -11,7 +11,7 @@ from numbanorm import bench, bench_data
 
 CASES = {f"{fn}-{'x'.join(map(str, shape))}-{dtype}{'-nan' if nan else ''}":
          (fn, shape, axis, dtype, nan) for fn, shape, axis, dtype, nan in
-         bench_data.CASES + bench_data.half_cases(bench_data.CASES, bench.HALF)}
+         bench_data.CASES + bench.half_cases(bench_data.CASES, bench.HALF, at=3)}
 
 
 class DataNormalization:
