@@ -41,6 +41,12 @@ class Layout:
         self._slot_shape, self._x_shape = slot_shape, x_shape
 
     @property
+    def perm(self):
+        """The axes order of the one copy (kept axes, then reduced) when x is copied to be
+        read, else None."""
+        return self._perm
+
+    @property
     def count(self):
         """Values per slot (before any NaN is left out)."""
         if self.kind == "rows":
@@ -90,6 +96,10 @@ class Layout:
             v = v.T
         return v.reshape(self.shape)
 
+    def keep(self, v):
+        """A per-slot statistic in the keepdims shape (broadcasts against x)."""
+        return self.stats(v).reshape(self.keepdims_shape)
+
     def slots(self, s):
         """A statistic of the public shape in slot order (flat, contiguous)."""
         s = np.asarray(s).reshape(self._slot_shape[::-1] if self._transposed else
@@ -97,6 +107,28 @@ class Layout:
         if self._transposed:
             s = s.T
         return np.ascontiguousarray(s).reshape(-1)
+
+
+class DataView:
+    """x as one backend reads it for a reduction over `axes`: the Layout, and xk, the array
+    its kernels read (x itself, a view of it, or its one copy). The backends' data functions
+    (data_moments, data_affine, data_norms) take it; statistics come back per slot, and
+    stats(v) / keep(v) give them x's shape without the reduced axes, or with them as 1."""
+
+    __slots__ = ("x", "axes", "lay", "xk")
+
+    def __init__(self, x, axes, lay, xk):
+        self.x, self.axes, self.lay, self.xk = x, axes, lay, xk
+
+    @property
+    def count(self):
+        return self.lay.count
+
+    def stats(self, v):
+        return self.lay.stats(v)
+
+    def keep(self, v):
+        return self.lay.keep(v)
 
 
 def _runs(shape, reduced):
@@ -133,19 +165,26 @@ def _plan(shape, reduced):
 
 def layout(x, axes):
     """The Layout of a reduction of ndarray x over the sorted tuple of axes."""
-    shape = x.shape
+    return layout_of(x.shape, axes, x.flags.c_contiguous, x.flags.f_contiguous)
+
+
+def layout_of(shape, axes, c_contiguous=True, f_contiguous=False):
+    """The Layout of a reduction over the sorted tuple of axes of an array of `shape` whose
+    memory is C-contiguous, Fortran-contiguous or neither (the GPU path: always C)."""
+    shape = tuple(shape)
+    ndim = len(shape)
     reduced = set(axes)
-    kept_axes = [a for a in range(x.ndim) if a not in reduced]
+    kept_axes = [a for a in range(ndim) if a not in reduced]
     out_shape = tuple(shape[a] for a in kept_axes)
     keep = tuple(1 if a in reduced else n for a, n in enumerate(shape))
     slot_shape = out_shape
-    if x.flags.c_contiguous or not x.flags.f_contiguous:
+    if c_contiguous or not f_contiguous:
         plan = _plan(shape, reduced)
         if plan is not None:
             return Layout(plan[0], _dims(plan, shape, reduced), out_shape, keep,
-                          not x.flags.c_contiguous, None, False, slot_shape, shape)
+                          not c_contiguous, None, False, slot_shape, shape)
     else:  # Fortran order: the transpose is C-contiguous, its axes reversed
-        rev = {x.ndim - 1 - a for a in reduced}
+        rev = {ndim - 1 - a for a in reduced}
         plan = _plan(shape[::-1], rev)
         if plan is not None:
             return Layout(plan[0], _dims(plan, shape[::-1], rev), out_shape, keep, False, None,

@@ -1,12 +1,15 @@
 """Placement: which backend runs a call, and how its arrays get there and back.
 
-`place(x, device)` returns x (validated) and a placement, one of two kinds with one interface:
+`place(x, device)` returns x (validated) and a placement, one of three kinds with one interface:
 
 - `CPU` (a singleton: NumPy x, the CPU kernels): host = numbanorm.cpu._host; arrays stay where
   they are; a result goes into out= as it is, or copied there when out is not C-contiguous.
 - `GpuPlace`: device x (numba, CuPy or PyTorch CUDA), or NumPy x sent over by device="cuda"
   (host_io: arrays go over and results come back as NumPy, running buffers included);
   host = numbanorm.cuda._host, imported on first GPU use.
+- `DASK` (a singleton: Dask x, a lazy graph of CPU host calls per block): host =
+  numbanorm.dask._host, imported on first Dask use; results are lazy Dask arrays, parameters
+  stay NumPy, out= and running buffers that training would update are refused.
 
 A public op asks the placement for its arguments (`param`), its input (x itself on the CPU, the
 device array `x` on the GPU) and where the kernel writes (`target`), makes one call into
@@ -24,6 +27,7 @@ class _CpuPlace:
 
     __slots__ = ()
     gpu = False
+    lazy = False
     host_io = False
     host = _cpu_host
     x = None  # the kernels read the caller's x
@@ -42,6 +46,11 @@ class _CpuPlace:
         """out itself when the kernels can write it (C-contiguous), else None (a fresh array,
         copied into out by deliver)."""
         return out if out is not None and out.flags.c_contiguous else None
+
+    @staticmethod
+    def data_target(out):
+        """out as the data functions take it (they write out's memory in any layout)."""
+        return out
 
     @staticmethod
     def deliver(y, out):
@@ -77,6 +86,7 @@ class GpuPlace:
 
     __slots__ = ("host_io", "like", "x", "host", "_writeback")
     gpu = True
+    lazy = False
 
     def __init__(self, host_io, like, x):
         from .cuda import _host
@@ -112,6 +122,8 @@ class GpuPlace:
             return None
         return _device.to_device(out)
 
+    data_target = target
+
     def deliver(self, y, out):
         """A device result as the caller's kind of array (into out when given; nothing to copy
         when the kernel wrote into out's memory, see target)."""
@@ -138,16 +150,67 @@ class GpuPlace:
         return a.copy_to_host() if self.host_io else a
 
 
-def place(x, device):
+class _DaskPlace:
+    """Dask arrays: a lazy graph whose tasks are CPU host calls, one per block."""
+
+    __slots__ = ()
+    gpu = False
+    lazy = True
+    host_io = False
+    x = None
+
+    @property
+    def host(self):
+        from .dask import _host
+        return _host
+
+    @staticmethod
+    def param(p, name, updated=False):
+        """p (NumPy, validated); a buffer that training would update in place is refused."""
+        if p is not None and updated:
+            raise ValueError(
+                f"training updates {name} in place, which a lazy Dask graph cannot do: pass "
+                "running_mean=running_var=None and update the buffers yourself from "
+                "numbanorm.moments(x, axis=(0, 2, ...)).compute() (mean, var(ddof=1)), or "
+                "compute x first")
+        return p
+
+    @staticmethod
+    def target(out):
+        return None  # out= is refused for Dask x by the checks
+
+    data_target = target
+
+    @staticmethod
+    def deliver(y, out):
+        return y
+
+    @staticmethod
+    def write_back():
+        pass
+
+
+DASK = _DaskPlace()
+
+
+def place(x, device, name="x", data=False):
     """(x validated on the side it runs, placement). NumPy x runs on the CPU unless
-    device='cuda' (or NUMBANORM_DEVICE=cuda) asks for the GPU; GPU x always runs on the GPU."""
+    device='cuda' (or NUMBANORM_DEVICE=cuda) asks for the GPU; GPU x always runs on the GPU;
+    Dask x runs as a lazy graph of CPU calls. data: x as the data functions take it (integers
+    and booleans converted to float64, as scipy and scikit-learn do)."""
     want = _device.requested(device)
+    if _device.is_dask_array(x):
+        if want == "cuda":
+            raise ValueError(f"{name} is a Dask array, which runs on the CPU, but "
+                             "device='cuda' was asked for: map the blocks to the GPU yourself, "
+                             "or pass a GPU array")
+        return V.dask_array(x, name), DASK
     like = x
-    x = V.array(x, "x")
+    x = V.data_array(x, name) if data else V.array(x, name)
     if not isinstance(x, np.ndarray):
         if want == "cpu":
-            raise ValueError("x is on the GPU but device='cpu' was asked for: copy it to the "
-                             "host first")
+            raise ValueError(f"{name} is on the GPU but device='cpu' was asked for: copy it "
+                             "to the host first")
         return x, GpuPlace(False, like, x)
     if want == "cuda":
         return x, GpuPlace(True, like, _device.to_device(np.ascontiguousarray(x)))

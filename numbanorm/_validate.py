@@ -18,6 +18,9 @@ def _ndarray(x, name, what):
     TypeError saying `what` was expected."""
     if _device.is_device_array(x):
         return device_array(x, name)
+    if _device.is_dask_array(x):
+        raise TypeError(f"{name} must be {what}, got a Dask array: only the input x (a, X) may "
+                        "be one; parameters and gradients are NumPy")
     if x is None or isinstance(x, (str, bytes, dict, set)):
         raise TypeError(f"{name} must be {what}, got {type(x).__name__}")
     try:
@@ -215,6 +218,8 @@ def out_array(out, x, may_alias, name="out", x_name="the input", also=None):
     naming it). name and x_name are the words the errors use for out and x."""
     if out is None:
         return None
+    if _device.is_dask_array(x):
+        raise ValueError(_NO_LAZY_OUT)
     on_gpu = not isinstance(x, np.ndarray)
     if on_gpu:
         if not _device.is_device_array(out):
@@ -269,6 +274,24 @@ def grad_output(dy, shape, dtype):
 # data normalization (numbanorm.scaling, numbanorm.moments, numbanorm.preprocessing)
 
 NAN_POLICIES = ("propagate", "omit", "raise")
+
+
+def dask_array(x, name):
+    """A Dask array of float16, bfloat16, float32 or float64 as it is, integers and booleans
+    as float64 (lazily), complex and other dtypes refused now."""
+    dt = np.dtype(x.dtype)
+    if is_float(dt):
+        return x
+    if dt.kind == "c":
+        raise TypeError(f"{name} must be real, got complex dtype {dt}")
+    if dt.kind not in "biuf":
+        raise TypeError(f"{name} must be an array of real numbers ({ACCEPTED}, integers or "
+                        f"booleans), got dtype {dt}")
+    return x.astype(np.float64)
+
+
+_NO_LAZY_OUT = ("out= is not taken with a Dask array: the result is lazy (store it with "
+                "dask.array.store or to_zarr)")
 
 
 def data_array(a, name):
@@ -366,6 +389,8 @@ def data_out(out, shape, dtype, x=None, name="out"):
     never a partial overlap with it."""
     if out is None:
         return None
+    if _device.is_dask_array(x):
+        raise ValueError(_NO_LAZY_OUT)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
     if out.dtype != dtype:

@@ -14,16 +14,16 @@ this project's 2-core machine, as much as the kernel that fills it.
 
 Every op goes down once and comes back once:
 
-    checks (numbanorm._validate) -> placement (numbanorm._placement: CPU or GPU)
-    -> one call into the backend's host layer (numbanorm.cpu._host or numbanorm.cuda._host,
-       by geometry: rows_forward/rows_backward, channels_forward/channels_backward)
+    checks (numbanorm._validate) -> placement (numbanorm._placement: CPU, GPU or Dask)
+    -> one call into the backend's host layer (numbanorm.cpu._host, numbanorm.cuda._host or
+       numbanorm.dask._host, by geometry: rows_forward/rows_backward, channels_forward/channels_backward)
     -> kernels -> the result delivered (into out=, or as the caller's kind of array)
 
 This module holds the checks' order and the ops' rules (which geometry, which errors, when the
 running buffers change); the host layers hold views, buffers, thresholds and launches.
 
-Dask arrays run through numbanorm.dask (lazy results; the *_forward functions return (y, None)
-there: the Dask path is for inference).
+Dask arrays take the same path to the Dask backend (numbanorm.dask._host: lazy results; the
+*_forward functions return (y, None) there: the Dask path is for inference).
 
 GPU arrays (`__cuda_array_interface__`) run on the CUDA kernels, and every forward takes
 `device=`: "cuda" sends NumPy input to the GPU and returns NumPy, "cpu" insists on the CPU,
@@ -71,7 +71,7 @@ def _rows(op, x, geometry, weight, bias, eps, out, stat_shape, keep, where):
         None if out is None else where.target(out))
     if out is not None or gpu:
         y = where.deliver(y, out)
-    if not keep:
+    if not keep or where.lazy:
         return y, None
     return y, Saved(op, x2, mean64, rstd64, weight, bias, geometry, x.shape, where,
                     stat_shape)
@@ -86,7 +86,7 @@ def _channels(op, x, training, eps, momentum, running_mean, running_var, weight,
         bias, None if out is None else where.target(out))
     where.write_back()
     saved = None
-    if keep:
+    if keep and not where.lazy:
         saved = Saved(op, x3, mean64, rstd64, weight, bias, ("channels", training),
                       x.shape, where, (x.shape[1],), public_shape)
     return where.deliver(y, out), saved
@@ -124,10 +124,6 @@ def _check_channels_params(x, weight, bias, running_mean, running_var, use_batch
 
 def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out, keep,
                 device):
-    if _device.is_dask_array(x):
-        from . import dask
-        return dask.batch_norm(x, running_mean, running_var, weight, bias, bool(training),
-                               momentum, eps, out), None
     x, where = place(x, device)
     V.ndim_at_least(x, "x", 2, "(N, C) or (N, C, *spatial)")
     training = bool(training)
@@ -182,9 +178,6 @@ def _trailing_norm(op, x, normalized_shape, weight, bias, eps, out, keep, center
         shape = V.plain_trailing_call(x, normalized_shape, weight, bias, eps, not centered)
     if shape is not None:  # a plain NumPy call, valid as it stands (see plain_trailing_call)
         where = CPU
-    elif _device.is_dask_array(x):
-        from . import dask
-        return dask.trailing_norm(x, normalized_shape, weight, bias, eps, out, centered), None
     else:
         x, where = place(x, device)
         shape = V.normalized_shape(normalized_shape)
@@ -247,9 +240,6 @@ def rms_norm_backward(dy, saved, *, dx_out=None):
 # group_norm and instance_norm
 
 def _group_norm(x, num_groups, weight, bias, eps, out, keep, device):
-    if _device.is_dask_array(x):
-        from . import dask
-        return dask.group_norm(x, num_groups, weight, bias, eps, out), None
     x, where = place(x, device)
     V.ndim_at_least(x, "x", 2, "(N, C, *spatial)")
     num_groups = V.positive_int(num_groups, "num_groups")
@@ -284,10 +274,6 @@ def group_norm_backward(dy, saved, *, dx_out=None):
 
 def _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
                    out, keep, device):
-    if _device.is_dask_array(x):
-        from . import dask
-        return dask.instance_norm(x, running_mean, running_var, weight, bias,
-                                  bool(use_input_stats), momentum, eps, out), None
     x, where = place(x, device)
     V.ndim_at_least(x, "x", 3, "(N, C, *spatial)")
     use_input_stats = bool(use_input_stats)
@@ -309,7 +295,7 @@ def _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, 
                          f"{x.shape}")
     geometry = ("rows", N * C, S, C, S, C, True)
     y, saved = _rows("instance_norm", x, geometry, weight, bias, eps, out, (N, C), True, where)
-    if running_mean is not None and N * S:  # an empty batch leaves the buffers alone
+    if running_mean is not None and N * S and saved is not None:  # an empty batch leaves them
         where.host.instance_running_update(saved._mean64, saved._rstd64, N, C, S, eps, momentum,
                                            running_mean, running_var)
         where.write_back()

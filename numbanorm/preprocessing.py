@@ -22,7 +22,6 @@ import numpy as np
 from . import _validate as V
 from ._device import is_dask_array
 from ._dtypes import compute_eps, is_float
-from ._layout import layout
 from .stats import Moments
 
 try:  # scikit-learn's estimator protocol, where it is installed
@@ -148,8 +147,7 @@ def _plain(est, X, reset, allow_nan=True, writeable=False, check_finite=True):
 def _dask_input(est, X, reset):
     """A Dask X checked as validate_data would (2-D, real, the fitted feature count), without
     computing anything; float32/float64 as they are, integers as float64."""
-    from .dask import _as_float
-    X = _as_float(X, "X")
+    X = V.dask_array(X, "X")
     if X.ndim != 2:
         raise ValueError(f"Expected 2D array, got {X.ndim}D array instead")
     if reset:
@@ -165,13 +163,13 @@ def _dask_input(est, X, reset):
 def _dask_columns(X, mean, scale, shift):
     """(X - mean)*scale + shift per column of a Dask X, lazily (map_blocks; the per-feature
     statistics chunked like X's columns)."""
-    from . import dask as nd
+    from .dask import _host as dh
     n = X.shape[1]
 
     def per_column(v):
-        return nd._param_like(np.broadcast_to(np.asarray(v, np.float64), (n,)), X, (1,), (n,))
-    return nd._affine(X, (0,), per_column(mean), per_column(scale), per_column(shift),
-                      second_read=False)
+        return dh.param_like(np.broadcast_to(np.asarray(v, np.float64), (n,)), X, (1,), (n,))
+    return dh.affine(X, (0,), per_column(mean), per_column(scale), per_column(shift),
+                     second_read=False)
 
 
 def _dask_moments(X):
@@ -184,26 +182,21 @@ def _columns_transform(X, mean, scale, shift, out):
     """(X - mean)*scale + shift per column of the 2-D X (float64 (n_features,) statistics),
     into out (X itself for an in-place transform) or a fresh array."""
     from .cpu import _host
-    lay = layout(X, (0,))
-    xk = lay.read(X)
-    yk = None if out is None else lay.view(out)
-    y = out
-    if yk is None:
-        yk, y = lay.empty(X.dtype)
+    view = _host.data_view(X, (0,))
+    lay = view.lay
     n = X.shape[1]
-    _host.data_affine(xk, lay, lay.slots(np.broadcast_to(mean, n)),
-                      lay.slots(np.broadcast_to(scale, n)),
-                      lay.slots(np.broadcast_to(shift, n)) if np.ndim(shift) else shift, yk)
-    if out is not None and y is not out:
-        np.copyto(out, y)
-        return out
-    return y
+    return _host.data_affine(view, lay.slots(np.broadcast_to(mean, n)),
+                             lay.slots(np.broadcast_to(scale, n)),
+                             lay.slots(np.broadcast_to(shift, n)) if np.ndim(shift) else shift,
+                             out)
 
 
 def _moments_fast(X):
     """count, mean, m2 per feature (NaN omitted) without min/max, as a Moments."""
-    from .stats import _host_moments
-    lay, _, (count, mean, m2, *_rest) = _host_moments(X, (0,), "omit", False)
+    from .cpu import _host
+    view = _host.data_view(X, (0,))
+    lay = view.lay
+    count, mean, m2, *_rest = _host.data_moments(view, "omit", False)
     n = X.shape[1]
     inf = np.full(n, np.inf)
     return Moments(lay.stats(count), np.where(lay.stats(count) > 0, lay.stats(mean), np.nan),
@@ -213,8 +206,10 @@ def _moments_fast(X):
 def _column_range(X):
     """(min, max, NaN count) per feature of the 2-D NumPy X, NaN ignored: the range pass
     alone."""
-    from .stats import _host_moments
-    lay, _, (_, _, _, lo, hi, nans) = _host_moments(X, (0,), "omit", True, False)
+    from .cpu import _host
+    view = _host.data_view(X, (0,))
+    lay = view.lay
+    _, _, _, lo, hi, nans = _host.data_moments(view, "omit", True, False)
     return lay.stats(lo), lay.stats(hi), lay.stats(nans)
 
 
@@ -489,40 +484,25 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         else:
             X = validate_data(self, X, copy=copy, reset=False, dtype=_KEPT,
                               force_writeable=True)
-        from .scaling import _norms
         from .cpu import _host
-        lay = layout(X, (1,))
-        xk = lay.read(X)
-        norms = _norms(xk, lay, _NORMS[self.norm])
+        view = _host.data_view(X, (1,))
+        norms = _host.data_norms(view, _NORMS[self.norm])
         with np.errstate(divide="ignore"):
             scale = np.where(norms < 10 * compute_eps(X.dtype), 1.0, 1.0 / norms)
-        yk = lay.view(X)
-        if yk is None:
-            yk, y = lay.empty(X.dtype)
-        else:
-            y = X
-        _host.data_affine(xk, lay, np.zeros_like(scale), scale, 0.0, yk)
-        if y is not X:
-            np.copyto(X, y)
-        return X
+        return _host.data_affine(view, np.zeros_like(scale), scale, 0.0, X)
 
     def _dask_transform(self, X):
         """Each row of a Dask X over its norm, lazily: the norms by a reduction over the
         features, then the elementwise pass (rows of norm below 10 eps kept as they are)."""
-        from functools import partial
-
-        from . import dask as nd
-        da = nd._da()
+        from .dask import _host as dh
         if hasattr(self, "n_features_in_"):
             X = _dask_input(self, X, False)
         else:
-            X = nd._as_float(X, "X")
-        p = _NORMS[self.norm]
-        merge = partial(nd._merge_norms, p=p)
-        norm = da.reduction(X, partial(nd._norm_chunk, p=p), merge, combine=merge, axis=(1,),
-                            keepdims=True, dtype=np.float64, name="numbanorm-norms")
-        scale = da.where(norm < 10 * compute_eps(X.dtype), 1.0, 1.0 / norm)
-        return nd._affine(X, (1,), da.zeros_like(norm), scale, 0.0)
+            X = V.dask_array(X, "X")
+        view = dh.data_view(X, (1,))
+        norm = dh.data_norms(view, _NORMS[self.norm])
+        scale = np.where(norm < 10 * compute_eps(X.dtype), 1.0, 1.0 / norm)
+        return dh.data_affine(view, np.zeros_like(norm), scale, 0.0)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

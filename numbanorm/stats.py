@@ -24,7 +24,8 @@ import numpy as np
 
 from . import _validate as V
 from ._device import is_dask_array
-from ._layout import layout
+from ._chan import merge_arrays
+from ._placement import place
 
 __all__ = ["Moments", "moments"]
 
@@ -138,7 +139,7 @@ class Moments:
             raise TypeError(f"can only merge a Moments, got {type(other).__name__}")
         if other.shape != self.shape:
             raise ValueError(f"Moments of shape {self.shape} and {other.shape} cannot merge")
-        merged = _merge(self.count, self.mean, self.m2, other.count, other.mean, other.m2)
+        merged = merge_arrays(self.count, self.mean, self.m2, other.count, other.mean, other.m2)
         make = Moments._lazy if self.lazy or other.lazy else Moments
         return make(*merged, np.minimum(self.min, other.min), np.maximum(self.max, other.max),
                     self.axis, self.nan_policy)
@@ -159,55 +160,32 @@ class Moments:
         return self
 
 
-def _merge(na, ma, qa, nb, mb, qb):
-    """Chan's merge, elementwise over arrays; an empty side gives the other exactly."""
-    n = na + nb
-    with np.errstate(invalid="ignore", divide="ignore"):
-        safe = np.where(n > 0, n, 1.0)
-        delta = mb - ma
-        mean = ma + delta * (nb / safe)
-        m2 = qa + qb + delta * delta * (na * nb / safe)
-    mean = np.where(nb == 0, ma, np.where(na == 0, mb, mean))
-    m2 = np.where(nb == 0, qa, np.where(na == 0, qb, m2))
-    return n, mean, m2
+def place_data(a, axis, device, name="a", axis_name="axis"):
+    """The data functions' first step: (x checked and placed, placement, axes)."""
+    x, where = place(a, device, name, data=True)
+    return x, where, V.axes(axis, x.ndim, axis_name)
 
 
-def _data(a, axis, nan_policy):
-    """(x, axes, policy) checked; raises for NaN with 'raise'."""
-    x = V.data_array(a, "a")
-    axes = V.axes(axis, x.ndim)
-    nan_policy = V.nan_policy(nan_policy)
-    if nan_policy == "raise" and isinstance(x, np.ndarray) and np.isnan(x).any():
-        raise ValueError("The input contains nan values")
-    return x, axes, nan_policy
+def read(x, where, axes):
+    """The backend's DataView of x for a reduction over axes."""
+    return where.host.data_view(where.x if where.gpu else x, axes)
 
 
-def _host_moments(x, axes, nan_policy, want_range, want_moments=True):
-    """(layout, kernel view, per-slot float64 (count, mean, m2, lo, hi, nans)) of NumPy x
-    (None for what is not asked for)."""
-    from .cpu import _host
-    lay = layout(x, axes)
-    xk = lay.read(x)
-    return lay, xk, _host.data_moments(xk, lay, nan_policy == "omit", want_range,
-                                       want_moments)
-
-
-def moments(a, axis=0, nan_policy="propagate"):
+def moments(a, axis=0, nan_policy="propagate", *, device=None):
     """The `Moments` of a over `axis` (an int, a tuple of ints, or None for all), from one read
     of the data: count, mean, M2, min and max per output position. nan_policy: 'propagate' (a
     NaN makes its position's mean, M2, min and max NaN), 'omit' (NaN left out, counted per
-    position) or 'raise' (ValueError)."""
-    if is_dask_array(a):
-        from . import dask
-        return dask.moments(a, axis, nan_policy)
-    x, axes, nan_policy = _data(a, axis, nan_policy)
-    if not isinstance(x, np.ndarray):
-        raise TypeError("moments runs on the CPU: pass a NumPy array (for GPU data, reduce "
-                        "with zscore or copy it to the host)")
-    lay, _, (count, mean, m2, lo, hi, nans) = _host_moments(x, axes, nan_policy, True)
+    position) or 'raise' (ValueError). NumPy a runs on the CPU, GPU a (or device='cuda') on
+    the GPU (the statistics come back as NumPy arrays), Dask a as a lazy reduction (the
+    fields are lazy Dask arrays: Moments.compute())."""
+    x, where, axes = place_data(a, axis, device)
+    nan_policy = V.nan_policy(nan_policy)
+    view = read(x, where, axes)
+    count, mean, m2, lo, hi, nans = where.host.data_moments(view, nan_policy, True)
     mean = np.where(count == 0, np.nan, mean)  # np.nanmean's value for no values
     if nan_policy == "propagate":
         lo = np.where(nans > 0, np.nan, lo)
         hi = np.where(nans > 0, np.nan, hi)
-    return Moments(lay.stats(count), lay.stats(mean), lay.stats(m2), lay.stats(lo),
-                   lay.stats(hi), axis, nan_policy)
+    make = Moments._lazy if where.lazy else Moments
+    return make(view.stats(count), view.stats(mean), view.stats(m2), view.stats(lo),
+                view.stats(hi), axis, nan_policy)

@@ -207,10 +207,11 @@ def test_task_threads_rule():
     default), and the caller's own setting is back afterwards."""
     import numba
     from numbanorm import dask as nd
+    from numbanorm.dask import _host
     seen = []
 
     def probe(block):
-        with nd._task_threads():
+        with _host._task_threads():
             seen.append(numba.get_num_threads())
         return block
     d = da.from_array(np.ones((8, 2)), chunks=(2, 2)).map_blocks(probe, dtype=np.float64)

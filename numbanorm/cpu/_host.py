@@ -11,6 +11,18 @@ return contracts, so the public ops make one call into either.
     instance_running_update(mean64, rstd64, N, C, S, eps, momentum, running_mean, running_var)
     public(stat64, dtype, shape, broadcast=None)              -> a statistic in x's dtype
 
+    data_view(x, axes)                                        -> view (numbanorm._layout.DataView)
+    data_moments(view, nan_policy, want_range, want_moments=True)
+                                                  -> per-slot (count, mean, m2, lo, hi, nans)
+    data_affine(view, mean64, scale64, shift64, out=None)     -> y = (x - mean)*scale + shift
+    data_norms(view, p)                                       -> per-slot Lp norms
+
+The data functions (numbanorm.scaling, numbanorm.stats) reduce x over any axes: the
+statistics are float64 per slot, as NumPy arrays on both the CPU and the GPU (the GPU's come
+to the host: they are small), lazy Dask arrays of x's keepdims shape on Dask
+(numbanorm.dask._host); view.stats(v) and view.keep(v) give them x's shape without the
+reduced axes, or with them as 1, on every backend. out is validated on this backend's side.
+
 x, dy, weight, bias and the running buffers arrive validated, on this backend's side (NumPy).
 16-bit arrays (float16, bfloat16) reach the kernels as the integer views of
 numbanorm._dtypes.kernel_view, and weight and bias in float32, the dtype the kernels compute
@@ -34,6 +46,7 @@ import numba
 import numpy as np
 
 from .._dtypes import compute, kernel_view as _kv
+from .._layout import DataView, layout
 from .._config import (BLOCK, COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
                        COLUMN_PARTIAL_MIN_ELEMENTS, COLUMN_SHIFT_MIN_ROWS, COLUMN_STRIP_BYTES,
                        COLUMN_SUMS_ROWS, DATA_PARTIAL_MIN_ELEMENTS, FUSED_COLUMNS_MAX_ELEMENTS,
@@ -513,14 +526,25 @@ def _update_running(running_mean, running_var, mean, var_unbiased, momentum):
 # data normalization (numbanorm.scaling, numbanorm.moments): a reduction over any axes, read
 # through a numbanorm._layout.Layout as rows, columns or slabs
 
-def data_moments(xk, lay, omit, want_range, want_moments=True):
-    """Per-slot float64 (count, mean, m2, lo, hi, nans) of the kernel array xk (lay.dims):
-    with want_moments, count, mean and M2 of the values that enter the statistics (omit: the
-    non-NaN ones), and with want_range min, max (NaN ignored) and the NaN count (None where
-    not asked for). Slots in lay's order (rows: R; columns: A*M; slabs: C)."""
-    omit = True if omit else None
+def data_view(x, axes):
+    """The DataView of NumPy x for a reduction over the sorted tuple of axes (x itself, a view,
+    or its one copy when the axes interleave: numbanorm._layout)."""
+    lay = layout(x, axes)
+    return DataView(x, axes, lay, lay.read(x))
+
+
+def data_moments(view, nan_policy, want_range, want_moments=True):
+    """Per-slot float64 (count, mean, m2, lo, hi, nans) of view.x (slots in the layout's
+    order; rows: R, columns: A*M, slabs: C): with want_moments, count, mean and M2 of the
+    values that enter the statistics (nan_policy 'omit': the non-NaN ones), and with want_range
+    min, max (NaN ignored) and the NaN count (None where not asked for). nan_policy 'raise':
+    a ValueError before any kernel runs when x holds a NaN."""
+    if nan_policy == "raise" and np.isnan(view.x).any():
+        raise ValueError("The input contains nan values")
+    omit = True if nan_policy == "omit" else None
     want = [want_moments] * 3 + [want_range] * 3
-    xk = _kv(xk)
+    lay = view.lay
+    xk = _kv(view.xk)
     if lay.kind == "columns":
         A, N, M = lay.dims
         res = [np.empty(A * M) if w else None for w in want]
@@ -571,11 +595,27 @@ def _data_column_blocks(N, M, itemsize):
     return strip, rows_per_block, nchunks
 
 
-def data_affine(xk, lay, mean64, scale64, shift64, yk):
-    """yk = (xk - mean)*scale + shift per slot (float64 (slots,) arrays; shift may be a
-    scalar), in x's dtype with the mean split as batch_norm's affine splits it (see
-    channels.affine_terms): exact for x near the mean, so float32 data far from 0 keeps its
-    precision. yk may be xk (in place)."""
+def data_affine(view, mean64, scale64, shift64, out=None):
+    """y = (x - mean)*scale + shift per slot of view.x (float64 per-slot arrays in the
+    layout's order; shift may be a scalar), in x's dtype, into out (x's shape and dtype, may
+    be x itself) or a fresh array: written by the kernels where out's memory is laid out like
+    the kernel array, else filled by one copy."""
+    lay = view.lay
+    yk = None if out is None else lay.view(out)
+    y = out
+    if yk is None:
+        yk, y = lay.empty(view.x.dtype)
+    _data_affine(view.xk, lay, mean64, scale64, shift64, yk)
+    if out is not None and y is not out:
+        np.copyto(out, y)
+        return out
+    return y
+
+
+def _data_affine(xk, lay, mean64, scale64, shift64, yk):
+    """yk = (xk - mean)*scale + shift per slot, in x's dtype with the mean split as
+    batch_norm's affine splits it (see channels.affine_terms): exact for x near the mean, so
+    float32 data far from 0 keeps its precision. yk may be xk (in place)."""
     slots = mean64.size
     dt = compute(xk.dtype)
     result = yk
@@ -600,9 +640,42 @@ def data_affine(xk, lay, mean64, scale64, shift64, yk):
     return result
 
 
-def data_norms(xk, lay, p):
-    """Per-slot float64 sum(|x|^p) (p = inf: max |x|) of the kernel array xk (see
-    data_moments for the slots)."""
+_TINY_POWER_SUM = np.finfo(np.float64).tiny * 2.0 ** 52
+
+
+def data_norms(view, p):
+    """Per-slot float64 Lp norms of view.x (slots as data_moments'). Slots whose sum of |x|^p
+    overflowed, or fell to where terms may have underflowed, on finite nonzero data are summed
+    again scaled by their max |x| (rare: float64 |x| beyond ~1e154 or below ~1e-146 for
+    p = 2)."""
+    xk, lay = view.xk, view.lay
+    s = _power_sums(xk, lay, p)
+    if p == math.inf:
+        return s
+    with np.errstate(over="ignore"):
+        norm = np.sqrt(s) if p == 2.0 else (s if p == 1.0 else s ** (1.0 / p))
+    bad = ~((s > _TINY_POWER_SUM) & (s < math.inf)) & ~np.isnan(s)
+    if bad.any():
+        big = _power_sums(xk, lay, math.inf)
+        for slot in np.flatnonzero(bad & (big > 0) & (big < math.inf)):
+            v = np.abs(_slot_values(xk, lay, slot).astype(np.float64)) / big[slot]
+            norm[slot] = big[slot] * (np.sqrt(np.dot(v, v)) if p == 2.0
+                                      else np.sum(v ** p) ** (1.0 / p))
+    return norm
+
+
+def _slot_values(xk, lay, slot):
+    """The values of one slot of the kernel array, flat (the rare rescaling path)."""
+    if lay.kind == "rows":
+        return xk[slot]
+    if lay.kind == "columns":
+        A, N, M = lay.dims
+        return xk[slot // M, :, slot % M]
+    return xk[:, slot, :].ravel()
+
+
+def _power_sums(xk, lay, p):
+    """Per-slot float64 sum(|x|^p) (p = inf: max |x|) of the kernel array xk."""
     xk = _kv(xk)
     if lay.kind == "columns":
         A, N, M = lay.dims
