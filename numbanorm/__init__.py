@@ -2,6 +2,7 @@
 normalization with PyTorch's semantics, and data normalization for scientific code (zscore,
 minmax_scale, normalize, mergeable moments, scikit-learn's scalers)."""
 from . import _config  # noqa: F401  (sets the thread-safe threading layer before any kernel)
+from ._config import __version__  # noqa: F401
 from .functional import (  # noqa: F401
     Saved,
     batch_norm, batch_norm_backward, batch_norm_forward,
@@ -23,7 +24,6 @@ from .layers import (  # noqa: F401
     InstanceNorm3d, LayerNorm, RMSNorm,
 )
 
-__version__ = "0.1.0"
 
 _SCALERS = ("StandardScaler", "MinMaxScaler", "Normalizer")
 

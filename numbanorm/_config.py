@@ -6,6 +6,8 @@ import os
 
 from numba import config as _numba_config
 
+__version__ = "0.1.0"  # (pyproject.toml's; here so that no module imports the package)
+
 # Calls from several Python threads at once must be safe: numba's default "workqueue" layer
 # aborts on concurrent parallel regions, so ask for a thread-safe layer (OpenMP or TBB) unless
 # the user chose one explicitly.

@@ -14,7 +14,7 @@ import os
 import numpy as np
 from numba import config as numba_config
 
-from ._config import DEVICE_ENV
+from ._config import DEVICE_ENV, __version__
 
 DEVICES = ("cpu", "cuda")
 
@@ -139,7 +139,7 @@ def info():
     import numba
     import numpy
 
-    facts = {"numbanorm": __import__("numbanorm").__version__, "numpy": numpy.__version__,
+    facts = {"numbanorm": __version__, "numpy": numpy.__version__,
              "numba": numba.__version__, "threads": numba.get_num_threads(),
              "threading_layer": numba_config.THREADING_LAYER}
     try:

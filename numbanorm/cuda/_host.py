@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import _device
 from .._dtypes import compute
+from .._layout import DataView, _runs, layout_of
 from .._config import (CUDA_MAX_PARTIALS, CUDA_ROW_CHUNK, CUDA_ROW_VALUES_PER_THREAD,
                        CUDA_TARGET_BLOCKS, CUDA_THREADS)
 from . import channels, rows
@@ -266,3 +267,154 @@ def fill_nan(n):
     return _constant(n, np.nan)
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# data normalization (numbanorm.scaling, numbanorm.moments): the contract of
+# numbanorm.cpu._host's data functions; the per-slot statistics come back to the host as
+# NumPy float64 arrays (they are small: one value per output position).
+
+def data_view(x, axes):
+    """The DataView of the C-contiguous device x for a reduction over axes: x itself viewed
+    as rows, columns or slabs, or, when the reduced axes interleave with kept ones, one copy
+    on the device with the kept axes first and the reduced ones last (channels.permute)."""
+    lay = layout_of(x.shape, axes)
+    xk = x if lay.perm is None else _permuted(x, lay.perm)
+    return DataView(x, axes, lay, xk.reshape(lay.dims))
+
+
+def _permuted(x, perm):
+    shape = tuple(x.shape[a] for a in perm)
+    strides = [math.prod(x.shape[a + 1:]) for a in range(x.ndim)]
+    out = empty(shape, x.dtype)
+    if x.size:
+        channels.permute[_blocks(x.size), CUDA_THREADS](
+            _flat(x), _index_array(shape), _index_array([strides[a] for a in perm]),
+            _flat(out))
+    return out
+
+
+def _index_array(values):
+    return _device.to_device(np.array(list(values) or [1], np.int64))
+
+
+def _column_partition(N, M):
+    """_partition for N rows that may be 0 (one partition of no rows)."""
+    return _partition(N, M) if N else (1, 1, (_blocks(M), 1))
+
+
+def data_moments(view, nan_policy, want_range, want_moments=True):
+    """Per-slot float64 NumPy (count, mean, m2, lo, hi, nans), as cpu._host.data_moments (all
+    six are computed, by one read of x: rows.data_moments or channels.data_column_moments,
+    then channels.merge_data); nan_policy 'raise' raises after the read when a NaN was
+    counted."""
+    omit = nan_policy == "omit"
+    lay, xk = view.lay, view.xk
+    if lay.kind == "columns":
+        A, N, M = lay.dims
+        slots = A * M
+        P, rows_per, grid = _column_partition(N, slots)
+        parts = [empty((P, slots), np.float64) for _ in range(6)]
+        if slots:
+            channels.data_column_moments[grid, CUDA_THREADS](xk, rows_per, omit, *parts)
+    else:
+        R, L = (lay.dims if lay.kind == "rows" else
+                (lay.dims[0] * lay.dims[1], lay.dims[2]))
+        slots = R if lay.kind == "rows" else lay.dims[1]
+        x2 = xk.reshape(R, L)
+        P = _row_chunks(R, L)
+        parts = [empty((P, R), np.float64) for _ in range(6)]
+        if R:
+            width = _row_width(-(-L // P))
+            rows.data_moments[_blocks(R * P, CUDA_THREADS // width), CUDA_THREADS](
+                x2, P, omit, width, *parts)
+        parts = [a.reshape(P * R // max(slots, 1), slots) if slots else a for a in parts]
+    res = [empty(slots, np.float64) for _ in range(6)]
+    if slots:
+        channels.merge_data[_blocks(slots), CUDA_THREADS](*parts, *res)
+    res = [a.copy_to_host() for a in res]
+    if nan_policy == "raise" and res[5].any():
+        raise ValueError("The input contains nan values")
+    return tuple(res)
+
+
+def data_affine(view, mean64, scale64, shift64, out=None):
+    """y = (x - mean)*scale + shift per slot (float64 NumPy per-slot arrays; shift may be a
+    scalar), computed in float64 and rounded once to x's dtype, over x in its own order
+    (channels.data_affine: interleaved axes need no copy), into out (a device array of x's
+    shape and dtype, may be x itself) or a fresh array."""
+    x = view.x
+    y = empty(x.shape, x.dtype) if out is None else out
+    if x.size:
+        runs = _runs(x.shape, set(view.axes))
+        sizes = [n for _, n in runs]
+        strides = []
+        stride = 1
+        for reduced, n in reversed(runs):
+            strides.append(0 if reduced else stride)
+            stride *= 1 if reduced else n
+        slots = mean64.size
+
+        def dev(v):
+            return _device.to_device(np.ascontiguousarray(np.broadcast_to(
+                np.asarray(v, np.float64), (slots,))))
+        channels.data_affine[_blocks(x.size), CUDA_THREADS](
+            _flat(x), _index_array(sizes), _index_array(strides[::-1]), dev(mean64),
+            dev(scale64), dev(shift64), _flat(y))
+    return y
+
+
+def data_norms(view, p):
+    """Per-slot float64 NumPy Lp norms, as cpu._host.data_norms: the power sums by one read
+    (rows.data_norms or channels.data_column_norms, merged by channels.merge_norms); slots whose
+    sums overflowed or underflowed on finite nonzero data summed again, scaled by their
+    max |x|."""
+    s = _power_sums(view, p, None)
+    if p == math.inf:
+        return s
+    with np.errstate(over="ignore"):
+        norm = np.sqrt(s) if p == 2.0 else (s if p == 1.0 else s ** (1.0 / p))
+    bad = ~((s > _TINY_POWER_SUM) & (s < math.inf)) & ~np.isnan(s)
+    if bad.any():
+        big = _power_sums(view, math.inf, None)
+        redo = bad & (big > 0) & (big < math.inf)
+        if redo.any():
+            inv = np.where(redo, 1.0 / np.where(redo, big, 1.0), 1.0)
+            s2 = _power_sums(view, p, inv)
+            norm = np.where(redo, big * s2 ** (1.0 / p), norm)
+    return norm
+
+
+_TINY_POWER_SUM = np.finfo(np.float64).tiny * 2.0 ** 52
+
+
+def _power_sums(view, p, inv):
+    """Per-slot sum(|x*inv|^p) (p = inf: max |x|) as a NumPy float64 array."""
+    lay, xk = view.lay, view.xk
+    if lay.kind == "columns":
+        A, N, M = lay.dims
+        slots = A * M
+    else:
+        slots = lay.dims[0] if lay.kind == "rows" else lay.dims[1]
+    inv = _device.to_device(np.ones(max(slots, 1)) if inv is None else inv)
+    if lay.kind == "columns":
+        P, rows_per, grid = _column_partition(N, slots)
+        part = empty((P, slots), np.float64)
+        if slots:
+            channels.data_column_norms[grid, CUDA_THREADS](xk, rows_per, p, inv, part)
+    else:
+        R, L = (lay.dims if lay.kind == "rows" else
+                (lay.dims[0] * lay.dims[1], lay.dims[2]))
+        x2 = xk.reshape(R, L)
+        P = _row_chunks(R, L)
+        part = empty((P, R), np.float64)
+        if R:
+            width = _row_width(-(-L // P))
+            rows.data_norms[_blocks(R * P, CUDA_THREADS // width), CUDA_THREADS](
+                x2, P, p, inv, max(slots, 1), width, part)
+        if slots:
+            part = part.reshape(P * R // slots, slots)
+    out = empty(slots, np.float64)
+    if slots:
+        channels.merge_norms[_blocks(slots), CUDA_THREADS](part, p, out)
+    return out.copy_to_host()

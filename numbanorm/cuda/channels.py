@@ -190,3 +190,153 @@ def instance_running_update(mean, rstd, N, S, eps, momentum, running_mean, runni
         v = v / N * (S / (S - 1.0))
         running_mean[c] = (1.0 - momentum) * ld(running_mean[c]) + momentum * m
         running_var[c] = (1.0 - momentum) * ld(running_var[c]) + momentum * v
+
+
+# ---------------------------------------------------------------------------------------------
+# data normalization: the statistics of columns (the column slots of an (A, N, M) array, slot
+# a*M + m), the merges of partials for both geometries, and the elementwise passes
+
+@cuda.jit
+def data_column_moments(x3, rows_per, omit, pn, pmean, pm2, plo, phi, pnan):
+    """Partial statistics of column slot q = a*M + m over the rows of partition p into
+    p*[p, q]: as rows._data_values (thread per slot, coalesced)."""
+    A, N, M = x3.shape
+    P = pn.shape[0]
+    t = cuda.threadIdx.x
+    for p in range(cuda.blockIdx.y, P, cuda.gridDim.y):
+        n0 = p * rows_per
+        n1 = min(N, n0 + rows_per)
+        for q in range(cuda.blockIdx.x * THREADS + t, A * M, cuda.gridDim.x * THREADS):
+            a = q // M
+            m = q % M
+            cnt = 0.0
+            mean = 0.0
+            m2 = 0.0
+            lo = math.inf
+            hi = -math.inf
+            nans = 0.0
+            for n in range(n0, n1):
+                v = ld(x3[a, n, m])
+                if math.isnan(v):
+                    nans += 1.0
+                    if omit:
+                        continue
+                else:
+                    lo = min(lo, v)
+                    hi = max(hi, v)
+                cnt, mean, m2 = welford(cnt, mean, m2, v)
+            pn[p, q] = cnt
+            pmean[p, q] = mean
+            pm2[p, q] = m2
+            plo[p, q] = lo
+            phi[p, q] = hi
+            pnan[p, q] = nans
+
+
+@cuda.jit
+def data_column_norms(x3, rows_per, power, inv, part):
+    """sum(|x*inv[q]|^power) (power = inf: max |x|) of column slot q over the rows of
+    partition p into part[p, q]."""
+    A, N, M = x3.shape
+    P = part.shape[0]
+    t = cuda.threadIdx.x
+    for p in range(cuda.blockIdx.y, P, cuda.gridDim.y):
+        n0 = p * rows_per
+        n1 = min(N, n0 + rows_per)
+        for q in range(cuda.blockIdx.x * THREADS + t, A * M, cuda.gridDim.x * THREADS):
+            a = q // M
+            m = q % M
+            s = inv[q]
+            acc = 0.0
+            for n in range(n0, n1):
+                v = abs(ld(x3[a, n, m]) * s)
+                if power == math.inf:
+                    if v > acc or math.isnan(v):
+                        acc = v
+                elif power == 2.0:
+                    acc += v * v
+                elif power == 1.0:
+                    acc += v
+                else:
+                    acc += v ** power
+            part[p, q] = acc
+
+
+@cuda.jit
+def merge_data(pn, pmean, pm2, plo, phi, pnan, count, mean, m2, lo, hi, nans):
+    """The (K, M) partials merged over K in order into (M,) statistics (Chan; min, max; NaN
+    counts added), a thread per slot."""
+    K, M = pn.shape
+    for j in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, M, cuda.gridDim.x * THREADS):
+        c = 0.0
+        mu = 0.0
+        q = 0.0
+        a = math.inf
+        b = -math.inf
+        z = 0.0
+        for k in range(K):
+            c, mu, q = chan_merge(c, mu, q, pn[k, j], pmean[k, j], pm2[k, j])
+            a = min(a, plo[k, j])
+            b = max(b, phi[k, j])
+            z += pnan[k, j]
+        count[j] = c
+        mean[j] = mu
+        m2[j] = q
+        lo[j] = a
+        hi[j] = b
+        nans[j] = z
+
+
+@cuda.jit
+def merge_norms(part, power, out):
+    """The (K, M) partial power sums added over K in order (power = inf: max, NaN
+    propagating) into out (M,)."""
+    K, M = part.shape
+    for j in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, M, cuda.gridDim.x * THREADS):
+        acc = 0.0
+        for k in range(K):
+            v = part[k, j]
+            if power == math.inf:
+                if v > acc or math.isnan(v):
+                    acc = v
+            else:
+                acc += v
+        out[j] = acc
+
+
+@cuda.jit(device=True, inline=True)
+def _slot(i, sizes, slot_strides):
+    """The statistics slot of flat index i of an array whose axes are the runs `sizes` (x's
+    shape with size-1 axes dropped and neighbours of one kind merged); slot_strides: the kept
+    runs' strides in the slots (C order over the kept axes), 0 for the reduced runs."""
+    s = 0
+    for k in range(sizes.shape[0] - 1, -1, -1):
+        n = sizes[k]
+        s += (i % n) * slot_strides[k]
+        i //= n
+    return s
+
+
+@cuda.jit
+def data_affine(x1, sizes, slot_strides, mean, scale, shift, y1):
+    """y = (x - mean[s])*scale[s] + shift[s] elementwise in float64 over x in its own order
+    (any layout, interleaved axes included: no copy), s the slot of each element."""
+    for i in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, x1.shape[0],
+                   cuda.gridDim.x * THREADS):
+        s = _slot(i, sizes, slot_strides)
+        y1[i] = (ld(x1[i]) - mean[s]) * scale[s] + shift[s]
+
+
+@cuda.jit
+def permute(x1, shape, strides, out1):
+    """out = x transposed, C-contiguous: element i of out (shape `shape`, C order) is x's
+    element at sum(index_k * strides[k]) (x's element strides in out's axis order)."""
+    for i in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, out1.shape[0],
+                   cuda.gridDim.x * THREADS):
+        q = i
+        src = 0
+        for k in range(shape.shape[0] - 1, -1, -1):
+            n = shape[k]
+            src += (q % n) * strides[k]
+            q //= n
+        out1[i] = x1[src]

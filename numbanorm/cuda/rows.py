@@ -261,3 +261,110 @@ def split_dx(dy1, x1, L, G, S, Cg, mean, rstd, weight, centered, sg, sgx, dx1):
         xhat = (ld(x1[i]) - mean[r]) * s
         mean_g = sg[r] / L if centered else 0.0
         dx1[i] = s * (g - mean_g - xhat * (sgx[r] / L))
+
+
+# ---------------------------------------------------------------------------------------------
+# data normalization (numbanorm.scaling, numbanorm.moments): statistics per row of an (R, L)
+# array (rows; slabs as (N*C, S) rows merged per channel), each row cut into P chunks; item
+# (r, p) is reduced by a group of `width` threads, its partial written at [p, r] and merged
+# over p (and the batch, for slabs) by channels.merge_data / channels.merge_norms.
+
+@cuda.jit(device=True)
+def _data_values(x2, r, j0, j1, omit, lane, width):
+    """This thread's (count, mean, M2, min, max, NaN count) of x2[r, j0 + lane::width] up to
+    j1: Welford over the values that enter (every value; omit: the non-NaN ones), min and max
+    of the non-NaN ones."""
+    cnt = 0.0
+    mean = 0.0
+    m2 = 0.0
+    lo = math.inf
+    hi = -math.inf
+    nans = 0.0
+    for j in range(j0 + lane, j1, width):
+        v = ld(x2[r, j])
+        if math.isnan(v):
+            nans += 1.0
+            if omit:
+                continue
+        else:
+            lo = min(lo, v)
+            hi = max(hi, v)
+        cnt, mean, m2 = welford(cnt, mean, m2, v)
+    return cnt, mean, m2, lo, hi, nans
+
+
+@cuda.jit
+def data_moments(x2, P, omit, width, pn, pmean, pm2, plo, phi, pnan):
+    """Partial statistics of chunk p of row r into p*[p, r] (see _data_values)."""
+    sn = cuda.shared.array(THREADS, float64)
+    smean = cuda.shared.array(THREADS, float64)
+    sm2 = cuda.shared.array(THREADS, float64)
+    R, L = x2.shape
+    t = cuda.threadIdx.x
+    lane = t & (width - 1)
+    per_block = THREADS // width
+    items = R * P
+    for i0 in range(cuda.blockIdx.x * per_block, items, cuda.gridDim.x * per_block):
+        item = i0 + t // width
+        r = item // P
+        p = item % P
+        j0 = 0
+        j1 = 0  # past the end: no values (every thread takes part in the group reductions)
+        if item < items:
+            j0, j1 = _chunk(L, P, p)
+        cnt, mean, m2, lo, hi, nans = _data_values(x2, r, j0, j1, omit, lane, width)
+        cnt, mean, m2 = group_merge(sn, smean, sm2, cnt, mean, m2, width)
+        lo = -group_max(sn, -lo, width)
+        hi = group_max(sn, hi, width)
+        nans, _ = group_sum2(sn, smean, nans, 0.0, width)
+        if lane == 0 and item < items:
+            pn[p, r] = cnt
+            pmean[p, r] = mean
+            pm2[p, r] = m2
+            plo[p, r] = lo
+            phi[p, r] = hi
+            pnan[p, r] = nans
+
+
+@cuda.jit
+def data_norms(x2, P, power, inv, slot_mod, width, part):
+    """sum(|x*inv[r % slot_mod]|^power) (power = inf: max |x|, NaN-propagating) of chunk p
+    of row r into part[p, r] (inv: 1, or an exact rescaling for slots whose sums overflow)."""
+    sa = cuda.shared.array(THREADS, float64)
+    sb = cuda.shared.array(THREADS, float64)
+    R, L = x2.shape
+    t = cuda.threadIdx.x
+    lane = t & (width - 1)
+    per_block = THREADS // width
+    items = R * P
+    for i0 in range(cuda.blockIdx.x * per_block, items, cuda.gridDim.x * per_block):
+        item = i0 + t // width
+        r = item // P
+        p = item % P
+        j0 = 0
+        j1 = 0
+        s = 1.0
+        if item < items:
+            j0, j1 = _chunk(L, P, p)
+            s = inv[r % slot_mod]
+        acc = 0.0
+        for j in range(j0 + lane, j1, width):
+            acc = _power_add(acc, abs(ld(x2[r, j]) * s), power)
+        if power == math.inf:
+            acc = group_max(sa, acc, width)
+        else:
+            acc, _ = group_sum2(sa, sb, acc, 0.0, width)
+        if lane == 0 and item < items:
+            part[p, r] = acc
+
+
+@cuda.jit(device=True, inline=True)
+def _power_add(acc, a, power):
+    """acc plus a^power (power = inf: max(acc, a), NaN-propagating)."""
+    if power == math.inf:
+        return a if a > acc or math.isnan(a) else acc
+    if power == 2.0:
+        return acc + a * a
+    if power == 1.0:
+        return acc + a
+    return acc + a ** power
