@@ -564,18 +564,76 @@ def test_zscore_on_device(rng, shape, axis, dtype):
     assert_close(host(nn.zscore(dev(x), axis)), oracle.zscore(x, axis), dtype)
 
 
-def test_scaling_on_device_says_what_runs_there(rng):
-    x = dev(_data(rng, (6, 5), np.float32))
-    with pytest.raises(ValueError, match="omit.*CPU only"):
-        nn.zscore(x, 0, nan_policy="omit")
-    with pytest.raises(ValueError, match="trailing or the leading"):
-        nn.zscore(dev(_data(rng, (3, 4, 5), np.float32)), 1)
-    with pytest.raises(ValueError, match="CPU only.*zscore"):
-        nn.minmax_scale(x)
-    with pytest.raises(ValueError, match="CPU only.*zscore"):
-        nn.normalize(x)
-    with pytest.raises(TypeError, match="CPU"):
-        nn.moments(x)
+# (shape, axes): trailing (rows), leading (columns), kept-reduced-kept (columns, A > 1), both
+# ends (slabs), interleaved (one copy on the device), everything
+DATA_CASES = [((5, 11), 1), ((9, 4), 0), ((3, 7, 4), 1), ((4, 3, 5), (0, 2)),
+              ((3, 4, 5, 2), (0, 2)), ((6, 7), None)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,axis", DATA_CASES)
+def test_data_family_on_device(rng, shape, axis, dtype):
+    """zscore (both NaN policies), minmax_scale, normalize (p = 1, 2, 3.5, inf) and moments of
+    device data along any axes: the oracle's numbers and the CPU path's, a GPU array back."""
+    x = _data(rng, shape, dtype, mean=3.0, std=2.0)
+    x.flat[4] = np.nan
+    d = dev(x)
+    for omit in (False, True):
+        policy = "omit" if omit else "propagate"
+        z = nn.zscore(d, axis, nan_policy=policy)
+        assert _device.is_device_array(z)
+        assert_close(host(z), oracle.zscore(x, axis, omit=omit), dtype, name=policy)
+        m, m_cpu = nn.moments(d, axis, policy), nn.moments(x, axis, policy)
+        for f in ("count", "mean", "m2", "min", "max"):
+            np.testing.assert_allclose(getattr(m, f), getattr(m_cpu, f), rtol=1e-12,
+                                       equal_nan=True, err_msg=f)
+    assert_close(host(nn.minmax_scale(d, axis=axis)), oracle.minmax_scale(x, axis=axis), dtype)
+    dim = tuple(range(len(shape))) if axis is None else axis
+    clean = dev(np.nan_to_num(x))
+    for p in (1.0, 2.0, 3.5, np.inf):
+        assert_close(host(nn.normalize(clean, p, dim)),
+                     oracle.normalize(np.nan_to_num(x), p, dim), dtype, name=str(p))
+
+
+def test_data_family_device_keyword_out_raise_and_backward(rng):
+    """device='cuda' sends NumPy data over and returns NumPy; out= on the device is written in
+    place; nan_policy='raise' raises; the backward passes of minmax_scale and normalize
+    (host-side) and zscore's on the kernels match the CPU's."""
+    x = _data(rng, (6, 4, 5), np.float64, mean=1.0, std=3.0)
+    dy = _data(rng, x.shape, np.float64)
+    y = nn.zscore(x, (0, 2), device="cuda")
+    assert isinstance(y, np.ndarray)
+    assert_close(y, oracle.zscore(x, (0, 2)), np.float64)
+    out = dev(np.zeros_like(x))
+    assert nn.minmax_scale(dev(x), axis=1, out=out) is out
+    assert_close(host(out), oracle.minmax_scale(x, axis=1), np.float64)
+    bad = x.copy()
+    bad[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match="nan values"):
+        nn.zscore(dev(bad), 0, nan_policy="raise")
+    for fwd, bwd, args in ((nn.minmax_scale_forward, nn.minmax_scale_backward, {"axis": 1}),
+                           (nn.normalize_forward, nn.normalize_backward, {"dim": (0, 2)}),
+                           (nn.zscore_forward, nn.zscore_backward, {"axis": (0, 2)}),
+                           (nn.zscore_forward, nn.zscore_backward, {"axis": (1, 2)})):
+        y_d, saved = fwd(dev(x), **args)
+        y_c, saved_c = fwd(x, **args)
+        assert_close(host(y_d), y_c, np.float64)
+        dx = bwd(dev(dy), saved)
+        assert _device.is_device_array(dx)
+        np.testing.assert_allclose(host(dx), bwd(dy, saved_c), rtol=1e-10, atol=1e-12)
+        with pytest.raises(ValueError, match="NumPy array but the forward ran on the GPU"):
+            bwd(dy, saved)
+
+
+def test_normalize_on_device_rescales_huge_and_tiny(rng):
+    """Slots whose power sums overflow (|x| ~ 1e200) or underflow (~1e-200) are summed again
+    scaled by their max |x|, as on the CPU."""
+    x = _data(rng, (4, 9), np.float64)
+    x[1] *= 1e200
+    x[2] *= 1e-200
+    for p in (2.0, 3.0):
+        np.testing.assert_allclose(host(nn.normalize(dev(x), p, 1)), nn.normalize(x, p, 1),
+                                   rtol=1e-13)
 
 
 # ---------------------------------------------------------------------------------------------
