@@ -21,7 +21,23 @@ STANDARD = [
     ("batch_norm", (128, 256, 56, 56), "float32"), ("batch_norm", (65536, 1024), "float32"),
     ("group_norm", (64, 256, 64, 64), "float32"), ("instance_norm", (64, 256, 64, 64), "float32"),
 ] + [(op, shape, dt) for dt in ("bfloat16", "float16")
-     for op, shape in (("layer_norm", (32768, 4096)), ("batch_norm", (128, 256, 56, 56)))]
+     for op, shape in (("layer_norm", (32768, 4096)), ("batch_norm", (128, 256, 56, 56)))] + [
+    # the data family (issue 28), forward, against the same expression in PyTorch CUDA
+    ("zscore_axis0", (65536, 1024), "float32"), ("zscore_axis1", (65536, 1024), "float32"),
+    ("minmax_scale", (65536, 1024), "float32"), ("normalize", (65536, 1024), "float32")]
+
+# data functions: forward only (their backward passes run on the host; see the README)
+DATA = {
+    "zscore_axis0": (lambda nn, x: nn.zscore(x, 0),
+                     lambda t: (t - t.mean(0)) / t.std(0, correction=0)),
+    "zscore_axis1": (lambda nn, x: nn.zscore(x, 1),
+                     lambda t: (t - t.mean(1, keepdim=True)) / t.std(1, correction=0,
+                                                                      keepdim=True)),
+    "minmax_scale": (lambda nn, x: nn.minmax_scale(x),
+                     lambda t: (t - t.amin(0)) / (t.amax(0) - t.amin(0))),
+    "normalize": (lambda nn, x: nn.normalize(x),
+                  lambda t: __import__("torch").nn.functional.normalize(t)),
+}
 
 
 def _sync():
@@ -86,11 +102,37 @@ def _torch(op, x, w, b, dy, dtype):
     return forward, backward, torch.cuda.synchronize
 
 
+def _data_case(op, x, repeats, min_run, bandwidth, with_torch, dtype):
+    """A data function's forward on the device against its PyTorch CUDA expression."""
+    import numbanorm as nn
+    from numba import cuda
+    ours, expr = DATA[op]
+    xd = cuda.to_device(x)
+    impls = {"numbanorm": lambda: ours(nn, xd)}
+    if with_torch:
+        import torch
+        xt = torch.tensor(x, device="cuda")
+
+        def theirs():
+            with torch.no_grad():
+                expr(xt)
+        impls["torch"] = theirs
+    samples = _time_paired(impls, repeats, min_run, sync=_sync)
+    med, lo, hi = _summary(samples["numbanorm"])
+    gbs = 2 * x.nbytes / med / 1e9
+    return [dict(op=op, shape=list(x.shape), dtype=dtype, pass_="forward", median_s=med,
+                 min_s=lo, max_s=hi, gb_per_s=gbs, pct_copy=100 * gbs / bandwidth,
+                 vs_torch=_paired_ratio(samples["torch"], samples["numbanorm"])
+                 if with_torch else None)]
+
+
 def run_case(op, shape, repeats, min_run, bandwidth, with_torch, dtype="float32"):
     from numba import cuda
     rng = np.random.default_rng(0)
     dt = np_dtype(dtype)
     x = (rng.standard_normal(shape, dtype=np.float32) + 0.5).astype(dt).astype(np.float32)
+    if op in DATA:
+        return _data_case(op, x, repeats, min_run, bandwidth, with_torch, dtype)
     dy = rng.standard_normal(shape, dtype=np.float32).astype(dt).astype(np.float32)
     C = shape[1] if op in ("batch_norm", "group_norm", "instance_norm") else shape[-1]
     w = rng.standard_normal(C, dtype=np.float32).astype(dt).astype(np.float32)

@@ -2,9 +2,9 @@
 the names, arguments and numbers users know (scipy.stats.zscore,
 sklearn.preprocessing.minmax_scale, torch.nn.functional.normalize).
 
-    zscore(a, axis=0, ddof=0, nan_policy='propagate', *, out=None)
-    minmax_scale(X, feature_range=(0, 1), *, axis=0, copy=True, out=None)
-    normalize(x, p=2.0, dim=1, eps=1e-12, *, out=None)
+    zscore(a, axis=0, ddof=0, nan_policy='propagate', *, out=None, device=None)
+    minmax_scale(X, feature_range=(0, 1), *, axis=0, copy=True, out=None, device=None)
+    normalize(x, p=2.0, dim=1, eps=1e-12, *, out=None, device=None)
 
 Each also as NAME_forward(...) -> (y, saved) and NAME_backward(dy, saved) -> dx: the gradient
 PyTorch's autograd gives for the same expression, so NumPy training code can put input
@@ -28,9 +28,13 @@ scikit-learn's rules take the dtype's resolution (constant slices), 16-bit data 
 float32's, the precision it is computed in. The backward passes are NumPy
 expressions in float64 over the saved input (not kernels).
 
-On a GPU array, zscore with nan_policy='propagate' runs on the CUDA kernels when the reduced
-axes are the trailing ones (the rows kernels) or the leading ones (the column kernels); every
-other case on device is a ValueError saying what runs there.
+Every function places its input once (numbanorm._placement) and calls that backend's data
+functions (data_view, data_moments, data_affine, data_norms: the host contract of
+numbanorm.cpu._host): NumPy on the CPU kernels, GPU arrays (or NumPy with device='cuda') on
+the CUDA kernels, Dask arrays as a lazy graph of CPU calls per block. The finishing arithmetic
+on the per-slot statistics (below) is NumPy, and runs lazily on Dask's statistics. On the GPU
+the backward passes run on the host (x and dy copied over), except zscore's over trailing or
+leading axes with 'propagate', which run on the rows and channels backward kernels.
 """
 import math
 

@@ -18,7 +18,7 @@ whole: `m1.merge(m2)` (or `m1 + m2`), `m.update(chunk)` for a stream. Counts are
 that sample weights and merges stay exact (integers up to 2^53). A `Moments` pickles, and
 `to_arrays()` / `Moments.from_arrays(...)` and `stack()` / `Moments.unstack(...)` convert it to
 and from plain arrays for whatever carries it. The scalers (numbanorm.preprocessing), zscore
-and the Dask path (numbanorm.dask) all stand on it.
+and the Dask backend (numbanorm.dask._host) all stand on it.
 """
 import numpy as np
 
