@@ -134,25 +134,7 @@ def zscore_backward(dy, saved):
         dx = (g - mean(g) - y*sum(g*y)/(n - ddof)) / std
 
     over the values that entered the statistics; NaN where x is NaN (nan_policy='omit')."""
-    kernels = _zscore_kernel_backward(dy, saved)
-    if kernels is not None:
-        return kernels
-    x, dy, back = _grad_args(dy, saved, "zscore")
-    st = saved._stats
-    axes = saved._axes
-    xf = x.astype(np.float64)
-    g = dy.astype(np.float64)
-    ok = ~np.isnan(xf) if saved._params["nan_policy"] == "omit" else np.ones(x.shape, bool)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        y = (xf - st["mean"]) * st["inv_std"]
-        gv = np.where(ok, g, 0.0)
-        yv = np.where(ok, y, 0.0)
-        n = st["count"]
-        sg = gv.sum(axis=axes, keepdims=True)
-        sgy = (gv * yv).sum(axis=axes, keepdims=True)
-        dx = st["inv_std"] * (g - sg / n - y * sgy / (n - saved._params["ddof"]))
-    dx = np.where(ok, dx, np.nan)
-    return back(dx.astype(x.dtype))
+    return _backward(dy, saved, "zscore")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,9 +151,9 @@ def _minmax(X, feature_range, axis, copy, out, keep, device):
     empty = nans == view.count  # no value but NaN: NaN statistics, as np.nanmin's
     dmin = np.where(empty, np.nan, dmin)
     dmax = np.where(empty, np.nan, dmax)
-    scale, _ = _minmax_scale(dmin, dmax, (lo_r, hi_r), x.dtype)
+    scale, zero = _minmax_scale(dmin, dmax, (lo_r, hi_r), x.dtype)
     return _finish("minmax_scale", x, where, view, dmin, scale, lo_r, out, keep,
-                   dict(data_min=dmin, data_max=dmax, scale=scale),
+                   dict(data_min=dmin, data_max=dmax, scale=scale, zero_range=zero),
                    dict(feature_range=(lo_r, hi_r)))
 
 
@@ -208,28 +190,7 @@ def minmax_scale_backward(dy, saved):
 
     (a constant slice, whose range counts as 1: dx = s*(g - [x == min]/k_min*sum(g))); NaN where
     x is NaN."""
-    x, dy, back = _grad_args(dy, saved, "minmax_scale")
-    st = saved._stats
-    axes = saved._axes
-    xf = x.astype(np.float64)
-    g = dy.astype(np.float64)
-    ok = ~np.isnan(xf)
-    gv = np.where(ok, g, 0.0)
-    s, mn, mx = st["scale"], st["data_min"], st["data_max"]
-    _, zero = _minmax_scale(mn, mx, saved._params["feature_range"], x.dtype)
-    at_min = ok & (xf == mn)
-    at_max = ok & (xf == mx)
-    k_min = at_min.sum(axis=axes, keepdims=True)
-    k_max = at_max.sum(axis=axes, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t = np.where(zero, 0.0, (xf - mn) / np.where(zero, 1.0, mx - mn))
-        t = np.where(ok, t, 0.0)
-        g_min = -s * np.where(zero, gv.sum(axis=axes, keepdims=True),
-                              (gv * (1.0 - t)).sum(axis=axes, keepdims=True))
-        g_max = np.where(zero, 0.0, -s * (gv * t).sum(axis=axes, keepdims=True))
-        dx = s * g + at_min * (g_min / k_min) + at_max * (g_max / k_max)
-    dx = np.where(ok, dx, np.nan)
-    return back(dx.astype(x.dtype))
+    return _backward(dy, saved, "minmax_scale")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,30 +225,7 @@ def normalize_backward(dy, saved):
     where ||x|| >= eps, dx = g/N - sum(g*x)/N^2 * dN/dx with dN/dx = sgn(x)*|x|^(p-1)/N^(p-1)
     (p = inf: sgn(x)/k at the k values of largest |x|; 0 where x = 0 for p < 1); elsewhere
     dx = g/eps."""
-    x, dy, back = _grad_args(dy, saved, "normalize")
-    axes = saved._axes
-    p, eps = saved._params["p"], saved._params["eps"]
-    N = saved._stats["norm"]
-    xf = x.astype(np.float64)
-    g = dy.astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        gN = -(g * xf).sum(axis=axes, keepdims=True) / (N * N)  # d loss / d N
-        ax = np.abs(xf)
-        sgn = np.sign(xf)
-        if p == math.inf:
-            mask = (ax == N) | np.isnan(ax)
-            dN = sgn * mask / mask.sum(axis=axes, keepdims=True)
-        elif p == 2.0:
-            dN = xf / N
-        elif p == 1.0:
-            dN = sgn
-        else:
-            dN = sgn * ax ** (p - 1) / N ** (p - 1)
-            if p < 1.0:
-                dN = np.where(xf == 0, 0.0, dN)
-        dN = np.where(N == 0, 0.0, dN)
-        dx = np.where(N >= eps, g / N + gN * dN, g / eps)
-    return back(dx.astype(x.dtype))
+    return _backward(dy, saved, "normalize")
 
 
 def _check_saved(saved, op):
@@ -313,54 +251,12 @@ def _grad_dy(dy, saved):
     return dy
 
 
-def _grad_args(dy, saved, op):
-    """(x, dy, back): NumPy x and dy for the backward's expressions, and back(dx), which
-    returns dx on the forward's side. A GPU forward's backward runs here, on the host: x and
-    dy come over and dx goes back (see the README: not yet device kernels, except zscore's)."""
+def _backward(dy, saved, op):
+    """dx of a data function's forward by its backend's data_backward: NumPy expressions on
+    the CPU, kernels on the GPU (see the *_backward docstrings for the formulas)."""
     _check_saved(saved, op)
     dy = _grad_dy(dy, saved)
-    x = saved._x
     where = saved._place
-    if not where.gpu:
-        return x, dy, lambda dx: dx
-    host = lambda a: a if isinstance(a, np.ndarray) else a.copy_to_host()  # noqa: E731
-    return host(x), host(dy), lambda dx: where.deliver(_device.to_device(dx), None)
-
-
-def _zscore_kernel_backward(dy, saved):
-    """zscore's dx on the GPU by the rows or channels backward kernels, where the forward
-    reduced the trailing axes (rows: layer_norm's) or the leading ones (columns: batch_norm's)
-    with nan_policy='propagate': with the weight c = sqrt((n - ddof)/n) and rstd = inv_std/c,
-    their dx is zscore's (see zscore_backward). None where that does not apply."""
-    _check_saved(saved, "zscore")
-    where, view = saved._place, saved._view
-    if not where.gpu or saved._params["nan_policy"] != "propagate":
-        return None
-    lay = view.lay
-    if lay.perm is not None or (lay.kind != "rows" and lay.dims[0] != 1) or \
-            lay.kind == "slabs":
-        return None
-    dy = _grad_dy(dy, saved)
-    from ._saved import Saved
-    host = where.host
-    st = saved._stats
-    n = lay.count
-    ddof = saved._params["ddof"]
-    c = math.sqrt((n - ddof) / n) if n > ddof else math.nan
-    mean64 = _device.to_device(np.ascontiguousarray(lay.slots(st["mean"])))
-    rstd64 = _device.to_device(np.ascontiguousarray(lay.slots(st["inv_std"]) / c))
-    xk = view.xk
-    dt = np.dtype(xk.dtype)
-    if lay.kind == "rows":
-        R, L = lay.dims
-        geometry = ("rows", R, L, 1, 1, L, True)
-        record = Saved("zscore", xk, mean64, rstd64, host.param(None, L, dt, c), None,
-                       geometry, tuple(saved._x.shape), where, (R,))
-        dx = host.rows_backward(where.grad_input(dy), record)[0]
-    else:
-        _, N, M = lay.dims
-        record = Saved("zscore", xk.reshape(N, M, 1), mean64, rstd64,
-                       host.param(None, M, dt, c), None, ("channels", True),
-                       tuple(saved._x.shape), where, (M,))
-        dx = host.channels_backward(where.grad_input(dy), record)[0]
-    return where.deliver(dx.reshape(saved._x.shape), None)
+    dx = where.host.data_backward(op, saved._view, where.grad_input(dy), saved._stats,
+                                  saved._params)
+    return dx if not where.gpu else where.deliver(dx, None)

@@ -97,6 +97,16 @@ def _record(path, dtypes=",".join(DTYPES)):
             nn.batch_norm_backward(d(*shape), saved)
             y, saved = nn.batch_norm_forward(d(*shape), rm, rv, d(3), d(3), training=False)
             nn.batch_norm_backward(d(*shape), saved)
+        # the data functions on rows, columns (A > 1), slabs and interleaved axes (a device
+        # copy), forward and backward; moments (both NaN policies)
+        for shape, axis in (((3, 12), 1), ((2, 5, 3), 1), ((4, 3, 5), (0, 2)),
+                            ((3, 4, 5, 2), (0, 2))):
+            for fwd, kw in ((nn.zscore_forward, {"axis": axis}),
+                            (nn.minmax_scale_forward, {"axis": axis}),
+                            (nn.normalize_forward, {"dim": axis})):
+                y, saved = fwd(d(*shape), **kw)
+                getattr(nn, saved.op + "_backward")(d(*shape), saved)
+        nn.moments(d(3, 12), 1, "omit")
     launched = {(m, n) for m, n, _ in seen}
     missing = sorted(expected - launched)
     with open(path, "w") as f:

@@ -597,8 +597,9 @@ def test_data_family_on_device(rng, shape, axis, dtype):
 
 def test_data_family_device_keyword_out_raise_and_backward(rng):
     """device='cuda' sends NumPy data over and returns NumPy; out= on the device is written in
-    place; nan_policy='raise' raises; the backward passes of minmax_scale and normalize
-    (host-side) and zscore's on the kernels match the CPU's."""
+    place; nan_policy='raise' raises; the backward passes' kernels match the CPU's
+    expressions (every geometry: rows, columns, slabs, interleaved; NaN, ties at the min and
+    max, every p)."""
     x = _data(rng, (6, 4, 5), np.float64, mean=1.0, std=3.0)
     dy = _data(rng, x.shape, np.float64)
     y = nn.zscore(x, (0, 2), device="cuda")
@@ -611,18 +612,30 @@ def test_data_family_device_keyword_out_raise_and_backward(rng):
     bad[1, 2, 3] = np.nan
     with pytest.raises(ValueError, match="nan values"):
         nn.zscore(dev(bad), 0, nan_policy="raise")
-    for fwd, bwd, args in ((nn.minmax_scale_forward, nn.minmax_scale_backward, {"axis": 1}),
-                           (nn.normalize_forward, nn.normalize_backward, {"dim": (0, 2)}),
-                           (nn.zscore_forward, nn.zscore_backward, {"axis": (0, 2)}),
-                           (nn.zscore_forward, nn.zscore_backward, {"axis": (1, 2)})):
-        y_d, saved = fwd(dev(x), **args)
-        y_c, saved_c = fwd(x, **args)
+    x4 = np.round(_data(rng, (3, 4, 5, 2), np.float64), 1)  # ties at the min and max
+    x4[0, 1, 2, 1] = np.nan
+    dy4 = _data(rng, x4.shape, np.float64)
+    z, zb = nn.zscore_forward, nn.zscore_backward
+    mm, mb = nn.minmax_scale_forward, nn.minmax_scale_backward
+    no, nb = nn.normalize_forward, nn.normalize_backward
+    for fwd, bwd, args, a, g in (
+            (mm, mb, {"axis": 1}, x, dy), (mm, mb, {"axis": (0, 2)}, x4, dy4),
+            (no, nb, {"dim": (0, 2)}, x, dy), (no, nb, {"dim": 1, "p": np.inf}, x4, dy4),
+            (no, nb, {"dim": 0, "p": 3.0}, x, dy), (no, nb, {"dim": (1, 3), "p": 0.5}, np.nan_to_num(x4), dy4),
+            (z, zb, {"axis": (0, 2)}, x, dy), (z, zb, {"axis": (1, 2), "ddof": 1}, x, dy),
+            (z, zb, {"axis": 0}, x, dy), (z, zb, {"axis": (0, 2), "nan_policy": "omit"}, x4, dy4),
+            (z, zb, {"axis": 3, "nan_policy": "omit"}, x4, dy4)):
+        y_d, saved = fwd(dev(a), **args)
+        y_c, saved_c = fwd(a, **args)
         assert_close(host(y_d), y_c, np.float64)
-        dx = bwd(dev(dy), saved)
+        dx = bwd(dev(g), saved)
         assert _device.is_device_array(dx)
-        np.testing.assert_allclose(host(dx), bwd(dy, saved_c), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(host(dx), bwd(g, saved_c), rtol=1e-10, atol=1e-12,
+                                   err_msg=f"{fwd.__name__} {args}")
         with pytest.raises(ValueError, match="NumPy array but the forward ran on the GPU"):
-            bwd(dy, saved)
+            bwd(g, saved)
+    y, saved = z(x, (0, 2), device="cuda")  # NumPy in and out, the backward too
+    assert isinstance(zb(dy, saved), np.ndarray)
 
 
 def test_normalize_on_device_rescales_huge_and_tiny(rng):

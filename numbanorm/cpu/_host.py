@@ -16,6 +16,7 @@ return contracts, so the public ops make one call into either.
                                                   -> per-slot (count, mean, m2, lo, hi, nans)
     data_affine(view, mean64, scale64, shift64, out=None)     -> y = (x - mean)*scale + shift
     data_norms(view, p)                                       -> per-slot Lp norms
+    data_backward(op, view, dy, stats, params)                -> dx of a data function
 
 The data functions (numbanorm.scaling, numbanorm.stats) reduce x over any axes: the
 statistics are float64 per slot, as NumPy arrays on both the CPU and the GPU (the GPU's come
@@ -710,3 +711,70 @@ def count_nonfinite(x, with_nan):
     (rows.SERIAL if x2.size <= SERIAL_MAX_ELEMENTS else rows).count_nonfinite(
         x2, bool(with_nan), out)
     return int(out.sum())
+
+
+def data_backward(op, view, dy, stats, params):
+    """dx of a data function's forward ("zscore", "minmax_scale", "normalize"; see their
+    *_backward docstrings in numbanorm.scaling): NumPy expressions in float64 over x and dy
+    (not kernels), in x's dtype. stats: the forward's per-position statistics (keepdims
+    shape); params: its arguments."""
+    x, axes = view.x, view.axes
+    xf = x.astype(np.float64)
+    g = dy.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        dx = _DATA_DX[op](xf, g, axes, stats, params)
+    return dx.astype(x.dtype)
+
+
+def _zscore_dx(xf, g, axes, st, params):
+    ok = ~np.isnan(xf) if params["nan_policy"] == "omit" else np.ones(xf.shape, bool)
+    y = (xf - st["mean"]) * st["inv_std"]
+    gv = np.where(ok, g, 0.0)
+    yv = np.where(ok, y, 0.0)
+    n = st["count"]
+    sg = gv.sum(axis=axes, keepdims=True)
+    sgy = (gv * yv).sum(axis=axes, keepdims=True)
+    dx = st["inv_std"] * (g - sg / n - y * sgy / (n - params["ddof"]))
+    return np.where(ok, dx, np.nan)
+
+
+def _minmax_dx(xf, g, axes, st, params):
+    ok = ~np.isnan(xf)
+    gv = np.where(ok, g, 0.0)
+    s, mn, mx = st["scale"], st["data_min"], st["data_max"]
+    zero = st["zero_range"]
+    at_min = ok & (xf == mn)
+    at_max = ok & (xf == mx)
+    k_min = at_min.sum(axis=axes, keepdims=True)
+    k_max = at_max.sum(axis=axes, keepdims=True)
+    t = np.where(zero, 0.0, (xf - mn) / np.where(zero, 1.0, mx - mn))
+    t = np.where(ok, t, 0.0)
+    g_min = -s * np.where(zero, gv.sum(axis=axes, keepdims=True),
+                          (gv * (1.0 - t)).sum(axis=axes, keepdims=True))
+    g_max = np.where(zero, 0.0, -s * (gv * t).sum(axis=axes, keepdims=True))
+    dx = s * g + at_min * (g_min / k_min) + at_max * (g_max / k_max)
+    return np.where(ok, dx, np.nan)
+
+
+def _normalize_dx(xf, g, axes, st, params):
+    p, eps = params["p"], params["eps"]
+    N = st["norm"]
+    gN = -(g * xf).sum(axis=axes, keepdims=True) / (N * N)  # d loss / d N
+    ax = np.abs(xf)
+    sgn = np.sign(xf)
+    if p == math.inf:
+        mask = (ax == N) | np.isnan(ax)
+        dN = sgn * mask / mask.sum(axis=axes, keepdims=True)
+    elif p == 2.0:
+        dN = xf / N
+    elif p == 1.0:
+        dN = sgn
+    else:
+        dN = sgn * ax ** (p - 1) / N ** (p - 1)
+        if p < 1.0:
+            dN = np.where(xf == 0, 0.0, dN)
+    dN = np.where(N == 0, 0.0, dN)
+    return np.where(N >= eps, g / N + gN * dN, g / eps)
+
+
+_DATA_DX = {"zscore": _zscore_dx, "minmax_scale": _minmax_dx, "normalize": _normalize_dx}

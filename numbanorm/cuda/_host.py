@@ -346,20 +346,14 @@ def data_affine(view, mean64, scale64, shift64, out=None):
     x = view.x
     y = empty(x.shape, x.dtype) if out is None else out
     if x.size:
-        runs = _runs(x.shape, set(view.axes))
-        sizes = [n for _, n in runs]
-        strides = []
-        stride = 1
-        for reduced, n in reversed(runs):
-            strides.append(0 if reduced else stride)
-            stride *= 1 if reduced else n
+        sizes, strides = _run_strides(_runs(x.shape, set(view.axes)))
         slots = mean64.size
 
         def dev(v):
             return _device.to_device(np.ascontiguousarray(np.broadcast_to(
                 np.asarray(v, np.float64), (slots,))))
         channels.data_affine[_blocks(x.size), CUDA_THREADS](
-            _flat(x), _index_array(sizes), _index_array(strides[::-1]), dev(mean64),
+            _flat(x), _index_array(sizes), _index_array(strides), dev(mean64),
             dev(scale64), dev(shift64), _flat(y))
     return y
 
@@ -418,3 +412,74 @@ def _power_sums(view, p, inv):
     if slots:
         channels.merge_norms[_blocks(slots), CUDA_THREADS](part, p, out)
     return out.copy_to_host()
+
+
+_GRAD_OPS = {"zscore": 0, "minmax_scale": 1, "normalize": 2}
+
+
+def data_backward(op, view, dy, stats, params):
+    """dx of a data function's forward on the device (the contract of
+    cpu._host.data_backward): the four per-slot sums of _reduce.grad_terms by one read of x
+    and dy in the forward's layout (rows.data_grad_sums or channels.data_column_grad_sums,
+    merged in order), then dx elementwise over x in its own order (channels.data_dx). stats:
+    the forward's per-position statistics (NumPy, keepdims shape); dy a device array of x's
+    shape."""
+    lay, x = view.lay, view.x
+    slots = math.prod(lay.shape)
+
+    def per_slot(v):
+        return _device.to_device(np.ascontiguousarray(
+            lay.slots(np.broadcast_to(np.asarray(v, np.float64), lay.keepdims_shape)),
+            np.float64) if slots else np.zeros(1))
+    code = _GRAD_OPS[op]
+    zero = np.zeros(lay.keepdims_shape)
+    if op == "zscore":
+        q = (stats["mean"], stats["inv_std"], stats["count"], zero)
+        c = (1.0 if params["nan_policy"] == "omit" else 0.0, float(params["ddof"]))
+    elif op == "minmax_scale":
+        q = (stats["data_min"], stats["data_max"], stats["scale"], stats["zero_range"])
+        c = (0.0, 0.0)
+    else:
+        q = (stats["norm"], zero, zero, zero)
+        c = (float(params["eps"]), float(params["p"]))
+    q = [per_slot(v) for v in q]
+    dx = empty(x.shape, x.dtype)
+    if not x.size:
+        return dx
+    dyk = dy if lay.perm is None else _permuted(dy, lay.perm)
+    dyk = dyk.reshape(lay.dims)
+    if lay.kind == "columns":
+        A, N, M = lay.dims
+        P, rows_per, grid = _column_partition(N, slots)
+        parts = [empty((P, slots), np.float64) for _ in range(4)]
+        channels.data_column_grad_sums[grid, CUDA_THREADS](
+            view.xk, dyk, rows_per, code, q[0], q[1], q[3], c[0], c[1], *parts)
+    else:
+        R, L = (lay.dims if lay.kind == "rows" else
+                (lay.dims[0] * lay.dims[1], lay.dims[2]))
+        P = _row_chunks(R, L)
+        parts = [empty((P, R), np.float64) for _ in range(4)]
+        width = _row_width(-(-L // P))
+        rows.data_grad_sums[_blocks(R * P, CUDA_THREADS // width), CUDA_THREADS](
+            view.xk.reshape(R, L), dyk.reshape(R, L), P, code, slots, q[0], q[1], q[3], c[0],
+            c[1], width, *parts)
+        parts = [a.reshape(P * R // slots, slots) for a in parts]
+    sums = [empty(slots, np.float64) for _ in range(4)]
+    for part, s in zip(parts, sums):
+        channels.merge_norms[_blocks(slots), CUDA_THREADS](part, 1.0, s)
+    runs = _runs(x.shape, set(view.axes))
+    sizes, strides = _run_strides(runs)
+    channels.data_dx[_blocks(x.size), CUDA_THREADS](
+        code, _flat(x), _flat(dy), _index_array(sizes), _index_array(strides), *q, *sums,
+        c[0], c[1], _flat(dx))
+    return dx
+
+
+def _run_strides(runs):
+    """(sizes, slot strides) of the runs of x's axes (see channels._slot)."""
+    strides = []
+    stride = 1
+    for reduced, n in reversed(runs):
+        strides.append(0 if reduced else stride)
+        stride *= 1 if reduced else n
+    return [n for _, n in runs], strides[::-1]

@@ -299,3 +299,29 @@ def power_of_two_below(biggest):
     squares of |x| ~ 1e300 finite."""
     _, e = math.frexp(biggest)
     return math.ldexp(1.0, -e)
+
+
+@cuda.jit(device=True, inline=True)
+def grad_terms(op, v, g, q0, q1, q3, c0, c1):
+    """One element's four terms of the data backward passes' per-slot sums, for x = v and
+    dy = g (numbanorm.cuda._host.data_backward gives the slot's parameters q and the scalars c):
+
+        op 0, zscore        (g, g*y, 0, 0), y = (v - mean q0)*inv_std q1; nothing for a NaN
+                            v when c0 (nan_policy='omit')
+        op 1, minmax_scale  (g, g*t, [v == min q0], [v == max q1]), t = (v - min)/(max - min)
+                            (0 where the range counts as zero, q3); nothing for a NaN v
+        op 2, normalize     (g*v, [|v| == norm q0 or v is NaN] when c1 = p = inf, 0, 0)
+    """
+    if op == 0:
+        if c0 != 0.0 and math.isnan(v):
+            return 0.0, 0.0, 0.0, 0.0
+        return g, g * ((v - q0) * q1), 0.0, 0.0
+    if op == 1:
+        if math.isnan(v):
+            return 0.0, 0.0, 0.0, 0.0
+        t = 0.0 if q3 != 0.0 else (v - q0) / (q1 - q0)
+        return g, g * t, 1.0 if v == q0 else 0.0, 1.0 if v == q1 else 0.0
+    mask = 0.0
+    if c1 == math.inf and (abs(v) == q0 or math.isnan(v)):
+        mask = 1.0
+    return g * v, mask, 0.0, 0.0

@@ -25,7 +25,7 @@ import math
 
 from numba import cuda, float64
 
-from ._reduce import THREADS, block_merge, block_max, block_sum2, chan_merge, ld, \
+from ._reduce import THREADS, block_merge, block_max, block_sum2, chan_merge, grad_terms, ld, \
     power_of_two_below, welford
 
 
@@ -340,3 +340,102 @@ def permute(x1, shape, strides, out1):
             src += (q % n) * strides[k]
             q //= n
         out1[i] = x1[src]
+
+
+@cuda.jit
+def data_column_grad_sums(x3, dy3, rows_per, op, q0, q1, q3, c0, c1, pa, pb, pc, pd):
+    """The four per-slot sums of a data backward pass (_reduce.grad_terms) of column slot
+    q = a*M + m over the rows of partition p into p*[p, q]."""
+    A, N, M = x3.shape
+    P = pa.shape[0]
+    t = cuda.threadIdx.x
+    for p in range(cuda.blockIdx.y, P, cuda.gridDim.y):
+        n0 = p * rows_per
+        n1 = min(N, n0 + rows_per)
+        for q in range(cuda.blockIdx.x * THREADS + t, A * M, cuda.gridDim.x * THREADS):
+            a = q // M
+            m = q % M
+            sa = 0.0
+            sb = 0.0
+            sc = 0.0
+            sd = 0.0
+            for n in range(n0, n1):
+                ta, tb, tc, td = grad_terms(op, ld(x3[a, n, m]), ld(dy3[a, n, m]), q0[q],
+                                            q1[q], q3[q], c0, c1)
+                sa += ta
+                sb += tb
+                sc += tc
+                sd += td
+            pa[p, q] = sa
+            pb[p, q] = sb
+            pc[p, q] = sc
+            pd[p, q] = sd
+
+
+@cuda.jit(device=True, inline=True)
+def _sign(v):
+    if math.isnan(v):
+        return v
+    return 1.0 if v > 0.0 else (-1.0 if v < 0.0 else 0.0)
+
+
+@cuda.jit
+def data_dx(op, x1, dy1, sizes, slot_strides, q0, q1, q2, q3, s0, s1, s2, s3, c0, c1, dx1):
+    """dx of a data function elementwise over x in its own order, from the slot's parameters q
+    and sums s (see numbanorm.scaling for the formulas; _reduce.grad_terms for the sums):
+
+        op 0, zscore        dx = inv*(g - s0/n - y*s1/(n - ddof)), q = (mean, inv, n, -),
+                            c = (omit, ddof); NaN where x is NaN with omit
+        op 1, minmax_scale  dx = s*g + [x == min]*g_min/s2 + [x == max]*g_max/s3, g_min =
+                            -s*(s0 - s1) (s0 where the range counts as zero), g_max = -s*s1 (0
+                            there), q = (min, max, s, zero); NaN where x is NaN
+        op 2, normalize     dx = g/N + gN*dN (g/eps where N < eps), gN = -s0/N^2, dN = dN/dx,
+                            q = (N, -, -, -), c = (eps, p)
+    """
+    for i in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, x1.shape[0],
+                   cuda.gridDim.x * THREADS):
+        k = _slot(i, sizes, slot_strides)
+        v = ld(x1[i])
+        g = ld(dy1[i])
+        if op == 0:
+            n = q2[k]
+            if c0 != 0.0 and math.isnan(v):
+                dx1[i] = math.nan
+            else:
+                y = (v - q0[k]) * q1[k]
+                dx1[i] = q1[k] * (g - s0[k] / n - y * (s1[k] / (n - c1)))
+        elif op == 1:
+            if math.isnan(v):
+                dx1[i] = math.nan
+            else:
+                s = q2[k]
+                zero = q3[k] != 0.0
+                g_min = -s * (s0[k] if zero else s0[k] - s1[k])
+                g_max = 0.0 if zero else -s * s1[k]
+                r = s * g
+                if v == q0[k]:
+                    r += g_min / s2[k]
+                if v == q1[k]:
+                    r += g_max / s3[k]
+                dx1[i] = r
+        else:
+            N = q0[k]
+            power = c1
+            if N >= c0:
+                gN = -s0[k] / (N * N)
+                a = abs(v)
+                if power == math.inf:
+                    dN = _sign(v) / s1[k] if (a == N or math.isnan(a)) else 0.0
+                elif power == 2.0:
+                    dN = v / N
+                elif power == 1.0:
+                    dN = _sign(v)
+                elif power < 1.0 and v == 0.0:
+                    dN = 0.0
+                else:
+                    dN = _sign(v) * a ** (power - 1.0) / N ** (power - 1.0)
+                if N == 0.0:
+                    dN = 0.0
+                dx1[i] = g / N + gN * dN
+            else:
+                dx1[i] = g / c0

@@ -23,8 +23,8 @@ import math
 
 from numba import cuda, float64
 
-from ._reduce import (THREADS, chan_merge, group_max, group_merge, group_sum2, ld,
-                      power_of_two_below, welford)
+from ._reduce import (THREADS, chan_merge, grad_terms, group_max, group_merge, group_sum2,
+                      ld, power_of_two_below, welford)
 
 
 @cuda.jit(device=True)
@@ -368,3 +368,44 @@ def _power_add(acc, a, power):
     if power == 1.0:
         return acc + a
     return acc + a ** power
+
+
+@cuda.jit
+def data_grad_sums(x2, dy2, P, op, slot_mod, q0, q1, q3, c0, c1, width, pa, pb, pc, pd):
+    """The four per-slot sums of a data backward pass (_reduce.grad_terms) over chunk p of
+    row r into p*[p, r], the row's slot r % slot_mod."""
+    sa = cuda.shared.array(THREADS, float64)
+    sb = cuda.shared.array(THREADS, float64)
+    R, L = x2.shape
+    t = cuda.threadIdx.x
+    lane = t & (width - 1)
+    per_block = THREADS // width
+    items = R * P
+    for i0 in range(cuda.blockIdx.x * per_block, items, cuda.gridDim.x * per_block):
+        item = i0 + t // width
+        r = item // P
+        p = item % P
+        j0 = 0
+        j1 = 0
+        k = 0
+        if item < items:
+            j0, j1 = _chunk(L, P, p)
+            k = r % slot_mod
+        a = 0.0
+        b = 0.0
+        c = 0.0
+        d = 0.0
+        for j in range(j0 + lane, j1, width):
+            ta, tb, tc, td = grad_terms(op, ld(x2[r, j]), ld(dy2[r, j]), q0[k], q1[k], q3[k],
+                                        c0, c1)
+            a += ta
+            b += tb
+            c += tc
+            d += td
+        a, b = group_sum2(sa, sb, a, b, width)
+        c, d = group_sum2(sa, sb, c, d, width)
+        if lane == 0 and item < items:
+            pa[p, r] = a
+            pb[p, r] = b
+            pc[p, r] = c
+            pd[p, r] = d
