@@ -20,7 +20,8 @@ numbanorm does not import scikit-learn.
 import numpy as np
 
 from . import _validate as V
-from ._device import is_dask_array
+from ._device import is_dask_array, is_device_array
+from ._placement import place
 from ._dtypes import compute_eps, is_float
 from .stats import Moments
 
@@ -144,10 +145,15 @@ def _plain(est, X, reset, allow_nan=True, writeable=False, check_finite=True):
     return X
 
 
+def _remote(X):
+    """Whether X lives elsewhere than in NumPy: a Dask array or a GPU array."""
+    return is_dask_array(X) or is_device_array(X)
+
+
 def _dask_input(est, X, reset):
-    """A Dask X checked as validate_data would (2-D, real, the fitted feature count), without
-    computing anything; float32/float64 as they are, integers as float64."""
-    X = V.dask_array(X, "X")
+    """A Dask or GPU X checked as validate_data would (2-D, real, the fitted feature count),
+    without reading it; float32/float64 as they are, integers as float64 (Dask)."""
+    X = V.dask_array(X, "X") if is_dask_array(X) else V.data_array(X, "X")
     if X.ndim != 2:
         raise ValueError(f"Expected 2D array, got {X.ndim}D array instead")
     if reset:
@@ -160,9 +166,19 @@ def _dask_input(est, X, reset):
     return X
 
 
-def _dask_columns(X, mean, scale, shift):
-    """(X - mean)*scale + shift per column of a Dask X, lazily (map_blocks; the per-feature
-    statistics chunked like X's columns)."""
+def _dask_columns(X, mean, scale, shift, axis=0):
+    """(X - mean)*scale + shift per column (axis 0; per row: axis 1) of a Dask X, lazily
+    (map_blocks; the per-feature statistics chunked like X's columns), or of a GPU X on the
+    device (its kind of array back)."""
+    if is_device_array(X):
+        x, where = place(X, None, "X", data=True)
+        view = where.host.data_view(where.x, (axis,))
+        lay = view.lay
+
+        def slots(v):
+            return lay.slots(np.broadcast_to(np.asarray(v, np.float64), lay.keepdims_shape))
+        return where.deliver(where.host.data_affine(view, slots(mean), slots(scale),
+                                                    slots(shift)), None)
     from .dask import _host as dh
     n = X.shape[1]
 
@@ -173,7 +189,7 @@ def _dask_columns(X, mean, scale, shift):
 
 
 def _dask_moments(X):
-    """The Moments of a Dask X over its samples (NaN omitted), computed: one read."""
+    """The Moments of a Dask or GPU X over its samples (NaN omitted), as NumPy: one read."""
     from .stats import moments
     return moments(X, 0, "omit").compute()
 
@@ -258,10 +274,10 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def partial_fit(self, X, y=None, sample_weight=None):
         """Update the statistics with a batch of samples (Chan's merge of its moments)."""
         first = not hasattr(self, "n_samples_seen_")
-        dask_x = is_dask_array(X)
+        dask_x = _remote(X)
         if dask_x:
             if sample_weight is not None:
-                raise TypeError("sample_weight is not taken with a Dask X: weight the "
+                raise TypeError("sample_weight is not taken with a Dask or GPU X: weight the "
                                 "samples in NumPy batches, or fit without weights")
             X = _dask_input(self, X, first)
             plain = X
@@ -290,7 +306,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             counts = m.count
         else:  # scikit-learn counts the samples here, weighted or not
             seen = getattr(self, "_seen", 0) if not first else 0
-            self._seen = seen + X.shape[0] - np.isnan(X).sum(axis=0)
+            self._seen = seen + (batch.count if dask_x else X.shape[0] - np.isnan(X).sum(axis=0))
             counts = self._seen.astype(np.int64 if sample_weight is None else X.dtype)
         self.n_samples_seen_ = counts[0] if counts.max() == counts.min() else counts
         if not self.with_mean and not self.with_std:
@@ -319,7 +335,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X, out = self._input(X, copy)
         mean = self.mean_ if self.with_mean else 0.0
         scale = 1.0 / self.scale_ if self.with_std else 1.0
-        if is_dask_array(X):
+        if _remote(X):
             return _dask_columns(X, mean, scale, 0.0)
         return _columns_transform(X, mean, scale, 0.0, out)
 
@@ -327,7 +343,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """(X, out) for a transform: X validated, out X itself (copy=False) or None (a fresh
         array, written by the kernel: no copy of X first). A Dask X comes back checked, with
         out None."""
-        if is_dask_array(X):
+        if _remote(X):
             return _dask_input(self, X, False), None
         copy = copy if copy is not None else self.copy
         plain = _plain(self, X, False, writeable=not copy)
@@ -342,7 +358,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X, out = self._input(X, copy)
         scale = self.scale_ if self.with_std else 1.0
         mean = self.mean_ if self.with_mean else 0.0
-        if is_dask_array(X):
+        if _remote(X):
             return _dask_columns(X, 0.0, scale, mean)
         return _columns_transform(X, 0.0, scale, mean, out)
 
@@ -381,7 +397,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """Update the minimum and maximum with a batch of samples."""
         lo, hi = V.feature_range(self.feature_range)
         first = not hasattr(self, "n_samples_seen_")
-        if is_dask_array(X):
+        if _remote(X):
             X = _dask_input(self, X, first)
             m = _dask_moments(X)
             lo_, hi_, nans = m.min, m.max, X.shape[0] - m.count
@@ -422,7 +438,10 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X, out = StandardScaler._input(self, X, None)
         lo, hi = V.feature_range(self.feature_range)
-        if is_dask_array(X):
+        if _remote(X):
+            if self.clip and is_device_array(X):
+                raise ValueError("clip=True is not taken with a GPU X: clip the result with "
+                                 "your GPU library (cupy.clip, torch.clamp)")
             y = _dask_columns(X, self.data_min_, self.scale_, lo)
             return y.clip(lo, hi) if self.clip else y
         y = _columns_transform(X, self.data_min_.astype(np.float64),
@@ -436,7 +455,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X, out = StandardScaler._input(self, X, None)
         lo, _ = V.feature_range(self.feature_range)
-        if is_dask_array(X):
+        if _remote(X):
             return _dask_columns(X, np.full(X.shape[1], lo), 1.0 / self.scale_.astype(
                 np.float64), self.data_min_)
         return _columns_transform(X, np.full(X.shape[1], lo),
@@ -464,7 +483,7 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Check X (the normalizer has no statistics to learn)."""
-        if is_dask_array(X):
+        if _remote(X):
             _dask_input(self, X, True)
         else:
             validate_data(self, X)
@@ -475,7 +494,7 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if self.norm not in _NORMS:
             raise ValueError(f"'{self.norm}' is not a supported norm: pick 'l1', 'l2' or 'max'")
         check_is_fitted(self)
-        if is_dask_array(X):
+        if _remote(X):
             return self._dask_transform(X)
         copy = copy if copy is not None else self.copy
         plain = _plain(self, X, None, allow_nan=False, writeable=not copy)
@@ -494,15 +513,15 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _dask_transform(self, X):
         """Each row of a Dask X over its norm, lazily: the norms by a reduction over the
         features, then the elementwise pass (rows of norm below 10 eps kept as they are)."""
-        from .dask import _host as dh
         if hasattr(self, "n_features_in_"):
             X = _dask_input(self, X, False)
-        else:
-            X = V.dask_array(X, "X")
-        view = dh.data_view(X, (1,))
-        norm = dh.data_norms(view, _NORMS[self.norm])
-        scale = np.where(norm < 10 * compute_eps(X.dtype), 1.0, 1.0 / norm)
-        return dh.data_affine(view, np.zeros_like(norm), scale, 0.0)
+        x, where = place(X, None, "X", data=True)
+        view = where.host.data_view(where.x if where.gpu else x, (1,))
+        norm = where.host.data_norms(view, _NORMS[self.norm])
+        with np.errstate(divide="ignore"):
+            scale = np.where(norm < 10 * compute_eps(x.dtype), 1.0, 1.0 / norm)
+        return where.deliver(where.host.data_affine(view, np.zeros_like(norm), scale, 0.0),
+                             None)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -25,19 +25,17 @@ Integer and boolean input is converted to float64, as scipy and scikit-learn do;
 refused; float32 stays float32, and float16 and bfloat16 (ml_dtypes) stay 16-bit: statistics
 in float64, the transform computed in float32 and rounded once to 16 bits. Where scipy's and
 scikit-learn's rules take the dtype's resolution (constant slices), 16-bit data takes
-float32's, the precision it is computed in. The backward passes are NumPy
-expressions in float64 over the saved input (not kernels).
+float32's, the precision it is computed in. On the CPU the backward passes are NumPy
+expressions in float64 over the saved input (not kernels); on the GPU, kernels in float64.
 
 Every function places its input once (numbanorm._placement) and calls that backend's data
 functions (data_view, data_moments, data_affine, data_norms: the host contract of
 numbanorm.cpu._host): NumPy on the CPU kernels, GPU arrays (or NumPy with device='cuda') on
 the CUDA kernels, Dask arrays as a lazy graph of CPU calls per block. The finishing arithmetic
-on the per-slot statistics (below) is NumPy, and runs lazily on Dask's statistics. On the GPU
-the backward passes run on the host (x and dy copied over), except zscore's over trailing or
-leading axes with 'propagate', which run on the rows and channels backward kernels.
+on the per-slot statistics (below) is NumPy, and runs lazily on Dask's statistics. The
+backward passes go through the backend's data_backward: NumPy expressions on the CPU, kernels
+on the GPU (per-slot sums by one read of x and dy, then dx elementwise).
 """
-import math
-
 import numpy as np
 
 from . import _device

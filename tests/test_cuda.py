@@ -696,3 +696,28 @@ def test_half_zscore_on_device(rng):
     z = host(nn.zscore(dev(x), axis=1))
     assert z.dtype == BF16
     assert_half(z, oracle.zscore(x, axis=1), BF16, name="zscore")
+
+
+def test_scalers_on_device(rng):
+    """StandardScaler, MinMaxScaler and Normalizer fit and transform GPU X on the device: the
+    CPU path's fitted attributes (NumPy) and results (a GPU array back)."""
+    x = _data(rng, (40, 6), np.float64, mean=2.0, std=3.0)
+    x[3, 2] = np.nan
+    for est, data in ((nn.StandardScaler(), x), (nn.MinMaxScaler((-1, 2)), x),
+                      (nn.Normalizer("l1"), np.nan_to_num(x)),
+                      (nn.Normalizer("max"), np.nan_to_num(x))):
+        ref = type(est)(**est.get_params()).fit(data)
+        est.fit(dev(data))
+        for attr in ("mean_", "var_", "scale_", "data_min_", "data_max_", "n_samples_seen_"):
+            if hasattr(ref, attr):
+                np.testing.assert_allclose(getattr(est, attr), getattr(ref, attr),
+                                           rtol=1e-12, err_msg=attr)
+        y = est.transform(dev(data))
+        assert _device.is_device_array(y)
+        assert_close(host(y), ref.transform(data), np.float64, name=type(est).__name__)
+        if hasattr(ref, "inverse_transform"):
+            assert_close(host(est.inverse_transform(y)), data, np.float64)
+    with pytest.raises(ValueError, match="clip=True"):
+        nn.MinMaxScaler(clip=True).fit(x).transform(dev(x))
+    with pytest.raises(TypeError, match="sample_weight"):
+        nn.StandardScaler().fit(dev(x), sample_weight=np.ones(40))
