@@ -183,9 +183,6 @@ def moments(a, axis=0, nan_policy="propagate", *, device=None):
     view = read(x, where, axes)
     count, mean, m2, lo, hi, nans = where.host.data_moments(view, nan_policy, True)
     mean = np.where(count == 0, np.nan, mean)  # np.nanmean's value for no values
-    if nan_policy == "propagate":
-        lo = np.where(nans > 0, np.nan, lo)
-        hi = np.where(nans > 0, np.nan, hi)
     make = Moments._lazy if where.lazy else Moments
     return make(view.stats(count), view.stats(mean), view.stats(m2), view.stats(lo),
                 view.stats(hi), axis, nan_policy)

@@ -54,12 +54,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("old_root")
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--only", help="only the cases whose name contains this")
     args = ap.parse_args()
     sys.path.insert(0, args.old_root)
     old = importlib.import_module("nbold")
     import dask.array as da
     a, b = cases(old, da), cases(new, da)
-    for name in a:
+    for name in [n for n in a if not args.only or args.only in n]:
         ta, tb = [], []
         for r in range(args.rounds):
             first, second = (a, b) if r % 2 == 0 else (b, a)

@@ -538,8 +538,9 @@ def data_moments(view, nan_policy, want_range, want_moments=True):
     """Per-slot float64 (count, mean, m2, lo, hi, nans) of view.x (slots in the layout's
     order; rows: R, columns: A*M, slabs: C): with want_moments, count, mean and M2 of the
     values that enter the statistics (nan_policy 'omit': the non-NaN ones), and with want_range
-    min, max (NaN ignored) and the NaN count (None where not asked for). nan_policy 'raise':
-    a ValueError before any kernel runs when x holds a NaN."""
+    min, max and the NaN count (None where not asked for): min and max of the non-NaN values,
+    NaN where a NaN entered with 'propagate' (Moments' rule). nan_policy 'raise': a
+    ValueError before any kernel runs when x holds a NaN."""
     if nan_policy == "raise" and np.isnan(view.x).any():
         raise ValueError("The input contains nan values")
     omit = True if nan_policy == "omit" else None
@@ -552,7 +553,7 @@ def data_moments(view, nan_policy, want_range, want_moments=True):
         for a in range(A):
             _data_columns(xk[a], omit, want,
                           [None if r is None else r[a * M:(a + 1) * M] for r in res])
-        return tuple(res)
+        return _propagated(res, omit)
     if lay.kind == "rows":
         R, L = lay.dims
         x2 = xk
@@ -568,7 +569,16 @@ def data_moments(view, nan_policy, want_range, want_moments=True):
         channels.merge_data_partials(*[None if r is None else r.reshape(N, C) for r in res],
                                      *merged)
         res = merged
-    return tuple(res)
+    return _propagated(res, omit)
+
+
+def _propagated(res, omit):
+    """(count, mean, m2, lo, hi, nans) with lo and hi NaN where a NaN entered (not omit)."""
+    count, mean, m2, lo, hi, nans = res
+    if lo is not None and not omit:
+        lo = np.where(nans > 0, np.nan, lo)
+        hi = np.where(nans > 0, np.nan, hi)
+    return count, mean, m2, lo, hi, nans
 
 
 def _data_columns(x2, omit, want, res):

@@ -332,10 +332,13 @@ def data_moments(view, nan_policy, want_range, want_moments=True):
     res = [empty(slots, np.float64) for _ in range(6)]
     if slots:
         channels.merge_data[_blocks(slots), CUDA_THREADS](*parts, *res)
-    res = [a.copy_to_host() for a in res]
-    if nan_policy == "raise" and res[5].any():
+    count, mean, m2, lo, hi, nans = (a.copy_to_host() for a in res)
+    if nan_policy == "raise" and nans.any():
         raise ValueError("The input contains nan values")
-    return tuple(res)
+    if not omit:  # Moments' rule, as on the CPU
+        lo = np.where(nans > 0, np.nan, lo)
+        hi = np.where(nans > 0, np.nan, hi)
+    return count, mean, m2, lo, hi, nans
 
 
 def data_affine(view, mean64, scale64, shift64, out=None):
