@@ -1,8 +1,14 @@
 """Chan's merge of two (count, mean, M2) triples: the one formula every reduction of numbanorm
 ends in, on the CPU and on the GPU. Plain Python here; cpu/_moments compiles it with njit and
 cuda/_reduce as a CUDA device function, so both backends merge with the same arithmetic. merge_arrays is the same merge elementwise
-over NumPy (or Dask) arrays: Moments and the Dask backend's records."""
+over NumPy (or Dask) arrays: Moments and the Dask backend's records. lp_norms is the host
+arithmetic both backends' norms end in."""
+import math
+
 import numpy as np
+
+# below this a sum of |x|^p may have lost terms to underflow (2^52 subnormal steps)
+TINY_POWER_SUM = np.finfo(np.float64).tiny * 2.0 ** 52
 
 
 def chan_merge(n, mean, m2, nb, mb, m2b):
@@ -27,3 +33,23 @@ def merge_arrays(na, ma, qa, nb, mb, qb):
     mean = np.where(nb == 0, ma, np.where(na == 0, mb, mean))
     m2 = np.where(nb == 0, qa, np.where(na == 0, qb, m2))
     return n, mean, m2
+
+
+def lp_norms(power_sums, p, rescaled):
+    """Per-slot float64 Lp norms from power_sums(p) (per-slot sums of |x|^p; for p = inf the
+    max |x|). Slots whose sums overflowed, or fell to where terms may have underflowed, on
+    finite nonzero data (rare: float64 |x| beyond ~1e154 or below ~1e-146 for p = 2) are
+    computed again by rescaled(redo, big): their norms, summed with x scaled by its max |x|
+    (big), at the slots where redo is True."""
+    s = power_sums(p)
+    if p == math.inf:
+        return s
+    with np.errstate(over="ignore"):
+        norm = np.sqrt(s) if p == 2.0 else (s if p == 1.0 else s ** (1.0 / p))
+    bad = ~((s > TINY_POWER_SUM) & (s < math.inf)) & ~np.isnan(s)
+    if bad.any():
+        big = power_sums(math.inf)
+        redo = bad & (big > 0) & (big < math.inf)
+        if redo.any():
+            norm = np.where(redo, rescaled(redo, big), norm)
+    return norm

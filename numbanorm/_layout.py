@@ -131,25 +131,25 @@ class DataView:
         return self.lay.keep(v)
 
 
-def _runs(shape, reduced):
+def runs(shape, reduced):
     """[(is_reduced, size)] of the axes in order, size-1 axes dropped, like neighbours merged."""
-    runs = []
+    out = []
     for a, n in enumerate(shape):
         if n == 1:
             continue
         r = a in reduced
-        if runs and runs[-1][0] == r:
-            runs[-1][1] *= n
+        if out and out[-1][0] == r:
+            out[-1][1] *= n
         else:
-            runs.append([r, n])
-    return runs
+            out.append([r, n])
+    return out
 
 
 def _plan(shape, reduced):
     """(kind, dims) for a C-contiguous array of `shape` reduced over `reduced`, or None."""
-    runs = _runs(shape, reduced)
-    kinds = [r for r, _ in runs]
-    sizes = [n for _, n in runs]
+    rs = runs(shape, reduced)
+    kinds = [r for r, _ in rs]
+    sizes = [n for _, n in rs]
     size = math.prod(shape)
     kept = math.prod(n for a, n in enumerate(shape) if a not in reduced)
     if kinds in ([], [True], [False], [False, True]):

@@ -46,6 +46,7 @@ import threading
 import numba
 import numpy as np
 
+from .._chan import lp_norms
 from .._dtypes import compute, kernel_view as _kv
 from .._layout import DataView, layout
 from .._config import (BLOCK, COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
@@ -651,28 +652,21 @@ def _data_affine(xk, lay, mean64, scale64, shift64, yk):
     return result
 
 
-_TINY_POWER_SUM = np.finfo(np.float64).tiny * 2.0 ** 52
-
-
 def data_norms(view, p):
     """Per-slot float64 Lp norms of view.x (slots as data_moments'). Slots whose sum of |x|^p
     overflowed, or fell to where terms may have underflowed, on finite nonzero data are summed
     again scaled by their max |x| (rare: float64 |x| beyond ~1e154 or below ~1e-146 for
     p = 2)."""
     xk, lay = view.xk, view.lay
-    s = _power_sums(xk, lay, p)
-    if p == math.inf:
-        return s
-    with np.errstate(over="ignore"):
-        norm = np.sqrt(s) if p == 2.0 else (s if p == 1.0 else s ** (1.0 / p))
-    bad = ~((s > _TINY_POWER_SUM) & (s < math.inf)) & ~np.isnan(s)
-    if bad.any():
-        big = _power_sums(xk, lay, math.inf)
-        for slot in np.flatnonzero(bad & (big > 0) & (big < math.inf)):
+
+    def rescaled(redo, big):
+        norm = np.zeros(redo.size)
+        for slot in np.flatnonzero(redo):
             v = np.abs(_slot_values(xk, lay, slot).astype(np.float64)) / big[slot]
             norm[slot] = big[slot] * (np.sqrt(np.dot(v, v)) if p == 2.0
                                       else np.sum(v ** p) ** (1.0 / p))
-    return norm
+        return norm
+    return lp_norms(lambda q: _power_sums(xk, lay, q), p, rescaled)
 
 
 def _slot_values(xk, lay, slot):

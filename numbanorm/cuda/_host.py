@@ -13,8 +13,9 @@ import math
 import numpy as np
 
 from .. import _device
+from .._chan import lp_norms
 from .._dtypes import compute
-from .._layout import DataView, _runs, layout_of
+from .._layout import DataView, layout_of, runs
 from .._config import (CUDA_MAX_PARTIALS, CUDA_ROW_CHUNK, CUDA_ROW_VALUES_PER_THREAD,
                        CUDA_TARGET_BLOCKS, CUDA_THREADS)
 from . import channels, rows
@@ -349,7 +350,7 @@ def data_affine(view, mean64, scale64, shift64, out=None):
     x = view.x
     y = empty(x.shape, x.dtype) if out is None else out
     if x.size:
-        sizes, strides = _run_strides(_runs(x.shape, set(view.axes)))
+        sizes, strides = _run_strides(x.shape, view.axes)
         slots = mean64.size
 
         def dev(v):
@@ -366,23 +367,10 @@ def data_norms(view, p):
     (rows.data_norms or channels.data_column_norms, merged by channels.merge_norms); slots whose
     sums overflowed or underflowed on finite nonzero data summed again, scaled by their
     max |x|."""
-    s = _power_sums(view, p, None)
-    if p == math.inf:
-        return s
-    with np.errstate(over="ignore"):
-        norm = np.sqrt(s) if p == 2.0 else (s if p == 1.0 else s ** (1.0 / p))
-    bad = ~((s > _TINY_POWER_SUM) & (s < math.inf)) & ~np.isnan(s)
-    if bad.any():
-        big = _power_sums(view, math.inf, None)
-        redo = bad & (big > 0) & (big < math.inf)
-        if redo.any():
-            inv = np.where(redo, 1.0 / np.where(redo, big, 1.0), 1.0)
-            s2 = _power_sums(view, p, inv)
-            norm = np.where(redo, big * s2 ** (1.0 / p), norm)
-    return norm
-
-
-_TINY_POWER_SUM = np.finfo(np.float64).tiny * 2.0 ** 52
+    def rescaled(redo, big):
+        inv = np.where(redo, 1.0 / np.where(redo, big, 1.0), 1.0)
+        return big * _power_sums(view, p, inv) ** (1.0 / p)
+    return lp_norms(lambda q: _power_sums(view, q, None), p, rescaled)
 
 
 def _power_sums(view, p, inv):
@@ -470,19 +458,20 @@ def data_backward(op, view, dy, stats, params):
     sums = [empty(slots, np.float64) for _ in range(4)]
     for part, s in zip(parts, sums):
         channels.merge_norms[_blocks(slots), CUDA_THREADS](part, 1.0, s)
-    runs = _runs(x.shape, set(view.axes))
-    sizes, strides = _run_strides(runs)
+    sizes, strides = _run_strides(x.shape, view.axes)
     channels.data_dx[_blocks(x.size), CUDA_THREADS](
         code, _flat(x), _flat(dy), _index_array(sizes), _index_array(strides), *q, *sums,
         c[0], c[1], _flat(dx))
     return dx
 
 
-def _run_strides(runs):
-    """(sizes, slot strides) of the runs of x's axes (see channels._slot)."""
+def _run_strides(shape, axes):
+    """(sizes, slot strides) of the runs of x's axes, reduced over axes (see
+    channels._slot): sizes 1 dropped, neighbours of one kind merged."""
+    rs = runs(shape, set(axes))
     strides = []
     stride = 1
-    for reduced, n in reversed(runs):
+    for reduced, n in reversed(rs):
         strides.append(0 if reduced else stride)
         stride *= 1 if reduced else n
-    return [n for _, n in runs], strides[::-1]
+    return [n for _, n in rs], strides[::-1]

@@ -294,6 +294,33 @@ def block_max(sa, a):
 
 
 @cuda.jit(device=True, inline=True)
+def data_update(cnt, mean, m2, lo, hi, nans, v, omit):
+    """The data statistics with one more value v: Welford over the values that enter (every
+    value; omit: the non-NaN ones), min and max of the non-NaN ones, the NaN count."""
+    if math.isnan(v):
+        nans += 1.0
+        if omit:
+            return cnt, mean, m2, lo, hi, nans
+    else:
+        lo = min(lo, v)
+        hi = max(hi, v)
+    cnt, mean, m2 = welford(cnt, mean, m2, v)
+    return cnt, mean, m2, lo, hi, nans
+
+
+@cuda.jit(device=True, inline=True)
+def power_add(acc, a, power):
+    """acc plus a^power for a >= 0 (power = inf: max(acc, a), NaN-propagating)."""
+    if power == math.inf:
+        return a if a > acc or math.isnan(a) else acc
+    if power == 2.0:
+        return acc + a * a
+    if power == 1.0:
+        return acc + a
+    return acc + a ** power
+
+
+@cuda.jit(device=True, inline=True)
 def power_of_two_below(biggest):
     """An exact power of two s with biggest*s in [0.5, 1): scaling by it is exact and keeps
     squares of |x| ~ 1e300 finite."""

@@ -25,8 +25,8 @@ import math
 
 from numba import cuda, float64
 
-from ._reduce import THREADS, block_merge, block_max, block_sum2, chan_merge, grad_terms, ld, \
-    power_of_two_below, welford
+from ._reduce import THREADS, block_merge, block_max, block_sum2, chan_merge, data_update, \
+    grad_terms, ld, power_add, power_of_two_below, welford
 
 
 @cuda.jit
@@ -216,15 +216,8 @@ def data_column_moments(x3, rows_per, omit, pn, pmean, pm2, plo, phi, pnan):
             hi = -math.inf
             nans = 0.0
             for n in range(n0, n1):
-                v = ld(x3[a, n, m])
-                if math.isnan(v):
-                    nans += 1.0
-                    if omit:
-                        continue
-                else:
-                    lo = min(lo, v)
-                    hi = max(hi, v)
-                cnt, mean, m2 = welford(cnt, mean, m2, v)
+                cnt, mean, m2, lo, hi, nans = data_update(cnt, mean, m2, lo, hi, nans,
+                                                          ld(x3[a, n, m]), omit)
             pn[p, q] = cnt
             pmean[p, q] = mean
             pm2[p, q] = m2
@@ -249,16 +242,7 @@ def data_column_norms(x3, rows_per, power, inv, part):
             s = inv[q]
             acc = 0.0
             for n in range(n0, n1):
-                v = abs(ld(x3[a, n, m]) * s)
-                if power == math.inf:
-                    if v > acc or math.isnan(v):
-                        acc = v
-                elif power == 2.0:
-                    acc += v * v
-                elif power == 1.0:
-                    acc += v
-                else:
-                    acc += v ** power
+                acc = power_add(acc, abs(ld(x3[a, n, m]) * s), power)
             part[p, q] = acc
 
 
@@ -295,12 +279,7 @@ def merge_norms(part, power, out):
     for j in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, M, cuda.gridDim.x * THREADS):
         acc = 0.0
         for k in range(K):
-            v = part[k, j]
-            if power == math.inf:
-                if v > acc or math.isnan(v):
-                    acc = v
-            else:
-                acc += v
+            acc = power_add(acc, part[k, j], 1.0 if power != math.inf else power)
         out[j] = acc
 
 

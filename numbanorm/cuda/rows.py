@@ -23,8 +23,8 @@ import math
 
 from numba import cuda, float64
 
-from ._reduce import (THREADS, chan_merge, grad_terms, group_max, group_merge, group_sum2,
-                      ld, power_of_two_below, welford)
+from ._reduce import (THREADS, chan_merge, data_update, grad_terms, group_max, group_merge,
+                      group_sum2, ld, power_add, power_of_two_below, welford)
 
 
 @cuda.jit(device=True)
@@ -269,6 +269,20 @@ def split_dx(dy1, x1, L, G, S, Cg, mean, rstd, weight, centered, sg, sgx, dx1):
 # (r, p) is reduced by a group of `width` threads, its partial written at [p, r] and merged
 # over p (and the batch, for slabs) by channels.merge_data / channels.merge_norms.
 
+@cuda.jit(device=True, inline=True)
+def _item(i0, width, R, P, L):
+    """(r, p, j0, j1, valid): the row, chunk and value range of this thread's item i0 +
+    threadIdx.x // width (groups of `width` threads an item); past the last item (valid
+    False) the range is empty, and the thread still takes part in the group reductions."""
+    item = i0 + cuda.threadIdx.x // width
+    valid = item < R * P
+    j0 = 0
+    j1 = 0
+    if valid:
+        j0, j1 = _chunk(L, P, item % P)
+    return item // P, item % P, j0, j1, valid
+
+
 @cuda.jit(device=True)
 def _data_values(x2, r, j0, j1, omit, lane, width):
     """This thread's (count, mean, M2, min, max, NaN count) of x2[r, j0 + lane::width] up to
@@ -281,15 +295,8 @@ def _data_values(x2, r, j0, j1, omit, lane, width):
     hi = -math.inf
     nans = 0.0
     for j in range(j0 + lane, j1, width):
-        v = ld(x2[r, j])
-        if math.isnan(v):
-            nans += 1.0
-            if omit:
-                continue
-        else:
-            lo = min(lo, v)
-            hi = max(hi, v)
-        cnt, mean, m2 = welford(cnt, mean, m2, v)
+        cnt, mean, m2, lo, hi, nans = data_update(cnt, mean, m2, lo, hi, nans, ld(x2[r, j]),
+                                                  omit)
     return cnt, mean, m2, lo, hi, nans
 
 
@@ -305,19 +312,13 @@ def data_moments(x2, P, omit, width, pn, pmean, pm2, plo, phi, pnan):
     per_block = THREADS // width
     items = R * P
     for i0 in range(cuda.blockIdx.x * per_block, items, cuda.gridDim.x * per_block):
-        item = i0 + t // width
-        r = item // P
-        p = item % P
-        j0 = 0
-        j1 = 0  # past the end: no values (every thread takes part in the group reductions)
-        if item < items:
-            j0, j1 = _chunk(L, P, p)
+        r, p, j0, j1, valid = _item(i0, width, R, P, L)
         cnt, mean, m2, lo, hi, nans = _data_values(x2, r, j0, j1, omit, lane, width)
         cnt, mean, m2 = group_merge(sn, smean, sm2, cnt, mean, m2, width)
         lo = -group_max(sn, -lo, width)
         hi = group_max(sn, hi, width)
         nans, _ = group_sum2(sn, smean, nans, 0.0, width)
-        if lane == 0 and item < items:
+        if lane == 0 and valid:
             pn[p, r] = cnt
             pmean[p, r] = mean
             pm2[p, r] = m2
@@ -338,36 +339,17 @@ def data_norms(x2, P, power, inv, slot_mod, width, part):
     per_block = THREADS // width
     items = R * P
     for i0 in range(cuda.blockIdx.x * per_block, items, cuda.gridDim.x * per_block):
-        item = i0 + t // width
-        r = item // P
-        p = item % P
-        j0 = 0
-        j1 = 0
-        s = 1.0
-        if item < items:
-            j0, j1 = _chunk(L, P, p)
-            s = inv[r % slot_mod]
+        r, p, j0, j1, valid = _item(i0, width, R, P, L)
+        s = inv[r % slot_mod] if valid else 1.0
         acc = 0.0
         for j in range(j0 + lane, j1, width):
-            acc = _power_add(acc, abs(ld(x2[r, j]) * s), power)
+            acc = power_add(acc, abs(ld(x2[r, j]) * s), power)
         if power == math.inf:
             acc = group_max(sa, acc, width)
         else:
             acc, _ = group_sum2(sa, sb, acc, 0.0, width)
-        if lane == 0 and item < items:
+        if lane == 0 and valid:
             part[p, r] = acc
-
-
-@cuda.jit(device=True, inline=True)
-def _power_add(acc, a, power):
-    """acc plus a^power (power = inf: max(acc, a), NaN-propagating)."""
-    if power == math.inf:
-        return a if a > acc or math.isnan(a) else acc
-    if power == 2.0:
-        return acc + a * a
-    if power == 1.0:
-        return acc + a
-    return acc + a ** power
 
 
 @cuda.jit
@@ -382,15 +364,8 @@ def data_grad_sums(x2, dy2, P, op, slot_mod, q0, q1, q3, c0, c1, width, pa, pb, 
     per_block = THREADS // width
     items = R * P
     for i0 in range(cuda.blockIdx.x * per_block, items, cuda.gridDim.x * per_block):
-        item = i0 + t // width
-        r = item // P
-        p = item % P
-        j0 = 0
-        j1 = 0
-        k = 0
-        if item < items:
-            j0, j1 = _chunk(L, P, p)
-            k = r % slot_mod
+        r, p, j0, j1, valid = _item(i0, width, R, P, L)
+        k = r % slot_mod if valid else 0
         a = 0.0
         b = 0.0
         c = 0.0
@@ -404,7 +379,7 @@ def data_grad_sums(x2, dy2, P, op, slot_mod, q0, q1, q3, c0, c1, width, pa, pb, 
             d += td
         a, b = group_sum2(sa, sb, a, b, width)
         c, d = group_sum2(sa, sb, c, d, width)
-        if lane == 0 and item < items:
+        if lane == 0 and valid:
             pa[p, r] = a
             pb[p, r] = b
             pc[p, r] = c
