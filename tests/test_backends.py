@@ -136,3 +136,23 @@ def test_import_graph_has_no_loop_and_backends_stay_below_the_api():
     assert "numbanorm._placement" in below and "numbanorm.dask" in below
     for m in below:
         assert not graph[m] & API, f"{m} imports the API module(s) {graph[m] & API}"
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 0), 0), ((0, 5), 0), ((4, 0), 1), ((7,), None),
+                                        ((3, 1, 4), (0, 1))])
+def test_empty_and_degenerate_shapes_on_three_backends(shape, axis):
+    """Empty reduced or kept axes, 1-d input and size-1 axes: the same results everywhere (the
+    column kernels once divided by a zero column count)."""
+    x = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape) * 0.5 - 1.0
+    dim = tuple(range(len(shape))) if axis is None else axis
+    for name, f in (("zscore", lambda a: nn.zscore(a, axis)),
+                    ("minmax_scale", lambda a: nn.minmax_scale(a, axis=axis)),
+                    ("normalize", lambda a: nn.normalize(a, 2.0, dim))):
+        ref = f(x)
+        assert ref.shape == shape
+        for where, a in (("cuda", _on_gpu(x)), ("dask", _on_dask(x, x.shape))):
+            np.testing.assert_allclose(_back(f(a)), ref, equal_nan=True, err_msg=f"{name} {where}")
+    m = nn.moments(x, axis)
+    for got in (nn.moments(_on_gpu(x), axis), nn.moments(_on_dask(x, x.shape), axis).compute()):
+        for f in ("count", "mean", "m2", "min", "max"):
+            np.testing.assert_array_equal(getattr(got, f), getattr(m, f), err_msg=f)

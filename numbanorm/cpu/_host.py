@@ -599,8 +599,9 @@ def _data_columns(x2, omit, want, res):
 
 def _data_column_blocks(N, M, itemsize):
     """(strip, rows_per_block, nchunks) of the data-normalization column kernels (see
-    DATA_PARTIAL_MIN_ELEMENTS): strips as batch_norm's, blocks of COLUMN_BLOCK_BYTES."""
-    strip = _column_strip(M, itemsize)
+    DATA_PARTIAL_MIN_ELEMENTS): strips as batch_norm's, blocks of COLUMN_BLOCK_BYTES (no
+    columns: a strip of 1, over nothing)."""
+    strip = max(1, _column_strip(M, itemsize))
     rows_per_block = max(1, COLUMN_BLOCK_BYTES // (strip * itemsize))
     nchunks = max(1, min(MAX_PARTIALS, -(-N // rows_per_block) * 4,
                          N * M // DATA_PARTIAL_MIN_ELEMENTS))

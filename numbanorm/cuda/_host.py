@@ -300,8 +300,8 @@ def _index_array(values):
 
 
 def _column_partition(N, M):
-    """_partition for N rows that may be 0 (one partition of no rows)."""
-    return _partition(N, M) if N else (1, 1, (_blocks(M), 1))
+    """_partition for N rows or M columns that may be 0 (one partition, maybe of nothing)."""
+    return _partition(N, M) if N and M else (1, 1, (_blocks(M), 1))
 
 
 def data_moments(view, nan_policy, want_range, want_moments=True):

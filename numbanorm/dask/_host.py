@@ -126,8 +126,11 @@ def _merge_records(parts, axis, keepdims):
     order, into one record per kept position (Chan's formula; min, max; NaN counts added)."""
     axes = tuple(axis)
     kept = [a for a in range(parts.ndim) if a not in axes]
-    flat = parts.transpose(list(axes) + kept).reshape((-1,) + tuple(parts.shape[a]
-                                                                    for a in kept))
+    lead = math.prod(parts.shape[a] for a in axes)
+    flat = parts.transpose(list(axes) + kept).reshape((lead,) + tuple(parts.shape[a]
+                                                                      for a in kept))
+    if not lead:  # (Dask's probe with an empty array)
+        return np.empty(_keep_shape(parts.shape, axes) if keepdims else flat.shape[1:], RECORD)
     n, mean, m2 = flat["count"][0], flat["mean"][0], flat["m2"][0]
     lo, hi, nans = flat["min"][0], flat["max"][0], flat["nans"][0]
     for k in range(1, flat.shape[0]):
