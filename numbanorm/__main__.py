@@ -24,7 +24,10 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bench", help="time every op against NumPy and PyTorch")
     from .bench import DTYPES, OPS, STANDARD, TINY, half_cases
-    b.add_argument("--op", action="append", choices=OPS, help="only this op (repeatable)")
+    from .bench_cuda import DATA as GPU_DATA
+    b.add_argument("--op", action="append", choices=list(OPS) + list(GPU_DATA),
+                   help="only this op (repeatable; " + ", ".join(GPU_DATA) +
+                   ": the data functions, --device cuda only)")
     b.add_argument("--shape", type=_shape, action="append",
                    help="run this shape instead of the standard ones, e.g. 32,64,56,56")
     b.add_argument("--dtype", action="append", choices=list(DTYPES),
@@ -66,6 +69,9 @@ def main(argv=None):
         print(run_data(cases, repeats=args.repeats, min_run=args.min_run, threads=args.threads,
                        as_json=args.json, preallocated=args.out))
         return 0
+    if args.device != "cuda" and set(args.op or ()) & set(GPU_DATA):
+        parser.error(f"--op {', '.join(GPU_DATA)} time the GPU's data functions: use "
+                     "--device cuda (on the CPU: --suite data)")
     if args.device == "cuda":
         from .bench_cuda import STANDARD as GPU_CASES, run as run_gpu
         cases = ([(op, s, d) for op in (args.op or list(OPS)) for s in args.shape

@@ -65,6 +65,10 @@ def test_bench_cuda_json(capsys):
         (op, dt, p) for op in ("layer_norm", "batch_norm") for dt in ("float32", "float16")
         for p in ("forward", "backward")]
     assert all(r["median_s"] > 0 for r in report["rows"])
+    main(["bench", "--device", "cuda", "--op", "zscore_axis0", "--shape", "4,8", "--repeats",
+          "1", "--min-run", "0", "--no-torch", "--json"])
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [(r["op"], r["pass_"]) for r in rows] == [("zscore_axis0", "forward")]
 
 
 def test_info(capsys):
