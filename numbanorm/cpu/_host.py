@@ -20,7 +20,7 @@ return contracts, so the public ops make one call into either.
 
 The data functions (numbanorm.scaling, numbanorm.stats) reduce x over any axes: the
 statistics are float64 per slot, as NumPy arrays on both the CPU and the GPU (the GPU's come
-to the host: they are small), lazy Dask arrays of x's keepdims shape on Dask
+to the host: they are small), lazy Dask arrays of x's shape without the reduced axes on Dask
 (numbanorm.dask._host); view.stats(v) and view.keep(v) give them x's shape without the
 reduced axes, or with them as 1, on every backend. out is validated on this backend's side.
 

@@ -87,22 +87,26 @@ def _keep_shape(shape, axes):
 
 class DataView:
     """Dask x for a reduction over axes (the backends' DataView interface): the statistics
-    are lazy arrays of x's keepdims shape."""
+    are lazy arrays of the public shape (x's without the reduced axes: the "slots"), keep(v)
+    gives them the keepdims shape."""
 
-    __slots__ = ("x", "axes")
+    __slots__ = ("x", "axes", "shape", "keepdims_shape")
 
     def __init__(self, x, axes):
         self.x, self.axes = x, axes
+        self.shape = tuple(n for a, n in enumerate(x.shape) if a not in axes)
+        self.keepdims_shape = _keep_shape(x.shape, axes)
 
     @property
     def count(self):
         return math.prod(self.x.shape[a] for a in self.axes)
 
     def stats(self, v):
-        return v.reshape(tuple(n for a, n in enumerate(self.x.shape) if a not in self.axes))
+        return v
 
     def keep(self, v):
-        return v
+        """v (public shape, or a scalar) in the keepdims shape."""
+        return v.reshape(self.keepdims_shape) if np.ndim(v) else v
 
 
 def data_view(x, axes):
@@ -154,9 +158,9 @@ def moment_records(x, axes, nan_policy):
 
 
 def data_moments(view, nan_policy, want_range, want_moments=True):
-    """Lazy (count, mean, m2, lo, hi, nans) of the keepdims shape, from one reduction (the
+    """Lazy (count, mean, m2, lo, hi, nans) of the public shape, from one reduction (the
     cpu host's contract; all six are given whatever is asked)."""
-    rec = moment_records(view.x, view.axes, nan_policy)
+    rec = moment_records(view.x, view.axes, nan_policy).reshape(view.shape)
     return tuple(rec[f] for f in RECORD.names)
 
 
@@ -199,7 +203,7 @@ def affine(x, axes, mean, scale, shift, second_read=True):
 
 
 def data_affine(view, mean, scale, shift, out=None):
-    return affine(view.x, view.axes, mean, scale, shift)
+    return affine(view.x, view.axes, view.keep(mean), view.keep(scale), view.keep(shift))
 
 
 def _norm_chunk(x, axis, keepdims, p):
@@ -227,7 +231,7 @@ def _merge_norms(parts, axis, keepdims, p):
 def data_norms(view, p):
     merge = partial(_merge_norms, p=p)
     return _da().reduction(view.x, partial(_norm_chunk, p=p), merge, combine=merge,
-                           axis=view.axes, keepdims=True, dtype=np.float64,
+                           axis=view.axes, keepdims=False, dtype=np.float64,
                            name="numbanorm-norms")
 
 
