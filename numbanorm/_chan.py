@@ -1,8 +1,8 @@
 """Chan's merge of two (count, mean, M2) triples: the one formula every reduction of numbanorm
 ends in, on the CPU and on the GPU. Plain Python here; cpu/_moments compiles it with njit and
-cuda/_reduce as a CUDA device function, so both backends merge with the same arithmetic. merge_arrays is the same merge elementwise
-over NumPy (or Dask) arrays: Moments and the Dask backend's records. lp_norms is the host
-arithmetic both backends' norms end in."""
+cuda/_reduce as a CUDA device function, so both backends merge with the same arithmetic.
+merge_arrays is the same merge elementwise over NumPy (or Dask) arrays: Moments and the Dask
+backend's records. lp_norms is the host arithmetic both backends' norms end in."""
 import math
 
 import numpy as np

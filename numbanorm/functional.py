@@ -16,7 +16,8 @@ Every op goes down once and comes back once:
 
     checks (numbanorm._validate) -> placement (numbanorm._placement: CPU, GPU or Dask)
     -> one call into the backend's host layer (numbanorm.cpu._host, numbanorm.cuda._host or
-       numbanorm.dask._host, by geometry: rows_forward/rows_backward, channels_forward/channels_backward)
+       numbanorm.dask._host, by geometry: rows_forward/rows_backward,
+       channels_forward/channels_backward)
     -> kernels -> the result delivered (into out=, or as the caller's kind of array)
 
 This module holds the checks' order and the ops' rules (which geometry, which errors, when the

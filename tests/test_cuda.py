@@ -622,7 +622,8 @@ def test_data_family_device_keyword_out_raise_and_backward(rng):
     for fwd, bwd, args, a, g in (
             (mm, mb, {"axis": 1}, x, dy), (mm, mb, {"axis": (0, 2)}, x4, dy4),
             (no, nb, {"dim": (0, 2)}, x, dy), (no, nb, {"dim": 1, "p": np.inf}, x4, dy4),
-            (no, nb, {"dim": 0, "p": 3.0}, x, dy), (no, nb, {"dim": (1, 3), "p": 0.5}, np.nan_to_num(x4), dy4),
+            (no, nb, {"dim": 0, "p": 3.0}, x, dy),
+            (no, nb, {"dim": (1, 3), "p": 0.5}, np.nan_to_num(x4), dy4),
             (z, zb, {"axis": (0, 2)}, x, dy), (z, zb, {"axis": (1, 2), "ddof": 1}, x, dy),
             (z, zb, {"axis": 0}, x, dy), (z, zb, {"axis": (0, 2), "nan_policy": "omit"}, x4, dy4),
             (z, zb, {"axis": 3, "nan_policy": "omit"}, x4, dy4)):
