@@ -53,11 +53,11 @@ class ScalingSaved:
     statistics in the keepdims shape (read-only attributes), the input and the parameters
     (private). Holds a reference to x, as autograd does."""
 
-    __slots__ = ("_op", "_x", "_stats", "_params", "_axes", "_place", "_view")
+    __slots__ = ("_op", "_x", "_stats", "_params", "_axes", "_place")
 
-    def __init__(self, op, x, stats, params, axes, place, view):
+    def __init__(self, op, x, stats, params, axes, place):
         self._op, self._x, self._stats, self._params, self._axes = op, x, stats, params, axes
-        self._place, self._view = place, view
+        self._place = place
 
     @property
     def op(self):
@@ -88,7 +88,7 @@ def _finish(op, x, where, view, mean, scale, shift, out, keep, stats, params):
     if not keep or where.lazy:
         return y, None
     stats = {k: view.keep(v) for k, v in stats.items()}
-    return y, ScalingSaved(op, x, stats, params, view.axes, where, view)
+    return y, ScalingSaved(op, x, stats, params, view.axes, where)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +255,6 @@ def _backward(dy, saved, op):
     _check_saved(saved, op)
     dy = _grad_dy(dy, saved)
     where = saved._place
-    dx = where.host.data_backward(op, saved._view, where.grad_input(dy), saved._stats,
-                                  saved._params)
+    dx = where.host.data_backward(op, where.x if where.gpu else saved._x, saved._axes,
+                                  where.grad_input(dy), saved._stats, saved._params)
     return dx if not where.gpu else where.deliver(dx, None)

@@ -16,7 +16,7 @@ return contracts, so the public ops make one call into either.
                                                   -> per-slot (count, mean, m2, lo, hi, nans)
     data_affine(view, mean64, scale64, shift64, out=None)     -> y = (x - mean)*scale + shift
     data_norms(view, p)                                       -> per-slot Lp norms
-    data_backward(op, view, dy, stats, params)                -> dx of a data function
+    data_backward(op, x, axes, dy, stats, params)             -> dx of a data function
 
 The data functions (numbanorm.scaling, numbanorm.stats) reduce x over any axes: the
 statistics are float64 per slot, as NumPy arrays on both the CPU and the GPU (the GPU's come
@@ -718,12 +718,11 @@ def count_nonfinite(x, with_nan):
     return int(out.sum())
 
 
-def data_backward(op, view, dy, stats, params):
+def data_backward(op, x, axes, dy, stats, params):
     """dx of a data function's forward ("zscore", "minmax_scale", "normalize"; see their
-    *_backward docstrings in numbanorm.scaling): NumPy expressions in float64 over x and dy
-    (not kernels), in x's dtype. stats: the forward's per-position statistics (keepdims
-    shape); params: its arguments."""
-    x, axes = view.x, view.axes
+    *_backward docstrings in numbanorm.scaling) over `axes`: NumPy expressions in float64 over
+    x and dy (not kernels), in x's dtype. stats: the forward's per-position statistics
+    (keepdims shape); params: its arguments."""
     xf = x.astype(np.float64)
     g = dy.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):

@@ -408,14 +408,16 @@ def _power_sums(view, p, inv):
 _GRAD_OPS = {"zscore": 0, "minmax_scale": 1, "normalize": 2}
 
 
-def data_backward(op, view, dy, stats, params):
+def data_backward(op, x, axes, dy, stats, params):
     """dx of a data function's forward on the device (the contract of
     cpu._host.data_backward): the four per-slot sums of _reduce.grad_terms by one read of x
     and dy in the forward's layout (rows.data_grad_sums or channels.data_column_grad_sums,
     merged in order), then dx elementwise over x in its own order (channels.data_dx). stats:
     the forward's per-position statistics (NumPy, keepdims shape); dy a device array of x's
-    shape."""
-    lay, x = view.lay, view.x
+    shape. Interleaved axes: x and dy are copied once each on the device, as in the forward's
+    statistics pass."""
+    view = data_view(x, axes)
+    lay = view.lay
     slots = math.prod(lay.shape)
 
     def per_slot(v):
