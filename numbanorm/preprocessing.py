@@ -150,7 +150,7 @@ def _remote(X):
     return is_dask_array(X) or is_device_array(X)
 
 
-def _dask_input(est, X, reset):
+def _remote_input(est, X, reset):
     """A Dask or GPU X checked as validate_data would (2-D, real, the fitted feature count),
     without reading it; float32/float64 as they are, integers as float64 (Dask)."""
     X = V.dask_array(X, "X") if is_dask_array(X) else V.data_array(X, "X")
@@ -166,13 +166,13 @@ def _dask_input(est, X, reset):
     return X
 
 
-def _dask_columns(X, mean, scale, shift, axis=0):
-    """(X - mean)*scale + shift per column (axis 0; per row: axis 1) of a Dask X, lazily
+def _remote_columns(X, mean, scale, shift):
+    """(X - mean)*scale + shift per column of a Dask X, lazily
     (map_blocks; the per-feature statistics chunked like X's columns), or of a GPU X on the
     device (its kind of array back)."""
     if is_device_array(X):
         x, where = place(X, None, "X", data=True)
-        view = where.host.data_view(where.x, (axis,))
+        view = where.host.data_view(where.x, (0,))
         lay = view.lay
 
         def slots(v):
@@ -188,7 +188,7 @@ def _dask_columns(X, mean, scale, shift, axis=0):
                      second_read=False)
 
 
-def _dask_moments(X):
+def _remote_moments(X):
     """The Moments of a Dask or GPU X over its samples (NaN omitted), as NumPy: one read."""
     from .stats import moments
     return moments(X, 0, "omit").compute()
@@ -274,17 +274,17 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def partial_fit(self, X, y=None, sample_weight=None):
         """Update the statistics with a batch of samples (Chan's merge of its moments)."""
         first = not hasattr(self, "n_samples_seen_")
-        dask_x = _remote(X)
-        if dask_x:
+        remote = _remote(X)
+        if remote:
             if sample_weight is not None:
                 raise TypeError("sample_weight is not taken with a Dask or GPU X: weight the "
                                 "samples in NumPy batches, or fit without weights")
-            X = _dask_input(self, X, first)
+            X = _remote_input(self, X, first)
             plain = X
-            batch = _dask_moments(X)
+            batch = _remote_moments(X)
         else:
             plain = _plain(self, X, first, check_finite=False) if sample_weight is None else None
-        if plain is not None and not dask_x:
+        if plain is not None and not remote:
             batch = _moments_fast(plain)
             if np.isfinite(batch.mean[batch.count > 0]).all() and np.isfinite(batch.m2).all():
                 X = plain
@@ -306,7 +306,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             counts = m.count
         else:  # scikit-learn counts the samples here, weighted or not
             seen = getattr(self, "_seen", 0) if not first else 0
-            self._seen = seen + (batch.count if dask_x else X.shape[0] - np.isnan(X).sum(axis=0))
+            self._seen = seen + (batch.count if remote else X.shape[0] - np.isnan(X).sum(axis=0))
             counts = self._seen.astype(np.int64 if sample_weight is None else X.dtype)
         self.n_samples_seen_ = counts[0] if counts.max() == counts.min() else counts
         if not self.with_mean and not self.with_std:
@@ -336,7 +336,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         mean = self.mean_ if self.with_mean else 0.0
         scale = 1.0 / self.scale_ if self.with_std else 1.0
         if _remote(X):
-            return _dask_columns(X, mean, scale, 0.0)
+            return _remote_columns(X, mean, scale, 0.0)
         return _columns_transform(X, mean, scale, 0.0, out)
 
     def _input(self, X, copy):
@@ -344,7 +344,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         array, written by the kernel: no copy of X first). A Dask X comes back checked, with
         out None."""
         if _remote(X):
-            return _dask_input(self, X, False), None
+            return _remote_input(self, X, False), None
         copy = copy if copy is not None else self.copy
         plain = _plain(self, X, False, writeable=not copy)
         if plain is None:
@@ -359,7 +359,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         scale = self.scale_ if self.with_std else 1.0
         mean = self.mean_ if self.with_mean else 0.0
         if _remote(X):
-            return _dask_columns(X, 0.0, scale, mean)
+            return _remote_columns(X, 0.0, scale, mean)
         return _columns_transform(X, 0.0, scale, mean, out)
 
     def __sklearn_tags__(self):
@@ -398,8 +398,8 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         lo, hi = V.feature_range(self.feature_range)
         first = not hasattr(self, "n_samples_seen_")
         if _remote(X):
-            X = _dask_input(self, X, first)
-            m = _dask_moments(X)
+            X = _remote_input(self, X, first)
+            m = _remote_moments(X)
             lo_, hi_, nans = m.min, m.max, X.shape[0] - m.count
         else:
             plain = _plain(self, X, first, check_finite=False)
@@ -442,7 +442,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             if self.clip and is_device_array(X):
                 raise ValueError("clip=True is not taken with a GPU X: clip the result with "
                                  "your GPU library (cupy.clip, torch.clamp)")
-            y = _dask_columns(X, self.data_min_, self.scale_, lo)
+            y = _remote_columns(X, self.data_min_, self.scale_, lo)
             return y.clip(lo, hi) if self.clip else y
         y = _columns_transform(X, self.data_min_.astype(np.float64),
                                self.scale_.astype(np.float64), lo, out)
@@ -456,7 +456,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X, out = StandardScaler._input(self, X, None)
         lo, _ = V.feature_range(self.feature_range)
         if _remote(X):
-            return _dask_columns(X, np.full(X.shape[1], lo), 1.0 / self.scale_.astype(
+            return _remote_columns(X, np.full(X.shape[1], lo), 1.0 / self.scale_.astype(
                 np.float64), self.data_min_)
         return _columns_transform(X, np.full(X.shape[1], lo),
                                   1.0 / self.scale_.astype(np.float64),
@@ -484,7 +484,7 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Check X (the normalizer has no statistics to learn)."""
         if _remote(X):
-            _dask_input(self, X, True)
+            _remote_input(self, X, True)
         else:
             validate_data(self, X)
         return self
@@ -495,7 +495,7 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"'{self.norm}' is not a supported norm: pick 'l1', 'l2' or 'max'")
         check_is_fitted(self)
         if _remote(X):
-            return self._dask_transform(X)
+            return self._remote_transform(X)
         copy = copy if copy is not None else self.copy
         plain = _plain(self, X, None, allow_nan=False, writeable=not copy)
         if plain is not None:  # (bfloat16 too, which validate_data would make float64)
@@ -510,11 +510,12 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             scale = np.where(norms < 10 * compute_eps(X.dtype), 1.0, 1.0 / norms)
         return _host.data_affine(view, np.zeros_like(scale), scale, 0.0, X)
 
-    def _dask_transform(self, X):
-        """Each row of a Dask X over its norm, lazily: the norms by a reduction over the
-        features, then the elementwise pass (rows of norm below 10 eps kept as they are)."""
+    def _remote_transform(self, X):
+        """Each row of a Dask X (lazily) or a GPU X (on the device) over its norm: the norms by
+        a reduction over the features, then the elementwise pass (rows of norm below 10 eps
+        kept as they are)."""
         if hasattr(self, "n_features_in_"):
-            X = _dask_input(self, X, False)
+            X = _remote_input(self, X, False)
         x, where = place(X, None, "X", data=True)
         view = where.host.data_view(where.x if where.gpu else x, (1,))
         norm = where.host.data_norms(view, _NORMS[self.norm])

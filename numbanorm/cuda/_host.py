@@ -304,32 +304,58 @@ def _column_partition(N, M):
     return _partition(N, M) if N and M else (1, 1, (_blocks(M), 1))
 
 
+def _upload(v, slots):
+    """v (a scalar or per-slot values) as a float64 device array of the slots (one value at
+    least)."""
+    return _device.to_device(np.ascontiguousarray(np.broadcast_to(
+        np.asarray(v, np.float64), (max(slots, 1),))))
+
+
+def _slot_partials(lay, n, launch_columns, launch_rows):
+    """(slots, parts): n float64 partial arrays (K, slots) of a per-slot reduction over the
+    layout, K in the order the caller merges them. Columns (A, N, M): slot a*M + m, partials
+    per partition of the rows, by launch_columns(grid, rows_per, parts). Rows (R, L) and slabs
+    (N*C, S rows, slot r % C): each row cut into P chunks (_row_chunks) of groups of `width`
+    threads, chunk p of row r at [p, r], by launch_rows(launch, R, L, P, width, parts)."""
+    if lay.kind == "columns":
+        A, N, M = lay.dims
+        slots = A * M
+        P, rows_per, grid = _column_partition(N, slots)
+        parts = [empty((P, slots), np.float64) for _ in range(n)]
+        if slots:
+            launch_columns(grid, rows_per, parts)
+        return slots, parts
+    if lay.kind == "rows":
+        R, L = lay.dims
+        slots = R
+    else:
+        N, C, S = lay.dims
+        R, L, slots = N * C, S, C
+    P = _row_chunks(R, L)
+    parts = [empty((P, R), np.float64) for _ in range(n)]
+    if R:
+        width = _row_width(-(-L // P))
+        launch_rows((_blocks(R * P, CUDA_THREADS // width), CUDA_THREADS), R, L, P, width,
+                    parts)
+    if slots:
+        parts = [a.reshape(P * R // slots, slots) for a in parts]
+    return slots, parts
+
+
 def data_moments(view, nan_policy, want_range, want_moments=True):
     """Per-slot float64 NumPy (count, mean, m2, lo, hi, nans), as cpu._host.data_moments (all
     six are computed, by one read of x: rows.data_moments or channels.data_column_moments,
     then channels.merge_data); nan_policy 'raise' raises after the read when a NaN was
     counted."""
     omit = nan_policy == "omit"
-    lay, xk = view.lay, view.xk
-    if lay.kind == "columns":
-        A, N, M = lay.dims
-        slots = A * M
-        P, rows_per, grid = _column_partition(N, slots)
-        parts = [empty((P, slots), np.float64) for _ in range(6)]
-        if slots:
-            channels.data_column_moments[grid, CUDA_THREADS](xk, rows_per, omit, *parts)
-    else:
-        R, L = (lay.dims if lay.kind == "rows" else
-                (lay.dims[0] * lay.dims[1], lay.dims[2]))
-        slots = R if lay.kind == "rows" else lay.dims[1]
-        x2 = xk.reshape(R, L)
-        P = _row_chunks(R, L)
-        parts = [empty((P, R), np.float64) for _ in range(6)]
-        if R:
-            width = _row_width(-(-L // P))
-            rows.data_moments[_blocks(R * P, CUDA_THREADS // width), CUDA_THREADS](
-                x2, P, omit, width, *parts)
-        parts = [a.reshape(P * R // max(slots, 1), slots) if slots else a for a in parts]
+    xk = view.xk
+
+    def columns(grid, rows_per, parts):
+        channels.data_column_moments[grid, CUDA_THREADS](xk, rows_per, omit, *parts)
+
+    def by_rows(launch, R, L, P, width, parts):
+        rows.data_moments[launch](xk.reshape(R, L), P, omit, width, *parts)
+    slots, parts = _slot_partials(view.lay, 6, columns, by_rows)
     res = [empty(slots, np.float64) for _ in range(6)]
     if slots:
         channels.merge_data[_blocks(slots), CUDA_THREADS](*parts, *res)
@@ -342,6 +368,16 @@ def data_moments(view, nan_policy, want_range, want_moments=True):
     return count, mean, m2, lo, hi, nans
 
 
+def _merged_sums(slots, parts, power=1.0):
+    """Each (K, slots) partial array added over K in order (power = inf: max) by
+    channels.merge_norms, as device arrays."""
+    out = [empty(slots, np.float64) for _ in parts]
+    if slots:
+        for part, o in zip(parts, out):
+            channels.merge_norms[_blocks(slots), CUDA_THREADS](part, power, o)
+    return out
+
+
 def data_affine(view, mean64, scale64, shift64, out=None):
     """y = (x - mean)*scale + shift per slot (float64 NumPy per-slot arrays; shift may be a
     scalar), computed in float64 and rounded once to x's dtype, over x in its own order
@@ -352,13 +388,9 @@ def data_affine(view, mean64, scale64, shift64, out=None):
     if x.size:
         sizes, strides = _run_strides(x.shape, view.axes)
         slots = mean64.size
-
-        def dev(v):
-            return _device.to_device(np.ascontiguousarray(np.broadcast_to(
-                np.asarray(v, np.float64), (slots,))))
         channels.data_affine[_blocks(x.size), CUDA_THREADS](
-            _flat(x), _index_array(sizes), _index_array(strides), dev(mean64),
-            dev(scale64), dev(shift64), _flat(y))
+            _flat(x), _index_array(sizes), _index_array(strides), _upload(mean64, slots),
+            _upload(scale64, slots), _upload(shift64, slots), _flat(y))
     return y
 
 
@@ -370,39 +402,23 @@ def data_norms(view, p):
     def rescaled(redo, big):
         inv = np.where(redo, 1.0 / np.where(redo, big, 1.0), 1.0)
         return big * _power_sums(view, p, inv) ** (1.0 / p)
-    return lp_norms(lambda q: _power_sums(view, q, None), p, rescaled)
+    return lp_norms(lambda q: _power_sums(view, q, 1.0), p, rescaled)
 
 
 def _power_sums(view, p, inv):
-    """Per-slot sum(|x*inv|^p) (p = inf: max |x|) as a NumPy float64 array."""
+    """Per-slot sum(|x*inv|^p) (p = inf: max |x|; inv a scalar or per slot) as a NumPy float64
+    array."""
     lay, xk = view.lay, view.xk
-    if lay.kind == "columns":
-        A, N, M = lay.dims
-        slots = A * M
-    else:
-        slots = lay.dims[0] if lay.kind == "rows" else lay.dims[1]
-    inv = _device.to_device(np.ones(max(slots, 1)) if inv is None else inv)
-    if lay.kind == "columns":
-        P, rows_per, grid = _column_partition(N, slots)
-        part = empty((P, slots), np.float64)
-        if slots:
-            channels.data_column_norms[grid, CUDA_THREADS](xk, rows_per, p, inv, part)
-    else:
-        R, L = (lay.dims if lay.kind == "rows" else
-                (lay.dims[0] * lay.dims[1], lay.dims[2]))
-        x2 = xk.reshape(R, L)
-        P = _row_chunks(R, L)
-        part = empty((P, R), np.float64)
-        if R:
-            width = _row_width(-(-L // P))
-            rows.data_norms[_blocks(R * P, CUDA_THREADS // width), CUDA_THREADS](
-                x2, P, p, inv, max(slots, 1), width, part)
-        if slots:
-            part = part.reshape(P * R // slots, slots)
-    out = empty(slots, np.float64)
-    if slots:
-        channels.merge_norms[_blocks(slots), CUDA_THREADS](part, p, out)
-    return out.copy_to_host()
+    slots = math.prod(lay.shape)
+    inv = _upload(inv, slots)
+
+    def columns(grid, rows_per, parts):
+        channels.data_column_norms[grid, CUDA_THREADS](xk, rows_per, p, inv, parts[0])
+
+    def by_rows(launch, R, L, P, width, parts):
+        rows.data_norms[launch](xk.reshape(R, L), P, p, inv, max(slots, 1), width, parts[0])
+    slots, parts = _slot_partials(lay, 1, columns, by_rows)
+    return _merged_sums(slots, parts, p)[0].copy_to_host()
 
 
 _GRAD_OPS = {"zscore": 0, "minmax_scale": 1, "normalize": 2}
@@ -421,9 +437,8 @@ def data_backward(op, x, axes, dy, stats, params):
     slots = math.prod(lay.shape)
 
     def per_slot(v):
-        return _device.to_device(np.ascontiguousarray(
-            lay.slots(np.broadcast_to(np.asarray(v, np.float64), lay.keepdims_shape)),
-            np.float64) if slots else np.zeros(1))
+        return _upload(lay.slots(np.broadcast_to(np.asarray(v, np.float64),
+                                                 lay.keepdims_shape)) if slots else 0.0, slots)
     code = _GRAD_OPS[op]
     zero = np.zeros(lay.keepdims_shape)
     if op == "zscore":
@@ -439,27 +454,18 @@ def data_backward(op, x, axes, dy, stats, params):
     dx = empty(x.shape, x.dtype)
     if not x.size:
         return dx
-    dyk = dy if lay.perm is None else _permuted(dy, lay.perm)
-    dyk = dyk.reshape(lay.dims)
-    if lay.kind == "columns":
-        A, N, M = lay.dims
-        P, rows_per, grid = _column_partition(N, slots)
-        parts = [empty((P, slots), np.float64) for _ in range(4)]
+    xk = view.xk
+    dyk = (dy if lay.perm is None else _permuted(dy, lay.perm)).reshape(lay.dims)
+
+    def columns(grid, rows_per, parts):
         channels.data_column_grad_sums[grid, CUDA_THREADS](
-            view.xk, dyk, rows_per, code, q[0], q[1], q[3], c[0], c[1], *parts)
-    else:
-        R, L = (lay.dims if lay.kind == "rows" else
-                (lay.dims[0] * lay.dims[1], lay.dims[2]))
-        P = _row_chunks(R, L)
-        parts = [empty((P, R), np.float64) for _ in range(4)]
-        width = _row_width(-(-L // P))
-        rows.data_grad_sums[_blocks(R * P, CUDA_THREADS // width), CUDA_THREADS](
-            view.xk.reshape(R, L), dyk.reshape(R, L), P, code, slots, q[0], q[1], q[3], c[0],
-            c[1], width, *parts)
-        parts = [a.reshape(P * R // slots, slots) for a in parts]
-    sums = [empty(slots, np.float64) for _ in range(4)]
-    for part, s in zip(parts, sums):
-        channels.merge_norms[_blocks(slots), CUDA_THREADS](part, 1.0, s)
+            xk, dyk, rows_per, code, q[0], q[1], q[3], c[0], c[1], *parts)
+
+    def by_rows(launch, R, L, P, width, parts):
+        rows.data_grad_sums[launch](xk.reshape(R, L), dyk.reshape(R, L), P, code, slots, q[0],
+                                    q[1], q[3], c[0], c[1], width, *parts)
+    _, parts = _slot_partials(lay, 4, columns, by_rows)
+    sums = _merged_sums(slots, parts)
     sizes, strides = _run_strides(x.shape, view.axes)
     channels.data_dx[_blocks(x.size), CUDA_THREADS](
         code, _flat(x), _flat(dy), _index_array(sizes), _index_array(strides), *q, *sums,
