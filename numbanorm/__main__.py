@@ -1,4 +1,5 @@
-"""Command line: `numbanorm bench ...` and `numbanorm info` (also `python -m numbanorm`)."""
+"""Command line: `numbanorm bench ...`, `numbanorm warmup ...` and `numbanorm info` (also
+`python -m numbanorm`)."""
 import argparse
 import sys
 
@@ -55,9 +56,23 @@ def main(argv=None):
                    choices=["zscore", "minmax_scale", "normalize", "stream"],
                    help="--suite data: only this function (repeatable)")
     sub.add_parser("info", help="what numbanorm detected: versions, threads, devices")
+    from .warmup import DEFAULT_DTYPES, DTYPES as WARM_DTYPES, OPS as WARM_OPS
+    wu = sub.add_parser("warmup", help="compile the CPU kernels into Numba's on-disk cache "
+                                       "ahead of time (for container images and CI)")
+    wu.add_argument("--ops", nargs="+", choices=WARM_OPS, metavar="OP",
+                    help="only these (default: all): " + ", ".join(WARM_OPS))
+    wu.add_argument("--dtypes", nargs="+", choices=WARM_DTYPES, metavar="DTYPE",
+                    help="default: " + " ".join(DEFAULT_DTYPES) + "; also " +
+                         " ".join(d for d in WARM_DTYPES if d not in DEFAULT_DTYPES))
     args = parser.parse_args(argv)
     if args.command == "info":
         print(info())
+        return 0
+    if args.command == "warmup":
+        from ._cache import location
+        from .warmup import warmup
+        print(f"Numba cache: {location()}")
+        warmup(args.ops, args.dtypes)
         return 0
     if args.repeats < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--repeats and --threads must be positive")

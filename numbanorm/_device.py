@@ -142,6 +142,8 @@ def info():
     facts = {"numbanorm": __version__, "numpy": numpy.__version__,
              "numba": numba.__version__, "threads": numba.get_num_threads(),
              "threading_layer": numba_config.THREADING_LAYER}
+    from ._cache import location
+    facts["kernel_cache"] = location()
     try:
         from importlib.metadata import version
         facts["numba_cuda"] = version("numba-cuda")

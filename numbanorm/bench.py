@@ -224,6 +224,29 @@ def _summary(samples):
     return float(np.median(samples)), float(min(samples)), float(max(samples))
 
 
+def _p90(samples):
+    """The 90th percentile of the timed runs: beside the median, what a busy machine's
+    descheduled threads do to a kernel (whole scheduler time slices) shows here first."""
+    return float(np.percentile(samples, 90))
+
+
+def load_warning(threads):
+    """A line warning that other processes are using the cores the timed threads want (the
+    1-minute load average above the number of cores), or None."""
+    import os
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return None
+    cores = os.cpu_count() or 1
+    if load <= cores:
+        return None
+    return (f"warning: load average {load:.1f} on {cores} cores: other processes compete for "
+            f"the {threads} timed thread(s), and parallel kernels wait for descheduled ones "
+            "(the p90 column shows it); ratios are paired per repeat, times are not this "
+            "machine's quiet ones")
+
+
 def _paired_ratio(theirs, ours):
     """Median over repeats of their time / our time in the same repeat."""
     return float(np.median(np.asarray(theirs) / np.asarray(ours)))
@@ -311,7 +334,8 @@ def run_case(op, shape, dtype, repeats, min_run, with_torch, with_numpy, bandwid
         med, lo, hi = _summary(ours)
         gbs = streams * x.nbytes / med / 1e9
         row = {"op": op, "shape": list(shape), "dtype": dtype, "pass": direction,
-               "median_s": med, "min_s": lo, "max_s": hi, "gb_per_s": gbs,
+               "median_s": med, "min_s": lo, "max_s": hi, "p90_s": _p90(ours),
+               "gb_per_s": gbs,
                "pct_bandwidth": 100 * gbs / bandwidth if bandwidth else None,
                "max_rel_err": errors[direction]}
         for name, theirs in samples[direction].items():
@@ -324,7 +348,8 @@ def run_case(op, shape, dtype, repeats, min_run, with_torch, with_numpy, bandwid
 
 def _fmt_table(rows, bandwidth, threads):
     versus = [v for v in ("numpy", "np-f32", "torch", "f32") if any(f"vs_{v}" in r for r in rows)]
-    head = (f"{'op':<14}{'shape':<20}{'dtype':<9}{'pass':<9}{'median':>10}{'range':>21}"
+    head = (f"{'op':<14}{'shape':<20}{'dtype':<9}{'pass':<9}{'median':>10}{'p90':>10}"
+            f"{'range':>21}"
             f"{'GB/s':>8}{'%bw':>6}" + "".join(f"{'vs ' + v:>11}" for v in versus)
             + f"{'max err':>10}")
     lines = [f"numbanorm bench: {threads} thread(s), triad bandwidth {bandwidth:.1f} GB/s; "
@@ -336,7 +361,8 @@ def _fmt_table(rows, bandwidth, threads):
         pct = f"{r['pct_bandwidth']:.0f}" if r["pct_bandwidth"] is not None else "-"
         lines.append(
             f"{r['op']:<14}{'x'.join(map(str, r['shape'])):<20}{r['dtype']:<9}{r['pass']:<9}"
-            f"{r['median_s'] * 1e3:>8.4g}ms{rng_:>21}{r['gb_per_s']:>8.1f}{pct:>6}"
+            f"{r['median_s'] * 1e3:>8.4g}ms{r['p90_s'] * 1e3:>8.4g}ms{rng_:>21}"
+            f"{r['gb_per_s']:>8.1f}{pct:>6}"
             f"{vs}{r['max_rel_err']:>10.1e}")
     ratios = [r["vs_torch"] for r in rows if "vs_torch" in r]
     if ratios:
@@ -361,6 +387,7 @@ def run(cases, repeats=5, min_run=0.05, threads=None, with_torch=True, with_nump
             torch_ok = True
         except ImportError:
             print("PyTorch is not installed: the 'vs torch' column is left out", file=progress)
+    warnings = [load_warning(threads)]
     bandwidth = triad_bandwidth() if measure_bandwidth else None
     rows = []
     for i, (op, shape, dtype) in enumerate(cases, 1):
@@ -368,11 +395,15 @@ def run(cases, repeats=5, min_run=0.05, threads=None, with_torch=True, with_nump
               flush=True)
         rows += run_case(op, shape, dtype, repeats, min_run, torch_ok, with_numpy, bandwidth,
                          preallocated)
+    warnings.append(load_warning(threads))
+    warnings = list(dict.fromkeys(w for w in warnings if w))  # at the start, at the end
+    for w in warnings:
+        print(w, file=progress)
     if as_json:
         return json.dumps({"threads": threads, "triad_gb_per_s": bandwidth,
-                           "outputs_preallocated": preallocated, "rows": rows},
-                          indent=1)
-    table = _fmt_table(rows, bandwidth or float("nan"), threads)
+                           "outputs_preallocated": preallocated, "load_warnings": warnings,
+                           "rows": rows}, indent=1)
+    table = "\n".join(warnings + [_fmt_table(rows, bandwidth or float("nan"), threads)])
     if preallocated:
         table += ("\nnumbanorm wrote into preallocated arrays (forward out=, backward dx_out=); "
                   "NumPy and PyTorch allocated theirs")

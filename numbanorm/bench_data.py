@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from .bench import (HALF, _paired_ratio, _summary, _tensor, _time_paired, np_dtype,
+from .bench import (HALF, _p90, _paired_ratio, _summary, load_warning, _tensor, _time_paired, np_dtype,
                     triad_bandwidth)
 
 # (function, shape, axis, dtype, nan): the shapes of the data-normalization issue
@@ -203,7 +203,8 @@ def run_case(fn, shape, axis, dtype, nan, repeats, min_run, bandwidth, prealloca
     med, lo, hi = _summary(samples["numbanorm"])
     gbs = 3 * x.nbytes / med / 1e9
     row = {"function": fn, "shape": list(shape), "axis": axis, "dtype": dtype, "nan": nan,
-           "median_s": med, "min_s": lo, "max_s": hi, "gb_per_s": gbs,
+           "median_s": med, "min_s": lo, "max_s": hi, "p90_s": _p90(samples["numbanorm"]),
+           "gb_per_s": gbs,
            "pct_floor": 100 * gbs / bandwidth if bandwidth else None, "max_rel_err": err}
     for name in alt:
         row[f"vs_{name}"] = _paired_ratio(samples[name], samples["numbanorm"])
@@ -217,7 +218,7 @@ def _fmt(rows, bandwidth, threads, preallocated):
     names = [n for n in ("numpy", "np-f32", "scipy", "sklearn", "numbagg", "torch", "f32")
              if any(f"vs_{n}" in r for r in rows)]
     head = (f"{'function':<13}{'shape':<17}{'axis':<7}{'dtype':<9}{'NaN':<4}{'median':>10}"
-            f"{'range':>19}{'GB/s':>7}{'%floor':>7}" + "".join(f"{'vs ' + n:>11}" for n in names)
+            f"{'p90':>10}{'range':>19}{'GB/s':>7}{'%floor':>7}" + "".join(f"{'vs ' + n:>11}" for n in names)
             + f"{'max err':>9}")
     lines = [f"numbanorm bench --suite data: {threads} thread(s), triad bandwidth "
              f"{bandwidth:.1f} GB/s; GB/s and %floor count three passes (3 x bytes); "
@@ -230,7 +231,8 @@ def _fmt(rows, bandwidth, threads, preallocated):
         pct = f"{r['pct_floor']:.0f}" if r["pct_floor"] is not None else "-"
         fn = r["function"] if r["function"] != "stream" else f"stream{STREAM_CHUNKS}"
         lines.append(f"{fn:<13}{'x'.join(map(str, r['shape'])):<17}{ax:<7}{r['dtype']:<9}"
-                     f"{'yes' if r['nan'] else 'no':<4}{r['median_s'] * 1e3:>8.4g}ms{rng_:>19}"
+                     f"{'yes' if r['nan'] else 'no':<4}{r['median_s'] * 1e3:>8.4g}ms"
+                     f"{r['p90_s'] * 1e3:>8.4g}ms{rng_:>19}"
                      f"{r['gb_per_s']:>7.1f}{pct:>7}{vs}{r['max_rel_err']:>9.1e}")
     others = [[r[k] for k in r if k.startswith("vs_") and k != "vs_f32"] for r in rows]
     fastest = [min(v) for v in others if v]
@@ -255,6 +257,7 @@ def run(cases=None, repeats=5, min_run=0.05, threads=None, as_json=False, preall
     torch = _installed("torch")
     if torch:
         torch.set_num_threads(threads)
+    warnings = [load_warning(threads)]
     bandwidth = triad_bandwidth()
     rows = []
     cases = CASES if cases is None else cases
@@ -263,7 +266,12 @@ def run(cases=None, repeats=5, min_run=0.05, threads=None, as_json=False, preall
               f"{' NaN' if nan else ''}", file=progress, flush=True)
         rows.append(run_case(fn, shape, axis, dtype, nan, repeats, min_run, bandwidth,
                              preallocated))
+    warnings.append(load_warning(threads))
+    warnings = list(dict.fromkeys(w for w in warnings if w))  # at the start, at the end
+    for w in warnings:
+        print(w, file=progress)
     if as_json:
         return json.dumps({"threads": threads, "triad_gb_per_s": bandwidth,
-                           "outputs_preallocated": preallocated, "rows": rows}, indent=1)
-    return _fmt(rows, bandwidth, threads, preallocated)
+                           "outputs_preallocated": preallocated, "load_warnings": warnings,
+                           "rows": rows}, indent=1)
+    return "\n".join(warnings + [_fmt(rows, bandwidth, threads, preallocated)])

@@ -16,6 +16,7 @@ def test_bench_json(capsys):
         ("batch_norm", "forward"), ("batch_norm", "backward")]
     for r in rows:
         assert r["median_s"] > 0 and r["gb_per_s"] > 0
+        assert r["min_s"] <= r["median_s"] <= r["p90_s"] <= r["max_s"]
         assert r["max_rel_err"] < 1e-5  # accuracy column against float64
         assert r["vs_numpy"] > 0
     assert report["triad_gb_per_s"] > 0
@@ -75,3 +76,23 @@ def test_info(capsys):
     main(["info"])
     out = capsys.readouterr().out
     assert "numba" in out and "threads" in out and "gpu" in out
+
+
+def test_load_warning(monkeypatch):
+    """bench warns when the load average exceeds the cores (issue 29), and only then."""
+    import os
+
+    from numbanorm.bench import load_warning
+    monkeypatch.setattr(os, "getloadavg", lambda: (4.0 * (os.cpu_count() or 1), 0.0, 0.0))
+    assert "load average" in load_warning(2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert load_warning(2) is None
+
+
+def test_warmup_refuses_unknown_names(capsys):
+    from numbanorm.warmup import warmup
+    with pytest.raises(ValueError, match="unknown op or dtype 'float8'"):
+        warmup(["layer_norm"], ["float8"])
+    with pytest.raises(SystemExit):
+        main(["warmup", "--ops", "softmax"])
+    assert "invalid choice" in capsys.readouterr().err

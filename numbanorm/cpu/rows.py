@@ -52,7 +52,7 @@ def _affine(xs, mean, rstd, w, b, ys):
         ys[j] = st(ys, ((ld(xs[j]) - mh) * rstd - lo) * at(w, j) + at(b, j))
 
 
-@njit(inline='always', **JIT)
+@njit(**JIT)
 def _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
     # Inner loops run 0-based over slices so that they vectorise (see _moments.block_moments).
     L = x.shape[1]
@@ -81,10 +81,10 @@ def _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
 def forward(x, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
     """y, mean, rstd of every row (see the module docstring); parallel over rows."""
     for r in prange(x.shape[0]):
-        _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
+        _forward_row(x, np.intp(r), G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
 
 
-@njit(inline='always', **JIT)
+@njit(**JIT)
 def _forward_pair(x, ra, rb, weight, bias, eps, centered, y, mean_out, rstd_out):
     """_forward_row for rows ra and rb (rb may be ra) of parameters per element (S == 1,
     G == 1), their affine in one loop: each weight and bias value is loaded once for both rows.
@@ -119,7 +119,7 @@ def forward_pairs(x, weight, bias, eps, centered, y, mean_out, rstd_out):
     took that kernel's compile from 6 s to 16 s)."""
     R = x.shape[0]
     for p in prange((R + 1) // 2):
-        _forward_pair(x, 2 * p, min(2 * p + 1, R - 1), weight, bias, eps, centered, y,
+        _forward_pair(x, np.intp(2 * p), np.intp(min(2 * p + 1, R - 1)), weight, bias, eps, centered, y,
                       mean_out, rstd_out)
 
 
@@ -213,7 +213,7 @@ def _param_sums(xr, dyr, mh, rs, lo, w, dw, db, c0):
     return sum_g, sum_gx
 
 
-@njit(inline='always', **JIT)
+@njit(**BACKWARD_JIT)
 def _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks, dx,
                     dw_part, db_part):
     R, L = x.shape
@@ -279,8 +279,8 @@ def backward(dy, x, mean, rstd, G, S, weight, centered, want_params, dx, dw_part
     rows."""
     nchunks = dw_part.shape[0]
     for k in prange(nchunks):
-        _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, k, nchunks,
-                        dx, dw_part, db_part)
+        _backward_chunk(dy, x, mean, rstd, G, S, weight, centered, want_params, np.intp(k),
+                        nchunks, dx, dw_part, db_part)
 
 
 @njit(**BACKWARD_JIT)
@@ -392,21 +392,28 @@ def backward_pairs(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part
     one load and store. On (4096, 4096) float32 these fused sums took the pairs kernel from
     9.5 to 8.6 ms against _param_rows' float64 form (medians of 60 interleaved runs; 1.13x,
     interquartile 1.11-1.17)."""
-    R = x.shape[0]
     nchunks = dw_part.shape[0]
     for k in prange(nchunks):
-        x_, dy_, dx_, w_ = borrowed(x), borrowed(dy), borrowed(dx), borrowed(weight)
-        dwk, dbk = borrowed(dw_part)[k], borrowed(db_part)[k]
-        dwk[:] = 0.0
-        dbk[:] = 0.0
-        start, stop = _chunk_rows(R, k, nchunks, 2)
-        for ra in range(start, stop, 2):
-            if ra + 1 < stop:
-                _backward_pair(dy_, x_, mean, rstd, w_, centered, want_params, ra, dx_, dwk,
-                               dbk)
-            else:
-                _backward_single(dy_, x_, mean, rstd, w_, centered, want_params, ra, dx_, dwk,
-                                 dbk)
+        _pairs_chunk(dy, x, mean, rstd, weight, centered, want_params, np.intp(k), nchunks,
+                     dx, dw_part, db_part)
+
+
+@njit(**BACKWARD_JIT)
+def _pairs_chunk(dy, x, mean, rstd, weight, centered, want_params, k, nchunks, dx, dw_part,
+                 db_part):
+    """Chunk k of backward_pairs."""
+    R = x.shape[0]
+    x, dy, dx, weight = borrowed(x), borrowed(dy), borrowed(dx), borrowed(weight)
+    dwk, dbk = borrowed(dw_part)[k], borrowed(db_part)[k]
+    dwk[:] = 0.0
+    dbk[:] = 0.0
+    start, stop = _chunk_rows(R, k, nchunks, 2)
+    for ra in range(start, stop, 2):
+        if ra + 1 < stop:
+            _backward_pair(dy, x, mean, rstd, weight, centered, want_params, ra, dx, dwk, dbk)
+        else:
+            _backward_single(dy, x, mean, rstd, weight, centered, want_params, ra, dx, dwk,
+                             dbk)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""`numbanorm warmup`: compile the CPU kernels that common calls need into Numba's on-disk cache
+ahead of time (a container image's build step, a CI job's setup), so that no later process
+waits for compilation.
+
+Each op runs forward and backward on small arrays (the serial kernels) and on arrays just
+large enough for the parallel ones, with and without affine parameters, in each dtype asked
+for (16-bit dtypes with 16-bit and with float32 parameters); batch_norm in training and eval,
+on (N, C) and (N, C, H, W); layer_norm and rms_norm also on long rows (the kernels that take
+rows two at a time); the data functions along the leading, the trailing and the middle axes,
+NaN omitted and propagated, and the scalers. What a call with other argument types needs
+(read-only or non-contiguous arrays, say) compiles on first use as before.
+"""
+import time
+
+import numpy as np
+
+from . import _cache
+from . import functional as F
+from . import scaling, stats
+from ._config import SERIAL_MAX_ELEMENTS
+
+LAYERS = ("layer_norm", "rms_norm", "batch_norm", "group_norm", "instance_norm")
+DATA = ("zscore", "minmax_scale", "normalize", "moments", "scalers")
+OPS = LAYERS + DATA
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+DEFAULT_DTYPES = ("float32", "float64")
+
+
+def _dtype(name):
+    if name == "bfloat16":
+        import ml_dtypes  # the optional extra; a clear ImportError without it
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def _shapes(op):
+    """(small, parallel) input shapes of op, and extra ones that take other kernels."""
+    big = 4 * SERIAL_MAX_ELEMENTS  # above the serial threshold
+    if op in ("layer_norm", "rms_norm"):
+        return [(4, 64), (big // 256, 256), (16, 4096)]          # the last: row pairs
+    if op == "batch_norm":
+        return [(8, 16, 4, 4), (16, 16, 32, 32), (64, 16), (big // 64, 64)]
+    if op in ("group_norm", "instance_norm"):
+        return [(4, 8, 4, 4), (8, 16, 32, 32)]
+    return [(64, 16), (big // 16, 16), (4, 3, 8, 8), (16, 3, 32, 32)]
+
+
+def _layer_calls(op, x, p):
+    """Forward and backward of op on x with parameters of dtype p, with and without them."""
+    C = x.shape[-1] if op in ("layer_norm", "rms_norm") else x.shape[1]
+    w, b = np.ones(C, p), np.zeros(C, p)
+    dy = np.ones_like(x)
+    for weight, bias in ((w, b), (None, None)):
+        if op == "layer_norm":
+            runs = [lambda: F.layer_norm_forward(x, C, weight, bias)]
+        elif op == "rms_norm":
+            runs = [lambda: F.rms_norm_forward(x, C, weight)]
+        elif op == "group_norm":
+            runs = [lambda: F.group_norm_forward(x, 2, weight, bias)]
+        elif op == "instance_norm":
+            rm, rv = np.zeros(C, p), np.ones(C, p)
+            runs = [lambda: F.instance_norm_forward(x, rm, rv, weight, bias, True),
+                    lambda: F.instance_norm_forward(x, rm, rv, weight, bias, False)]
+        else:
+            rm, rv = np.zeros(C, p), np.ones(C, p)
+            runs = [lambda: F.batch_norm_forward(x, rm, rv, weight, bias, True),
+                    lambda: F.batch_norm_forward(x, rm, rv, weight, bias, False)]
+        for run in runs:
+            y, saved = run()
+            getattr(F, f"{op}_backward")(dy, saved)
+
+
+def _data_calls(op, x):
+    axes = (0, x.ndim - 1, tuple(range(2, x.ndim)) if x.ndim > 2 else 1)
+    for axis in axes:
+        if op == "zscore":
+            for policy in ("propagate", "omit"):
+                z, saved = scaling.zscore_forward(x, axis=axis, nan_policy=policy)
+                scaling.zscore_backward(np.ones_like(z), saved)
+        elif op == "minmax_scale":
+            scaling.minmax_scale_forward(x, axis=axis)
+        elif op == "normalize":
+            for p in (2.0, 1.0):
+                scaling.normalize_forward(x, p=p, dim=axis)
+        elif op == "moments":
+            for policy in ("propagate", "omit"):
+                stats.moments(x, axis, policy)
+    if op == "scalers" and x.ndim == 2:
+        from . import preprocessing
+        for scaler in (preprocessing.StandardScaler(), preprocessing.MinMaxScaler(),
+                       preprocessing.Normalizer()):
+            scaler.fit(x).transform(x)
+
+
+def warmup(ops=None, dtypes=None, report=print):
+    """Run the calls above for ops (default: all of OPS) in dtypes (default: float32 and
+    float64). Returns {op: (seconds, compiled, loaded)}: the kernels compiled into the cache
+    and those already there."""
+    ops = list(ops or OPS)
+    dtypes = list(dtypes or DEFAULT_DTYPES)
+    bad = sorted(set(ops) - set(OPS)) or sorted(set(dtypes) - set(DTYPES))
+    if bad:
+        raise ValueError(f"warmup: unknown op or dtype {bad[0]!r}; ops: {', '.join(OPS)}; "
+                         f"dtypes: {', '.join(DTYPES)}")
+    rng = np.random.default_rng(0)
+    out = {}
+    for op in ops:
+        t0 = time.perf_counter()
+        c0, l0 = _cache.counts()
+        for name in dtypes:
+            dt = _dtype(name)
+            params = [dt] + ([np.dtype(np.float32)] if dt.itemsize == 2 else [])
+            for shape in _shapes(op):
+                x = rng.standard_normal(shape).astype(dt)
+                if op in LAYERS:
+                    for p in params:
+                        _layer_calls(op, x, p)
+                else:
+                    _data_calls(op, x)
+        c1, l1 = _cache.counts()
+        out[op] = (time.perf_counter() - t0, c1 - c0, l1 - l0)
+        if report:
+            seconds, compiled, loaded = out[op]
+            report(f"{op:14s} {seconds:7.1f} s   {compiled:3d} kernels compiled, "
+                   f"{loaded:3d} loaded from the cache")
+    return out
