@@ -91,3 +91,12 @@ def half_params(rng, C, dtype, kind):
     pdt = dtype if kind == "same" else np.float32
     return ((1 + 0.5 * rng.standard_normal(C)).astype(pdt),
             rng.standard_normal(C).astype(pdt))
+
+
+@pytest.fixture(autouse=True)
+def _quiet_machine(monkeypatch):
+    """The load sensor says 'quiet' in every test: a test that forces the parallel kernels
+    runs them even on a busy CI machine (which would otherwise take their serial twins).
+    tests/test_numerics.py checks the busy routing itself."""
+    from numbanorm.cpu import _host
+    monkeypatch.setattr(_host, "busy", lambda: False)

@@ -284,6 +284,78 @@ def test_bitwise_identical_for_any_thread_count(rng, op):
             np.testing.assert_array_equal(a, b)
 
 
+def _results(rng_seed):
+    """Every op forward and backward, and the data functions, on inputs above the serial
+    size (layer_norm also on long rows, the pairs kernels), as one flat list of arrays."""
+    rng = np.random.default_rng(rng_seed)
+    x = (rng.standard_normal((160, 6, 40)) + 5).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    out = []
+    for fwd, bwd, _ in OPS.values():
+        y, saved = fwd(x)
+        out += [y] + [g for g in bwd(dy.reshape(y.shape), saved) if g is not None]
+    long_rows = x.reshape(-1, 4800)[:, :4096].copy()
+    y, saved = nn.layer_norm_forward(long_rows, 4096, np.ones(4096, np.float32),
+                                     np.zeros(4096, np.float32))
+    out += [y] + list(nn.layer_norm_backward(np.ones_like(y), saved))
+    X = x.reshape(-1, 40)
+    X[::7, 3] = np.nan
+    for axis in (0, 1):
+        out += [nn.zscore(X, axis=axis, nan_policy="omit"), nn.minmax_scale(X, axis=axis),
+                nn.normalize(X, dim=axis), nn.moments(X, axis, "omit").var()]
+    return out
+
+
+def test_busy_machine_and_one_thread_keep_every_bit(monkeypatch):
+    """On a busy machine (cpu._host._serial) and with one Numba thread, inputs above the
+    serial size run the serial twins of the parallel kernels: the same bits as the parallel
+    kernels on a quiet machine."""
+    assert 160 * 6 * 40 > cpu_host.SERIAL_MAX_ELEMENTS
+    quiet = _results(7)
+    monkeypatch.setattr(cpu_host, "busy", lambda: True)
+    busy = _results(7)
+    monkeypatch.setattr(cpu_host, "busy", lambda: False)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = _results(7)
+    finally:
+        numba.set_num_threads(before)
+    assert len(quiet) == len(busy) == len(one) > 20
+    for a, b, c in zip(quiet, busy, one):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+def test_load_sensor():
+    """numbanorm._load: a count of the other runnable threads, and a verdict that changes
+    only after BUSY_SAMPLES samples in a row."""
+    from numbanorm import _config, _load
+    others = _load.runnable_others()
+    if others is None:
+        assert _load.busy() is False
+        return
+    assert others >= 0
+    state = list(_load._state)
+    try:
+        _load._state[:] = [0.0, True, 0]   # 'busy', then samples of a machine with no others
+        orig = _load.runnable_others
+        _load.runnable_others = lambda: 0
+        answers = []
+        for _ in range(_config.BUSY_SAMPLES):
+            _load._state[0] = 0.0          # the next call samples
+            answers.append(_load.busy())
+        assert answers == [True] * (_config.BUSY_SAMPLES - 1) + [False]
+        _load.runnable_others = lambda: _load.CORES   # every core taken by others
+        for _ in range(_config.BUSY_SAMPLES):
+            _load._state[0] = 0.0
+            answers.append(_load.busy())
+        assert answers[-1] is True and answers[-2] is False
+    finally:
+        _load.runnable_others = orig
+        _load._state[:] = state
+
+
 def test_slab_grouping_never_changes_a_result(rng):
     """batch_norm's slab kernels split the channels into as many runs as there are threads
     (cpu_host._slab_groups); each channel's merges keep their order whatever the split, so

@@ -47,9 +47,11 @@ import numba
 import numpy as np
 
 from .._chan import lp_norms
+from .._load import busy
 from .._dtypes import compute, kernel_view as _kv
 from .._layout import DataView, layout
-from .._config import (BLOCK, COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
+from .._config import (BLOCK, BUSY_SERIAL_MAX_ELEMENTS, COLUMN_BLOCK_BYTES,
+                       COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
                        COLUMN_PARTIAL_MIN_ELEMENTS, COLUMN_SHIFT_MIN_ROWS, COLUMN_STRIP_BYTES,
                        COLUMN_SUMS_ROWS, DATA_PARTIAL_MIN_ELEMENTS, FUSED_COLUMNS_MAX_ELEMENTS,
                        MAX_PARTIALS,
@@ -59,6 +61,24 @@ from . import channels, rows
 
 _UNIT_PARAMS = {}
 _workspace = threading.local()
+
+
+def _serial(size):
+    """Whether a kernel over `size` elements runs its serial twin rather than its parallel
+    driver (the same arithmetic, the same bits: only where the choice changes no partition):
+    small inputs (a parallel region costs ~1.5 us), one Numba thread (numba.set_num_threads(1),
+    NUMBA_NUM_THREADS=1, a Dask task's), and inputs up to BUSY_SERIAL_MAX_ELEMENTS while other
+    processes fill every core (numbanorm._load)."""
+    if size <= SERIAL_MAX_ELEMENTS:
+        return True
+    if numba.get_num_threads() == 1:
+        return True
+    return size <= BUSY_SERIAL_MAX_ELEMENTS and busy()
+
+
+def _twins(module, size):
+    """module (rows or channels), or its serial twins (module.SERIAL) where _serial(size)."""
+    return module.SERIAL if _serial(size) else module
 
 
 def public(stat64, dtype, shape, broadcast=None):
@@ -97,7 +117,7 @@ def rows_forward(x, geometry, weight, bias, eps, y=None):
         b = bias if bias is not None and bias.ndim == 1 and bias.itemsize > 2 else \
             _param(bias, C, x.dtype, 0)
         xk, yk = (_kv(x2), _kv(y2)) if x.itemsize == 2 else (x2, y2)
-        if x.size <= SERIAL_MAX_ELEMENTS:
+        if _serial(x.size):
             rows.forward_serial(xk, G, S, w, b, eps, centered, yk, mean64, rstd64)
         # (16-bit rows count as float32 here: their weight and bias are float32, and it is
         # their loads the pairs halve; (8, 512, 4096) in pairs: forward 2.07x -> 2.19x and
@@ -146,10 +166,11 @@ def rows_backward(dy, saved, dx=None):
         half = x2.itemsize == 2
         tail = (w, centered, want_params, _kv(dx2) if half else dx2, dw_part, db_part)
         dyk, xk = (_kv(dy2), _kv(x2)) if half else (dy2, x2)
-        if serial:
+        if serial or (not pairs and _serial(R * L)):
             rows.backward_serial(dyk, xk, mean, rstd, G, S, *tail)
         elif pairs:
-            rows.backward_pairs(dyk, xk, mean, rstd, *tail)
+            (rows.backward_pairs_serial if _serial(R * L) else rows.backward_pairs)(
+                dyk, xk, mean, rstd, *tail)
         else:
             rows.backward(dyk, xk, mean, rstd, G, S, *tail)
     dweight = dbias = None
@@ -348,7 +369,7 @@ def _cast(a, dtype):
 
 def _kernels(size):
     """The channels kernels: serial twins for inputs too small to pay for parallel regions."""
-    return channels.SERIAL if size <= SERIAL_MAX_ELEMENTS else channels
+    return _twins(channels, size)
 
 
 def _channel_partials(x3, inv=None):
@@ -565,8 +586,7 @@ def data_moments(view, nan_policy, want_range, want_moments=True):
         R, L = N * C, S
         x2 = xk.reshape(R, L)
     res = [np.empty(R) if w else None for w in want]
-    rows_kernels = rows.SERIAL if x2.size <= SERIAL_MAX_ELEMENTS else rows
-    rows_kernels.data_moments(x2, omit, *res)
+    _twins(rows, x2.size).data_moments(x2, omit, *res)
     if lay.kind == "slabs":
         merged = [np.empty(C) if r is not None else None for r in res]
         channels.merge_data_partials(*[None if r is None else r.reshape(N, C) for r in res],
@@ -591,7 +611,7 @@ def _data_columns(x2, omit, want, res):
     N, M = x2.shape
     strip, rows_per_block, nchunks = _data_column_blocks(N, M, x2.itemsize)
     parts = [_scratch(f"data{i}", (nchunks, M)) if w else None for i, w in enumerate(want)]
-    kernels = channels.SERIAL if x2.size <= SERIAL_MAX_ELEMENTS else channels
+    kernels = _twins(channels, x2.size)
     if want[0]:
         kernels.data_column_moments(x2, omit, rows_per_block, strip, *parts)
     else:
@@ -639,7 +659,7 @@ def _data_affine(xk, lay, mean64, scale64, shift64, yk):
     a = np.empty(slots, dt)
     b = np.empty(slots, dt)
     channels.affine_terms(mean64, scale64, 1.0, shift64, mh, a, b)
-    kernels = channels.SERIAL if xk.size <= SERIAL_MAX_ELEMENTS else channels
+    kernels = _twins(channels, xk.size)
     if lay.kind == "columns":
         A, N, M = lay.dims
         for k in range(A):
@@ -690,7 +710,7 @@ def _power_sums(xk, lay, p):
         out = np.empty(A * M)
         strip, rows_per_block, nchunks = _data_column_blocks(N, M, xk.itemsize)
         part = _scratch("norms", (nchunks, M))
-        kernels = channels.SERIAL if xk.size <= SERIAL_MAX_ELEMENTS else channels
+        kernels = _twins(channels, xk.size)
         for a in range(A):
             kernels.data_column_norms(xk[a], p, rows_per_block, strip, part)
             channels.merge_norm_partials(part, p, out[a * M:(a + 1) * M])
@@ -701,7 +721,7 @@ def _power_sums(xk, lay, p):
         N, C, S = lay.dims
         x2 = xk.reshape(N * C, S)
     out = np.empty(x2.shape[0])
-    (rows.SERIAL if x2.size <= SERIAL_MAX_ELEMENTS else rows).data_norms(x2, p, out)
+    _twins(rows, x2.size).data_norms(x2, p, out)
     if lay.kind == "slabs":
         merged = np.empty(C)
         channels.merge_norm_partials(out.reshape(N, C), p, merged)
@@ -715,8 +735,7 @@ def count_nonfinite(x, with_nan):
         np.ascontiguousarray(x).reshape(1, -1)
     out = np.empty(x2.shape[0], np.int64)
     x2 = _kv(x2)
-    (rows.SERIAL if x2.size <= SERIAL_MAX_ELEMENTS else rows).count_nonfinite(
-        x2, bool(with_nan), out)
+    _twins(rows, x2.size).count_nonfinite(x2, bool(with_nan), out)
     return int(out.sum())
 
 
