@@ -45,6 +45,7 @@ import threading
 
 import numba
 import numpy as np
+from numba.np.ufunc import parallel as _numba_parallel
 
 from .._chan import lp_norms
 from .._load import busy
@@ -63,17 +64,32 @@ _UNIT_PARAMS = {}
 _workspace = threading.local()
 
 
-def _serial(size):
-    """Whether a kernel over `size` elements runs its serial twin rather than its parallel
-    driver (the same arithmetic, the same bits: only where the choice changes no partition):
-    small inputs (a parallel region costs ~1.5 us), one Numba thread (numba.set_num_threads(1),
-    NUMBA_NUM_THREADS=1, a Dask task's), and inputs up to BUSY_SERIAL_MAX_ELEMENTS while other
-    processes fill every core (numbanorm._load)."""
+def _threads():
+    """numba.get_num_threads() without its ~0.5 us of checks per call (8% of a (64, 1024)
+    layer_norm forward): the threading layer's own function, once Numba has launched its
+    threads (a private name of Numba's; the public function until then, or if it goes)."""
+    get = getattr(_numba_parallel, "_get_num_threads", None)
+    return numba.get_num_threads() if get is None else get()
+
+
+def _parallel_threads(size):
+    """0 where a kernel over `size` elements runs its serial twin rather than its parallel
+    driver (the same arithmetic, the same bits: only where the choice changes no partition),
+    else the threads the parallel one will use. Serial: small inputs (a parallel region costs
+    ~1.5 us), one Numba thread (numba.set_num_threads(1), NUMBA_NUM_THREADS=1, a Dask task's),
+    and inputs up to BUSY_SERIAL_MAX_ELEMENTS while other processes fill every core
+    (numbanorm._load)."""
     if size <= SERIAL_MAX_ELEMENTS:
-        return True
-    if numba.get_num_threads() == 1:
-        return True
-    return size <= BUSY_SERIAL_MAX_ELEMENTS and busy()
+        return 0
+    threads = _threads()
+    if threads == 1 or (size <= BUSY_SERIAL_MAX_ELEMENTS and busy()):
+        return 0
+    return threads
+
+
+def _serial(size):
+    """Whether a kernel over `size` elements runs its serial twin (see _parallel_threads)."""
+    return not _parallel_threads(size)
 
 
 def _twins(module, size):
@@ -117,7 +133,8 @@ def rows_forward(x, geometry, weight, bias, eps, y=None):
         b = bias if bias is not None and bias.ndim == 1 and bias.itemsize > 2 else \
             _param(bias, C, x.dtype, 0)
         xk, yk = (_kv(x2), _kv(y2)) if x.itemsize == 2 else (x2, y2)
-        if _serial(x.size):
+        threads = _parallel_threads(x.size)
+        if not threads:
             rows.forward_serial(xk, G, S, w, b, eps, centered, yk, mean64, rstd64)
         # (16-bit rows count as float32 here: their weight and bias are float32, and it is
         # their loads the pairs halve; (8, 512, 4096) in pairs: forward 2.07x -> 2.19x and
@@ -125,10 +142,10 @@ def rows_forward(x, geometry, weight, bias, eps, y=None):
         # 1.73x in bfloat16, /tmp timing of 9 interleaved rounds)
         elif G == 1 and S == 1 and L * max(x.itemsize, 4) >= ROW_PAIR_MIN_BYTES:
             rows.forward_pairs(xk, w, b, eps, centered, yk, mean64, rstd64,
-                               min((R + 1) // 2, numba.get_num_threads()))
+                               min((R + 1) // 2, threads))
         else:
             rows.forward(xk, G, S, w, b, eps, centered, yk, mean64, rstd64,
-                         min(R, numba.get_num_threads()))
+                         min(R, threads))
     return y, mean64, rstd64, x2
 
 
@@ -407,7 +424,7 @@ def _slab_groups(size, nchunks, C):
     order; the grouping never changes a result (see cpu.channels.slab_partials)."""
     if size <= SERIAL_MAX_ELEMENTS:
         return 1
-    return max(1, min(C, -(-numba.get_num_threads() // nchunks)))
+    return max(1, min(C, -(-_threads() // nchunks)))
 
 
 def _slabs(x3, slab_min):
