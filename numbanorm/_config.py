@@ -98,21 +98,6 @@ ROW_PAIR_MIN_BYTES = 16 * 1024
 # Inputs with at most this many elements run a serial kernel: a parallel region costs ~1.5 us.
 SERIAL_MAX_ELEMENTS = 1 << 15
 
-# A busy machine (numbanorm._load): when other processes' runnable threads fill every core,
-# inputs up to this many elements run the serial twin of a parallel kernel (same arithmetic,
-# same bits). A parallel region's threads each wait for the slowest, and a descheduled one costs
-# whole scheduler slices (4-8 ms here): with two spinning processes on the 2 cores, group_norm
-# (8, 256, 32, 32) float32 took a median 7.5 ms against 0.33 ms quiet. Above this size (~2 ms
-# on one core) the parallel kernel's share of the cores wins back the waits.
-BUSY_SERIAL_MAX_ELEMENTS = 1 << 22
-
-# How the load is read: the kernel's count of runnable threads (/proc/loadavg), at most once per
-# BUSY_SAMPLE_SECONDS, and the verdict changes after BUSY_SAMPLES samples in a row that
-# disagree with it (a shared machine's short bursts, and this process's own OpenMP threads
-# spinning between two calls, then do not flip it).
-BUSY_SAMPLE_SECONDS = 0.01
-BUSY_SAMPLES = 3
-
 # batch_norm inputs run the fused serial kernels (channels.small_forward/small_backward: one
 # call instead of three parallel regions) up to SERIAL_MAX_ELEMENTS, and up to this many
 # elements when the spatial size is below SLAB_MIN (column layout, e.g. (N, C) input). Measured

@@ -92,11 +92,3 @@ def half_params(rng, C, dtype, kind):
     return ((1 + 0.5 * rng.standard_normal(C)).astype(pdt),
             rng.standard_normal(C).astype(pdt))
 
-
-@pytest.fixture(autouse=True)
-def _quiet_machine(monkeypatch):
-    """The load sensor says 'quiet' in every test: a test that forces the parallel kernels
-    runs them even on a busy CI machine (which would otherwise take their serial twins).
-    tests/test_numerics.py checks the busy routing itself."""
-    from numbanorm.cpu import _host
-    monkeypatch.setattr(_host, "busy", lambda: False)

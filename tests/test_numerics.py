@@ -306,54 +306,26 @@ def _results(rng_seed):
     return out
 
 
-def test_busy_machine_and_one_thread_keep_every_bit(monkeypatch):
-    """On a busy machine (cpu._host._serial) and with one Numba thread, inputs above the
-    serial size run the serial twins of the parallel kernels: the same bits as the parallel
-    kernels on a quiet machine."""
+def test_one_thread_runs_the_serial_twins_with_every_bit(monkeypatch):
+    """With one Numba thread, inputs above the serial size run the serial twins of the
+    parallel kernels (cpu._host._parallel_threads): the same bits as the parallel kernels, and
+    no parallel region."""
     assert 160 * 6 * 40 > cpu_host.SERIAL_MAX_ELEMENTS
-    quiet = _results(7)
-    monkeypatch.setattr(cpu_host, "busy", lambda: True)
-    busy = _results(7)
-    monkeypatch.setattr(cpu_host, "busy", lambda: False)
+    parallel = _results(7)
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
         one = _results(7)
+        from numbanorm.cpu import rows
+        calls = []
+        monkeypatch.setattr(rows, "forward", lambda *a: calls.append(a))
+        nn.layer_norm(np.ones((160, 240), np.float32), 240)
+        assert calls == []                      # the parallel driver was not called
     finally:
         numba.set_num_threads(before)
-    assert len(quiet) == len(busy) == len(one) > 20
-    for a, b, c in zip(quiet, busy, one):
+    assert len(parallel) == len(one) > 20
+    for a, b in zip(parallel, one):
         np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(a, c)
-
-
-def test_load_sensor():
-    """numbanorm._load: a count of the other runnable threads, and a verdict that changes
-    only after BUSY_SAMPLES samples in a row."""
-    from numbanorm import _config, _load
-    others = _load.runnable_others()
-    if others is None:
-        assert _load.busy() is False
-        return
-    assert others >= 0
-    state = list(_load._state)
-    try:
-        _load._state[:] = [0.0, True, 0]   # 'busy', then samples of a machine with no others
-        orig = _load.runnable_others
-        _load.runnable_others = lambda: 0
-        answers = []
-        for _ in range(_config.BUSY_SAMPLES):
-            _load._state[0] = 0.0          # the next call samples
-            answers.append(_load.busy())
-        assert answers == [True] * (_config.BUSY_SAMPLES - 1) + [False]
-        _load.runnable_others = lambda: _load.CORES   # every core taken by others
-        for _ in range(_config.BUSY_SAMPLES):
-            _load._state[0] = 0.0
-            answers.append(_load.busy())
-        assert answers[-1] is True and answers[-2] is False
-    finally:
-        _load.runnable_others = orig
-        _load._state[:] = state
 
 
 def test_slab_grouping_never_changes_a_result(rng):

@@ -48,10 +48,9 @@ import numpy as np
 from numba.np.ufunc import parallel as _numba_parallel
 
 from .._chan import lp_norms
-from .._load import busy
 from .._dtypes import compute, kernel_view as _kv
 from .._layout import DataView, layout
-from .._config import (BLOCK, BUSY_SERIAL_MAX_ELEMENTS, COLUMN_BLOCK_BYTES,
+from .._config import (BLOCK, COLUMN_BLOCK_BYTES,
                        COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
                        COLUMN_PARTIAL_MIN_ELEMENTS, COLUMN_SHIFT_MIN_ROWS, COLUMN_STRIP_BYTES,
                        COLUMN_SUMS_ROWS, DATA_PARTIAL_MIN_ELEMENTS, FUSED_COLUMNS_MAX_ELEMENTS,
@@ -76,15 +75,17 @@ def _parallel_threads(size):
     """0 where a kernel over `size` elements runs its serial twin rather than its parallel
     driver (the same arithmetic, the same bits: only where the choice changes no partition),
     else the threads the parallel one will use. Serial: small inputs (a parallel region costs
-    ~1.5 us), one Numba thread (numba.set_num_threads(1), NUMBA_NUM_THREADS=1, a Dask task's),
-    and inputs up to BUSY_SERIAL_MAX_ELEMENTS while other processes fill every core
-    (numbanorm._load)."""
+    ~1.5 us) and one Numba thread (numba.set_num_threads(1), NUMBA_NUM_THREADS=1, a Dask
+    task's: no parallel region for nothing).
+    Not the load of the machine: serial twins for inputs up to 4M values while other runnable
+    threads filled both cores (read from /proc/loadavg) doubled the busy median of every
+    parallel-sized case of scripts/under_load.py (e.g. group_norm (8, 256, 32, 32) 612-618 us
+    against 319-323 us for the parallel kernels under the same load, quiet 320-334 us), in
+    exchange for a p90 below the parallel kernels' 4.3-7.9 ms there only."""
     if size <= SERIAL_MAX_ELEMENTS:
         return 0
     threads = _threads()
-    if threads == 1 or (size <= BUSY_SERIAL_MAX_ELEMENTS and busy()):
-        return 0
-    return threads
+    return 0 if threads == 1 else threads
 
 
 def _serial(size):

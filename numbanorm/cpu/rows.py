@@ -432,8 +432,8 @@ def backward_pairs(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part
 @njit(**BACKWARD_JIT)
 def backward_pairs_serial(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part,
                           db_part):
-    """`backward_pairs` on one thread (a busy machine's, see cpu._host._serial): the same
-    chunks, the same bits."""
+    """`backward_pairs` on one thread (with one Numba thread, see
+    cpu._host._parallel_threads): the same chunks, the same bits."""
     nchunks = dw_part.shape[0]
     for k in range(nchunks):
         _pairs_chunk(dy, x, mean, rstd, weight, centered, want_params, k, nchunks, dx, dw_part,
