@@ -134,19 +134,16 @@ def rows_forward(x, geometry, weight, bias, eps, y=None):
         b = bias if bias is not None and bias.ndim == 1 and bias.itemsize > 2 else \
             _param(bias, C, x.dtype, 0)
         xk, yk = (_kv(x2), _kv(y2)) if x.itemsize == 2 else (x2, y2)
-        threads = _parallel_threads(x.size)
-        if not threads:
+        if _serial(x.size):
             rows.forward_serial(xk, G, S, w, b, eps, centered, yk, mean64, rstd64)
         # (16-bit rows count as float32 here: their weight and bias are float32, and it is
         # their loads the pairs halve; (8, 512, 4096) in pairs: forward 2.07x -> 2.19x and
         # backward 1.68x -> 1.94x float32's speed in float16, 1.95x -> 1.97x and 1.50x ->
         # 1.73x in bfloat16, /tmp timing of 9 interleaved rounds)
         elif G == 1 and S == 1 and L * max(x.itemsize, 4) >= ROW_PAIR_MIN_BYTES:
-            rows.forward_pairs(xk, w, b, eps, centered, yk, mean64, rstd64,
-                               min((R + 1) // 2, threads))
+            rows.forward_pairs(xk, w, b, eps, centered, yk, mean64, rstd64)
         else:
-            rows.forward(xk, G, S, w, b, eps, centered, yk, mean64, rstd64,
-                         min(R, threads))
+            rows.forward(xk, G, S, w, b, eps, centered, yk, mean64, rstd64)
     return y, mean64, rstd64, x2
 
 

@@ -52,17 +52,6 @@ def _affine(xs, mean, rstd, w, b, ys):
         ys[j] = st(ys, ((ld(xs[j]) - mh) * rstd - lo) * at(w, j) + at(b, j))
 
 
-@njit(**JIT)
-def _forward_rows(x, r0, r1, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
-    """Rows r0:r1 of `forward`: the one compiled body of the serial and the parallel driver
-    (a function of its own, not inlined into each: Numba then types and compiles it once, and
-    the parallel driver costs ~1 s of compilation more than the serial one instead of ~2).
-    LLVM does not inline a body this large, so it takes a range of rows: one call per chunk,
-    not per row."""
-    for r in range(r0, r1):
-        _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
-
-
 @njit(inline='always', **JIT)
 def _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
     # Inner loops run 0-based over slices so that they vectorise (see _moments.block_moments).
@@ -89,17 +78,13 @@ def _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
 
 
 @njit(parallel=True, **JIT)
-def forward(x, G, S, weight, bias, eps, centered, y, mean_out, rstd_out, nchunks):
-    """y, mean, rstd of every row (see the module docstring); parallel over nchunks chunks of
-    consecutive rows (the caller's thread count: Numba cannot cache a kernel that asks for it),
-    each row computed alone, so that the chunking changes no bit."""
-    R = x.shape[0]
-    for k in prange(nchunks):
-        r0, r1 = _chunk_rows(R, np.intp(k), nchunks, 1)
-        # borrowed: the threads would otherwise count each array up and down on its one
-        # shared count around every call (small inputs measured 5-12% slower)
-        _forward_rows(borrowed(x), r0, r1, G, S, borrowed(weight), borrowed(bias), eps,
-                      centered, borrowed(y), borrowed(mean_out), borrowed(rstd_out))
+def forward(x, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
+    """y, mean, rstd of every row (see the module docstring); parallel over rows. Its body is
+    inlined, not a compiled function shared with forward_serial as the backward's is: shared,
+    it compiled no faster for a first forward (3.8 s either way, scripts/first_call.py) and
+    took 4-9% longer on short rows ((16384, 128): 0.92x, (64, 1024): 0.94x, scripts/ab.py)."""
+    for r in prange(x.shape[0]):
+        _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
 
 
 @njit(inline='always', **JIT)
@@ -130,33 +115,22 @@ def _forward_pair(x, ra, rb, weight, bias, eps, centered, y, mean_out, rstd_out)
 
 
 @njit(parallel=True, **JIT)
-def forward_pairs(x, weight, bias, eps, centered, y, mean_out, rstd_out, nchunks):
+def forward_pairs(x, weight, bias, eps, centered, y, mean_out, rstd_out):
     """`forward` for S == 1, G == 1 (layer_norm, rms_norm) and long rows (ROW_PAIR_MIN_BYTES),
-    parallel over nchunks chunks of pairs of rows; an odd last row is paired with itself. A
-    kernel of its own, so
+    parallel over pairs of rows; an odd last row is paired with itself. A kernel of its own, so
     that it compiles only when such rows come (within `forward`, its second parallel loop
     took that kernel's compile from 6 s to 16 s)."""
     R = x.shape[0]
-    for k in prange(nchunks):
-        r0, r1 = _chunk_rows(R, np.intp(k), nchunks, 2)
-        _forward_pairs(borrowed(x), r0, r1, borrowed(weight), borrowed(bias), eps, centered,
-                       borrowed(y), borrowed(mean_out), borrowed(rstd_out))
-
-
-@njit(**JIT)
-def _forward_pairs(x, r0, r1, weight, bias, eps, centered, y, mean_out, rstd_out):
-    """Rows r0:r1 of forward_pairs (r0 even), two at a time; an odd last row of x is paired
-    with itself."""
-    R = x.shape[0]
-    for ra in range(r0, r1, 2):
-        _forward_pair(x, ra, min(ra + 1, R - 1), weight, bias, eps, centered, y, mean_out,
-                      rstd_out)
+    for p in prange((R + 1) // 2):
+        _forward_pair(x, 2 * p, min(2 * p + 1, R - 1), weight, bias, eps, centered, y,
+                      mean_out, rstd_out)
 
 
 @njit(**JIT)
 def forward_serial(x, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
     """`forward` on one thread, for inputs too small to pay for a parallel region."""
-    _forward_rows(x, 0, x.shape[0], G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
+    for r in range(x.shape[0]):
+        _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
 
 
 @njit(inline='always', **JIT)
