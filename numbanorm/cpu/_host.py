@@ -64,9 +64,10 @@ _workspace = threading.local()
 
 
 def _threads():
-    """numba.get_num_threads() without its ~0.5 us of checks per call (8% of a (64, 1024)
-    layer_norm forward): the threading layer's own function, once Numba has launched its
-    threads (a private name of Numba's; the public function until then, or if it goes)."""
+    """numba.get_num_threads() without its checks (0.56 us a call against 0.08 us; a
+    (64, 1024) layer_norm forward takes ~13 us): the threading layer's own function, once
+    Numba has launched its threads (a private name of Numba's; the public function until
+    then, or if it goes)."""
     get = getattr(_numba_parallel, "_get_num_threads", None)
     return numba.get_num_threads() if get is None else get()
 
