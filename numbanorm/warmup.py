@@ -93,9 +93,29 @@ def _data_calls(op, x):
 
 
 def warmup(ops=None, dtypes=None, report=print):
-    """Run the calls above for ops (default: all of OPS) in dtypes (default: float32 and
-    float64). Returns {op: (seconds, compiled, loaded)}: the kernels compiled into the cache
-    and those already there."""
+    """Compile the kernels of common calls into Numba's on-disk cache (see the module
+    docstring); what `numbanorm warmup` runs.
+
+    Parameters
+    ----------
+    ops : sequence of str, optional
+        Names from OPS; default all of them.
+    dtypes : sequence of str, optional
+        Names from DTYPES; default float32 and float64. bfloat16 needs ml_dtypes.
+    report : callable or None, default print
+        Called with one line per op; None prints nothing.
+
+    Returns
+    -------
+    dict
+        {op: (seconds, compiled, loaded)}: the kernels this process compiled into the cache
+        for op, and those it loaded from the cache.
+
+    Raises
+    ------
+    ValueError
+        For an unknown op or dtype name.
+    """
     ops = list(ops or OPS)
     dtypes = list(dtypes or DEFAULT_DTYPES)
     bad = sorted(set(ops) - set(OPS)) or sorted(set(dtypes) - set(DTYPES))
