@@ -64,6 +64,9 @@ def main(argv=None):
     wu.add_argument("--dtypes", nargs="+", choices=WARM_DTYPES, metavar="DTYPE",
                     help="default: " + " ".join(DEFAULT_DTYPES) + "; also " +
                          " ".join(d for d in WARM_DTYPES if d not in DEFAULT_DTYPES))
+    wu.add_argument("--jobs", type=int, default=1,
+                    help="processes compiling at once (groups of ops that share kernels "
+                         "each go to one; default 1)")
     args = parser.parse_args(argv)
     if args.command == "info":
         print(info())
@@ -72,7 +75,9 @@ def main(argv=None):
         from ._cache import location
         from .warmup import warmup
         print(f"Numba cache: {location()}")
-        warmup(args.ops, args.dtypes)
+        if args.jobs < 1:
+            parser.error("--jobs must be positive")
+        warmup(args.ops, args.dtypes, jobs=args.jobs)
         return 0
     if args.repeats < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--repeats and --threads must be positive")

@@ -52,9 +52,13 @@ def test_import_compiles_nothing(tmp_path):
 
 def test_warmup_fills_the_cache(tmp_path):
     env = _env(tmp_path)
-    subprocess.run([sys.executable, "-m", "numbanorm", "warmup", "--ops", "normalize",
-                    "--dtypes", "float32"], env=env, check=True, capture_output=True,
-                   timeout=600)
+    # two processes (--jobs 2): normalize, and minmax_scale in the group of the data kernels
+    out = subprocess.run([sys.executable, "-m", "numbanorm", "warmup", "--ops", "normalize",
+                          "minmax_scale", "--dtypes", "float32", "--jobs", "2"], env=env,
+                         check=True, capture_output=True, text=True, timeout=600).stdout
+    lines = [line.split() for line in out.splitlines()[1:]]
+    assert [w[0] for w in lines] == ["normalize", "minmax_scale"]
+    assert all(int(w[3]) > 0 for w in lines)   # each compiled kernels
     res = _run(_CALLS, env, "1")
     compiled, loaded = res["counts"]
     assert compiled == 0, f"{compiled} kernels compiled after warmup"
