@@ -74,9 +74,9 @@ def main(argv=None):
     if args.command == "warmup":
         from ._cache import location
         from .warmup import warmup
-        print(f"Numba cache: {location()}")
         if args.jobs < 1:
             parser.error("--jobs must be positive")
+        print(f"Numba cache: {location()}")
         warmup(args.ops, args.dtypes, jobs=args.jobs)
         return 0
     if args.repeats < 1 or (args.threads is not None and args.threads < 1):

@@ -247,6 +247,15 @@ def load_warning(threads):
             "machine's quiet ones")
 
 
+def load_warnings(at_start, threads, progress):
+    """The load warnings of a run, taken at its start (at_start) and now at its end, each
+    once, printed to progress."""
+    found = list(dict.fromkeys(w for w in (at_start, load_warning(threads)) if w))
+    for w in found:
+        print(w, file=progress)
+    return found
+
+
 def _paired_ratio(theirs, ours):
     """Median over repeats of their time / our time in the same repeat."""
     return float(np.median(np.asarray(theirs) / np.asarray(ours)))
@@ -387,7 +396,7 @@ def run(cases, repeats=5, min_run=0.05, threads=None, with_torch=True, with_nump
             torch_ok = True
         except ImportError:
             print("PyTorch is not installed: the 'vs torch' column is left out", file=progress)
-    warnings = [load_warning(threads)]
+    start = load_warning(threads)
     bandwidth = triad_bandwidth() if measure_bandwidth else None
     rows = []
     for i, (op, shape, dtype) in enumerate(cases, 1):
@@ -395,10 +404,7 @@ def run(cases, repeats=5, min_run=0.05, threads=None, with_torch=True, with_nump
               flush=True)
         rows += run_case(op, shape, dtype, repeats, min_run, torch_ok, with_numpy, bandwidth,
                          preallocated)
-    warnings.append(load_warning(threads))
-    warnings = list(dict.fromkeys(w for w in warnings if w))  # at the start, at the end
-    for w in warnings:
-        print(w, file=progress)
+    warnings = load_warnings(start, threads, progress)
     if as_json:
         return json.dumps({"threads": threads, "triad_gb_per_s": bandwidth,
                            "outputs_preallocated": preallocated, "load_warnings": warnings,

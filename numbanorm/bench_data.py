@@ -20,8 +20,8 @@ import sys
 
 import numpy as np
 
-from .bench import (HALF, _p90, _paired_ratio, _summary, load_warning, _tensor, _time_paired, np_dtype,
-                    triad_bandwidth)
+from .bench import (HALF, _p90, _paired_ratio, _summary, _tensor, _time_paired, load_warning,
+                    load_warnings, np_dtype, triad_bandwidth)
 
 # (function, shape, axis, dtype, nan): the shapes of the data-normalization issue
 SHAPES = [((1_000_000, 32), 0), ((32, 250_000), 1), ((64, 3, 224, 224), (2, 3))]
@@ -218,8 +218,8 @@ def _fmt(rows, bandwidth, threads, preallocated):
     names = [n for n in ("numpy", "np-f32", "scipy", "sklearn", "numbagg", "torch", "f32")
              if any(f"vs_{n}" in r for r in rows)]
     head = (f"{'function':<13}{'shape':<17}{'axis':<7}{'dtype':<9}{'NaN':<4}{'median':>10}"
-            f"{'p90':>10}{'range':>19}{'GB/s':>7}{'%floor':>7}" + "".join(f"{'vs ' + n:>11}" for n in names)
-            + f"{'max err':>9}")
+            f"{'p90':>10}{'range':>19}{'GB/s':>7}{'%floor':>7}"
+            + "".join(f"{'vs ' + n:>11}" for n in names) + f"{'max err':>9}")
     lines = [f"numbanorm bench --suite data: {threads} thread(s), triad bandwidth "
              f"{bandwidth:.1f} GB/s; GB/s and %floor count three passes (3 x bytes); "
              "'vs X' = X's time / numbanorm's time", head, "-" * len(head)]
@@ -257,7 +257,7 @@ def run(cases=None, repeats=5, min_run=0.05, threads=None, as_json=False, preall
     torch = _installed("torch")
     if torch:
         torch.set_num_threads(threads)
-    warnings = [load_warning(threads)]
+    start = load_warning(threads)
     bandwidth = triad_bandwidth()
     rows = []
     cases = CASES if cases is None else cases
@@ -266,10 +266,7 @@ def run(cases=None, repeats=5, min_run=0.05, threads=None, as_json=False, preall
               f"{' NaN' if nan else ''}", file=progress, flush=True)
         rows.append(run_case(fn, shape, axis, dtype, nan, repeats, min_run, bandwidth,
                              preallocated))
-    warnings.append(load_warning(threads))
-    warnings = list(dict.fromkeys(w for w in warnings if w))  # at the start, at the end
-    for w in warnings:
-        print(w, file=progress)
+    warnings = load_warnings(start, threads, progress)
     if as_json:
         return json.dumps({"threads": threads, "triad_gb_per_s": bandwidth,
                            "outputs_preallocated": preallocated, "load_warnings": warnings,

@@ -33,6 +33,12 @@ GROUPS = ((("zscore", "moments", "minmax_scale", "scalers"), 42),
           (("batch_norm",), 23), (("normalize",), 7))
 
 
+def _line(op, seconds, compiled, loaded):
+    """The report line of one op (the --jobs parent reads its subprocesses' lines back)."""
+    return (f"{op:14s} {seconds:7.1f} s   {compiled:3d} kernels compiled, "
+            f"{loaded:3d} loaded from the cache")
+
+
 def _dtype(name):
     if name == "bfloat16":
         import ml_dtypes  # the optional extra; a clear ImportError without it
@@ -153,9 +159,7 @@ def warmup(ops=None, dtypes=None, report=print, jobs=1):
         c1, l1 = _cache.counts()
         out[op] = (time.perf_counter() - t0, c1 - c0, l1 - l0)
         if report:
-            seconds, compiled, loaded = out[op]
-            report(f"{op:14s} {seconds:7.1f} s   {compiled:3d} kernels compiled, "
-                   f"{loaded:3d} loaded from the cache")
+            report(_line(op, *out[op]))
     return out
 
 
@@ -188,11 +192,9 @@ def _in_processes(ops, dtypes, report, jobs):
     for text in outputs:
         for line in text.splitlines():
             parts = line.split()
-            if parts and parts[0] in OPS:   # "op  12.3 s  4 kernels compiled, 0 loaded ..."
+            if parts and parts[0] in OPS:   # _line's fields
                 out[parts[0]] = (float(parts[1]), int(parts[3]), int(parts[6]))
     if report:
         for op in ops:
-            seconds, compiled, loaded = out[op]
-            report(f"{op:14s} {seconds:7.1f} s   {compiled:3d} kernels compiled, "
-                   f"{loaded:3d} loaded from the cache")
+            report(_line(op, *out[op]))
     return {op: out[op] for op in ops}

@@ -91,4 +91,3 @@ def half_params(rng, C, dtype, kind):
     pdt = dtype if kind == "same" else np.float32
     return ((1 + 0.5 * rng.standard_normal(C)).astype(pdt),
             rng.standard_normal(C).astype(pdt))
-
