@@ -306,21 +306,17 @@ def _results(rng_seed):
     return out
 
 
-def test_one_thread_runs_the_serial_twins_with_every_bit(monkeypatch):
-    """With one Numba thread, inputs above the serial size run the serial twins of the
-    parallel kernels (cpu._host._parallel_threads): the same bits as the parallel kernels, and
-    no parallel region."""
+def test_parallel_kernels_bitwise_identical_for_any_thread_count():
+    """Inputs above the serial size run the parallel kernels with one thread too (never their
+    serial twins, cpu._host._serial: compiled in the process against loaded from the cache,
+    the two can differ in the last bits): one thread and all of them give the same bits, for
+    every op, long rows and the data functions."""
     assert 160 * 6 * 40 > cpu_host.SERIAL_MAX_ELEMENTS
     parallel = _results(7)
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
         one = _results(7)
-        from numbanorm.cpu import rows
-        calls = []
-        monkeypatch.setattr(rows, "forward", lambda *a: calls.append(a))
-        nn.layer_norm(np.ones((160, 240), np.float32), 240)
-        assert calls == []                      # the parallel driver was not called
     finally:
         numba.set_num_threads(before)
     assert len(parallel) == len(one) > 20

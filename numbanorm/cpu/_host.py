@@ -45,13 +45,11 @@ import threading
 
 import numba
 import numpy as np
-from numba.np.ufunc import parallel as _numba_parallel
 
 from .._chan import lp_norms
 from .._dtypes import compute, kernel_view as _kv
 from .._layout import DataView, layout
-from .._config import (BLOCK, COLUMN_BLOCK_BYTES,
-                       COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
+from .._config import (BLOCK, COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
                        COLUMN_PARTIAL_MIN_ELEMENTS, COLUMN_SHIFT_MIN_ROWS, COLUMN_STRIP_BYTES,
                        COLUMN_SUMS_ROWS, DATA_PARTIAL_MIN_ELEMENTS, FUSED_COLUMNS_MAX_ELEMENTS,
                        MAX_PARTIALS,
@@ -63,35 +61,18 @@ _UNIT_PARAMS = {}
 _workspace = threading.local()
 
 
-def _threads():
-    """numba.get_num_threads() without its checks (0.56 us a call against 0.08 us; a
-    (64, 1024) layer_norm forward takes ~13 us): the threading layer's own function, once
-    Numba has launched its threads (a private name of Numba's; the public function until
-    then, or if it goes)."""
-    get = getattr(_numba_parallel, "_get_num_threads", None)
-    return numba.get_num_threads() if get is None else get()
-
-
-def _parallel_threads(size):
-    """0 where a kernel over `size` elements runs its serial twin rather than its parallel
-    driver (the same arithmetic, the same bits: only where the choice changes no partition),
-    else the threads the parallel one will use. Serial: small inputs (a parallel region costs
-    ~1.5 us) and one Numba thread (numba.set_num_threads(1), NUMBA_NUM_THREADS=1, a Dask
-    task's: no parallel region for nothing).
-    Not the load of the machine: serial twins for inputs up to 4M values while other runnable
-    threads filled both cores (read from /proc/loadavg) doubled the busy median of every
-    parallel-sized case of scripts/under_load.py (e.g. group_norm (8, 256, 32, 32) 612-618 us
-    against 319-323 us for the parallel kernels under the same load, quiet 320-334 us), in
-    exchange for a p90 below the parallel kernels' 4.3-7.9 ms there only."""
-    if size <= SERIAL_MAX_ELEMENTS:
-        return 0
-    threads = _threads()
-    return 0 if threads == 1 else threads
-
-
 def _serial(size):
-    """Whether a kernel over `size` elements runs its serial twin (see _parallel_threads)."""
-    return not _parallel_threads(size)
+    """Whether a kernel over `size` elements runs its serial twin rather than its parallel
+    driver: small inputs, which cannot pay for a parallel region (~1.5 us). By size only, never
+    by the thread count: one thread runs the parallel kernels too, so that results are the same
+    bits for any thread count (a serial twin loaded from Numba's cache can round differently in
+    the last bits from the parallel kernel compiled in the process, and the other way round).
+    Not by the load of the machine either: serial twins for inputs up to 4M values while other
+    runnable threads filled both cores (read from /proc/loadavg) doubled the busy median of
+    every parallel-sized case of scripts/under_load.py (e.g. group_norm (8, 256, 32, 32)
+    612-618 us against 319-323 us for the parallel kernels under the same load, quiet 320-334
+    us), in exchange for a p90 below the parallel kernels' 4.3-7.9 ms there only."""
+    return size <= SERIAL_MAX_ELEMENTS
 
 
 def _twins(module, size):
@@ -157,7 +138,7 @@ def rows_backward(dy, saved, dx=None):
     weight = saved._weight
     want_params = weight is not None or saved._bias_shape is not None
     nchunks = _nchunks(R, L)
-    serial = R * L <= SERIAL_MAX_ELEMENTS
+    serial = _serial(R * L)
     pairs = not serial and G == 1 and S == 1 and L * max(x2.itemsize, 4) >= ROW_PAIR_MIN_BYTES
     # x-dtype partial rows, filled in the rows' first read, chunks of at most BLOCK rows (see
     # cpu.rows). Against float64 partials filled four rows at a time, float32, dx_out=, medians
@@ -182,11 +163,10 @@ def rows_backward(dy, saved, dx=None):
         half = x2.itemsize == 2
         tail = (w, centered, want_params, _kv(dx2) if half else dx2, dw_part, db_part)
         dyk, xk = (_kv(dy2), _kv(x2)) if half else (dy2, x2)
-        if serial or (not pairs and _serial(R * L)):
+        if serial:
             rows.backward_serial(dyk, xk, mean, rstd, G, S, *tail)
         elif pairs:
-            (rows.backward_pairs_serial if _serial(R * L) else rows.backward_pairs)(
-                dyk, xk, mean, rstd, *tail)
+            rows.backward_pairs(dyk, xk, mean, rstd, *tail)
         else:
             rows.backward(dyk, xk, mean, rstd, G, S, *tail)
     dweight = dbias = None
@@ -292,11 +272,12 @@ def channels_backward(dy, saved, dx=None):
         nchunks = max(1, min(N, MAX_PARTIALS // C))
         sum_dy = np.empty(C)
         sum_dyx = np.empty(C)
-        _kernels(x3.size).slab_backward(dy3.reshape(N * C, S), x3.reshape(N * C, S), N, C, mean,
-                                        rstd, w, training, want_params,
-                                        _slab_groups(x3.size, nchunks, C),
-                                        np.empty((nchunks, C)), np.empty((nchunks, C)),
-                                        dx3.reshape(N * C, S), sum_dy, sum_dyx)
+        kernels = _twins(channels, x3.size)
+        kernels.slab_backward(dy3.reshape(N * C, S), x3.reshape(N * C, S), N, C, mean,
+                              rstd, w, training, want_params,
+                              _slab_groups(x3.size, nchunks, C),
+                              np.empty((nchunks, C)), np.empty((nchunks, C)),
+                              dx3.reshape(N * C, S), sum_dy, sum_dyx)
         dw = rstd * sum_dyx
     elif x3.size:
         sum_dy = sum_dyx = np.zeros(C)
@@ -383,21 +364,17 @@ def _cast(a, dtype):
         return a.astype(dtype)
 
 
-def _kernels(size):
-    """The channels kernels: serial twins for inputs too small to pay for parallel regions."""
-    return _twins(channels, size)
-
-
 def _channel_partials(x3, inv=None):
     """Per-channel float64 (mean, M2) of x*inv[c] (inv None: x) for a contiguous (N, C, S)
     array."""
     N, C, S = x3.shape
+    kernels = _twins(channels, x3.size)
     if _slabs(x3, SLAB_MIN):
         nchunks = max(1, min(N, MAX_PARTIALS // C))
         pmean = np.empty((nchunks, C))
         pm2 = np.empty((nchunks, C))
-        _kernels(x3.size).slab_partials(_kv(x3).reshape(N * C, S), N, C, inv,
-                                        _slab_groups(x3.size, nchunks, C), pmean, pm2)
+        kernels.slab_partials(_kv(x3).reshape(N * C, S), N, C, inv,
+                              _slab_groups(x3.size, nchunks, C), pmean, pm2)
         scale = S
     else:
         M = C * S
@@ -406,10 +383,10 @@ def _channel_partials(x3, inv=None):
                              N * M // COLUMN_PARTIAL_MIN_ELEMENTS))
         pmean = _scratch("mean", (nchunks, M))
         pm2 = _scratch("m2", (nchunks, M))
-        _kernels(x3.size).column_partials(_kv(x3).reshape(N, M),
-                                          None if inv is None else _columns(inv, S),
-                                          rows_per_block, COLUMN_SHIFT_MIN_ROWS, strip, pmean,
-                                          pm2)
+        kernels.column_partials(_kv(x3).reshape(N, M),
+                                None if inv is None else _columns(inv, S),
+                                rows_per_block, COLUMN_SHIFT_MIN_ROWS, strip, pmean,
+                                pm2)
         scale = 1
     mean = np.empty(C)
     m2 = np.empty(C)
@@ -421,9 +398,9 @@ def _slab_groups(size, nchunks, C):
     """Runs of consecutive channels a slab reduction splits each chunk into: just enough that
     every thread gets a work item (one for the serial kernels). Longer runs are read in memory
     order; the grouping never changes a result (see cpu.channels.slab_partials)."""
-    if size <= SERIAL_MAX_ELEMENTS:
+    if _serial(size):
         return 1
-    return max(1, min(C, -(-_threads() // nchunks)))
+    return max(1, min(C, -(-numba.get_num_threads() // nchunks)))
 
 
 def _slabs(x3, slab_min):
@@ -470,7 +447,7 @@ def _channel_stats(x3, eps):
     mean, m2, finite = _channel_partials(x3)
     if not finite:
         overflow = ~(np.isfinite(m2) & np.isfinite(mean))
-        biggest = _kernels(x3.size).channel_absmax(_kv(x3))
+        biggest = _twins(channels, x3.size).channel_absmax(_kv(x3))
         rescale = overflow & np.isfinite(biggest) & (biggest > 0)
         if rescale.any():
             inv = np.ones(C)
@@ -500,11 +477,12 @@ def _channel_affine(x3, mean, rstd, weight, bias, y3):
     if not x3.size:
         return
     x3, y3 = _kv(x3), _kv(y3)
+    kernels = _twins(channels, x3.size)
     if _slabs(x3, SLAB_MIN):
-        _kernels(x3.size).slab_affine(x3.reshape(N * C, S), C, mh, a, b, y3.reshape(N * C, S))
+        kernels.slab_affine(x3.reshape(N * C, S), C, mh, a, b, y3.reshape(N * C, S))
     else:
-        _kernels(x3.size).column_affine(x3.reshape(N, C * S), _columns(mh, S), _columns(a, S),
-                                        _columns(b, S), y3.reshape(N, C * S))
+        kernels.column_affine(x3.reshape(N, C * S), _columns(mh, S), _columns(a, S),
+                              _columns(b, S), y3.reshape(N, C * S))
 
 
 def _column_sums(dy3, x3, mean):
@@ -525,8 +503,9 @@ def _column_sums(dy3, x3, mean):
     sdy = _scratch("sum_dy", (nchunks, M))
     sdyx = _scratch("sum_dyx", (nchunks, M))
     mh = mean.astype(compute(x3.dtype))
-    _kernels(x3.size).column_sums(dy3.reshape(N, M), x3.reshape(N, M), _columns(mh, S),
-                                  COLUMN_SUMS_ROWS, strip, sdy, sdyx)
+    kernels = _twins(channels, x3.size)
+    kernels.column_sums(dy3.reshape(N, M), x3.reshape(N, M), _columns(mh, S),
+                        COLUMN_SUMS_ROWS, strip, sdy, sdyx)
     sum_dy = np.empty(C)
     sum_dyx = np.empty(C)
     channels.total_sums(sdy, sdyx, mean, mh, sum_dy, sum_dyx)
@@ -537,9 +516,10 @@ def _column_dx(dy3, x3, mean, rstd, k1, mean_dy, mean_dyx, dx3):
     """dx = k1*((dy - mean_dy) - xhat*mean_dyx) per channel of the column layout (float64
     parameters; the kernel rounds them to x's dtype and runs in it)."""
     N, C, S = x3.shape
-    _kernels(x3.size).column_dx(dy3.reshape(N, C * S), x3.reshape(N, C * S), _columns(mean, S),
-                                _columns(rstd, S), _columns(k1, S), _columns(mean_dy, S),
-                                _columns(mean_dyx, S), dx3.reshape(N, C * S))
+    kernels = _twins(channels, x3.size)
+    kernels.column_dx(dy3.reshape(N, C * S), x3.reshape(N, C * S), _columns(mean, S),
+                      _columns(rstd, S), _columns(k1, S), _columns(mean_dy, S),
+                      _columns(mean_dyx, S), dx3.reshape(N, C * S))
 
 
 def _fused(x3, slab_min):

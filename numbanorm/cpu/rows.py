@@ -404,17 +404,6 @@ def backward_pairs(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part
 
 
 @njit(**BACKWARD_JIT)
-def backward_pairs_serial(dy, x, mean, rstd, weight, centered, want_params, dx, dw_part,
-                          db_part):
-    """`backward_pairs` on one thread (with one Numba thread, see
-    cpu._host._parallel_threads): the same chunks, the same bits."""
-    nchunks = dw_part.shape[0]
-    for k in range(nchunks):
-        _pairs_chunk(dy, x, mean, rstd, weight, centered, want_params, k, nchunks, dx, dw_part,
-                     db_part)
-
-
-@njit(**BACKWARD_JIT)
 def _pairs_chunk(dy, x, mean, rstd, weight, centered, want_params, k, nchunks, dx, dw_part,
                  db_part):
     """Chunk k of backward_pairs."""
