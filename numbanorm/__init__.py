@@ -1,6 +1,7 @@
 """numbanorm: normalization kernels for NumPy, in Numba: batch, layer, group, instance and RMS
 normalization with PyTorch's semantics, and data normalization for scientific code (zscore,
-minmax_scale, normalize, mergeable moments, scikit-learn's scalers)."""
+minmax_scale, normalize, mergeable moments, scikit-learn's scalers), on dense and
+scipy.sparse data."""
 from . import _config  # noqa: F401  (sets the thread-safe threading layer before any kernel)
 from ._config import __version__  # noqa: F401
 from .functional import (  # noqa: F401
@@ -25,7 +26,7 @@ from .layers import (  # noqa: F401
 )
 
 
-_SCALERS = ("StandardScaler", "MinMaxScaler", "Normalizer")
+_SCALERS = ("StandardScaler", "MinMaxScaler", "MaxAbsScaler", "Normalizer", "maxabs_scale")
 
 
 def __getattr__(name):

@@ -130,6 +130,18 @@ COLUMN_PARTIAL_MIN_ELEMENTS = 1 << 18
 # partial_fit on 10000 x 32 then runs on several threads.
 DATA_PARTIAL_MIN_ELEMENTS = 1 << 16
 
+# Compressed sparse matrices (cpu.sparse): the statistics per minor position (CSR's columns)
+# split the slots into K chunks of about equal nnz, each with its own partial row as wide as
+# the minor axis, merged in order; K depends on the matrix only (never the thread count): at
+# most SPARSE_MAX_CHUNKS, each of at least SPARSE_CHUNK_MIN_NNZ stored values and of
+# SPARSE_NNZ_PER_POSITION times the minor size, so that the partial rows (six float64 values
+# per position) stay a fraction of the data they summarise.
+SPARSE_MAX_CHUNKS = 16
+SPARSE_CHUNK_MIN_NNZ = 1 << 16
+SPARSE_NNZ_PER_POSITION = 4
+# the per-position scaling (cpu.sparse.scale_minor) runs in chunks of this many stored values
+SPARSE_SCALE_CHUNK = 1 << 16
+
 # batch_norm: channels whose contiguous slabs (the spatial size S) are at least this long are
 # reduced slab by slab; shorter slabs ((N, C) input, tiny spatial sizes) are reduced as columns
 # of an (N, C*S) matrix, vectorised across the columns.

@@ -7,9 +7,12 @@ every CPU path work with no GPU, no driver and no numba-cuda).
   NUMBANORM_DEVICE environment variable, else None (the data decides).
 - `cuda()`: the numba.cuda module once a usable GPU (or the simulator) is confirmed, else one
   `CudaUnavailableError` that says what is missing.
+- `is_dask_array(x)`, `is_sparse(x)`: Dask arrays, scipy.sparse matrices (without importing
+  either).
 - `to_device` / `wrap_like`: zero-copy views in, the caller's kind of array out.
 """
 import os
+import sys
 
 import numpy as np
 from numba import config as numba_config
@@ -67,6 +70,15 @@ def is_dask_array(x):
     ndarray is answered first (0.03 us, against 0.1 us for the module name)."""
     return type(x) is not np.ndarray and type(x).__module__.startswith("dask.") and hasattr(
         x, "chunks") and hasattr(x, "dask")
+
+
+def is_sparse(x):
+    """Whether x is a scipy.sparse matrix or array, checked without importing scipy (a sparse
+    matrix cannot exist unless scipy.sparse was imported); an ndarray is answered first."""
+    if type(x) is np.ndarray:
+        return False
+    mod = sys.modules.get("scipy.sparse")
+    return mod is not None and mod.issparse(x)
 
 
 def _env_device():

@@ -13,6 +13,38 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _F32, _F64 = FLOAT_DTYPES
 
 
+SPARSE_TAKERS = ("normalize, moments, Moments.update, Normalizer, "
+                 "StandardScaler(with_mean=False), MaxAbsScaler and maxabs_scale")
+
+
+def not_sparse(x, name, why="it would fill in the zeros"):
+    """A TypeError for a scipy.sparse x where a function does not take one, saying why and
+    which functions do."""
+    if _device.is_sparse(x):
+        raise TypeError(f"{name} is a scipy.sparse matrix, which this function does not take: "
+                        f"{why}. The scaling-only forms keep zeros zero and take sparse input: "
+                        f"{SPARSE_TAKERS}; or pass {name}.toarray()")
+
+
+def sparse_matrix(x, name, formats=("csr", "csc")):
+    """The scipy.sparse x as the data family takes it: 2-d, in one of `formats` (others, COO,
+    LIL, DIA, BSR, DOK, converted once to formats[0], as scikit-learn's accept_sparse does; the
+    *_matrix or *_array class kept); float32 and float64 data as they are, integers, booleans
+    and long double as float64 (a copy); complex refused."""
+    if len(x.shape) != 2:
+        raise ValueError(f"{name} must be a 2-d sparse matrix, got shape {x.shape}")
+    dt = np.dtype(x.dtype)
+    if dt.kind == "c":
+        raise TypeError(f"{name} must be real, got complex dtype {dt}")
+    if dt.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {dt}")
+    if x.format not in formats:
+        x = x.asformat(formats[0])
+    if dt != _F32 and dt != _F64:
+        x = x.astype(np.float64)
+    return x
+
+
 def _ndarray(x, name, what):
     """x as an ndarray (nothing copied for one), a GPU array through device_array, or a
     TypeError saying `what` was expected."""
@@ -23,6 +55,7 @@ def _ndarray(x, name, what):
                         "be one; parameters and gradients are NumPy")
     if x is None or isinstance(x, (str, bytes, dict, set)):
         raise TypeError(f"{name} must be {what}, got {type(x).__name__}")
+    not_sparse(x, name, "it takes dense arrays")
     try:
         return np.asarray(x)
     except Exception as exc:  # noqa: BLE001 - any conversion failure is the caller's type

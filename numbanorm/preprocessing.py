@@ -1,4 +1,5 @@
-"""scikit-learn's scalers on numbanorm's kernels: StandardScaler, MinMaxScaler, Normalizer.
+"""scikit-learn's scalers on numbanorm's kernels: StandardScaler, MinMaxScaler, MaxAbsScaler,
+Normalizer, and maxabs_scale.
 
 Constructor arguments, fitted attributes and methods are scikit-learn's (1.9), and so are the
 numbers (float64 within ~1e-12 relative of the output's scale, float32 within float32
@@ -10,6 +11,16 @@ scikit-learn computes X*scale_ + min_, which loses the low digits when |X| is la
 the data range (float32 data around 1e6 with a range of 1: errors of 0.06); on other data the
 two agree to rounding.
 
+Sparse input (scipy.sparse CSR and CSC, *_matrix and *_array; other formats converted once to
+CSR, as scikit-learn's accept_sparse does): Normalizer, StandardScaler(with_mean=False) and
+MaxAbsScaler take it, on the compressed-sparse kernels (numbanorm._sparse), with scikit-learn's
+numbers and return types: MaxAbsScaler keeps X's format, Normalizer and StandardScaler's
+transforms return CSR, as scikit-learn's do. The statistics count the implicit zeros (as
+sklearn.utils.sparsefuncs.mean_variance_axis does), come from one read of the stored values
+and merge across partial_fit calls with Chan's formula, so float32 streams keep their variance
+(scikit-learn's incr_mean_variance_axis loses 2-4e-3 of it on data of mean 1e6 over 10 float32
+batches). Repeated entries count as the one value they sum to (scikit-learn counts each part).
+
 scikit-learn is not a dependency. When it is installed, the scalers are scikit-learn estimators
 (they derive from its BaseEstimator, TransformerMixin and OneToOneFeatureMixin, and validate
 input with its validate_data, so they work in a Pipeline, with clone, GridSearchCV and
@@ -20,7 +31,7 @@ numbanorm does not import scikit-learn.
 import numpy as np
 
 from . import _validate as V
-from ._device import is_dask_array, is_device_array
+from ._device import is_dask_array, is_device_array, is_sparse
 from ._placement import place
 from ._dtypes import compute_eps, is_float
 from .stats import Moments
@@ -32,7 +43,7 @@ try:  # scikit-learn's estimator protocol, where it is installed
 except ImportError:  # pragma: no cover - exercised by a subprocess test
     _SKLEARN = False
 
-__all__ = ["StandardScaler", "MinMaxScaler", "Normalizer"]
+__all__ = ["StandardScaler", "MinMaxScaler", "MaxAbsScaler", "Normalizer", "maxabs_scale"]
 
 
 if not _SKLEARN:
@@ -247,6 +258,59 @@ def _out_for(X, copy):
     return None if copy else X
 
 
+_CENTER_SPARSE = ("Cannot center sparse matrices: pass `with_mean=False` instead. See "
+                  "docstring for motivation and alternatives.")
+
+
+def _sparse_input(est, X, reset, formats=("csr", "csc")):
+    """A scipy.sparse X checked as validate_data(accept_sparse=formats) checks it: a format
+    not in formats converted to formats[0], float32/float64 data (others as float64), samples
+    and features, the fitted feature count (reset None: checked only where fitted). Infinity
+    is left to the caller, whose kernels count it (one pass over the data fewer)."""
+    if _SKLEARN and hasattr(est, "feature_names_in_"):  # scikit-learn's warnings
+        return validate_data(est, X, reset=bool(reset), accept_sparse=formats, dtype=_KEPT,
+                             ensure_all_finite="allow-nan")
+    X = V.sparse_matrix(X, "X", formats)
+    if X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"Found array with shape {X.shape} while a minimum of 1 sample and 1 "
+                         "feature is required.")
+    fitted = getattr(est, "n_features_in_", None)
+    if reset:
+        est.n_features_in_ = X.shape[1]
+    elif fitted is not None and X.shape[1] != fitted:
+        raise ValueError(f"X has {X.shape[1]} features, but {type(est).__name__} is expecting "
+                         f"{fitted} features as input.")
+    return X
+
+
+def _refuse_nonfinite(est, X, allow_nan=True):
+    """scikit-learn's error for a sparse X with infinity (or NaN where not allow_nan); returns
+    when X has none (the caller's count was a false alarm, e.g. a feature of only NaN)."""
+    data = X.data
+    bad = np.isinf(data).any() or (not allow_nan and np.isnan(data).any())
+    if not bad:
+        return
+    if _SKLEARN:
+        validate_data(est, X, reset=False, accept_sparse=True,
+                      ensure_all_finite="allow-nan" if allow_nan else True)
+    raise ValueError("Input X contains infinity." if allow_nan else
+                     "Input X contains NaN or infinity.")
+
+
+def _sparse_columns(est, X, converted, factor, copy):
+    """Every stored value of the sparse X times factor[its column]: a new matrix (copy), or X's
+    own data (copy=False, or X a conversion already); refuses infinity as validate_data
+    would."""
+    from . import _sparse
+    inplace = (not copy or converted) and X.data.flags.writeable
+    if inplace and not converted:
+        _refuse_nonfinite(est, X)  # before X's data is written
+    Y, infs = _sparse.scaled(X, 1, np.asarray(factor, np.float64), inplace=inplace)
+    if infs:
+        _refuse_nonfinite(est, X)
+    return Y
+
+
 class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """Standardize features by removing the mean and scaling to unit variance, as
     sklearn.preprocessing.StandardScaler (dense input; NaN ignored in fit, kept in transform).
@@ -274,6 +338,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def partial_fit(self, X, y=None, sample_weight=None):
         """Update the statistics with a batch of samples (Chan's merge of its moments)."""
         first = not hasattr(self, "n_samples_seen_")
+        if is_sparse(X):
+            return self._sparse_partial_fit(X, sample_weight, first)
         remote = _remote(X)
         if remote:
             if sample_weight is not None:
@@ -308,6 +374,40 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             seen = getattr(self, "_seen", 0) if not first else 0
             self._seen = seen + (batch.count if remote else X.shape[0] - np.isnan(X).sum(axis=0))
             counts = self._seen.astype(np.int64 if sample_weight is None else X.dtype)
+        return self._fitted(m, counts)
+
+    def _sparse_partial_fit(self, X, sample_weight, first):
+        """partial_fit of a scipy.sparse X: the per-feature moments with the implicit zeros
+        (numbanorm._sparse), or weighted (sample_weight, NumPy), merged as the dense ones."""
+        if self.with_mean:
+            raise ValueError(_CENTER_SPARSE)
+        from . import _sparse
+        X = _sparse_input(self, X, first)
+        n = X.shape[1]
+        if sample_weight is not None:
+            w = _check_sample_weight(sample_weight, X, dtype=X.dtype).astype(np.float64)
+            count, mean, m2 = _sparse.weighted_moments(X, w)
+            if not (np.isfinite(mean[count > 0]).all() and np.isfinite(m2[count > 0]).all()):
+                _refuse_nonfinite(self, X)
+        else:
+            count, mean, m2, lo, hi, _ = _sparse.statistics(X, 0, "omit", self.with_std)
+            if np.isinf(lo[count > 0]).any() or np.isinf(hi[count > 0]).any():
+                _refuse_nonfinite(self, X)
+        with np.errstate(invalid="ignore"):
+            mean = np.where(count > 0, mean, np.nan)
+        batch = Moments(count, mean, m2, np.full(n, np.inf), np.full(n, -np.inf), 0, "omit")
+        m = batch if first else self._moments.merge(batch)
+        self._moments = m
+        if self.with_std:  # scikit-learn's mean_variance_axis sums the weights in X's dtype
+            counts = m.count.astype(X.dtype)
+        else:  # and counts the samples here, weighted or not, NaN left out
+            self._seen = (0 if first else getattr(self, "_seen", 0)) + count
+            counts = self._seen.astype(np.int64 if sample_weight is None else X.dtype)
+        return self._fitted(m, counts)
+
+    def _fitted(self, m, counts):
+        """The fitted attributes from the merged moments m and the per-feature sample counts
+        (scikit-learn's dtype; one number when every feature saw as many samples)."""
         self.n_samples_seen_ = counts[0] if counts.max() == counts.min() else counts
         if not self.with_mean and not self.with_std:
             self.mean_ = None
@@ -332,6 +432,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def transform(self, X, copy=None):
         """Center and scale by the fitted mean and scale (NaN stays NaN)."""
         check_is_fitted(self)
+        if is_sparse(X):
+            return self._sparse_transform(X, copy, inverse=False)
         X, out = self._input(X, copy)
         mean = self.mean_ if self.with_mean else 0.0
         scale = 1.0 / self.scale_ if self.with_std else 1.0
@@ -352,9 +454,23 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                               force_writeable=not copy, ensure_all_finite="allow-nan")
         return X, (None if copy else X)
 
+    def _sparse_transform(self, X, copy, inverse):
+        """(inverse_)transform of a scipy.sparse X: each column times 1/scale_ (scale_),
+        returned as CSR, as scikit-learn's."""
+        if self.with_mean:
+            raise ValueError(_CENTER_SPARSE)
+        copy = copy if copy is not None else self.copy
+        Y = _sparse_input(self, X, False, ("csr",))
+        if self.scale_ is None:
+            return Y.copy() if copy and Y is X else Y
+        factor = self.scale_ if inverse else 1.0 / self.scale_
+        return _sparse_columns(self, Y, Y is not X, factor, copy)
+
     def inverse_transform(self, X, copy=None):
         """Scale back to the original representation."""
         check_is_fitted(self)
+        if is_sparse(X):
+            return self._sparse_transform(X, copy, inverse=True)
         X, out = self._input(X, copy)
         scale = self.scale_ if self.with_std else 1.0
         mean = self.mean_ if self.with_mean else 0.0
@@ -365,6 +481,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
+        tags.input_tags.sparse = not self.with_mean
         tags.transformer_tags.preserves_dtype = ["float64", "float32", "float16"]
         return tags
 
@@ -469,6 +586,135 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return tags
 
 
+class MaxAbsScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """Scale each feature by its maximum absolute value, as sklearn.preprocessing.MaxAbsScaler:
+    X / max|X| per feature, so that values land in [-1, 1] without a shift (zeros stay zero:
+    sparse CSR and CSC input stays sparse, in its format). NaN ignored in fit and kept in
+    transform; features whose max |x| is below 10 eps of the dtype get scale 1. clip: clip
+    transformed values to [-1, 1].
+
+    Fitted attributes: max_abs_, scale_ (X's dtype), n_samples_seen_, n_features_in_."""
+
+    def __init__(self, *, copy=True, clip=False):
+        self.copy = copy
+        self.clip = clip
+
+    def _reset(self):
+        for attr in ("scale_", "n_samples_seen_", "max_abs_"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+
+    def fit(self, X, y=None):
+        """Compute the maximum absolute value to be used for later scaling."""
+        self._reset()
+        return self.partial_fit(X, y)
+
+    def partial_fit(self, X, y=None):
+        """Update the maximum absolute values with a batch of samples (one read of it)."""
+        first = not hasattr(self, "n_samples_seen_")
+        if is_sparse(X):
+            from . import _sparse
+            X = _sparse_input(self, X, first)
+            count, _, _, lo, hi, nans = _sparse.statistics(X, 0, "omit", False)
+            if np.isinf(lo[count > 0]).any() or np.isinf(hi[count > 0]).any():
+                _refuse_nonfinite(self, X)
+        elif _remote(X):
+            X = _remote_input(self, X, first)
+            m = _remote_moments(X)
+            lo, hi, nans = m.min, m.max, X.shape[0] - m.count
+        else:
+            plain = _plain(self, X, first, check_finite=False)
+            if plain is not None:
+                lo, hi, nans = _column_range(plain)
+                if np.isinf(lo).any() or np.isinf(hi).any():  # infinity, or an all-NaN
+                    plain = None  # feature: scikit-learn's checks decide
+                else:
+                    X = plain
+            if plain is None:
+                X = validate_data(self, X, reset=first, dtype=_KEPT,
+                                  ensure_all_finite="allow-nan")
+                lo, hi, nans = _column_range(X)
+        dt = np.dtype(X.dtype)
+        empty = nans == X.shape[0]  # no value but NaN: NaN, as np.nanmax gives
+        max_abs = np.where(empty, np.nan, np.maximum(np.abs(lo), np.abs(hi))).astype(dt)
+        if first:
+            self.n_samples_seen_ = X.shape[0]
+        else:
+            max_abs = np.maximum(self.max_abs_, max_abs)
+            self.n_samples_seen_ += X.shape[0]
+        self.max_abs_ = max_abs
+        with np.errstate(invalid="ignore"):
+            zero = max_abs < 10 * compute_eps(dt)
+        self.scale_ = np.where(zero, dt.type(1), max_abs).astype(dt)
+        return self
+
+    def transform(self, X):
+        """Scale each feature by 1/scale_ (clipped to [-1, 1] with clip=True)."""
+        check_is_fitted(self)
+        if is_sparse(X):
+            Y = self._sparse_scaled(X, 1.0 / self.scale_.astype(np.float64))
+            if self.clip:
+                np.clip(Y.data, -1.0, 1.0, out=Y.data)
+            return Y
+        X, out = StandardScaler._input(self, X, None)
+        inv = 1.0 / self.scale_.astype(np.float64)
+        if _remote(X):
+            if self.clip and is_device_array(X):
+                raise ValueError("clip=True is not taken with a GPU X: clip the result with "
+                                 "your GPU library (cupy.clip, torch.clamp)")
+            y = _remote_columns(X, 0.0, inv, 0.0)
+            return y.clip(-1.0, 1.0) if self.clip else y
+        y = _columns_transform(X, 0.0, inv, 0.0, out)
+        if self.clip:
+            np.clip(y, -1.0, 1.0, out=y)
+        return y
+
+    def inverse_transform(self, X):
+        """Scale back: X*scale_ per feature."""
+        check_is_fitted(self)
+        scale = self.scale_.astype(np.float64)
+        if is_sparse(X):
+            return self._sparse_scaled(X, scale)
+        X, out = StandardScaler._input(self, X, None)
+        if _remote(X):
+            return _remote_columns(X, 0.0, scale, 0.0)
+        return _columns_transform(X, 0.0, scale, 0.0, out)
+
+    def _sparse_scaled(self, X, factor):
+        """A scipy.sparse X (CSR or CSC, kept) with each column times factor."""
+        Y = _sparse_input(self, X, False)
+        return _sparse_columns(self, Y, Y is not X, factor, self.copy)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.sparse = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32", "float16"]
+        return tags
+
+
+def maxabs_scale(X, *, axis=0, copy=True):
+    """Scale each feature (axis=0) or sample (axis=1) to [-1, 1] by its maximum absolute value,
+    as sklearn.preprocessing.maxabs_scale: a MaxAbsScaler fitted and applied to X (or X.T).
+    Takes 1-d and 2-d arrays and scipy.sparse CSR/CSC matrices (kept sparse, in their
+    format); copy=False scales X in place where it is a float array."""
+    if isinstance(axis, (bool, np.bool_)) or axis not in (0, 1):
+        raise ValueError(f"axis must be 0 or 1, got {axis!r}")
+    one_d = False
+    if is_sparse(X):
+        X = V.sparse_matrix(X, "X")
+    elif not _remote(X):
+        X = V.data_array(X, "X")
+        if X.ndim not in (1, 2):
+            raise ValueError(f"X must be 1-d or 2-d, got {X.ndim}-d")
+        one_d = X.ndim == 1
+        if one_d:
+            X = X.reshape(-1, 1)
+    s = MaxAbsScaler(copy=copy)
+    Y = s.fit_transform(X) if axis == 0 else s.fit_transform(X.T).T
+    return Y.ravel() if one_d else Y
+
+
 _NORMS = {"l1": 1.0, "l2": 2.0, "max": np.inf}
 
 
@@ -483,7 +729,9 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Check X (the normalizer has no statistics to learn)."""
-        if _remote(X):
+        if is_sparse(X):
+            _refuse_nonfinite(self, _sparse_input(self, X, True), allow_nan=False)
+        elif _remote(X):
             _remote_input(self, X, True)
         elif _plain(self, X, True, allow_nan=False) is None:  # (bfloat16: see transform)
             validate_data(self, X)
@@ -497,6 +745,8 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if _remote(X):
             return self._remote_transform(X)
         copy = copy if copy is not None else self.copy
+        if is_sparse(X):
+            return self._sparse_transform(X, copy)
         plain = _plain(self, X, None, allow_nan=False, writeable=not copy)
         if plain is not None:  # (bfloat16 too, which validate_data would make float64)
             X = plain.copy() if copy else plain
@@ -509,6 +759,21 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         with np.errstate(divide="ignore"):
             scale = np.where(norms < 10 * compute_eps(X.dtype), 1.0, 1.0 / norms)
         return _host.data_affine(view, np.zeros_like(scale), scale, 0.0, X)
+
+    def _sparse_transform(self, X, copy):
+        """Each row of a scipy.sparse X over its norm, as CSR (scikit-learn's): rows of norm 0
+        are left as they are (scikit-learn's sparse rule; its dense rule, below 10 eps, is
+        the dense path's)."""
+        from . import _sparse
+        Y = _sparse_input(self, X, None, ("csr",))
+        norms = _sparse.norms(Y, 1, _NORMS[self.norm])
+        if not np.isfinite(norms).all():
+            _refuse_nonfinite(self, Y, allow_nan=False)
+        with np.errstate(divide="ignore"):
+            scale = np.where(norms == 0, 1.0, 1.0 / norms)
+        converted = Y is not X
+        return _sparse.scaled(Y, 0, scale, inplace=(not copy or converted)
+                              and Y.data.flags.writeable)[0]
 
     def _remote_transform(self, X):
         """Each row of a Dask X (lazily) or a GPU X (on the device) over its norm: the norms by
@@ -527,10 +792,11 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.requires_fit = False
+        tags.input_tags.sparse = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32", "float16"]
         return tags
 
 
 if not _SKLEARN:  # no tags without scikit-learn
-    for _cls in (StandardScaler, MinMaxScaler, Normalizer):
+    for _cls in (StandardScaler, MinMaxScaler, MaxAbsScaler, Normalizer):
         del _cls.__sklearn_tags__

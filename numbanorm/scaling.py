@@ -95,6 +95,7 @@ def _finish(op, x, where, view, mean, scale, shift, out, keep, stats, params):
 # zscore
 
 def _zscore(a, axis, ddof, nan_policy, out, keep, device):
+    V.not_sparse(a, "a", "z-scores centre the data, which fills in the zeros")
     x, where, axes = place_data(a, axis, device)
     ddof = V.ddof(ddof)
     nan_policy = V.nan_policy(nan_policy)
@@ -139,6 +140,11 @@ def zscore_backward(dy, saved):
 # minmax_scale
 
 def _minmax(X, feature_range, axis, copy, out, keep, device):
+    # (refused even where a feature's minimum and feature_range[0] are both 0, the one case
+    # that keeps zeros zero: whether the result could stay sparse would depend on the data)
+    V.not_sparse(X, "X", "min-max scaling shifts each feature by its minimum, which fills in "
+                 "the zeros wherever that minimum is not 0 (maxabs_scale scales to [-1, 1] "
+                 "without a shift)")
     x, where, axes = place_data(X, axis, device, "X")
     lo_r, hi_r = V.feature_range(feature_range)
     if not copy and out is None and x is X and not where.lazy:
@@ -195,6 +201,12 @@ def minmax_scale_backward(dy, saved):
 # normalize
 
 def _normalize(x, p, dim, eps, out, keep, device):
+    if _device.is_sparse(x):
+        if keep:
+            raise TypeError("x is a scipy.sparse matrix: normalize_forward and normalize_backward "
+                            "take dense arrays (the sparse backward is not built); use "
+                            "normalize(x) for the sparse result")
+        return _sparse_normalize(x, p, dim, eps, out, device), None
     x, where, axes = place_data(x, dim, device, "x", "dim")
     p = V.p_norm(p)
     eps = V.eps(eps)
@@ -207,9 +219,35 @@ def _normalize(x, p, dim, eps, out, keep, device):
                    dict(norm=norm), dict(p=p, eps=eps))
 
 
+def _sparse_normalize(x, p, dim, eps, out, device):
+    """normalize of a scipy.sparse x: a new matrix of x's class and format (COO, LIL, DIA, BSR
+    and DOK come back as CSR, converted once), same sparsity pattern (explicit zeros stay
+    stored), data = x/max(||x||_p, eps) per row (dim=1), column (dim=0) or over the whole
+    matrix (dim=(0, 1) or None)."""
+    if out is not None:
+        raise TypeError("out= is not taken with a scipy.sparse x: the result is a new sparse "
+                        "matrix with x's sparsity pattern")
+    if _device.requested(device) == "cuda":
+        raise ValueError("x is a scipy.sparse matrix, which runs on the CPU, but device='cuda' "
+                         "was asked for")
+    x = V.sparse_matrix(x, "x")
+    axes = V.axes(dim, 2, "dim")
+    p = V.p_norm(p)
+    eps = V.eps(eps)
+    from . import _sparse
+    axis = axes[0] if len(axes) == 1 else None
+    norm = _sparse.norms(x, axis, p, "x")
+    with np.errstate(divide="ignore"):
+        scale = 1.0 / np.maximum(norm, eps)
+    if axis is None:
+        scale = np.full(x.shape[0], scale[0])
+    return _sparse.scaled(x, 0 if axis != 0 else 1, scale, name="x")[0]
+
+
 def normalize(x, p=2.0, dim=1, eps=1e-12, *, out=None, device=None):
     """x / max(||x||_p, eps) along `dim`, as torch.nn.functional.normalize: p > 0 (1, 2, inf
-    or any other), dim an int or a tuple."""
+    or any other), dim an int or a tuple. A scipy.sparse x (CSR, CSC; 2-d) gives a sparse
+    result of its class and format with its sparsity pattern (no out=)."""
     return _normalize(x, p, dim, eps, out, False, device)[0]
 
 

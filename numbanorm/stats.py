@@ -23,7 +23,7 @@ and the Dask backend (numbanorm.dask._host) all stand on it.
 import numpy as np
 
 from . import _validate as V
-from ._device import is_dask_array
+from ._device import is_dask_array, is_sparse, requested
 from ._chan import merge_arrays
 from ._placement import place
 
@@ -177,7 +177,11 @@ def moments(a, axis=0, nan_policy="propagate", *, device=None):
     NaN makes its position's mean, M2, min and max NaN), 'omit' (NaN left out, counted per
     position) or 'raise' (ValueError). NumPy a runs on the CPU, GPU a (or device='cuda') on
     the GPU (the statistics come back as NumPy arrays), Dask a as a lazy reduction (the
-    fields are lazy Dask arrays: Moments.compute())."""
+    fields are lazy Dask arrays: Moments.compute()). A scipy.sparse a (CSR, CSC, or a format
+    converted to CSR once; 2-d) runs on the CPU's sparse kernels with its implicit zeros
+    counted as values, as scikit-learn's mean_variance_axis counts them."""
+    if is_sparse(a):
+        return _sparse_moments(a, axis, nan_policy, device)
     x, where, axes = place_data(a, axis, device)
     nan_policy = V.nan_policy(nan_policy)
     view = read(x, where, axes)
@@ -186,3 +190,20 @@ def moments(a, axis=0, nan_policy="propagate", *, device=None):
     make = Moments._lazy if where.lazy else Moments
     return make(view.stats(count), view.stats(mean), view.stats(m2), view.stats(lo),
                 view.stats(hi), axis, nan_policy)
+
+
+def _sparse_moments(a, axis, nan_policy, device):
+    """moments of a scipy.sparse a (numbanorm._sparse)."""
+    if requested(device) == "cuda":
+        raise ValueError("a is a scipy.sparse matrix, which runs on the CPU, but device='cuda' "
+                         "was asked for")
+    m = V.sparse_matrix(a, "a")
+    axes = V.axes(axis, 2)
+    nan_policy = V.nan_policy(nan_policy)
+    from . import _sparse
+    count, mean, m2, lo, hi, _ = _sparse.statistics(m, axes[0] if len(axes) == 1 else None,
+                                                    nan_policy, name="a")
+    if len(axes) == 2:
+        count, mean, m2, lo, hi = (v.reshape(()) for v in (count, mean, m2, lo, hi))
+    mean = np.where(count == 0, np.nan, mean)
+    return Moments(count, mean, m2, lo, hi, axis, nan_policy)

@@ -18,6 +18,13 @@ return contracts, so the public ops make one call into either.
     data_norms(view, p)                                       -> per-slot Lp norms
     data_backward(op, x, axes, dy, stats, params)             -> dx of a data function
 
+CPU only (numbanorm._sparse, for scipy.sparse CSR/CSC input; numbanorm.cpu.sparse):
+
+    sparse_moments(c, per_major, omit, want_moments, check)
+                                        -> ((count, mean, m2, lo, hi, nans) per slot, bad, disorder)
+    sparse_power_sums(c, per_major, p, check)                -> (per-slot sum |x|^p, bad, disorder)
+    sparse_scale(c, per_major, scale64, out_indices, out_data) -> (bad, infinities)
+
 The data functions (numbanorm.scaling, numbanorm.stats) reduce x over any axes: the
 statistics are float64 per slot, as NumPy arrays on both the CPU and the GPU (the GPU's come
 to the host: they are small), lazy Dask arrays of x's shape without the reduced axes on Dask
@@ -54,8 +61,9 @@ from .._config import (BLOCK, COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_
                        COLUMN_SUMS_ROWS, DATA_PARTIAL_MIN_ELEMENTS, FUSED_COLUMNS_MAX_ELEMENTS,
                        MAX_PARTIALS,
                        PARTIAL_MIN_ELEMENTS, ROW_PAIR_MIN_BYTES, SERIAL_MAX_ELEMENTS, SLAB_MIN,
-                       SLAB_MIN_BACKWARD, SLAB_MIN_WIDE)
-from . import channels, rows
+                       SLAB_MIN_BACKWARD, SLAB_MIN_WIDE, SPARSE_CHUNK_MIN_NNZ,
+                       SPARSE_MAX_CHUNKS, SPARSE_NNZ_PER_POSITION, SPARSE_SCALE_CHUNK)
+from . import channels, rows, sparse
 
 _UNIT_PARAMS = {}
 _workspace = threading.local()
@@ -733,6 +741,105 @@ def count_nonfinite(x, with_nan):
     x2 = _kv(x2)
     _twins(rows, x2.size).count_nonfinite(x2, bool(with_nan), out)
     return int(out.sum())
+
+
+# ---------------------------------------------------------------------------------------------
+# compressed sparse matrices (numbanorm._sparse): c has indptr, indices, data (float32 or
+# float64), n_major and n_minor; per_major: statistics per major slot (CSR's rows), else per
+# minor position (CSR's columns). Structure errors and disorder come back as counts (see
+# numbanorm.cpu.sparse); the caller refuses or canonicalises and calls again.
+
+def _sparse_bounds(indptr, nnz, per, kmax):
+    """The slot bounds of K chunks of about nnz/K stored values each (at least `per`, at most
+    kmax chunks), from indptr alone: never from the thread count."""
+    K = max(1, min(kmax, nnz // max(per, 1)))
+    bounds = np.searchsorted(indptr, (np.arange(K + 1) * nnz) // K).astype(np.intp)
+    bounds[0], bounds[-1] = 0, indptr.size - 1
+    return np.maximum.accumulate(bounds)
+
+
+def _major_bounds(c):
+    """Chunks of the per-slot kernels: balanced by nnz, SPARSE_CHUNK_MIN_NNZ values or more."""
+    return _sparse_bounds(c.indptr, c.data.size, SPARSE_CHUNK_MIN_NNZ, MAX_PARTIALS)
+
+
+def _minor_bounds(c):
+    """Chunks of the per-position kernels, each with its own partial row (see
+    SPARSE_MAX_CHUNKS)."""
+    return _sparse_bounds(c.indptr, c.data.size,
+                          max(SPARSE_CHUNK_MIN_NNZ, SPARSE_NNZ_PER_POSITION * c.n_minor),
+                          SPARSE_MAX_CHUNKS)
+
+
+def _status(bounds):
+    return np.zeros((bounds.size - 1, 2), np.int64)
+
+
+def sparse_moments(c, per_major, omit, want_moments, check):
+    """((count, mean, m2, lo, hi, nans), bad, disorder): per-slot float64 statistics of the
+    stored values and the implicit zeros (numbanorm.cpu.sparse; with want_moments False only
+    count, min, max and NaNs are meaningful per position), NaN left out of the moments where
+    omit."""
+    n = c.n_major if per_major else c.n_minor
+    res = [np.empty(n) for _ in range(6)]
+    if per_major:
+        bounds = _major_bounds(c)
+        status = _status(bounds)
+        sparse.major_moments(c.indptr, c.indices, c.data, c.n_minor, omit, check, bounds, status,
+                             *res)
+    else:
+        bounds = _minor_bounds(c)
+        status = _status(bounds)
+        # (fresh, not _scratch: partial rows as wide as the matrix would stay held per thread)
+        parts = [np.empty((bounds.size - 1, c.n_minor)) for _ in range(6)]
+        sparse.minor_moments(c.indptr, c.indices, c.data, omit, want_moments, check, bounds,
+                             status, *parts)
+        sparse.merge_minor(*parts, float(c.n_major), omit, *res)
+    bad, disorder = status.sum(axis=0)
+    return res, bad, disorder
+
+
+def merge_slots(res):
+    """Per-slot (count, mean, m2, lo, hi, nans) merged in slot order into one slot."""
+    out = [np.empty(1) for _ in range(6)]
+    channels.merge_data_partials(*[r.reshape(-1, 1) for r in res], *out)
+    return out
+
+
+def sparse_power_sums(c, per_major, p, check):
+    """(per-slot float64 sum(|x|^p) of the stored values (p = inf: max |x|), bad,
+    disorder)."""
+    if per_major:
+        bounds = _major_bounds(c)
+        status = _status(bounds)
+        out = np.empty(c.n_major)
+        sparse.major_power_sums(c.indptr, c.indices, c.data, c.n_minor, p, check, bounds, status,
+                                out)
+    else:
+        bounds = _minor_bounds(c)
+        status = _status(bounds)
+        part = np.empty((bounds.size - 1, c.n_minor))
+        sparse.minor_power_sums(c.indptr, c.indices, c.data, p, check, bounds, status, part)
+        out = np.empty(c.n_minor)
+        channels.merge_norm_partials(part, p, out)
+    bad, disorder = status.sum(axis=0)
+    return out, bad, disorder
+
+
+def sparse_scale(c, per_major, scale64, out_indices, out_data):
+    """out_data = data*scale64[slot] (per major slot or per minor position), out_indices a
+    copy of indices where not None; out_data may be c.data. Returns (bad, infinities)."""
+    if per_major:
+        bounds = _major_bounds(c)
+        status = _status(bounds)
+        sparse.scale_major(c.indptr, c.indices, c.data, scale64, bounds, status, out_indices,
+                           out_data)
+    else:
+        status = np.zeros((-(-c.data.size // SPARSE_SCALE_CHUNK), 2), np.int64)
+        sparse.scale_minor(c.indices, c.data, scale64, SPARSE_SCALE_CHUNK, status, out_indices,
+                           out_data)
+    bad, infs = status.sum(axis=0)
+    return bad, infs
 
 
 def data_backward(op, x, axes, dy, stats, params):

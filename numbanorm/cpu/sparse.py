@@ -1,0 +1,317 @@
+"""Kernels of the compressed sparse geometry: a CSR or CSC matrix as (indptr, indices, data).
+
+A compressed matrix has n_major slots (CSR's rows, CSC's columns); slot i stores the values
+data[indptr[i]:indptr[i+1]] at the minor positions indices[indptr[i]:indptr[i+1]] (CSR's
+columns, CSC's rows), and every position not stored is an implicit zero. The kernels read only
+what is stored: the memory traffic is the nonzeros and their indices, never a dense matrix.
+
+Two reductions, each with the values' count, mean, M2 (or the Lp power sum), min, max and NaN
+count, the implicit zeros included in closed form (a block of z zeros has mean 0 and M2 0):
+
+- per major slot (CSR axis=1, CSC axis=0): parallel over chunks of slots of about equal nnz
+  (`bounds`), each slot's stored values
+  in blocks by _moments.data_block (two reads of a block, the second from L1), merged with
+  Chan's formula, then merged with the slot's implicit zeros;
+- per minor position (CSR axis=0, CSC axis=1): the slots cut into K chunks of about equal nnz
+  (`bounds`, from indptr alone, never from the thread count), each chunk a Welford pass into
+  its own (K, n_minor) partial row, merged in chunk order with Chan's formula and then with the
+  implicit zeros (merge_minor). No atomics; the result does not depend on the thread count.
+
+and two elementwise scalings of data (per major slot, per minor position), writing a new data
+array (and the copy of indices the new matrix owns).
+
+Every kernel checks the structure as it reads it and writes (bad, disorder) counts per chunk
+of its parallel loop into `status` (no reduction variables across threads): bad is
+an index outside [0, n_minor) or an indptr that decreases or runs past data (the caller
+refuses the matrix; no read or write leaves the arrays), disorder an index not above the one
+before it in its slot: unsorted or repeated indices, whose values the statistics must see
+summed (the caller sums duplicates on a copy, as scipy's sum_duplicates does, and reads
+again). `check` False skips these tests where the matrix is known canonical (the per-slot
+kernels then read no indices; the per-position kernels always refuse an index out of range,
+which they would write through).
+
+The values are read in float64 (float32 data converted exactly) and every statistic is
+float64. NaN: `omit` leaves NaN out of count, mean and M2 (nan_policy='omit'), else it enters
+them; min and max ignore NaN either way (the caller applies Moments' rule from the NaN count).
+"""
+import numpy as np
+from numba import njit, prange
+
+from .._config import BLOCK, ELEMENTWISE_JIT, JIT
+from ._moments import chan_merge, data_block, data_range, power_combine, power_sum
+
+
+@njit(inline='always', **JIT)
+def _slot(indptr, i, nnz):
+    """(start, stop, ok) of slot i; ok False where indptr decreases or runs past the data."""
+    s = indptr[i]
+    e = indptr[i + 1]
+    return s, e, 0 <= s <= e <= nnz
+
+
+@njit(inline='always', **JIT)
+def _structure(indices, s, e, n_minor):
+    """(bad, disorder) of the indices of one slot: out of [0, n_minor), and not increasing."""
+    bad = 0
+    disorder = 0
+    prev = -1
+    for j in range(s, e):
+        c = indices[j]
+        bad += (c < 0) | (c >= n_minor)
+        disorder += c <= prev
+        prev = c
+    return bad, disorder
+
+
+@njit(parallel=True, **JIT)
+def major_moments(indptr, indices, data, n_minor, omit, check, bounds, status, count, mean, m2,
+                  lo, hi, nans):
+    """Per major slot: count, mean and M2 of its values (the n_minor - stored implicit zeros
+    included; NaN left out where omit), and min, max (NaN ignored, zeros included) and the NaN
+    count; chunk k takes the slots bounds[k]:bounds[k+1] and writes its (bad, disorder) counts
+    to status[k] (see the module docstring)."""
+    nnz = data.size
+    for k in prange(bounds.size - 1):
+        kb = 0
+        kd = 0
+        for i in range(bounds[k], bounds[k + 1]):
+            s, e, ok = _slot(indptr, i, nnz)
+            if not ok:
+                kb += 1
+                count[i] = mean[i] = m2[i] = lo[i] = hi[i] = nans[i] = np.nan
+                continue
+            if check:
+                b, d = _structure(indices, s, e, n_minor)
+                kb += b
+                kd += d
+            xr = data[s:e]
+            n = 0.0
+            c = 0.0
+            m = 0.0
+            q = 0.0
+            for b0 in range(0, e - s, BLOCK):
+                xb = xr[b0:min(b0 + BLOCK, e - s)]
+                if omit:
+                    nb, centre, offset, qb = data_block(xb, True, c, n > 0.0)
+                else:
+                    nb, centre, offset, qb = data_block(xb, None, c, n > 0.0)
+                if n == 0.0:
+                    c = centre
+                n, m, q = chan_merge(n, m, q, nb, offset, qb)
+            a, z, nn = data_range(xr)
+            zeros = float(n_minor - (e - s))
+            # the zeros' offset from the centre is -c
+            n, m, q = chan_merge(n, m, q, zeros, -c, 0.0)
+            count[i] = n
+            mean[i] = c + m
+            m2[i] = q
+            lo[i] = min(a, 0.0) if zeros > 0.0 else a
+            hi[i] = max(z, 0.0) if zeros > 0.0 else z
+            nans[i] = nn
+        status[k, 0] = kb
+        status[k, 1] = kd
+
+
+@njit(parallel=True, **JIT)
+def minor_moments(indptr, indices, data, omit, want_moments, check, bounds, status, pn, pmean,
+                  pm2, plo, phi, pnan):
+    """Per (chunk, minor position) of the (K, n_minor) partial arrays: count, mean and M2 of
+    the stored values (Welford; NaN left out where omit; with want_moments, else count only),
+    min and max (NaN ignored) and the NaN count, of the slots bounds[k]:bounds[k+1]. Every
+    partial array is overwritten. status[k]: the chunk's (bad, disorder)."""
+    K, n_minor = pn.shape
+    nnz = data.size
+    for k in prange(K):
+        cn = pn[k]
+        cm = pmean[k]
+        cq = pm2[k]
+        cl = plo[k]
+        ch = phi[k]
+        cx = pnan[k]
+        for j in range(n_minor):
+            cn[j] = 0.0
+            cm[j] = 0.0
+            cq[j] = 0.0
+            cl[j] = np.inf
+            ch[j] = -np.inf
+            cx[j] = 0.0
+        kb = 0
+        kd = 0
+        for i in range(bounds[k], bounds[k + 1]):
+            s, e, ok = _slot(indptr, i, nnz)
+            if not ok:
+                kb += 1
+                continue
+            prev = -1
+            for j in range(s, e):
+                col = indices[j]
+                if col < 0 or col >= n_minor:
+                    kb += 1
+                    continue
+                if check:
+                    kd += col <= prev
+                prev = col
+                v = float(data[j])
+                if v != v:
+                    cx[col] += 1.0
+                    if omit:
+                        continue
+                nb = cn[col] + 1.0
+                cn[col] = nb
+                if want_moments:
+                    delta = v - cm[col]
+                    mu = cm[col] + delta / nb
+                    cm[col] = mu
+                    cq[col] += delta * (v - mu)
+                if v < cl[col]:
+                    cl[col] = v
+                if v > ch[col]:
+                    ch[col] = v
+        status[k, 0] = kb
+        status[k, 1] = kd
+
+
+@njit(**JIT)
+def merge_minor(pn, pmean, pm2, plo, phi, pnan, n_major, omit, count, mean, m2, lo, hi, nans):
+    """The (K, n_minor) partials of minor_moments merged over K in order (Chan), then with each
+    position's n_major - stored implicit zeros, into the (n_minor,) results."""
+    K, M = pn.shape
+    for j in range(M):
+        n = 0.0
+        m = 0.0
+        q = 0.0
+        a = np.inf
+        b = -np.inf
+        x = 0.0
+        for k in range(K):
+            n, m, q = chan_merge(n, m, q, pn[k, j], pmean[k, j], pm2[k, j])
+            a = min(a, plo[k, j])
+            b = max(b, phi[k, j])
+            x += pnan[k, j]
+        zeros = n_major - (n + x if omit else n)
+        n, m, q = chan_merge(n, m, q, zeros, 0.0, 0.0)
+        count[j] = n
+        mean[j] = m
+        m2[j] = q
+        lo[j] = min(a, 0.0) if zeros > 0.0 else a
+        hi[j] = max(b, 0.0) if zeros > 0.0 else b
+        nans[j] = x
+
+
+@njit(parallel=True, **JIT)
+def major_power_sums(indptr, indices, data, n_minor, p, check, bounds, status, out):
+    """Per major slot: sum(|x|^p) of its stored values in float64 (p = inf: max |x|), blocks of
+    BLOCK values summed and then added; NaN propagates. Chunks and status as major_moments."""
+    nnz = data.size
+    for k in prange(bounds.size - 1):
+        kb = 0
+        kd = 0
+        for i in range(bounds[k], bounds[k + 1]):
+            s, e, ok = _slot(indptr, i, nnz)
+            if not ok:
+                kb += 1
+                out[i] = np.nan
+                continue
+            if check:
+                b, d = _structure(indices, s, e, n_minor)
+                kb += b
+                kd += d
+            acc = 0.0
+            for b0 in range(s, e, BLOCK):
+                acc = power_combine(p, acc, power_sum(data[b0:min(b0 + BLOCK, e)], p, 0.0))
+            out[i] = acc
+        status[k, 0] = kb
+        status[k, 1] = kd
+
+
+@njit(parallel=True, **JIT)
+def minor_power_sums(indptr, indices, data, p, check, bounds, status, part):
+    """Per (chunk, minor position) of the (K, n_minor) array part (overwritten): sum(|x|^p) in
+    float64 (p = inf: max |x|) of the stored values of the slots bounds[k]:bounds[k+1]; NaN
+    propagates. Combine over K with channels.merge_norm_partials. status as minor_moments."""
+    K, n_minor = part.shape
+    nnz = data.size
+    for k in prange(K):
+        acc = part[k]
+        for j in range(n_minor):
+            acc[j] = 0.0
+        kb = 0
+        kd = 0
+        for i in range(bounds[k], bounds[k + 1]):
+            s, e, ok = _slot(indptr, i, nnz)
+            if not ok:
+                kb += 1
+                continue
+            prev = -1
+            for j in range(s, e):
+                col = indices[j]
+                if col < 0 or col >= n_minor:
+                    kb += 1
+                    continue
+                if check:
+                    kd += col <= prev
+                prev = col
+                v = abs(float(data[j]))
+                if p == 2.0:
+                    acc[col] += v * v
+                elif p == 1.0:
+                    acc[col] += v
+                elif p == np.inf:
+                    a = acc[col]
+                    acc[col] = v if (v > a or v != v) else a
+                else:
+                    acc[col] += v ** p
+        status[k, 0] = kb
+        status[k, 1] = kd
+
+
+@njit(parallel=True, **ELEMENTWISE_JIT)
+def scale_major(indptr, indices, data, scale, bounds, status, out_indices, out_data):
+    """out_data = data*scale[slot] for every stored value (in float64, rounded once to data's
+    dtype), and out_indices = indices where out_indices is not None (the copy a new matrix
+    owns); chunk k takes the slots bounds[k]:bounds[k+1]. out_data may be data (in place).
+    status[k]: (slots whose indptr is invalid, left unwritten; infinite values read)."""
+    nnz = data.size
+    for k in prange(bounds.size - 1):
+        kb = 0
+        ki = 0
+        for i in range(bounds[k], bounds[k + 1]):
+            s, e, ok = _slot(indptr, i, nnz)
+            if not ok:
+                kb += 1
+                continue
+            f = scale[i]
+            for j in range(s, e):
+                v = float(data[j])
+                ki += abs(v) == np.inf
+                out_data[j] = v * f
+                if out_indices is not None:
+                    out_indices[j] = indices[j]
+        status[k, 0] = kb
+        status[k, 1] = ki
+
+
+@njit(parallel=True, **ELEMENTWISE_JIT)
+def scale_minor(indices, data, scale, chunk, status, out_indices, out_data):
+    """out_data = data*scale[index] for every stored value (in float64, rounded once), chunks
+    of `chunk` values in parallel (status: one row per chunk); out_indices = indices where not
+    None. out_data may be data. status[k]: (indices outside scale, their values written NaN;
+    infinite values read)."""
+    nnz = data.size
+    n = scale.size
+    for k in prange(status.shape[0]):
+        kb = 0
+        ki = 0
+        for j in range(k * chunk, min((k + 1) * chunk, nnz)):
+            c = indices[j]
+            v = float(data[j])
+            ki += abs(v) == np.inf
+            if c < 0 or c >= n:
+                kb += 1
+                out_data[j] = np.nan
+            else:
+                out_data[j] = v * scale[c]
+            if out_indices is not None:
+                out_indices[j] = c
+        status[k, 0] = kb
+        status[k, 1] = ki
