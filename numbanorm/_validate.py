@@ -311,7 +311,14 @@ NAN_POLICIES = ("propagate", "omit", "raise")
 
 def dask_array(x, name):
     """A Dask array of float16, bfloat16, float32 or float64 as it is, integers and booleans
-    as float64 (lazily), complex and other dtypes refused now."""
+    as float64 (lazily), complex and other dtypes refused now; chunks of scipy.sparse refused
+    (the Dask backend's block steps are the dense CPU host functions)."""
+    if _device.is_sparse(getattr(x, "_meta", None)):
+        raise TypeError(f"{name} is a Dask array with scipy.sparse chunks, which numbanorm does "
+                        "not take: its Dask backend reduces and transforms dense blocks. "
+                        "Normalise each block with x.map_blocks(numbanorm.normalize) where a "
+                        "block holds whole rows, or fit a scaler with partial_fit on the "
+                        "blocks (x.blocks) and transform them with map_blocks")
     dt = np.dtype(x.dtype)
     if is_float(dt):
         return x

@@ -303,6 +303,14 @@ def _results(rng_seed):
     for axis in (0, 1):
         out += [nn.zscore(X, axis=axis, nan_policy="omit"), nn.minmax_scale(X, axis=axis),
                 nn.normalize(X, dim=axis), nn.moments(X, axis, "omit").var()]
+    # sparse: several chunks of stored values (per slot and per position: numbanorm._sparse)
+    import scipy.sparse as sp
+    S = sp.csr_array(np.where(rng.random((2000, 200)) < 0.4,
+                              np.resize(x, (2000, 200)).astype(np.float64), 0.0))
+    S.data[::11] = np.nan
+    for axis in (0, 1):
+        out += [nn.normalize(S, dim=axis).data, nn.moments(S, axis, "omit").var()]
+    out.append(nn.StandardScaler(with_mean=False).fit(S).var_)
     return out
 
 

@@ -206,7 +206,9 @@ def test_errors(rng):
     np.testing.assert_array_equal(X, before, strict=True)
 
 
-@parametrize_with_checks([nn.StandardScaler(), nn.MinMaxScaler(), nn.Normalizer()])
+@parametrize_with_checks([nn.StandardScaler(), nn.StandardScaler(with_mean=False),
+                          nn.MinMaxScaler(),
+                          nn.MaxAbsScaler(), nn.Normalizer()])
 def test_check_estimator(estimator, check):
     check(estimator)
 
