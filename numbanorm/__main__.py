@@ -48,13 +48,18 @@ def main(argv=None):
                         "bandwidth, without the operating system's page zeroing of fresh "
                         "outputs")
     b.add_argument("--json", action="store_true", help="machine-readable output")
-    b.add_argument("--suite", default="layers", choices=["layers", "data"],
+    b.add_argument("--suite", default="layers", choices=["layers", "data", "sparse"],
                    help="layers: the deep-learning ops (default); data: zscore, minmax_scale, "
                         "normalize and a streaming StandardScaler against NumPy, scipy, "
-                        "scikit-learn, numbagg and PyTorch (with --function and --dtype)")
+                        "scikit-learn, numbagg and PyTorch (with --function and --dtype); "
+                        "sparse: normalize, StandardScaler(with_mean=False), MaxAbsScaler and "
+                        "a stream on scipy.sparse CSR against scikit-learn and scipy (with "
+                        "--function, --dtype, and --tiny for a small smoke case)")
     b.add_argument("--function", action="append",
-                   choices=["zscore", "minmax_scale", "normalize", "stream"],
-                   help="--suite data: only this function (repeatable)")
+                   choices=["zscore", "minmax_scale", "normalize", "stream", "standard",
+                            "maxabs"],
+                   help="--suite data or sparse: only this function (repeatable; standard "
+                        "and maxabs: sparse only)")
     sub.add_parser("info", help="what numbanorm detected: versions, threads, devices")
     from .warmup import DEFAULT_DTYPES, DTYPES as WARM_DTYPES, OPS as WARM_OPS
     wu = sub.add_parser("warmup", help="compile the CPU kernels into Numba's on-disk cache "
@@ -81,6 +86,14 @@ def main(argv=None):
         return 0
     if args.repeats < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--repeats and --threads must be positive")
+    if args.suite == "sparse":
+        from .bench_sparse import SMALL, cases as sparse_cases, run as run_sparse
+        cases = [c for c in sparse_cases(SMALL) if args.tiny] or sparse_cases()
+        cases = [c for c in cases if (not args.function or c[0] in args.function)
+                 and (not args.dtype or c[3] in args.dtype)]
+        print(run_sparse(cases, repeats=args.repeats, min_run=args.min_run,
+                         threads=args.threads, as_json=args.json))
+        return 0
     if args.suite == "data":
         from .bench_data import CASES, run as run_data
         cases = [c for c in CASES + half_cases(CASES, args.dtype or (), at=3)

@@ -8,6 +8,8 @@ them.
 - `statistics(m, axis, nan_policy)`: per-slot (count, mean, m2, lo, hi, nans) over axis 0, 1 or
   None, the implicit zeros counted (as scikit-learn's mean_variance_axis counts them);
 - `norms(m, axis, p)`: per-slot Lp norms (the zeros add nothing);
+- `normalized(m, axis, p, eps)`: each row or column over its norm (one read along the major
+  axis);
 - `scaled(m, along, scale)`: every stored value times the scale of its row (along=0) or column
   (along=1), as a new matrix of m's class and format with the same sparsity pattern (its own
   copies of indices and indptr, as scikit-learn's copy=True), or in m's data (in place);
@@ -97,14 +99,20 @@ def statistics(m, axis, nan_policy, want_moments=True, name="X"):
 def norms(m, axis, p, name="x"):
     """Per-slot float64 Lp norms of the CSR/CSC m over axis (0: per column, 1: per row, None:
     the whole matrix), rescaled by the max |x| where the sums over- or underflow (as the
-    dense norms: numbanorm._chan.lp_norms)."""
+    dense norms: numbanorm._chan.lp_norms; the per-position kernels hand the max over with
+    the sums, so that empty positions cost no second pass)."""
     c = Compressed(m)
     per_major = True if axis is None else c.per_major(axis)
+    maxima = {}
 
     def power_sums(q):
-        s = c.run(lambda c, check: _host.sparse_power_sums(c, per_major, q, check), name)
+        if q == math.inf and "big" in maxima:
+            return maxima["big"]
+        s, big = c.run(lambda c, check: _host.sparse_power_sums(c, per_major, q, check), name)
         if axis is None:
             s = np.array([s.max(initial=0.0) if q == math.inf else s.sum()])
+        if big is not None:
+            maxima["big"] = big
         return s
 
     def rescaled(redo, big):
@@ -115,6 +123,35 @@ def norms(m, axis, p, name="x"):
                                      else np.sum(v ** p) ** (1.0 / p))
         return out
     return lp_norms(power_sums, p, rescaled)
+
+
+def normalized(m, axis, p, eps, keep_zero=False, inplace=False, name="x"):
+    """(matrix, norms): each row (axis=1) or column (axis=0) of the CSR/CSC m times
+    1/max(||.||_p, eps) (NaN propagates; 1 where keep_zero and the norm is 0), as a new matrix
+    of m's class and format with m's pattern, or in m's own data (inplace). Slots along the
+    major axis (CSR's rows) take one read (cpu.sparse.normalize_major); the others, and a
+    matrix with duplicates, the norms and then the scaling."""
+    c = Compressed(m)
+    if c.per_major(axis) and (c.canonical or not inplace):
+        out_data = m.data if inplace else np.empty_like(c.data)
+        out_indices = None if inplace else np.empty_like(c.indices)
+        norm, bad, disorder = _host.sparse_normalize(c, p, eps, keep_zero, not c.canonical,
+                                                     out_indices, out_data)
+        if bad:
+            raise ValueError(f"{name} is not a valid {m.format.upper()} matrix: {bad} of its "
+                             f"indptr or index entries point outside its shape {m.shape}")
+        if not disorder:
+            if not c.canonical:
+                m.has_canonical_format = True
+            if inplace:
+                return m, norm
+            return like(m, out_data, out_indices, c.indptr.copy()), norm
+    norm = norms(m, axis, p, name)
+    with np.errstate(divide="ignore"):
+        scale = 1.0 / np.maximum(norm, eps)
+    if keep_zero:
+        scale = np.where(norm == 0, 1.0, scale)
+    return scaled(m, 0 if axis == 1 else 1, scale, inplace, name)[0], norm
 
 
 def _slot_values(c, axis, per_major, slot):

@@ -766,14 +766,14 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         the dense path's)."""
         from . import _sparse
         Y = _sparse_input(self, X, None, ("csr",))
-        norms = _sparse.norms(Y, 1, _NORMS[self.norm])
+        inplace = (not copy or Y is not X) and Y.data.flags.writeable
+        if inplace:
+            _refuse_nonfinite(self, Y, allow_nan=False)  # before Y's data is written
+        out, norms = _sparse.normalized(Y, 1, _NORMS[self.norm], 0.0, keep_zero=True,
+                                        inplace=inplace, name="X")
         if not np.isfinite(norms).all():
             _refuse_nonfinite(self, Y, allow_nan=False)
-        with np.errstate(divide="ignore"):
-            scale = np.where(norms == 0, 1.0, 1.0 / norms)
-        converted = Y is not X
-        return _sparse.scaled(Y, 0, scale, inplace=(not copy or converted)
-                              and Y.data.flags.writeable)[0]
+        return out
 
     def _remote_transform(self, X):
         """Each row of a Dask X (lazily) or a GPU X (on the device) over its norm: the norms by

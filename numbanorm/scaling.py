@@ -235,13 +235,11 @@ def _sparse_normalize(x, p, dim, eps, out, device):
     p = V.p_norm(p)
     eps = V.eps(eps)
     from . import _sparse
-    axis = axes[0] if len(axes) == 1 else None
-    norm = _sparse.norms(x, axis, p, "x")
-    with np.errstate(divide="ignore"):
-        scale = 1.0 / np.maximum(norm, eps)
-    if axis is None:
-        scale = np.full(x.shape[0], scale[0])
-    return _sparse.scaled(x, 0 if axis != 0 else 1, scale, name="x")[0]
+    if len(axes) == 1:
+        return _sparse.normalized(x, axes[0], p, eps)[0]
+    norm = _sparse.norms(x, None, p, "x")  # the whole matrix
+    scale = np.full(x.shape[0], 1.0 / np.maximum(norm[0], eps))
+    return _sparse.scaled(x, 0, scale, name="x")[0]
 
 
 def normalize(x, p=2.0, dim=1, eps=1e-12, *, out=None, device=None):

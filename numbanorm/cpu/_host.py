@@ -22,7 +22,9 @@ CPU only (numbanorm._sparse, for scipy.sparse CSR/CSC input; numbanorm.cpu.spars
 
     sparse_moments(c, per_major, omit, want_moments, check)
                                         -> ((count, mean, m2, lo, hi, nans) per slot, bad, disorder)
-    sparse_power_sums(c, per_major, p, check)                -> (per-slot sum |x|^p, bad, disorder)
+    sparse_power_sums(c, per_major, p, check)   -> ((per-slot sum |x|^p, max |x|), bad, disorder)
+    sparse_normalize(c, p, eps, keep_zero, check, out_indices, out_data)
+                                                             -> (per-slot norms, bad, disorder)
     sparse_scale(c, per_major, scale64, out_indices, out_data) -> (bad, infinities)
 
 The data functions (numbanorm.scaling, numbanorm.stats) reduce x over any axes: the
@@ -791,10 +793,10 @@ def sparse_moments(c, per_major, omit, want_moments, check):
         bounds = _minor_bounds(c)
         status = _status(bounds)
         # (fresh, not _scratch: partial rows as wide as the matrix would stay held per thread)
-        parts = [np.empty((bounds.size - 1, c.n_minor)) for _ in range(6)]
+        part = np.empty((bounds.size - 1, c.n_minor, 6))
         sparse.minor_moments(c.indptr, c.indices, c.data, omit, want_moments, check, bounds,
-                             status, *parts)
-        sparse.merge_minor(*parts, float(c.n_major), omit, *res)
+                             status, part)
+        sparse.merge_minor(part, float(c.n_major), omit, *res)
     bad, disorder = status.sum(axis=0)
     return res, bad, disorder
 
@@ -807,8 +809,10 @@ def merge_slots(res):
 
 
 def sparse_power_sums(c, per_major, p, check):
-    """(per-slot float64 sum(|x|^p) of the stored values (p = inf: max |x|), bad,
-    disorder)."""
+    """((per-slot float64 sum(|x|^p) of the stored values (p = inf: max |x|), per-slot max |x|
+    or None), bad, disorder): the max comes with the per-position sums (see
+    cpu.sparse.minor_power_sums), not with the per-slot ones."""
+    big = None
     if per_major:
         bounds = _major_bounds(c)
         status = _status(bounds)
@@ -818,12 +822,26 @@ def sparse_power_sums(c, per_major, p, check):
     else:
         bounds = _minor_bounds(c)
         status = _status(bounds)
-        part = np.empty((bounds.size - 1, c.n_minor))
+        part = np.empty((bounds.size - 1, c.n_minor, 2))
         sparse.minor_power_sums(c.indptr, c.indices, c.data, p, check, bounds, status, part)
         out = np.empty(c.n_minor)
-        channels.merge_norm_partials(part, p, out)
+        big = np.empty(c.n_minor)
+        sparse.merge_minor_norms(part, p, out, big)
     bad, disorder = status.sum(axis=0)
-    return out, bad, disorder
+    return (out, big), bad, disorder
+
+
+def sparse_normalize(c, p, eps, keep_zero, check, out_indices, out_data):
+    """(per-slot norms, bad, disorder): every major slot scaled by 1/max(||slot||_p, eps) (1
+    where keep_zero and the norm is 0) into out_data, in one read (cpu.sparse.normalize_major);
+    out_indices a copy of indices where not None."""
+    bounds = _major_bounds(c)
+    status = _status(bounds)
+    norms = np.empty(c.n_major)
+    sparse.normalize_major(c.indptr, c.indices, c.data, c.n_minor, p, eps, keep_zero, check,
+                           bounds, status, norms, out_indices, out_data)
+    bad, disorder = status.sum(axis=0)
+    return norms, bad, disorder
 
 
 def sparse_scale(c, per_major, scale64, out_indices, out_data):

@@ -37,6 +37,7 @@ them; min and max ignore NaN either way (the caller applies Moments' rule from t
 import numpy as np
 from numba import njit, prange
 
+from .._chan import TINY_POWER_SUM
 from .._config import BLOCK, ELEMENTWISE_JIT, JIT
 from ._moments import chan_merge, data_block, data_range, power_combine, power_sum
 
@@ -112,29 +113,29 @@ def major_moments(indptr, indices, data, n_minor, omit, check, bounds, status, c
         status[k, 1] = kd
 
 
+# the fields of a per-position partial record, side by side so that a scattered update of one
+# position touches one cache line (six arrays of partials: six lines, measured slower on wide
+# matrices)
+N_, MEAN_, M2_, LO_, HI_, NAN_ = 0, 1, 2, 3, 4, 5
+
+
 @njit(parallel=True, **JIT)
-def minor_moments(indptr, indices, data, omit, want_moments, check, bounds, status, pn, pmean,
-                  pm2, plo, phi, pnan):
-    """Per (chunk, minor position) of the (K, n_minor) partial arrays: count, mean and M2 of
-    the stored values (Welford; NaN left out where omit; with want_moments, else count only),
-    min and max (NaN ignored) and the NaN count, of the slots bounds[k]:bounds[k+1]. Every
-    partial array is overwritten. status[k]: the chunk's (bad, disorder)."""
-    K, n_minor = pn.shape
+def minor_moments(indptr, indices, data, omit, want_moments, check, bounds, status, part):
+    """Per (chunk, minor position) of the (K, n_minor, 6) partial records part (overwritten):
+    count, mean and M2 of the stored values (Welford; NaN left out where omit; with
+    want_moments, else count only), min and max (NaN ignored) and the NaN count, of the slots
+    bounds[k]:bounds[k+1]. status[k]: the chunk's (bad, disorder)."""
+    K, n_minor, _ = part.shape
     nnz = data.size
     for k in prange(K):
-        cn = pn[k]
-        cm = pmean[k]
-        cq = pm2[k]
-        cl = plo[k]
-        ch = phi[k]
-        cx = pnan[k]
+        pk = part[k]
         for j in range(n_minor):
-            cn[j] = 0.0
-            cm[j] = 0.0
-            cq[j] = 0.0
-            cl[j] = np.inf
-            ch[j] = -np.inf
-            cx[j] = 0.0
+            pk[j, N_] = 0.0
+            pk[j, MEAN_] = 0.0
+            pk[j, M2_] = 0.0
+            pk[j, LO_] = np.inf
+            pk[j, HI_] = -np.inf
+            pk[j, NAN_] = 0.0
         kb = 0
         kd = 0
         for i in range(bounds[k], bounds[k + 1]):
@@ -152,30 +153,31 @@ def minor_moments(indptr, indices, data, omit, want_moments, check, bounds, stat
                     kd += col <= prev
                 prev = col
                 v = float(data[j])
+                r = pk[col]
                 if v != v:
-                    cx[col] += 1.0
+                    r[NAN_] += 1.0
                     if omit:
                         continue
-                nb = cn[col] + 1.0
-                cn[col] = nb
+                nb = r[N_] + 1.0
+                r[N_] = nb
                 if want_moments:
-                    delta = v - cm[col]
-                    mu = cm[col] + delta / nb
-                    cm[col] = mu
-                    cq[col] += delta * (v - mu)
-                if v < cl[col]:
-                    cl[col] = v
-                if v > ch[col]:
-                    ch[col] = v
+                    delta = v - r[MEAN_]
+                    mu = r[MEAN_] + delta / nb
+                    r[MEAN_] = mu
+                    r[M2_] += delta * (v - mu)
+                if v < r[LO_]:
+                    r[LO_] = v
+                if v > r[HI_]:
+                    r[HI_] = v
         status[k, 0] = kb
         status[k, 1] = kd
 
 
 @njit(**JIT)
-def merge_minor(pn, pmean, pm2, plo, phi, pnan, n_major, omit, count, mean, m2, lo, hi, nans):
-    """The (K, n_minor) partials of minor_moments merged over K in order (Chan), then with each
-    position's n_major - stored implicit zeros, into the (n_minor,) results."""
-    K, M = pn.shape
+def merge_minor(part, n_major, omit, count, mean, m2, lo, hi, nans):
+    """The (K, n_minor, 6) partials of minor_moments merged over K in order (Chan), then with
+    each position's n_major - stored implicit zeros, into the (n_minor,) results."""
+    K, M, _ = part.shape
     for j in range(M):
         n = 0.0
         m = 0.0
@@ -184,10 +186,11 @@ def merge_minor(pn, pmean, pm2, plo, phi, pnan, n_major, omit, count, mean, m2, 
         b = -np.inf
         x = 0.0
         for k in range(K):
-            n, m, q = chan_merge(n, m, q, pn[k, j], pmean[k, j], pm2[k, j])
-            a = min(a, plo[k, j])
-            b = max(b, phi[k, j])
-            x += pnan[k, j]
+            r = part[k, j]
+            n, m, q = chan_merge(n, m, q, r[N_], r[MEAN_], r[M2_])
+            a = min(a, r[LO_])
+            b = max(b, r[HI_])
+            x += r[NAN_]
         zeros = n_major - (n + x if omit else n)
         n, m, q = chan_merge(n, m, q, zeros, 0.0, 0.0)
         count[j] = n
@@ -226,15 +229,18 @@ def major_power_sums(indptr, indices, data, n_minor, p, check, bounds, status, o
 
 @njit(parallel=True, **JIT)
 def minor_power_sums(indptr, indices, data, p, check, bounds, status, part):
-    """Per (chunk, minor position) of the (K, n_minor) array part (overwritten): sum(|x|^p) in
-    float64 (p = inf: max |x|) of the stored values of the slots bounds[k]:bounds[k+1]; NaN
-    propagates. Combine over K with channels.merge_norm_partials. status as minor_moments."""
-    K, n_minor = part.shape
+    """Per (chunk, minor position) of the (K, n_minor, 2) array part (overwritten): sum(|x|^p)
+    in float64 (p = inf: max |x|) and max |x| of the stored values of the slots
+    bounds[k]:bounds[k+1] (the max beside the sum, in its cache line: the rescaling test of
+    _chan.lp_norms then needs no second pass, where empty positions, whose sum is 0, would ask
+    for one); NaN propagates. merge_minor_norms combines them. status as minor_moments."""
+    K, n_minor, _ = part.shape
     nnz = data.size
     for k in prange(K):
-        acc = part[k]
+        pk = part[k]
         for j in range(n_minor):
-            acc[j] = 0.0
+            pk[j, 0] = 0.0
+            pk[j, 1] = 0.0
         kb = 0
         kd = 0
         for i in range(bounds[k], bounds[k + 1]):
@@ -252,15 +258,102 @@ def minor_power_sums(indptr, indices, data, p, check, bounds, status, part):
                     kd += col <= prev
                 prev = col
                 v = abs(float(data[j]))
+                r = pk[col]
                 if p == 2.0:
-                    acc[col] += v * v
+                    r[0] += v * v
                 elif p == 1.0:
-                    acc[col] += v
-                elif p == np.inf:
-                    a = acc[col]
-                    acc[col] = v if (v > a or v != v) else a
-                else:
-                    acc[col] += v ** p
+                    r[0] += v
+                elif p != np.inf:
+                    r[0] += v ** p
+                big = r[1]
+                r[1] = v if (v > big or v != v) else big
+        status[k, 0] = kb
+        status[k, 1] = kd
+
+
+@njit(**JIT)
+def merge_minor_norms(part, p, out, big):
+    """The (K, n_minor, 2) partials of minor_power_sums combined over K in order: out the sums
+    (p = inf: the max), big the max |x|."""
+    K, M, _ = part.shape
+    for j in range(M):
+        a = 0.0
+        b = 0.0
+        for k in range(K):
+            a = power_combine(p, a, part[k, j, 0])
+            b = power_combine(np.inf, b, part[k, j, 1])
+        out[j] = b if p == np.inf else a
+        big[j] = b
+
+
+@njit(inline='always', **JIT)
+def _norm_of(data, s, e, p):
+    """||x||_p of data[s:e] in float64 (p = inf: max |x|; NaN propagates), summed again with x
+    scaled by its max |x| where the sum of |x|^p overflowed or fell to where terms may have
+    underflowed (_chan.lp_norms' rule, here where the slot is still in L1)."""
+    acc = 0.0
+    if p == np.inf:
+        for j in range(s, e):
+            v = abs(float(data[j]))
+            acc = v if (v > acc or v != v) else acc
+        return acc
+    if p == 2.0:
+        for j in range(s, e):
+            v = float(data[j])
+            acc += v * v
+    elif p == 1.0:
+        for j in range(s, e):
+            acc += abs(float(data[j]))
+    else:
+        for j in range(s, e):
+            acc += abs(float(data[j])) ** p
+    if acc != acc or (acc > TINY_POWER_SUM and acc < np.inf):
+        return np.sqrt(acc) if p == 2.0 else (acc if p == 1.0 else acc ** (1.0 / p))
+    big = 0.0
+    for j in range(s, e):
+        v = abs(float(data[j]))
+        big = v if v > big else big
+    if not (big > 0.0 and big < np.inf):
+        return np.sqrt(acc) if p == 2.0 else (acc if p == 1.0 else acc ** (1.0 / p))
+    acc = 0.0
+    for j in range(s, e):
+        v = abs(float(data[j])) / big
+        acc += v * v if p == 2.0 else v ** p
+    return big * (np.sqrt(acc) if p == 2.0 else acc ** (1.0 / p))
+
+
+@njit(parallel=True, **ELEMENTWISE_JIT)
+def normalize_major(indptr, indices, data, n_minor, p, eps, keep_zero, check, bounds, status,
+                    norms, out_indices, out_data):
+    """Every major slot over its Lp norm in one read: norms[i] = ||slot||_p (_norm_of), then
+    out_data = data*f with f = 1/max(norm, eps) (NaN propagates), or f = 1 where keep_zero
+    and the norm is 0 (scikit-learn's sparse rule), while the slot is in L1; out_indices =
+    indices where not None; out_data may be data. status[k]: (bad, disorder); with disorder
+    the caller takes the norms of the canonical matrix again."""
+    nnz = data.size
+    for k in prange(bounds.size - 1):
+        kb = 0
+        kd = 0
+        for i in range(bounds[k], bounds[k + 1]):
+            s, e, ok = _slot(indptr, i, nnz)
+            if not ok:
+                kb += 1
+                norms[i] = np.nan
+                continue
+            if check:
+                b, d = _structure(indices, s, e, n_minor)
+                kb += b
+                kd += d
+            n = _norm_of(data, s, e, p)
+            norms[i] = n
+            if keep_zero and n == 0.0:
+                f = 1.0
+            else:
+                f = 1.0 / (n if (n > eps or n != n) else eps)
+            for j in range(s, e):
+                out_data[j] = float(data[j]) * f
+                if out_indices is not None:
+                    out_indices[j] = indices[j]
         status[k, 0] = kb
         status[k, 1] = kd
 
