@@ -78,19 +78,20 @@ class Compressed:
         return res
 
 
-def statistics(m, axis, nan_policy, want_moments=True, name="X"):
+def statistics(m, axis, nan_policy, want_moments=True, want_range=True, name="X"):
     """Per-slot float64 (count, mean, m2, lo, hi, nans) of the CSR/CSC m over axis (0: per
     column, 1: per row, None: the whole matrix, one slot), the implicit zeros included: count,
     mean and M2 of the values that enter (nan_policy 'omit': the non-NaN ones), min and max
-    (NaN where a NaN entered with 'propagate', Moments' rule), NaN count. With want_moments
-    False, mean and m2 are not computed per column (a range-only pass)."""
+    (NaN where a NaN entered with 'propagate', Moments' rule), NaN count. Per position
+    (CSR's columns), want_moments False leaves mean and m2 out (0) and want_range False min and
+    max (+-inf): narrower partial records, a faster pass."""
     if nan_policy == "raise" and np.isnan(m.data).any():
         raise ValueError("The input contains nan values")
     omit = nan_policy == "omit"
     c = Compressed(m)
     per_major = True if axis is None else c.per_major(axis)
-    res = c.run(lambda c, check: _host.sparse_moments(c, per_major, omit, want_moments, check),
-                name)
+    res = c.run(lambda c, check: _host.sparse_moments(c, per_major, omit, want_moments,
+                                                      want_range, check), name)
     if axis is None:
         res = _host.merge_slots(res)
     return _host._propagated(res, omit)

@@ -390,8 +390,11 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             if not (np.isfinite(mean[count > 0]).all() and np.isfinite(m2[count > 0]).all()):
                 _refuse_nonfinite(self, X)
         else:
-            count, mean, m2, lo, hi, _ = _sparse.statistics(X, 0, "omit", self.with_std)
-            if np.isinf(lo[count > 0]).any() or np.isinf(hi[count > 0]).any():
+            std = self.with_std  # (the range only to see infinity where no moments show it)
+            count, mean, m2, lo, hi, _ = _sparse.statistics(X, 0, "omit", std, not std)
+            seen = count > 0
+            if (std and not (np.isfinite(mean[seen]).all() and np.isfinite(m2[seen]).all())) or (
+                    not std and (np.isinf(lo[seen]).any() or np.isinf(hi[seen]).any())):
                 _refuse_nonfinite(self, X)
         with np.errstate(invalid="ignore"):
             mean = np.where(count > 0, mean, np.nan)
@@ -615,7 +618,7 @@ class MaxAbsScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if is_sparse(X):
             from . import _sparse
             X = _sparse_input(self, X, first)
-            count, _, _, lo, hi, nans = _sparse.statistics(X, 0, "omit", False)
+            count, _, _, lo, hi, nans = _sparse.statistics(X, 0, "omit", False, True)
             if np.isinf(lo[count > 0]).any() or np.isinf(hi[count > 0]).any():
                 _refuse_nonfinite(self, X)
         elif _remote(X):

@@ -20,7 +20,7 @@ return contracts, so the public ops make one call into either.
 
 CPU only (numbanorm._sparse, for scipy.sparse CSR/CSC input; numbanorm.cpu.sparse):
 
-    sparse_moments(c, per_major, omit, want_moments, check)
+    sparse_moments(c, per_major, omit, want_moments, want_range, check)
                                         -> ((count, mean, m2, lo, hi, nans) per slot, bad, disorder)
     sparse_power_sums(c, per_major, p, check)   -> ((per-slot sum |x|^p, max |x|), bad, disorder)
     sparse_normalize(c, p, eps, keep_zero, check, out_indices, out_data)
@@ -777,11 +777,11 @@ def _status(bounds):
     return np.zeros((bounds.size - 1, 2), np.int64)
 
 
-def sparse_moments(c, per_major, omit, want_moments, check):
+def sparse_moments(c, per_major, omit, want_moments, want_range, check):
     """((count, mean, m2, lo, hi, nans), bad, disorder): per-slot float64 statistics of the
-    stored values and the implicit zeros (numbanorm.cpu.sparse; with want_moments False only
-    count, min, max and NaNs are meaningful per position), NaN left out of the moments where
-    omit."""
+    stored values and the implicit zeros (numbanorm.cpu.sparse), NaN left out of the moments
+    where omit. Per position, mean and m2 are meaningful only with want_moments, lo and hi only
+    with want_range (the records are narrower without them); per slot, all are."""
     n = c.n_major if per_major else c.n_minor
     res = [np.empty(n) for _ in range(6)]
     if per_major:
@@ -793,10 +793,16 @@ def sparse_moments(c, per_major, omit, want_moments, check):
         bounds = _minor_bounds(c)
         status = _status(bounds)
         # (fresh, not _scratch: partial rows as wide as the matrix would stay held per thread)
-        part = np.empty((bounds.size - 1, c.n_minor, 6))
-        sparse.minor_moments(c.indptr, c.indices, c.data, omit, want_moments, check, bounds,
-                             status, part)
-        sparse.merge_minor(part, float(c.n_major), omit, *res)
+        width = 2 + 2 * want_moments + 2 * want_range
+        part = np.empty((bounds.size - 1, c.n_minor * width))
+        if not check:  # the chunks' value ranges must nest in the data (slots are not read)
+            ends = c.indptr[bounds]
+            if ends[0] < 0 or ends[-1] > c.data.size or (np.diff(ends) < 0).any():
+                return res, 1, 0
+        sparse.minor_moments(c.indptr, c.indices, c.data, c.n_minor, omit, want_moments,
+                             want_range, check, bounds, status, part)
+        sparse.merge_minor(part, c.n_minor, float(c.n_major), omit, want_moments, want_range,
+                           *res)
     bad, disorder = status.sum(axis=0)
     return res, bad, disorder
 

@@ -113,84 +113,116 @@ def major_moments(indptr, indices, data, n_minor, omit, check, bounds, status, c
         status[k, 1] = kd
 
 
-# the fields of a per-position partial record, side by side so that a scattered update of one
-# position touches one cache line (six arrays of partials: six lines, measured slower on wide
-# matrices)
-N_, MEAN_, M2_, LO_, HI_, NAN_ = 0, 1, 2, 3, 4, 5
+# A per-position partial record: [count, NaN count, then mean and M2 (want_moments), then min
+# and max (want_range)], side by side in one flat row per chunk so that a scattered update
+# touches one cache line. Width 4 for moments or range alone, 6 for both: on (1e6, 1e4) at
+# 0.1%, float64, 2 threads, the Welford pass took 35 ms with six separate (K, n) arrays,
+# 25 ms with records of 6, 14 ms with records of 4 and no min/max.
+
+
+@njit(inline='always', **JIT)
+def _record(pk, o, v, omit, want_moments, want_range):
+    """Merge the value v into the record at pk[o:o+width] (Welford; see the layout above)."""
+    if v != v:
+        pk[o + 1] += 1.0
+        if omit:
+            return
+    nb = pk[o] + 1.0
+    pk[o] = nb
+    if want_moments:
+        m = pk[o + 2]
+        delta = v - m
+        mu = m + delta / nb
+        pk[o + 2] = mu
+        pk[o + 3] += delta * (v - mu)
+    if want_range:
+        r = o + 4 if want_moments else o + 2
+        if v < pk[r]:
+            pk[r] = v
+        if v > pk[r + 1]:
+            pk[r + 1] = v
 
 
 @njit(parallel=True, **JIT)
-def minor_moments(indptr, indices, data, omit, want_moments, check, bounds, status, part):
-    """Per (chunk, minor position) of the (K, n_minor, 6) partial records part (overwritten):
-    count, mean and M2 of the stored values (Welford; NaN left out where omit; with
-    want_moments, else count only), min and max (NaN ignored) and the NaN count, of the slots
-    bounds[k]:bounds[k+1]. status[k]: the chunk's (bad, disorder)."""
-    K, n_minor, _ = part.shape
+def minor_moments(indptr, indices, data, n_minor, omit, want_moments, want_range, check, bounds,
+                  status, part):
+    """Per (chunk, minor position): the partial records (see above) of the stored values of
+    the slots bounds[k]:bounds[k+1], in part (K, n_minor*width), overwritten. Welford per
+    value; NaN counted, and left out where omit; min and max ignore NaN. With check, slot by
+    slot, counting disorder and invalid slots; without (a canonical matrix), one loop over the
+    chunk's values. An index out of range is counted in status[k, 0] and skipped."""
+    K = part.shape[0]
+    width = part.shape[1] // max(n_minor, 1)
     nnz = data.size
     for k in prange(K):
         pk = part[k]
         for j in range(n_minor):
-            pk[j, N_] = 0.0
-            pk[j, MEAN_] = 0.0
-            pk[j, M2_] = 0.0
-            pk[j, LO_] = np.inf
-            pk[j, HI_] = -np.inf
-            pk[j, NAN_] = 0.0
+            o = j * width
+            pk[o] = 0.0
+            pk[o + 1] = 0.0
+            if want_moments:
+                pk[o + 2] = 0.0
+                pk[o + 3] = 0.0
+            if want_range:
+                r = o + 4 if want_moments else o + 2
+                pk[r] = np.inf
+                pk[r + 1] = -np.inf
         kb = 0
         kd = 0
-        for i in range(bounds[k], bounds[k + 1]):
-            s, e, ok = _slot(indptr, i, nnz)
-            if not ok:
-                kb += 1
-                continue
-            prev = -1
-            for j in range(s, e):
+        if check:
+            for i in range(bounds[k], bounds[k + 1]):
+                s, e, ok = _slot(indptr, i, nnz)
+                if not ok:
+                    kb += 1
+                    continue
+                prev = -1
+                for j in range(s, e):
+                    col = indices[j]
+                    if col < 0 or col >= n_minor:
+                        kb += 1
+                        continue
+                    kd += col <= prev
+                    prev = col
+                    _record(pk, col * width, float(data[j]), omit, want_moments, want_range)
+        else:
+            for j in range(indptr[bounds[k]], indptr[bounds[k + 1]]):
                 col = indices[j]
                 if col < 0 or col >= n_minor:
                     kb += 1
                     continue
-                if check:
-                    kd += col <= prev
-                prev = col
-                v = float(data[j])
-                r = pk[col]
-                if v != v:
-                    r[NAN_] += 1.0
-                    if omit:
-                        continue
-                nb = r[N_] + 1.0
-                r[N_] = nb
-                if want_moments:
-                    delta = v - r[MEAN_]
-                    mu = r[MEAN_] + delta / nb
-                    r[MEAN_] = mu
-                    r[M2_] += delta * (v - mu)
-                if v < r[LO_]:
-                    r[LO_] = v
-                if v > r[HI_]:
-                    r[HI_] = v
+                _record(pk, col * width, float(data[j]), omit, want_moments, want_range)
         status[k, 0] = kb
         status[k, 1] = kd
 
 
 @njit(**JIT)
-def merge_minor(part, n_major, omit, count, mean, m2, lo, hi, nans):
-    """The (K, n_minor, 6) partials of minor_moments merged over K in order (Chan), then with
-    each position's n_major - stored implicit zeros, into the (n_minor,) results."""
-    K, M, _ = part.shape
-    for j in range(M):
+def merge_minor(part, n_minor, n_major, omit, want_moments, want_range, count, mean, m2, lo, hi,
+                nans):
+    """The (K, n_minor*width) partial records of minor_moments merged over K in order (Chan,
+    min, max, sums), then with each position's n_major - stored implicit zeros, into the
+    (n_minor,) results (mean and m2 0 without want_moments, min +inf and max -inf without
+    want_range)."""
+    K = part.shape[0]
+    width = part.shape[1] // max(n_minor, 1)
+    for j in range(n_minor):
         n = 0.0
         m = 0.0
         q = 0.0
         a = np.inf
         b = -np.inf
         x = 0.0
+        o = j * width
+        r = o + 4 if want_moments else o + 2
         for k in range(K):
-            r = part[k, j]
-            n, m, q = chan_merge(n, m, q, r[N_], r[MEAN_], r[M2_])
-            a = min(a, r[LO_])
-            b = max(b, r[HI_])
-            x += r[NAN_]
+            pk = part[k]
+            if want_moments:
+                n, m, q = chan_merge(n, m, q, pk[o], pk[o + 2], pk[o + 3])
+            else:
+                n += pk[o]
+            if want_range:
+                a = min(a, pk[r])
+                b = max(b, pk[r + 1])
+            x += pk[o + 1]
         zeros = n_major - (n + x if omit else n)
         n, m, q = chan_merge(n, m, q, zeros, 0.0, 0.0)
         count[j] = n
