@@ -8,7 +8,7 @@ from numba.core.dispatcher import Dispatcher
 
 # Every module holding CPU kernels (their SERIAL namespaces included).
 KERNEL_MODULES = ("numbanorm._chan", "numbanorm.cpu._half", "numbanorm.cpu._moments",
-                  "numbanorm.cpu.rows", "numbanorm.cpu.channels")
+                  "numbanorm.cpu.rows", "numbanorm.cpu.channels", "numbanorm.cpu.sparse")
 
 
 def dispatchers(imported_only=False):

@@ -7,7 +7,8 @@ large enough for the parallel ones, with and without affine parameters, in each 
 for (16-bit dtypes with 16-bit and with float32 parameters); batch_norm in training and eval,
 on (N, C) and (N, C, H, W); layer_norm and rms_norm also on long rows (the kernels that take
 rows two at a time); the data functions along the leading, the trailing and the middle axes,
-NaN omitted and propagated, and the scalers. What a call with other argument types needs
+NaN omitted and propagated, and the scalers; "sparse" (with scipy installed) the sparse data
+family on CSR and CSC matrices with int32 indices. What a call with other argument types needs
 (read-only or non-contiguous arrays, say) compiles on first use as before.
 """
 import time
@@ -20,7 +21,7 @@ from . import scaling, stats
 from ._config import SERIAL_MAX_ELEMENTS
 
 LAYERS = ("layer_norm", "rms_norm", "batch_norm", "group_norm", "instance_norm")
-DATA = ("zscore", "minmax_scale", "normalize", "moments", "scalers")
+DATA = ("zscore", "minmax_scale", "normalize", "moments", "scalers", "sparse")
 OPS = LAYERS + DATA
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 DEFAULT_DTYPES = ("float32", "float64")
@@ -30,7 +31,7 @@ DEFAULT_DTYPES = ("float32", "float64")
 # biggest go first, each to the least loaded process.
 GROUPS = ((("zscore", "moments", "minmax_scale", "scalers"), 42),
           (("layer_norm", "rms_norm", "group_norm", "instance_norm"), 35),
-          (("batch_norm",), 23), (("normalize",), 7))
+          (("batch_norm",), 23), (("sparse",), 20), (("normalize",), 7))
 
 
 def _line(op, seconds, compiled, loaded):
@@ -83,7 +84,34 @@ def _layer_calls(op, x, p):
             getattr(F, f"{op}_backward")(dy, saved)
 
 
+def _sparse_calls(x):
+    """The sparse data family on x as CSR and CSC (int32 indices), with a NaN."""
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # nothing to warm: sparse input needs scipy
+        return
+    from . import preprocessing
+    x = x.copy()
+    x[np.abs(x) < 1] = 0
+    x.flat[3] = np.nan
+    for m in (sp.csr_array(x), sp.csc_array(x)):
+        for axis in (0, 1):
+            for p in (2.0, 1.0):
+                scaling.normalize(m, p=p, dim=axis)
+            for policy in ("propagate", "omit"):
+                stats.moments(m, axis, policy)
+        for scaler in (preprocessing.StandardScaler(with_mean=False),
+                       preprocessing.MaxAbsScaler()):
+            scaler.fit(m).transform(m)
+        m.data[np.isnan(m.data)] = 1.0
+        preprocessing.Normalizer().fit_transform(m)
+
+
 def _data_calls(op, x):
+    if op == "sparse":
+        if x.ndim == 2:
+            _sparse_calls(x)
+        return
     axes = (0, x.ndim - 1, tuple(range(2, x.ndim)) if x.ndim > 2 else 1)
     for axis in axes:
         if op == "zscore":
