@@ -135,12 +135,12 @@ def _record(pk, o, v, omit, want_moments, want_range):
         mu = m + delta / nb
         pk[o + 2] = mu
         pk[o + 3] += delta * (v - mu)
-    if want_range:
+    if want_range:  # (selects, not branches: a new min or max is rare and unpredictable)
         r = o + 4 if want_moments else o + 2
-        if v < pk[r]:
-            pk[r] = v
-        if v > pk[r + 1]:
-            pk[r + 1] = v
+        a = pk[r]
+        b = pk[r + 1]
+        pk[r] = v if v < a else a
+        pk[r + 1] = v if v > b else b
 
 
 @njit(parallel=True, **JIT)
