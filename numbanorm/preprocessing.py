@@ -464,7 +464,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             raise ValueError(_CENTER_SPARSE)
         copy = copy if copy is not None else self.copy
         Y = _sparse_input(self, X, False, ("csr",))
-        if self.scale_ is None:
+        if self.scale_ is None:  # (with_std=False: nothing to scale; infinity still refused)
+            _refuse_nonfinite(self, Y)
             return Y.copy() if copy and Y is X else Y
         factor = self.scale_ if inverse else 1.0 / self.scale_
         return _sparse_columns(self, Y, Y is not X, factor, copy)

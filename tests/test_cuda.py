@@ -706,11 +706,12 @@ def test_scalers_on_device(rng):
     x = _data(rng, (40, 6), np.float64, mean=2.0, std=3.0)
     x[3, 2] = np.nan
     for est, data in ((nn.StandardScaler(), x), (nn.MinMaxScaler((-1, 2)), x),
-                      (nn.Normalizer("l1"), np.nan_to_num(x)),
+                      (nn.MaxAbsScaler(), x), (nn.Normalizer("l1"), np.nan_to_num(x)),
                       (nn.Normalizer("max"), np.nan_to_num(x))):
         ref = type(est)(**est.get_params()).fit(data)
         est.fit(dev(data))
-        for attr in ("mean_", "var_", "scale_", "data_min_", "data_max_", "n_samples_seen_"):
+        for attr in ("mean_", "var_", "scale_", "data_min_", "data_max_", "max_abs_",
+                     "n_samples_seen_"):
             if hasattr(ref, attr):
                 np.testing.assert_allclose(getattr(est, attr), getattr(ref, attr),
                                            rtol=1e-12, err_msg=attr)
@@ -719,7 +720,8 @@ def test_scalers_on_device(rng):
         assert_close(host(y), ref.transform(data), np.float64, name=type(est).__name__)
         if hasattr(ref, "inverse_transform"):
             assert_close(host(est.inverse_transform(y)), data, np.float64)
-    with pytest.raises(ValueError, match="clip=True"):
-        nn.MinMaxScaler(clip=True).fit(x).transform(dev(x))
+    for cls in (nn.MinMaxScaler, nn.MaxAbsScaler):
+        with pytest.raises(ValueError, match="clip=True"):
+            cls(clip=True).fit(x).transform(dev(x))
     with pytest.raises(TypeError, match="sample_weight"):
         nn.StandardScaler().fit(dev(x), sample_weight=np.ones(40))

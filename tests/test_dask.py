@@ -181,9 +181,9 @@ def test_errors_when_the_graph_is_built_not_at_compute():
 def test_scalers_on_dask(data, dtype):
     x = data.astype(dtype)
     d = da.from_array(x, chunks=(128, 5))
-    for cls in (nn.StandardScaler, nn.MinMaxScaler):
+    for cls in (nn.StandardScaler, nn.MinMaxScaler, nn.MaxAbsScaler):
         ours, ref = cls().fit(d), cls().fit(x)
-        for attr in ("mean_", "var_", "scale_", "data_min_", "data_max_", "min_",
+        for attr in ("mean_", "var_", "scale_", "data_min_", "data_max_", "min_", "max_abs_",
                      "n_samples_seen_"):
             if hasattr(ref, attr):
                 np.testing.assert_allclose(getattr(ours, attr), getattr(ref, attr),
