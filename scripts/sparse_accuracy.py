@@ -1,7 +1,8 @@
-"""The variance of float32 sparse features far from zero (stored values of mean 1e6 and std 1;
---zeros: the fraction left as implicit zeros, default none), through StandardScaler(with_mean=False): numbanorm's and scikit-learn's fit,
-and their partial_fit over 10 and 100 row chunks, against the float64 variance of the same
-float32 values. Prints the largest relative error over the features.
+"""The variance of float32 sparse features far from zero (stored values of mean 1e6 and
+std 1; --zeros: the fraction left as implicit zeros, default none), through
+StandardScaler(with_mean=False): numbanorm's and scikit-learn's fit, and their partial_fit
+over 10 and 100 row chunks, against the float64 variance of the same float32 values. Prints
+the largest relative error over the features.
 
     python scripts/sparse_accuracy.py [--rows 20000] [--features 8] [--zeros 0] [--seed 0]
 """

@@ -243,6 +243,14 @@ def test_scalers_without_scikit_learn():
             assert "not fitted" in str(e)
         else:
             raise AssertionError("transform before fit")
+        import scipy.sparse as sp  # sparse input needs no scikit-learn either
+        D = np.where(np.abs(np.nan_to_num(X)) > 3, np.nan_to_num(X), 0.0)
+        S = sp.csc_array(D)
+        y = nn.MaxAbsScaler().fit_transform(S)
+        assert y.format == "csc"
+        np.testing.assert_allclose(y.toarray(), D / np.abs(D).max(axis=0), rtol=1e-15)
+        s = nn.StandardScaler(with_mean=False).fit(S)
+        np.testing.assert_allclose(s.var_, D.var(axis=0), rtol=1e-13)
         print("ok")
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
