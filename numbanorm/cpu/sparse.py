@@ -51,13 +51,13 @@ def _slot(indptr, i, nnz):
 
 
 @njit(inline='always', **JIT)
-def _structure(indices, s, e, n_minor):
-    """(bad, disorder) of the indices of one slot: out of [0, n_minor), and not increasing."""
+def _structure(ir, n_minor):
+    """(bad, disorder) of the indices ir of one slot: out of [0, n_minor), and not
+    increasing."""
     bad = 0
     disorder = 0
     prev = -1
-    for j in range(s, e):
-        c = indices[j]
+    for c in ir:
         bad += (c < 0) | (c >= n_minor)
         disorder += c <= prev
         prev = c
@@ -82,7 +82,7 @@ def major_moments(indptr, indices, data, n_minor, omit, check, bounds, status, c
                 count[i] = mean[i] = m2[i] = lo[i] = hi[i] = nans[i] = np.nan
                 continue
             if check:
-                b, d = _structure(indices, s, e, n_minor)
+                b, d = _structure(indices[s:e], n_minor)
                 kb += b
                 kd += d
             xr = data[s:e]
@@ -248,12 +248,13 @@ def major_power_sums(indptr, indices, data, n_minor, p, check, bounds, status, o
                 out[i] = np.nan
                 continue
             if check:
-                b, d = _structure(indices, s, e, n_minor)
+                b, d = _structure(indices[s:e], n_minor)
                 kb += b
                 kd += d
+            xr = data[s:e]
             acc = 0.0
-            for b0 in range(s, e, BLOCK):
-                acc = power_combine(p, acc, power_sum(data[b0:min(b0 + BLOCK, e)], p, 0.0))
+            for b0 in range(0, e - s, BLOCK):
+                acc = power_combine(p, acc, power_sum(xr[b0:min(b0 + BLOCK, e - s)], p, 0.0))
             out[i] = acc
         status[k, 0] = kb
         status[k, 1] = kd
@@ -319,39 +320,64 @@ def merge_minor_norms(part, p, out, big):
 
 
 @njit(inline='always', **JIT)
-def _norm_of(data, s, e, p):
-    """||x||_p of data[s:e] in float64 (p = inf: max |x|; NaN propagates), summed again with x
-    scaled by its max |x| where the sum of |x|^p overflowed or fell to where terms may have
-    underflowed (_chan.lp_norms' rule, here where the slot is still in L1)."""
+def _norm_of(xr, p):
+    """||xr||_p of one slot's values in float64 (p = inf: max |x|; NaN propagates), summed
+    again with x scaled by its max |x| where the sum of |x|^p overflowed or fell to where terms
+    may have underflowed (_chan.lp_norms' rule, here where the slot is still in L1)."""
     acc = 0.0
     if p == np.inf:
-        for j in range(s, e):
-            v = abs(float(data[j]))
-            acc = v if (v > acc or v != v) else acc
+        for v in xr:
+            a = abs(float(v))
+            acc = a if (a > acc or a != a) else acc
         return acc
     if p == 2.0:
-        for j in range(s, e):
-            v = float(data[j])
-            acc += v * v
+        for v in xr:
+            f = float(v)
+            acc += f * f
     elif p == 1.0:
-        for j in range(s, e):
-            acc += abs(float(data[j]))
+        for v in xr:
+            acc += abs(float(v))
     else:
-        for j in range(s, e):
-            acc += abs(float(data[j])) ** p
+        for v in xr:
+            acc += abs(float(v)) ** p
     if acc != acc or (acc > TINY_POWER_SUM and acc < np.inf):
         return np.sqrt(acc) if p == 2.0 else (acc if p == 1.0 else acc ** (1.0 / p))
     big = 0.0
-    for j in range(s, e):
-        v = abs(float(data[j]))
-        big = v if v > big else big
+    for v in xr:
+        a = abs(float(v))
+        big = a if a > big else big
     if not (big > 0.0 and big < np.inf):
         return np.sqrt(acc) if p == 2.0 else (acc if p == 1.0 else acc ** (1.0 / p))
     acc = 0.0
-    for j in range(s, e):
-        v = abs(float(data[j])) / big
-        acc += v * v if p == 2.0 else v ** p
+    for v in xr:
+        a = abs(float(v)) / big
+        acc += a * a if p == 2.0 else a ** p
     return big * (np.sqrt(acc) if p == 2.0 else acc ** (1.0 / p))
+
+
+@njit(inline='always', **ELEMENTWISE_JIT)
+def _scale_slot(xr, f, yr):
+    """yr = xr*f (float64, rounded once to yr's dtype). On the slot's slices, not index ranges
+    of the whole arrays: Numba's loops over a slice took (1e6, 1e4)-at-0.1% float32 rows in
+    11.5 ms on 2 threads against 17.5 ms over index ranges (scikit-learn's serial Cython loop:
+    18.8 ms)."""
+    for q in range(xr.size):
+        yr[q] = float(xr[q]) * f
+
+
+@njit(inline='always', **ELEMENTWISE_JIT)
+def _infinities(xr):
+    """How many values of xr are infinite."""
+    k = 0
+    for v in xr:
+        k += abs(float(v)) == np.inf
+    return k
+
+
+@njit(inline='always', **ELEMENTWISE_JIT)
+def _copy_slot(ir, oi):
+    for q in range(ir.size):
+        oi[q] = ir[q]
 
 
 @njit(parallel=True, **ELEMENTWISE_JIT)
@@ -373,19 +399,19 @@ def normalize_major(indptr, indices, data, n_minor, p, eps, keep_zero, check, bo
                 norms[i] = np.nan
                 continue
             if check:
-                b, d = _structure(indices, s, e, n_minor)
+                b, d = _structure(indices[s:e], n_minor)
                 kb += b
                 kd += d
-            n = _norm_of(data, s, e, p)
+            xr = data[s:e]
+            n = _norm_of(xr, p)
             norms[i] = n
             if keep_zero and n == 0.0:
                 f = 1.0
             else:
                 f = 1.0 / (n if (n > eps or n != n) else eps)
-            for j in range(s, e):
-                out_data[j] = float(data[j]) * f
-                if out_indices is not None:
-                    out_indices[j] = indices[j]
+            _scale_slot(xr, f, out_data[s:e])
+            if out_indices is not None:
+                _copy_slot(indices[s:e], out_indices[s:e])
         status[k, 0] = kb
         status[k, 1] = kd
 
@@ -405,13 +431,11 @@ def scale_major(indptr, indices, data, scale, bounds, status, out_indices, out_d
             if not ok:
                 kb += 1
                 continue
-            f = scale[i]
-            for j in range(s, e):
-                v = float(data[j])
-                ki += abs(v) == np.inf
-                out_data[j] = v * f
-                if out_indices is not None:
-                    out_indices[j] = indices[j]
+            xr = data[s:e]
+            ki += _infinities(xr)
+            _scale_slot(xr, scale[i], out_data[s:e])
+            if out_indices is not None:
+                _copy_slot(indices[s:e], out_indices[s:e])
         status[k, 0] = kb
         status[k, 1] = ki
 
