@@ -176,21 +176,27 @@ def minor_moments(indptr, indices, data, n_minor, omit, want_moments, want_range
                     kb += 1
                     continue
                 prev = -1
-                for j in range(s, e):
-                    col = indices[j]
+                ir = indices[s:e]
+                xr = data[s:e]
+                for q in range(ir.size):
+                    col = ir[q]
                     if col < 0 or col >= n_minor:
                         kb += 1
                         continue
                     kd += col <= prev
                     prev = col
-                    _record(pk, col * width, float(data[j]), omit, want_moments, want_range)
+                    _record(pk, col * width, float(xr[q]), omit, want_moments, want_range)
         else:
-            for j in range(indptr[bounds[k]], indptr[bounds[k + 1]]):
-                col = indices[j]
+            a = indptr[bounds[k]]
+            b = indptr[bounds[k + 1]]
+            ic = indices[a:b]
+            xc = data[a:b]
+            for q in range(ic.size):
+                col = ic[q]
                 if col < 0 or col >= n_minor:
                     kb += 1
                     continue
-                _record(pk, col * width, float(data[j]), omit, want_moments, want_range)
+                _record(pk, col * width, float(xc[q]), omit, want_moments, want_range)
         status[k, 0] = kb
         status[k, 1] = kd
 
@@ -282,24 +288,25 @@ def minor_power_sums(indptr, indices, data, p, check, bounds, status, part):
                 kb += 1
                 continue
             prev = -1
-            for j in range(s, e):
-                col = indices[j]
+            ir = indices[s:e]
+            xr = data[s:e]
+            for q in range(ir.size):
+                col = ir[q]
                 if col < 0 or col >= n_minor:
                     kb += 1
                     continue
                 if check:
                     kd += col <= prev
                 prev = col
-                v = abs(float(data[j]))
-                r = pk[col]
+                v = abs(float(xr[q]))
                 if p == 2.0:
-                    r[0] += v * v
+                    pk[col, 0] += v * v
                 elif p == 1.0:
-                    r[0] += v
+                    pk[col, 0] += v
                 elif p != np.inf:
-                    r[0] += v ** p
-                big = r[1]
-                r[1] = v if (v > big or v != v) else big
+                    pk[col, 0] += v ** p
+                big = pk[col, 1]
+                pk[col, 1] = v if (v > big or v != v) else big
         status[k, 0] = kb
         status[k, 1] = kd
 
@@ -451,16 +458,21 @@ def scale_minor(indices, data, scale, chunk, status, out_indices, out_data):
     for k in prange(status.shape[0]):
         kb = 0
         ki = 0
-        for j in range(k * chunk, min((k + 1) * chunk, nnz)):
-            c = indices[j]
-            v = float(data[j])
+        a = k * chunk
+        b = min(a + chunk, nnz)
+        ic = indices[a:b]
+        xc = data[a:b]
+        yc = out_data[a:b]
+        for q in range(ic.size):
+            c = ic[q]
+            v = float(xc[q])
             ki += abs(v) == np.inf
             if c < 0 or c >= n:
                 kb += 1
-                out_data[j] = np.nan
+                yc[q] = np.nan
             else:
-                out_data[j] = v * scale[c]
-            if out_indices is not None:
-                out_indices[j] = c
+                yc[q] = v * scale[c]
+        if out_indices is not None:
+            _copy_slot(ic, out_indices[a:b])
         status[k, 0] = kb
         status[k, 1] = ki
