@@ -28,6 +28,7 @@ import numpy as np
 
 from .bench import (_p90, _paired_ratio, _summary, _time_paired, load_warning, load_warnings,
                     np_dtype, triad_bandwidth)
+from .bench_data import _installed
 
 FUNCTIONS = ("normalize", "standard", "maxabs", "stream")
 SHAPES = [((1_000_000, 10_000), 0.001), ((100_000, 100_000), 0.0001)]
@@ -41,13 +42,6 @@ def cases(shapes=SHAPES):
 
 CASES = cases()
 STREAM_CHUNKS = 100
-
-
-def _installed(name):
-    try:
-        return __import__(name)
-    except ImportError:
-        return None
 
 
 def _matrix(shape, density, dtype):

@@ -240,6 +240,23 @@ def _column_range(X):
     return lay.stats(lo), lay.stats(hi), lay.stats(nans)
 
 
+def _range_batch(est, X, reset):
+    """(X checked, min, max, NaN count) per feature of a dense (NumPy, Dask or GPU) batch, NaN
+    ignored: one read (the fast path of _plain, or scikit-learn's checks where X is not plain
+    or holds infinity)."""
+    if _remote(X):
+        X = _remote_input(est, X, reset)
+        m = _remote_moments(X)
+        return X, m.min, m.max, X.shape[0] - m.count
+    plain = _plain(est, X, reset, check_finite=False)
+    if plain is not None:
+        lo, hi, nans = _column_range(plain)
+        if not (np.isinf(lo).any() or np.isinf(hi).any()):  # (infinity, or an all-NaN
+            return plain, lo, hi, nans                        # feature: the checks decide)
+    X = validate_data(est, X, reset=reset, dtype=_KEPT, ensure_all_finite="allow-nan")
+    return (X,) + _column_range(X)
+
+
 def _weighted_moments(X, w):
     """Weighted count, mean and M2 per feature of the 2-D X (NaN omitted, with its weight),
     two-pass in float64 (NumPy: sample weights do not go through the kernels)."""
@@ -518,22 +535,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """Update the minimum and maximum with a batch of samples."""
         lo, hi = V.feature_range(self.feature_range)
         first = not hasattr(self, "n_samples_seen_")
-        if _remote(X):
-            X = _remote_input(self, X, first)
-            m = _remote_moments(X)
-            lo_, hi_, nans = m.min, m.max, X.shape[0] - m.count
-        else:
-            plain = _plain(self, X, first, check_finite=False)
-            if plain is not None:
-                lo_, hi_, nans = _column_range(plain)
-                if np.isinf(lo_).any() or np.isinf(hi_).any():  # infinity, or an all-NaN
-                    plain = None  # feature: scikit-learn's checks decide
-                else:
-                    X = plain
-            if plain is None:
-                X = validate_data(self, X, reset=first, dtype=_KEPT,
-                                  ensure_all_finite="allow-nan")
-                lo_, hi_, nans = _column_range(X)
+        X, lo_, hi_, nans = _range_batch(self, X, first)
         dt = X.dtype
         empty = nans == X.shape[0]  # no value but NaN: NaN, as np.nanmin gives
         data_min = np.where(empty, np.nan, lo_).astype(dt)
@@ -622,22 +624,8 @@ class MaxAbsScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             count, _, _, lo, hi, nans = _sparse.statistics(X, 0, "omit", False, True)
             if np.isinf(lo[count > 0]).any() or np.isinf(hi[count > 0]).any():
                 _refuse_nonfinite(self, X)
-        elif _remote(X):
-            X = _remote_input(self, X, first)
-            m = _remote_moments(X)
-            lo, hi, nans = m.min, m.max, X.shape[0] - m.count
         else:
-            plain = _plain(self, X, first, check_finite=False)
-            if plain is not None:
-                lo, hi, nans = _column_range(plain)
-                if np.isinf(lo).any() or np.isinf(hi).any():  # infinity, or an all-NaN
-                    plain = None  # feature: scikit-learn's checks decide
-                else:
-                    X = plain
-            if plain is None:
-                X = validate_data(self, X, reset=first, dtype=_KEPT,
-                                  ensure_all_finite="allow-nan")
-                lo, hi, nans = _column_range(X)
+            X, lo, hi, nans = _range_batch(self, X, first)
         dt = np.dtype(X.dtype)
         empty = nans == X.shape[0]  # no value but NaN: NaN, as np.nanmax gives
         max_abs = np.where(empty, np.nan, np.maximum(np.abs(lo), np.abs(hi))).astype(dt)

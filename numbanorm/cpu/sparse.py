@@ -43,11 +43,18 @@ from ._moments import chan_merge, data_block, data_range, power_combine, power_s
 
 
 @njit(inline='always', **JIT)
-def _slot(indptr, i, nnz):
-    """(start, stop, ok) of slot i; ok False where indptr decreases or runs past the data."""
+def _open(indptr, indices, i, nnz, n_minor, check):
+    """(start, stop, bad, disorder) of slot i: an indptr that decreases or runs past the data
+    there makes the slot empty and bad 1 (the caller refuses the matrix); with check, bad
+    and disorder also count the slot's indices (_structure)."""
     s = indptr[i]
     e = indptr[i + 1]
-    return s, e, 0 <= s <= e <= nnz
+    if not 0 <= s <= e <= nnz:
+        return 0, 0, 1, 0
+    if check:
+        b, d = _structure(indices[s:e], n_minor)
+        return s, e, b, d
+    return s, e, 0, 0
 
 
 @njit(inline='always', **JIT)
@@ -76,15 +83,9 @@ def major_moments(indptr, indices, data, n_minor, omit, check, bounds, status, c
         kb = 0
         kd = 0
         for i in range(bounds[k], bounds[k + 1]):
-            s, e, ok = _slot(indptr, i, nnz)
-            if not ok:
-                kb += 1
-                count[i] = mean[i] = m2[i] = lo[i] = hi[i] = nans[i] = np.nan
-                continue
-            if check:
-                b, d = _structure(indices[s:e], n_minor)
-                kb += b
-                kd += d
+            s, e, b, d = _open(indptr, indices, i, nnz, n_minor, check)
+            kb += b
+            kd += d
             xr = data[s:e]
             n = 0.0
             c = 0.0
@@ -171,10 +172,8 @@ def minor_moments(indptr, indices, data, n_minor, omit, want_moments, want_range
         kd = 0
         if check:
             for i in range(bounds[k], bounds[k + 1]):
-                s, e, ok = _slot(indptr, i, nnz)
-                if not ok:
-                    kb += 1
-                    continue
+                s, e, b, _ = _open(indptr, indices, i, nnz, n_minor, False)
+                kb += b
                 prev = -1
                 ir = indices[s:e]
                 xr = data[s:e]
@@ -248,15 +247,9 @@ def major_power_sums(indptr, indices, data, n_minor, p, check, bounds, status, o
         kb = 0
         kd = 0
         for i in range(bounds[k], bounds[k + 1]):
-            s, e, ok = _slot(indptr, i, nnz)
-            if not ok:
-                kb += 1
-                out[i] = np.nan
-                continue
-            if check:
-                b, d = _structure(indices[s:e], n_minor)
-                kb += b
-                kd += d
+            s, e, b, d = _open(indptr, indices, i, nnz, n_minor, check)
+            kb += b
+            kd += d
             xr = data[s:e]
             acc = 0.0
             for b0 in range(0, e - s, BLOCK):
@@ -283,10 +276,8 @@ def minor_power_sums(indptr, indices, data, p, check, bounds, status, part):
         kb = 0
         kd = 0
         for i in range(bounds[k], bounds[k + 1]):
-            s, e, ok = _slot(indptr, i, nnz)
-            if not ok:
-                kb += 1
-                continue
+            s, e, b, _ = _open(indptr, indices, i, nnz, n_minor, False)
+            kb += b
             prev = -1
             ir = indices[s:e]
             xr = data[s:e]
@@ -400,15 +391,9 @@ def normalize_major(indptr, indices, data, n_minor, p, eps, keep_zero, check, bo
         kb = 0
         kd = 0
         for i in range(bounds[k], bounds[k + 1]):
-            s, e, ok = _slot(indptr, i, nnz)
-            if not ok:
-                kb += 1
-                norms[i] = np.nan
-                continue
-            if check:
-                b, d = _structure(indices[s:e], n_minor)
-                kb += b
-                kd += d
+            s, e, b, d = _open(indptr, indices, i, nnz, n_minor, check)
+            kb += b
+            kd += d
             xr = data[s:e]
             n = _norm_of(xr, p)
             norms[i] = n
@@ -434,10 +419,8 @@ def scale_major(indptr, indices, data, scale, bounds, status, out_indices, out_d
         kb = 0
         ki = 0
         for i in range(bounds[k], bounds[k + 1]):
-            s, e, ok = _slot(indptr, i, nnz)
-            if not ok:
-                kb += 1
-                continue
+            s, e, b, _ = _open(indptr, indices, i, nnz, 0, False)
+            kb += b
             xr = data[s:e]
             ki += _infinities(xr)
             _scale_slot(xr, scale[i], out_data[s:e])
