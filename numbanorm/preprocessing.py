@@ -328,6 +328,15 @@ def _sparse_columns(est, X, converted, factor, copy):
     return Y
 
 
+def _reset_attrs(*names):
+    """A scaler's _reset: its fitted attributes deleted, for a fit from scratch."""
+    def _reset(self):
+        for attr in names:
+            if hasattr(self, attr):
+                delattr(self, attr)
+    return _reset
+
+
 class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """Standardize features by removing the mean and scaling to unit variance, as
     sklearn.preprocessing.StandardScaler (dense input; NaN ignored in fit, kept in transform).
@@ -342,10 +351,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.with_mean = with_mean
         self.with_std = with_std
 
-    def _reset(self):
-        for attr in ("scale_", "n_samples_seen_", "mean_", "var_", "_moments", "_seen"):
-            if hasattr(self, attr):
-                delattr(self, attr)
+    _reset = _reset_attrs("scale_", "n_samples_seen_", "mean_", "var_", "_moments", "_seen")
 
     def fit(self, X, y=None, sample_weight=None):
         """Compute the mean and std to be used for later scaling."""
@@ -520,11 +526,8 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.copy = copy
         self.clip = clip
 
-    def _reset(self):
-        for attr in ("scale_", "min_", "n_samples_seen_", "data_min_", "data_max_",
-                     "data_range_"):
-            if hasattr(self, attr):
-                delattr(self, attr)
+    _reset = _reset_attrs("scale_", "min_", "n_samples_seen_", "data_min_", "data_max_",
+                          "data_range_")
 
     def fit(self, X, y=None):
         """Compute the minimum and maximum to be used for later scaling."""
@@ -605,10 +608,7 @@ class MaxAbsScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.copy = copy
         self.clip = clip
 
-    def _reset(self):
-        for attr in ("scale_", "n_samples_seen_", "max_abs_"):
-            if hasattr(self, attr):
-                delattr(self, attr)
+    _reset = _reset_attrs("scale_", "n_samples_seen_", "max_abs_")
 
     def fit(self, X, y=None):
         """Compute the maximum absolute value to be used for later scaling."""
