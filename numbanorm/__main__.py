@@ -87,6 +87,9 @@ def main(argv=None):
     if args.repeats < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--repeats and --threads must be positive")
     if args.suite == "sparse":
+        import importlib.util
+        if importlib.util.find_spec("scipy") is None:
+            parser.error("--suite sparse needs scipy (pip install scipy)")
         from .bench_sparse import SMALL, cases as sparse_cases, run as run_sparse
         cases = [c for c in sparse_cases(SMALL) if args.tiny] or sparse_cases()
         cases = [c for c in cases if (not args.function or c[0] in args.function)

@@ -596,13 +596,30 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
 
 class MaxAbsScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
-    """Scale each feature by its maximum absolute value, as sklearn.preprocessing.MaxAbsScaler:
-    X / max|X| per feature, so that values land in [-1, 1] without a shift (zeros stay zero:
-    sparse CSR and CSC input stays sparse, in its format). NaN ignored in fit and kept in
-    transform; features whose max |x| is below 10 eps of the dtype get scale 1. clip: clip
-    transformed values to [-1, 1].
+    """Scale each feature by its maximum absolute value, as sklearn.preprocessing.MaxAbsScaler.
 
-    Fitted attributes: max_abs_, scale_ (X's dtype), n_samples_seen_, n_features_in_."""
+    X / max|X| per feature, so that values land in [-1, 1] without a shift: zeros stay zero,
+    and sparse CSR and CSC input stays sparse, in its format and class. NaN is ignored in fit
+    and kept in transform; features whose max |x| is below 10 eps of the dtype get scale 1.
+    NumPy, scipy.sparse, Dask and GPU input (see the module docstring).
+
+    Parameters
+    ----------
+    copy : bool, default True
+        False: transform a float X (or a sparse X's data) in place.
+    clip : bool, default False
+        Clip transformed values to [-1, 1] (not with GPU X).
+
+    Attributes
+    ----------
+    max_abs_ : ndarray of shape (n_features,)
+        Per-feature maximum absolute value, in X's dtype (NaN for a feature of only NaN).
+    scale_ : ndarray of shape (n_features,)
+        max_abs_, with 1 where it is below 10 eps.
+    n_samples_seen_ : int
+        Samples seen over every fit and partial_fit call since the last fit.
+    n_features_in_ : int
+    """
 
     def __init__(self, *, copy=True, clip=False):
         self.copy = copy
@@ -688,8 +705,29 @@ class MaxAbsScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 def maxabs_scale(X, *, axis=0, copy=True):
     """Scale each feature (axis=0) or sample (axis=1) to [-1, 1] by its maximum absolute value,
     as sklearn.preprocessing.maxabs_scale: a MaxAbsScaler fitted and applied to X (or X.T).
-    Takes 1-d and 2-d arrays and scipy.sparse CSR/CSC matrices (kept sparse, in their
-    format); copy=False scales X in place where it is a float array."""
+
+    Parameters
+    ----------
+    X : array_like of shape (n_samples,) or (n_samples, n_features), or scipy.sparse matrix
+        NumPy (integers and booleans as float64), CSR or CSC (kept sparse, in its format and
+        class; other sparse formats converted to CSR), Dask or GPU arrays.
+    axis : {0, 1}, default 0
+        0: each feature (column) scaled; 1: each sample (row).
+    copy : bool, default True
+        False: scale X in place where it is a float array (a sparse X's data).
+
+    Returns
+    -------
+    ndarray or sparse matrix
+        X's shape; sparse input stays sparse with its sparsity pattern.
+
+    Raises
+    ------
+    ValueError
+        axis not 0 or 1; X not 1-d or 2-d; infinity in X.
+    TypeError
+        Complex or non-numeric X.
+    """
     if isinstance(axis, (bool, np.bool_)) or axis not in (0, 1):
         raise ValueError(f"axis must be 0 or 1, got {axis!r}")
     one_d = False
