@@ -2,7 +2,8 @@
 ends in, on the CPU and on the GPU. Plain Python here; cpu/_moments compiles it with njit and
 cuda/_reduce as a CUDA device function, so both backends merge with the same arithmetic.
 merge_arrays is the same merge elementwise over NumPy (or Dask) arrays: Moments and the Dask
-backend's records. lp_norms is the host arithmetic both backends' norms end in."""
+backend's records. lp_norms is the host arithmetic both backends' norms end in, and
+rescaled_norms its rare rescaling path for a host that hands out a slot's values."""
 import math
 
 import numpy as np
@@ -52,4 +53,16 @@ def lp_norms(power_sums, p, rescaled):
         redo = bad & (big > 0) & (big < math.inf)
         if redo.any():
             norm = np.where(redo, rescaled(redo, big), norm)
+    return norm
+
+
+def rescaled_norms(values, p, redo, big):
+    """lp_norms' rescaled for a host that can hand out one slot's values (values(slot), any
+    float dtype): the Lp norms of the slots where redo is True, the values scaled by their max
+    |x| (big[slot]) and summed in float64; 0 elsewhere."""
+    norm = np.zeros(redo.size)
+    for slot in np.flatnonzero(redo):
+        v = np.abs(values(slot).astype(np.float64)) / big[slot]
+        norm[slot] = big[slot] * (np.sqrt(np.dot(v, v)) if p == 2.0
+                                  else np.sum(v ** p) ** (1.0 / p))
     return norm

@@ -28,8 +28,16 @@ import math
 
 import numpy as np
 
-from ._chan import lp_norms
+from ._chan import lp_norms, rescaled_norms
 from .cpu import _host
+
+
+def _refuse_invalid(m, bad, name):
+    """The ValueError for a matrix whose kernels counted `bad` structure errors (none: no
+    error)."""
+    if bad:
+        raise ValueError(f"{name} is not a valid {m.format.upper()} matrix: {bad} of its indptr "
+                         f"or index entries point outside its shape {m.shape}")
 
 
 class Compressed:
@@ -61,10 +69,7 @@ class Compressed:
         on the caller's object (scipy's own cache), so that the next call reads no indices
         for the check."""
         res, bad, disorder = step(self, not self.canonical)
-        if bad:
-            fmt = "CSR" if self.csr else "CSC"
-            raise ValueError(f"{name} is not a valid {fmt} matrix: {bad} of its indptr or "
-                             f"index entries point outside its shape {self.m.shape}")
+        _refuse_invalid(self.m, bad, name)
         if disorder:
             m = self.m.copy()
             m.sum_duplicates()
@@ -116,14 +121,8 @@ def norms(m, axis, p, name="x"):
             maxima["big"] = big
         return s
 
-    def rescaled(redo, big):
-        out = np.zeros(redo.size)
-        for slot in np.flatnonzero(redo):
-            v = np.abs(_slot_values(c, axis, per_major, slot).astype(np.float64)) / big[slot]
-            out[slot] = big[slot] * (math.sqrt(np.dot(v, v)) if p == 2.0
-                                     else np.sum(v ** p) ** (1.0 / p))
-        return out
-    return lp_norms(power_sums, p, rescaled)
+    return lp_norms(power_sums, p, lambda redo, big: rescaled_norms(
+        lambda slot: _slot_values(c, axis, per_major, slot), p, redo, big))
 
 
 def normalized(m, axis, p, eps, keep_zero=False, inplace=False, name="x"):
@@ -138,9 +137,7 @@ def normalized(m, axis, p, eps, keep_zero=False, inplace=False, name="x"):
         out_indices = None if inplace else np.empty_like(c.indices)
         norm, bad, disorder = _host.sparse_normalize(c, p, eps, keep_zero, not c.canonical,
                                                      out_indices, out_data)
-        if bad:
-            raise ValueError(f"{name} is not a valid {m.format.upper()} matrix: {bad} of its "
-                             f"indptr or index entries point outside its shape {m.shape}")
+        _refuse_invalid(m, bad, name)
         if not disorder:
             if not c.canonical:
                 m.has_canonical_format = True
@@ -178,9 +175,7 @@ def scaled(m, along, scale64, inplace=False, name="X"):
     else:
         out_data, out_indices = np.empty_like(c.data), np.empty_like(c.indices)
     bad, infs = _host.sparse_scale(c, per_major, scale64, out_indices, out_data)
-    if bad:
-        raise ValueError(f"{name} is not a valid {m.format.upper()} matrix: {bad} of its "
-                         f"indptr or index entries point outside its shape {m.shape}")
+    _refuse_invalid(m, bad, name)
     if inplace:
         return m, infs
     return like(m, out_data, out_indices, c.indptr.copy()), infs

@@ -272,6 +272,32 @@ def _triad(a, b, c, s):
         a[i] = b[i] + s * c[i]
 
 
+def measure_cases(cases, threads, progress, describe, run_one, torch_threads=False):
+    """The data suites' run (`--suite data`, `--suite sparse`): Numba's threads set (and
+    PyTorch's, with torch_threads, where installed), the load at the start, the triad
+    bandwidth, run_one(case, bandwidth) per case with describe(case) printed to progress as
+    "[i/n] ...", and the load warnings at the end. Returns (threads, bandwidth, rows,
+    warnings)."""
+    import numba
+    progress = progress or sys.stderr
+    if threads is not None:
+        numba.set_num_threads(threads)
+    threads = numba.get_num_threads()
+    if torch_threads:
+        try:
+            import torch
+            torch.set_num_threads(threads)
+        except ImportError:
+            pass
+    start = load_warning(threads)
+    bandwidth = triad_bandwidth()
+    rows = []
+    for i, case in enumerate(cases, 1):
+        print(f"[{i}/{len(cases)}] {describe(case)}", file=progress, flush=True)
+        rows.append(run_one(case, bandwidth))
+    return threads, bandwidth, rows, load_warnings(start, threads, progress)
+
+
 def triad_bandwidth(n=1 << 25, repeats=7):
     """Memory bandwidth in GB/s from a parallel triad over three 256 MiB float64 arrays
     (two reads and one write counted)."""

@@ -16,12 +16,11 @@ numbanorm's own float32 on the same values ('f32'). scipy, scikit-learn and numb
 compute in 16 bits and are left out there.
 """
 import math
-import sys
 
 import numpy as np
 
-from .bench import (HALF, _p90, _paired_ratio, _summary, _tensor, _time_paired, load_warning,
-                    load_warnings, np_dtype, triad_bandwidth)
+from .bench import (HALF, _p90, _paired_ratio, _summary, _tensor, _time_paired, measure_cases,
+                    np_dtype)
 
 # (function, shape, axis, dtype, nan): the shapes of the data-normalization issue
 SHAPES = [((1_000_000, 32), 0), ((32, 250_000), 1), ((64, 3, 224, 224), (2, 3))]
@@ -249,24 +248,15 @@ def run(cases=None, repeats=5, min_run=0.05, threads=None, as_json=False, preall
         progress=None):
     import json
 
-    import numba
-    progress = progress or sys.stderr
-    if threads is not None:
-        numba.set_num_threads(threads)
-    threads = numba.get_num_threads()
-    torch = _installed("torch")
-    if torch:
-        torch.set_num_threads(threads)
-    start = load_warning(threads)
-    bandwidth = triad_bandwidth()
-    rows = []
-    cases = CASES if cases is None else cases
-    for i, (fn, shape, axis, dtype, nan) in enumerate(cases, 1):
-        print(f"[{i}/{len(cases)}] {fn} {'x'.join(map(str, shape))} {dtype}"
-              f"{' NaN' if nan else ''}", file=progress, flush=True)
-        rows.append(run_case(fn, shape, axis, dtype, nan, repeats, min_run, bandwidth,
-                             preallocated))
-    warnings = load_warnings(start, threads, progress)
+    def describe(case):
+        fn, shape, _, dtype, nan = case
+        return f"{fn} {'x'.join(map(str, shape))} {dtype}{' NaN' if nan else ''}"
+
+    def run_one(case, bandwidth):
+        return run_case(*case, repeats, min_run, bandwidth, preallocated)
+    threads, bandwidth, rows, warnings = measure_cases(
+        CASES if cases is None else cases, threads, progress, describe, run_one,
+        torch_threads=True)
     if as_json:
         return json.dumps({"threads": threads, "triad_gb_per_s": bandwidth,
                            "outputs_preallocated": preallocated, "load_warnings": warnings,

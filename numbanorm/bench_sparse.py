@@ -22,12 +22,10 @@ is the largest difference of the result's data from a float64 NumPy computation,
 the data's scale.
 """
 import math
-import sys
 
 import numpy as np
 
-from .bench import (_p90, _paired_ratio, _summary, _time_paired, load_warning, load_warnings,
-                    np_dtype, triad_bandwidth)
+from .bench import _p90, _paired_ratio, _summary, _time_paired, measure_cases, np_dtype
 from .bench_data import _installed
 
 FUNCTIONS = ("normalize", "standard", "maxabs", "stream")
@@ -185,20 +183,14 @@ def _fmt(rows, bandwidth, threads):
 def run(cases=None, repeats=5, min_run=0.05, threads=None, as_json=False, progress=None):
     import json
 
-    import numba
-    progress = progress or sys.stderr
-    if threads is not None:
-        numba.set_num_threads(threads)
-    threads = numba.get_num_threads()
-    start = load_warning(threads)
-    bandwidth = triad_bandwidth()
-    rows = []
-    cases = CASES if cases is None else cases
-    for i, (fn, shape, density, dtype) in enumerate(cases, 1):
-        print(f"[{i}/{len(cases)}] {fn} {'x'.join(map(str, shape))} at {density:g} {dtype}",
-              file=progress, flush=True)
-        rows.append(run_case(fn, shape, density, dtype, repeats, min_run, bandwidth))
-    warnings = load_warnings(start, threads, progress)
+    def describe(case):
+        fn, shape, density, dtype = case
+        return f"{fn} {'x'.join(map(str, shape))} at {density:g} {dtype}"
+
+    def run_one(case, bandwidth):
+        return run_case(*case, repeats, min_run, bandwidth)
+    threads, bandwidth, rows, warnings = measure_cases(
+        CASES if cases is None else cases, threads, progress, describe, run_one)
     if as_json:
         return json.dumps({"threads": threads, "triad_gb_per_s": bandwidth,
                            "load_warnings": warnings, "rows": rows}, indent=1)

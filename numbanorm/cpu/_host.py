@@ -55,7 +55,7 @@ import threading
 import numba
 import numpy as np
 
-from .._chan import lp_norms
+from .._chan import lp_norms, rescaled_norms
 from .._dtypes import compute, kernel_view as _kv
 from .._layout import DataView, layout
 from .._config import (BLOCK, COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
@@ -687,15 +687,8 @@ def data_norms(view, p):
     again scaled by their max |x| (rare: float64 |x| beyond ~1e154 or below ~1e-146 for
     p = 2)."""
     xk, lay = view.xk, view.lay
-
-    def rescaled(redo, big):
-        norm = np.zeros(redo.size)
-        for slot in np.flatnonzero(redo):
-            v = np.abs(_slot_values(xk, lay, slot).astype(np.float64)) / big[slot]
-            norm[slot] = big[slot] * (np.sqrt(np.dot(v, v)) if p == 2.0
-                                      else np.sum(v ** p) ** (1.0 / p))
-        return norm
-    return lp_norms(lambda q: _power_sums(xk, lay, q), p, rescaled)
+    return lp_norms(lambda q: _power_sums(xk, lay, q), p, lambda redo, big: rescaled_norms(
+        lambda slot: _slot_values(xk, lay, slot), p, redo, big))
 
 
 def _slot_values(xk, lay, slot):

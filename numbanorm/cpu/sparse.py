@@ -14,8 +14,8 @@ count, the implicit zeros included in closed form (a block of z zeros has mean 0
   Chan's formula, then merged with the slot's implicit zeros;
 - per minor position (CSR axis=0, CSC axis=1): the slots cut into K chunks of about equal nnz
   (`bounds`, from indptr alone, never from the thread count), each chunk a Welford pass into
-  its own (K, n_minor) partial row, merged in chunk order with Chan's formula and then with the
-  implicit zeros (merge_minor). No atomics; the result does not depend on the thread count.
+  its own row of per-position partial records, merged in chunk order with Chan's formula and
+  then with the implicit zeros (merge_minor). No atomics; the result does not depend on the thread count.
 
 and two elementwise scalings of data (per major slot, per minor position), writing a new data
 array (and the copy of indices the new matrix owns).
