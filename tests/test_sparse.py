@@ -260,3 +260,15 @@ def test_refusals(rng):
     lazy = da.from_array(sp.csr_matrix(X), chunks=(100, 30), asarray=False)
     with pytest.raises(TypeError, match="scipy.sparse chunks"):
         nn.normalize(lazy)
+
+
+def test_norms_of_huge_and_tiny_values():
+    """Sums of squares that overflow (1e200, 1e300) or underflow (1e-200) are taken again
+    scaled by the slot's max |x|, in the one-read row kernel and in the per-column and
+    whole-matrix paths: the dense path's numbers."""
+    D = np.zeros((4, 6))
+    D[0, :3], D[1, 2:5], D[2, 1], D[3, 0] = 1e200, 1e-200, 3.0, -1e300
+    for fmt in (sp.csr_array, sp.csc_array):
+        for dim in (0, 1, None):
+            np.testing.assert_allclose(nn.normalize(fmt(D), dim=dim).toarray(),
+                                       nn.normalize(D, dim=dim), rtol=1e-14, atol=0)
