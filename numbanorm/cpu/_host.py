@@ -18,6 +18,18 @@ return contracts, so the public ops make one call into either.
     data_norms(view, p)                                       -> per-slot Lp norms
     data_backward(op, x, axes, dy, stats, params)             -> dx of a data function
 
+The statistics-mixing ops (numbanorm.adaptive) take their per-(n, c) statistics from
+data_moments and write y by data_affine; their backward is two passes over (R, L) rows:
+
+    slot_sums(x2, dy2, mean64)                        -> per-row (sum(dy), sum(dy*(x - mean)))
+    slot_dx(x2, dy2, mean64, p64, q64, o64, dx2=None) -> dx = dy*p + (x - mean)*q + o
+
+The local response norm (functional.local_response_norm; numbanorm.cpu.window) slides a
+window along the channels of a C-contiguous (N, C, S) array:
+
+    window_forward(x3, size, alpha, beta, k, y3=None)           -> y3
+    window_backward(dy3, x3, size, alpha, beta, k, dx3=None)    -> dx3
+
 CPU only (numbanorm._sparse, for scipy.sparse CSR/CSC input; numbanorm.cpu.sparse):
 
     sparse_moments(c, per_major, omit, want_moments, want_range, check)
@@ -857,6 +869,38 @@ def sparse_scale(c, per_major, scale64, out_indices, out_data):
                            out_data)
     bad, infs = status.sum(axis=0)
     return bad, infs
+
+
+def slot_sums(x2, dy2, mean64):
+    """Per-row float64 (sum(dy), sum(dy*(x - mean))) of the C-contiguous (R, L) arrays x2 and
+    dy2 (mean64: float64 per row): the backward's one reduction pass of the statistics-mixing
+    ops (numbanorm.adaptive; rows.slot_sums)."""
+    R = x2.shape[0]
+    dt = compute(x2.dtype)
+    mh = mean64.astype(dt)
+    with np.errstate(invalid="ignore"):
+        lo = (mean64 - mh).astype(dt)
+    sdy = np.zeros(R)
+    sdyx = np.zeros(R)
+    if x2.size:
+        _twins(rows, x2.size).slot_sums(_kv(dy2), _kv(x2), mh, lo, sdy, sdyx)
+    return sdy, sdyx
+
+
+def slot_dx(x2, dy2, mean64, p64, q64, o64, dx2=None):
+    """dx = dy*p + (x - mean)*q + o per row of the C-contiguous (R, L) arrays (float64 per-row
+    coefficients), in x's dtype, into dx2 (C-contiguous, x2's shape and dtype) or a fresh
+    array (rows.slot_dx: the kernel runs in x's compute dtype, (mh - mean)*q folded into o)."""
+    dt = compute(x2.dtype)
+    mh = mean64.astype(dt)
+    with np.errstate(invalid="ignore", over="ignore"):
+        o = (o64 + (mh - mean64) * q64).astype(dt)
+        p, q = p64.astype(dt), q64.astype(dt)
+    if dx2 is None:
+        dx2 = np.empty(x2.shape, x2.dtype)
+    if x2.size:
+        _twins(rows, x2.size).slot_dx(_kv(dy2), _kv(x2), mh, p, q, o, _kv(dx2))
+    return dx2
 
 
 def data_backward(op, x, axes, dy, stats, params):

@@ -34,7 +34,7 @@ import types
 import numpy as np
 from numba import njit, prange
 
-from .._config import BACKWARD_JIT, BLOCK, JIT
+from .._config import BACKWARD_JIT, BLOCK, ELEMENTWISE_JIT, JIT
 from ._half import ld, st
 from ._moments import (at, borrowed, chan_merge, data_block, data_range, grad_sums, like,
                        moments, narrow, parallel_and_serial, power_combine, power_sum, rstd_of,
@@ -485,3 +485,42 @@ def count_nonfinite(x2, with_nan, out):
             v = ld(xr[i])
             k += (abs(v) == np.inf) | (with_nan & (v != v))
         out[r] = k
+
+
+# ---------------------------------------------------------------------------------------------
+# the statistics-mixing ops (numbanorm.adaptive: switch_norm, batch_instance_norm): their
+# statistics are data_moments of every (n, c) row; their backward is these two passes
+
+@parallel_and_serial(JIT)
+def slot_sums(dy2, x2, mh, lo, sdy, sdyx):
+    """Per row r of the (R, L) arrays: sdy[r] = sum(dy) and sdyx[r] = sum(dy*(x - mean[r]))
+    in float64, with mean = mh + lo (mh rounded to x's compute dtype, lo the rest, both in it:
+    see _moments.split_mean), by grad_sums' blocks of BLOCK values summed in x's dtype and
+    added in float64."""
+    R, L = x2.shape
+    x2 = borrowed(x2)
+    dy2 = borrowed(dy2)
+    for r in prange(R):
+        m = mh[r]
+        one = like(m, 1.0)
+        a, b = grad_sums(x2[r], dy2[r], m, one, lo[r], one)
+        sdy[r] = a
+        sdyx[r] = b
+
+
+@parallel_and_serial(ELEMENTWISE_JIT)
+def slot_dx(dy2, x2, mh, p, q, o, dx2):
+    """dx = dy*p[r] + (x - mh[r])*q[r] + o[r] per row r of the (R, L) arrays, in x's compute
+    dtype (mh, p, q, o in it; the caller folds the part of the mean that mh drops into o)."""
+    R, L = x2.shape
+    x2, dy2, dx2 = borrowed(x2), borrowed(dy2), borrowed(dx2)
+    for r in prange(R):
+        m = mh[r]
+        a = p[r]
+        b = q[r]
+        c = o[r]
+        xr = x2[r]
+        dr = dy2[r]
+        out = dx2[r]
+        for i in range(L):
+            out[i] = st(out, ld(dr[i]) * a + (ld(xr[i]) - m) * b + c)

@@ -473,6 +473,37 @@ def data_backward(op, x, axes, dy, stats, params):
     return dx
 
 
+def slot_sums(x2, dy2, mean64):
+    """Per-row float64 NumPy (sum(dy), sum(dy*(x - mean))) of the C-contiguous (R, L) device
+    arrays (the contract of cpu._host.slot_sums): rows.data_grad_sums with zscore's terms at
+    inv_std 1 (_reduce.grad_terms op 0), merged in order."""
+    R = x2.shape[0]
+    q = (_upload(mean64, R), _upload(1.0, R), _upload(0.0, R))
+
+    def by_rows(launch, R_, L, P, width, parts):
+        rows.data_grad_sums[launch](x2, dy2, P, 0, R, q[0], q[1], q[2], 0.0, 0.0, width,
+                                    *parts)
+    _, parts = _slot_partials(data_view(x2, (1,)).lay, 4, None, by_rows)
+    if not x2.size:
+        return np.zeros(R), np.zeros(R)
+    return tuple(s.copy_to_host() for s in _merged_sums(R, parts[:2]))
+
+
+def slot_dx(x2, dy2, mean64, p64, q64, o64, dx2=None):
+    """dx = dy*p + (x - mean)*q + o per row of the (R, L) device arrays, in float64 rounded
+    once to x's dtype (channels.data_dx op 3; the contract of cpu._host.slot_dx)."""
+    R = x2.shape[0]
+    dx2 = empty(x2.shape, x2.dtype) if dx2 is None else dx2
+    if x2.size:
+        sizes, strides = _run_strides(x2.shape, (1,))
+        zero = _upload(0.0, R)
+        channels.data_dx[_blocks(x2.size), CUDA_THREADS](
+            3, _flat(x2), _flat(dy2), _index_array(sizes), _index_array(strides),
+            _upload(p64, R), _upload(mean64, R), _upload(q64, R), _upload(o64, R),
+            zero, zero, zero, zero, 0.0, 0.0, _flat(dx2))
+    return dx2
+
+
 def _run_strides(shape, axes):
     """(sizes, slot strides) of the runs of x's axes, reduced over axes (see
     channels._slot): sizes 1 dropped, neighbours of one kind merged."""

@@ -370,13 +370,16 @@ def data_dx(op, x1, dy1, sizes, slot_strides, q0, q1, q2, q3, s0, s1, s2, s3, c0
                             there), q = (min, max, s, zero); NaN where x is NaN
         op 2, normalize     dx = g/N + gN*dN (g/eps where N < eps), gN = -s0/N^2, dN = dN/dx,
                             q = (N, -, -, -), c = (eps, p)
+        op 3, the mixing ops dx = g*q0 + (x - q1)*q2 + q3 (numbanorm.adaptive; no sums)
     """
     for i in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, x1.shape[0],
                    cuda.gridDim.x * THREADS):
         k = _slot(i, sizes, slot_strides)
         v = ld(x1[i])
         g = ld(dy1[i])
-        if op == 0:
+        if op == 3:
+            dx1[i] = g * q0[k] + (v - q1[k]) * q2[k] + q3[k]
+        elif op == 0:
             n = q2[k]
             if c0 != 0.0 and math.isnan(v):
                 dx1[i] = math.nan

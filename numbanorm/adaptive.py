@@ -1,0 +1,589 @@
+"""Adaptive normalization: ops that mix the statistics of several normalizations with learned
+weights, forward and backward, without an autograd engine.
+
+    switch_norm(x, mean_weight, var_weight, ...)       Switchable Normalization (Luo et al.,
+                                                        ICLR 2019): IN, LN and BN statistics
+                                                        mixed by softmax weights
+    batch_instance_norm(x, gate, ...)                   Batch-Instance Normalization (Nam & Kim,
+                                                        NeurIPS 2018): BN and IN outputs mixed
+                                                        by a per-channel gate in [0, 1]
+
+each with NAME_forward -> (y, saved) and NAME_backward(dy, saved); the layers are
+numbanorm.layers.SwitchNorm1d/2d/3d and BatchInstanceNorm1d/2d/3d.
+
+Statistics from one read of x. x is viewed as (N, C, S); the backend's data_moments gives
+(count S, mean, M2) of every (n, c) row, from the blocked Welford/Chan kernels every op uses.
+Those N*C triples are Chan-merged (numbanorm._chan.merge_arrays, a pairwise tree) over c for
+LN's statistics and over n for BN's: exact, with no second pass over x and no E[x^2] - mean^2.
+The per-(n, c) mixed mean and rstd then make y = (x - mean)*rstd*w + b one elementwise pass
+(data_affine). The small (N, C) arithmetic runs in float64 NumPy on the host, on every backend.
+
+Backward, with g = dy*w[c], Gm = dL/dmean = -rstd*sum(g) and Gv = dL/dvar =
+-rstd^3/2*sum(g*(x - mean)) per (n, c): every statistic k the mix takes (mean_k, var_k over its
+group of M_k values) passes its gradient back to x as
+
+    d mean_k / dx = 1/M_k,        d var_k / dx = a_k*(x - mean) + c_k
+
+(exact biased variance: a_k = 2/M_k, c_k = a_k*(mean - mean_k); reference mode: see
+_dvar_terms), so that dx = dy*P + (x - mean)*Q + O per (n, c), with P = w*rstd and Q, O from
+the group sums of Gm and Gv. One reduction pass (slot_sums: sum(dy), sum(dy*(x - mean)) per
+(n, c)) and one elementwise pass (slot_dx), as batch_norm's backward. The mixing weights'
+gradients go through the softmax: d w_j = p_j*(D_j - sum_k p_k*D_k), D_k = sum(Gm*mean_k) (or
+sum(Gv*var_k)).
+
+Dask arrays are not taken yet (a TypeError says so).
+"""
+import math
+
+import numpy as np
+
+from . import _device
+from . import _validate as V
+from ._chan import merge_arrays
+from ._placement import CPU, place
+
+__all__ = [
+    "switch_norm", "switch_norm_forward", "switch_norm_backward",
+    "batch_instance_norm", "batch_instance_norm_forward", "batch_instance_norm_backward",
+]
+
+
+class MixSaved:
+    """What a switch_norm or batch_instance_norm forward keeps for its backward pass.
+
+    op, mean, rstd (read-only): the op's name and the per-(n, c) statistics x was normalised
+    with, float64 NumPy arrays of shape (N, C) (batch_instance_norm: IN's; its BN statistics
+    are bn_mean, bn_rstd, shape (C,)). The rest is private. The record holds a reference to x:
+    modifying x in place between forward and backward makes the backward wrong."""
+
+    __slots__ = ("op", "mean", "rstd", "bn_mean", "bn_rstd", "_x3", "_shape", "_place",
+                 "_terms", "_weight", "_has_bias", "_param_dtype", "_mix", "_training",
+                 "_gate")
+
+    def __init__(self, op, x3, shape, place, mean, rstd, weight, has_bias, param_dtype,
+                 training):
+        self.op = op
+        self._x3 = x3
+        self._shape = shape
+        self._place = place
+        self.mean = mean
+        self.rstd = rstd
+        self._weight = weight
+        self._has_bias = has_bias
+        self._param_dtype = param_dtype
+        self._training = training
+        self._terms = self._mix = self._gate = self.bn_mean = self.bn_rstd = None
+
+    def __repr__(self):
+        return f"MixSaved(op={self.op!r}, shape={self._shape})"
+
+
+# ---------------------------------------------------------------------------------------------
+# shared steps
+
+def _host64(p):
+    """A small parameter (NumPy or GPU) as a float64 NumPy array (None stays None)."""
+    if p is None:
+        return None
+    if not isinstance(p, np.ndarray):
+        p = p.copy_to_host()
+    return p.astype(np.float64).reshape(-1)
+
+
+def _store(buf, value64):
+    """Write float64 values into a running buffer in place (NumPy or GPU)."""
+    if isinstance(buf, np.ndarray):
+        with np.errstate(over="ignore"):
+            buf[...] = value64.reshape(buf.shape)
+    else:
+        buf.copy_to_device(np.ascontiguousarray(value64.astype(buf.dtype).reshape(buf.shape)))
+
+
+def _softmax(v):
+    e = np.exp(v - v.max())
+    return e / e.sum()
+
+
+def _merge_axis(count, mean, m2, axis):
+    """Chan's merge of (count, mean, M2) arrays along `axis`, as a pairwise tree of
+    _chan.merge_arrays (the same order for any backend and thread count); keepdims."""
+    parts = [np.moveaxis(a, axis, 0) for a in (count, mean, m2)]
+    while parts[0].shape[0] > 1:
+        k = parts[0].shape[0] // 2
+        merged = merge_arrays(*(a[:k] for a in parts), *(a[k:2 * k] for a in parts))
+        parts = [np.concatenate([m, a[2 * k:]]) for m, a in zip(merged, parts)]
+    return tuple(np.moveaxis(a, 0, axis) for a in parts)
+
+
+def _begin(op, x, device, ndim_min, what):
+    if _device.is_dask_array(x):
+        raise TypeError(f"{op} does not take Dask arrays yet: compute x first, or map its "
+                        "blocks (each holding whole batches) through it")
+    x, where = place(x, device)
+    V.ndim_at_least(x, "x", ndim_min, what)
+    return x, where
+
+
+def _params(x, where, weight, bias, running_mean, running_var, training, C):
+    weight = V.optional_array(weight, "weight", (C,), x.dtype)
+    bias = V.optional_array(bias, "bias", (C,), x.dtype)
+    running_mean = V.running_buffer(running_mean, "running_mean", C, x.dtype, training)
+    running_var = V.running_buffer(running_var, "running_var", C, x.dtype, training)
+    if x.itemsize == 2:
+        V.same_param_dtype(x.dtype, ((weight, "weight"), (bias, "bias"),
+                                     (running_mean, "running_mean"),
+                                     (running_var, "running_var")))
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must be given together (or both None)")
+    if where is CPU:
+        for p, name in ((weight, "weight"), (bias, "bias"), (running_mean, "running_mean"),
+                        (running_var, "running_var")):
+            CPU.param(p, name)
+    return weight, bias, running_mean, running_var
+
+
+def _param_dtype(x, weight, bias):
+    """The dtype of dweight and dbias: the parameters' (x's, or float32 for 16-bit x)."""
+    return (weight if weight is not None else bias if bias is not None else x).dtype
+
+
+def _rows_view(x, where):
+    """x as the contiguous (N, C, S) array the kernels read, on the backend's side."""
+    N, C = x.shape[:2]
+    S = math.prod(x.shape[2:])
+    xb = where.x if where.gpu else np.ascontiguousarray(x)
+    return xb.reshape(N, C, S)
+
+
+def _instance_moments(where, x3):
+    """Per-(n, c) float64 (count, mean, M2), shape (N, C): the backend's data_moments, one
+    read of x."""
+    N, C, S = x3.shape
+    if x3.size == 0:
+        nan = np.full((N, C), np.nan)
+        return np.full((N, C), float(S)), nan, nan.copy()
+    host = where.host
+    count, mean, m2 = host.data_moments(host.data_view(x3, (2,)), "propagate", False)[:3]
+    return count.reshape(N, C), mean.reshape(N, C), m2.reshape(N, C)
+
+
+def _dy_rows(dy, saved, dx_out):
+    """(dy as (N, C, S) beside the saved x, dx_out validated): every check of a backward,
+    before any kernel runs."""
+    dy = V.grad_output(dy, saved._shape, saved._x3.dtype)
+    where = saved._place
+    on_gpu = not isinstance(dy, np.ndarray)
+    if not where.gpu and on_gpu:
+        raise ValueError("dy is on the GPU but the forward ran on the CPU: pass a NumPy dy")
+    if where.gpu and not where.host_io and not on_gpu:
+        raise ValueError("dy is a NumPy array but the forward ran on the GPU: pass a GPU dy")
+    x_here = not where.gpu or on_gpu
+    dx_out = V.out_array(dx_out, dy, may_alias=False, name="dx_out", x_name="dy",
+                         also=(saved._x3, "the x saved by the forward pass") if x_here
+                         else None)
+    if where.gpu:
+        return where.grad_input(dy).reshape(saved._x3.shape), dx_out
+    return np.ascontiguousarray(dy).reshape(saved._x3.shape), dx_out
+
+
+def _check_saved(saved, op):
+    if not isinstance(saved, MixSaved):
+        raise TypeError(f"saved must be the record returned by {op}_forward, "
+                        f"got {type(saved).__name__}")
+    if saved.op != op:
+        raise TypeError(f"saved comes from {saved.op}_forward, not {op}_forward")
+
+
+def _grad(where, g, dtype):
+    """A float64 parameter gradient in the parameters' dtype, as the caller's kind of array."""
+    if g is None:
+        return None
+    with np.errstate(over="ignore"):
+        g = g.astype(dtype)
+    if where.gpu and not where.host_io:
+        return where.deliver(_device.to_device(g), None)
+    return g
+
+
+def _dx(saved, dy, dx_out, P, Q, O):
+    """dx = dy*P + (x - mean)*Q + O per (n, c) (float64 (N, C) coefficients): the backward's
+    elementwise pass, delivered as the caller's kind of array."""
+    where = saved._place
+    x3 = saved._x3
+    N, C, S = x3.shape
+    dy3 = dy
+    target = where.target(dx_out)
+    shape = (N * C, S)
+    P, Q, O = (np.broadcast_to(a, (N, C)).reshape(-1) for a in (P, Q, O))
+    dx = where.host.slot_dx(x3.reshape(shape), dy3.reshape(shape), saved.mean.reshape(-1), P,
+                            Q, O, None if target is None else target.reshape(shape))
+    return where.deliver(dx.reshape(saved._shape), dx_out)
+
+
+def _sums(saved, dy3):
+    """Per-(n, c) float64 sum(dy) and sum(dy*(x - mean)), shape (N, C)."""
+    x3 = saved._x3
+    N, C, S = x3.shape
+    sdy, sdyx = saved._place.host.slot_sums(x3.reshape(N * C, S), dy3.reshape(N * C, S),
+                                            saved.mean.reshape(-1))
+    return sdy.reshape(N, C), sdyx.reshape(N, C)
+
+
+# ---------------------------------------------------------------------------------------------
+# switch_norm
+
+def _mix_kinds(ndim, using_bn):
+    """The statistics mixed, in the order of mean_weight and var_weight."""
+    if ndim == 2:  # (N, C): SwitchNorm1d mixes LN and BN
+        return ("ln", "bn") if using_bn else ("ln",)
+    return ("in", "ln", "bn") if using_bn else ("in", "ln")
+
+
+def _mixing_weights(v, name, K, kinds):
+    v = V.array(v, name)
+    if v.shape != (K,):
+        raise ValueError(f"{name} must have shape ({K},), one weight for each of "
+                         f"{', '.join(k.upper() for k in kinds)}, got shape {v.shape}")
+    if not isinstance(v, np.ndarray):
+        v = v.copy_to_host()
+    return v
+
+
+def _switch_stats(count, mean_in, m2_in, kinds, training, reference, rm64, rv64, N, C, S):
+    """{kind: (mean, var, M)} of every statistic the mix takes (mean, var broadcastable to
+    (N, C); M the size of its group), and the batch's (mean, running variance) for the running
+    buffers (None when BN is not mixed or not training)."""
+    stats = {}
+    one_d = S == 1 and "in" not in kinds
+    if reference and not one_d:
+        var_in = m2_in / (S - 1) if S > 1 else np.full_like(m2_in, np.nan)
+        temp = var_in + mean_in ** 2
+    if "in" in kinds:
+        stats["in"] = (mean_in, var_in if reference else m2_in / S, S)
+    n_ln, mean_ln, m2_ln = _merge_axis(count, mean_in, m2_in, 1)
+    M = C * S
+    if reference and not one_d:
+        mean_ln = mean_in.mean(axis=1, keepdims=True)
+        var_ln = temp.mean(axis=1, keepdims=True) - mean_ln ** 2
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var_ln = m2_ln / (M - 1 if reference else M)
+    stats["ln"] = (mean_ln, var_ln, M)
+    batch = None
+    if "bn" in kinds:
+        M = N * S
+        if training:
+            n_bn, mean_bn, m2_bn = _merge_axis(count, mean_in, m2_in, 0)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                if reference and not one_d:
+                    mean_bn = mean_in.mean(axis=0, keepdims=True)
+                    var_bn = temp.mean(axis=0, keepdims=True) - mean_bn ** 2
+                    batch = (mean_bn, var_bn)
+                else:
+                    var_bn = m2_bn / (M - 1 if reference else M)
+                    batch = (mean_bn, m2_bn / (M - 1))
+        else:
+            mean_bn, var_bn = rm64.reshape(1, C), rv64.reshape(1, C)
+        stats["bn"] = (mean_bn, var_bn, M)
+    return stats, batch
+
+
+def _switch_norm(x, mean_weight, var_weight, running_mean, running_var, weight, bias, training,
+                 momentum, eps, using_bn, reference, out, keep, device):
+    x, where = _begin("switch_norm", x, device, 2, "(N, C) or (N, C, *spatial)")
+    training = bool(training)
+    using_bn = bool(using_bn)
+    reference = bool(reference)
+    N, C = x.shape[:2]
+    S = math.prod(x.shape[2:])
+    kinds = _mix_kinds(x.ndim, using_bn)
+    mean_weight = _mixing_weights(mean_weight, "mean_weight", len(kinds), kinds)
+    var_weight = _mixing_weights(var_weight, "var_weight", len(kinds), kinds)
+    weight, bias, running_mean, running_var = _params(
+        x, where, weight, bias, running_mean, running_var, training and using_bn, C)
+    momentum = V.momentum(momentum)
+    eps = V.eps(eps)
+    out = V.out_array(out, x, may_alias=not keep)
+    if using_bn and not training and running_mean is None:
+        raise ValueError("running_mean and running_var are required when training=False and "
+                         "using_bn=True (eval mode takes BN's statistics from them)")
+    if training and using_bn and N * S == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input "
+                         f"size {x.shape}")
+    x3 = _rows_view(x, where)
+    count, mean_in, m2_in = _instance_moments(where, x3)
+    stats, batch = _switch_stats(count, mean_in, m2_in, kinds, training, reference,
+                                 _host64(running_mean), _host64(running_var), N, C, S)
+    mw = _softmax(mean_weight.astype(np.float64))
+    vw = _softmax(var_weight.astype(np.float64))
+    mean = np.zeros((N, C))
+    var = np.zeros((N, C))
+    for k, kind in enumerate(kinds):
+        mean = mean + mw[k] * stats[kind][0]
+        var = var + vw[k] * stats[kind][1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rstd = 1.0 / np.sqrt(var + eps)
+    w64 = _host64(weight)
+    scale = rstd if w64 is None else rstd * w64
+    shift = 0.0 if bias is None else _host64(bias)
+    y = _write_y(where, x3, x, mean, scale, shift, out)
+    if batch is not None and running_mean is not None and N * S:
+        rm, rv = _host64(running_mean), _host64(running_var)
+        with np.errstate(over="ignore", invalid="ignore"):
+            new_mean = (1.0 - momentum) * rm + momentum * batch[0].reshape(-1)
+            new_var = (1.0 - momentum) * rv + momentum * batch[1].reshape(-1)
+        _store(running_mean, new_mean)
+        _store(running_var, new_var)
+    if not keep:
+        return y, None
+    saved = MixSaved("switch_norm", x3, x.shape, where, mean, rstd, w64, bias is not None,
+                     _param_dtype(x, weight, bias), training)
+    saved._mix = (kinds, mw, vw, stats, reference, mean_weight.dtype, var_weight.dtype)
+    return y, saved
+
+
+def _write_y(where, x3, x, mean, scale, shift, out):
+    host = where.host
+    target = where.target(out)
+    if target is not None:
+        target = target.reshape(x3.shape)
+    y = host.data_affine(host.data_view(x3, (2,)), mean.reshape(-1),
+                         np.broadcast_to(scale, mean.shape).reshape(-1),
+                         np.broadcast_to(shift, mean.shape).reshape(-1), target)
+    return where.deliver(y.reshape(x.shape), out)
+
+
+def switch_norm(x, mean_weight, var_weight, running_mean=None, running_var=None, weight=None,
+                bias=None, training=False, momentum=0.1, eps=1e-5, using_bn=True,
+                reference=False, *, out=None, device=None):
+    """Switchable Normalization: x normalised with a softmax-weighted mix of the IN, LN and BN
+    means and variances (Luo et al., ICLR 2019).
+
+    Parameters
+    ----------
+    x : array of shape (N, C) or (N, C, *spatial)
+        (N, C) mixes LN and BN (SwitchNorm1d); (N, C, *spatial) mixes IN, LN and BN.
+    mean_weight, var_weight : arrays of shape (K,)
+        The mixing logits, softmax-ed: K = 3 (IN, LN, BN), or 2 (IN, LN) with using_bn=False;
+        for (N, C) input K = 2 (LN, BN), or 1 (LN).
+    running_mean, running_var : arrays of shape (C,), optional
+        BN's running statistics: updated in place in training mode (new = (1 - momentum)*old
+        + momentum*batch, the batch's unbiased variance into running_var), read in eval mode.
+    weight, bias : arrays of shape (C,), optional
+        The per-channel affine transform after the normalization.
+    training : bool
+        BN's statistics from the batch (True) or from the running buffers (False). IN and LN
+        always come from x.
+    momentum, eps : float
+    using_bn : bool
+        Whether BN's statistics enter the mix.
+    reference : bool
+        False (default): exact biased variances for all three. True: the reference code's
+        numbers (switchablenorms/Switchable-Normalization): IN's unbiased variance, LN and BN
+        as mean(var_in + mean_in^2) - mean^2 (which cancels for data far from 0), plain
+        unbiased LN and BN variances on (N, C) input, and that BN variance into running_var.
+    out : array, optional
+        Where y goes (may be x itself).
+    device : None, "cpu" or "cuda"
+
+    Returns
+    -------
+    y : array of x's shape and dtype
+    """
+    return _switch_norm(x, mean_weight, var_weight, running_mean, running_var, weight, bias,
+                        training, momentum, eps, using_bn, reference, out, False, device)[0]
+
+
+def switch_norm_forward(x, mean_weight, var_weight, running_mean=None, running_var=None,
+                        weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
+                        using_bn=True, reference=False, *, out=None, device=None):
+    """`switch_norm` returning (y, saved); saved.mean and saved.rstd are the mixed per-(n, c)
+    statistics (float64, shape (N, C))."""
+    return _switch_norm(x, mean_weight, var_weight, running_mean, running_var, weight, bias,
+                        training, momentum, eps, using_bn, reference, out, True, device)
+
+
+def _group_sum(kind, z):
+    """z summed over the group of the statistic `kind` and broadcast back: IN its own (n, c),
+    LN over c, BN over n."""
+    if kind == "in":
+        return z
+    return z.sum(axis=1 if kind == "ln" else 0, keepdims=True)
+
+
+def _dvar_terms(kind, mean, stats, reference, one_d, N, C, S):
+    """(a, c) of d var_kind / dx = a*(x - mean) + c for x in (n, c) (mean: the mixed mean)."""
+    mean_k, _, M = stats[kind]
+    if not reference or one_d:
+        a = 2.0 / (M - 1 if reference else M)
+        return a, a * (mean - mean_k)
+    # reference 2-D: var_in = M2/(S - 1); LN, BN = mean over the group of (var_in + mean_in^2)
+    # minus the group mean squared
+    mean_in = stats["in"][0] if "in" in stats else None
+    a_in = 2.0 / (S - 1)
+    if kind == "in":
+        return a_in, a_in * (mean - mean_k)
+    G = C if kind == "ln" else N
+    a = a_in / G
+    return a, a * (mean - mean_in) + 2.0 * (mean_in - mean_k) / (G * S)
+
+
+def switch_norm_backward(dy, saved, *, dx_out=None):
+    """(dx, dweight, dbias, dmean_weight, dvar_weight) of a `switch_norm_forward`, in training
+    or eval mode (eval: BN's statistics are constants); None for an absent weight or bias."""
+    _check_saved(saved, "switch_norm")
+    where = saved._place
+    dy3, dx_out = _dy_rows(dy, saved, dx_out)
+    N, C, S = saved._x3.shape
+    kinds, mw, vw, stats, reference, mw_dtype, vw_dtype = saved._mix
+    one_d = "in" not in kinds and S == 1
+    rstd = saved.rstd
+    mean = saved.mean
+    w = saved._weight if saved._weight is not None else 1.0
+    sdy, sdyx = _sums(saved, dy3)
+    with np.errstate(invalid="ignore", over="ignore"):
+        gm = -rstd * w * sdy                         # dL/dmean per (n, c)
+        gv = -0.5 * rstd ** 3 * w * sdyx             # dL/dvar per (n, c)
+        Q = np.zeros((N, C))
+        O = np.zeros((N, C))
+        for k, kind in enumerate(kinds):
+            if kind == "bn" and not saved._training:
+                continue  # running statistics: no path to x
+            M = stats[kind][2]
+            a, c = _dvar_terms(kind, mean, stats, reference, one_d, N, C, S)
+            hv = vw[k] * _group_sum(kind, gv)
+            Q = Q + hv * a
+            O = O + mw[k] * _group_sum(kind, gm) / M + hv * c
+        P = rstd * w
+        dm = np.array([np.sum(gm * stats[kind][0]) for kind in kinds])
+        dv = np.array([np.sum(gv * stats[kind][1]) for kind in kinds])
+        dmean_weight = mw * (dm - np.dot(mw, dm))
+        dvar_weight = vw * (dv - np.dot(vw, dv))
+    dx = _dx(saved, dy3, dx_out, P, Q, O)
+    dweight = (rstd * sdyx).sum(axis=0) if saved._weight is not None else None
+    dbias = sdy.sum(axis=0) if saved._has_bias else None
+    return (dx, _grad(where, dweight, saved._param_dtype), _grad(where, dbias, saved._param_dtype),
+            _grad(where, dmean_weight, mw_dtype), _grad(where, dvar_weight, vw_dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# batch_instance_norm
+
+def _batch_instance_norm(x, gate, running_mean, running_var, weight, bias, training, momentum,
+                         eps, out, keep, device):
+    x, where = _begin("batch_instance_norm", x, device, 3, "(N, C, *spatial)")
+    training = bool(training)
+    N, C = x.shape[:2]
+    S = math.prod(x.shape[2:])
+    if gate is None:
+        raise TypeError("gate must be an array of shape (C,), got None")
+    gate = V.optional_array(gate, "gate", (C,), x.dtype)
+    weight, bias, running_mean, running_var = _params(
+        x, where, weight, bias, running_mean, running_var, training, C)
+    momentum = V.momentum(momentum)
+    eps = V.eps(eps)
+    out = V.out_array(out, x, may_alias=not keep)
+    rho = _host64(gate)
+    if training and not np.all((rho >= 0.0) & (rho <= 1.0)):
+        bad = rho[~((rho >= 0.0) & (rho <= 1.0))]
+        raise ValueError(f"gate must lie in [0, 1] in training mode, got values such as "
+                         f"{bad[0]!r}: clamp it after each optimiser step "
+                         "(BatchInstanceNorm*.clamp_gate(), or np.clip(gate, 0, 1, out=gate))")
+    if not training and running_mean is None:
+        raise ValueError("running_mean and running_var are required when training=False "
+                         "(eval mode takes BN's statistics from them)")
+    if S == 1 and N * C:
+        raise ValueError("Expected more than 1 spatial element (instance normalization), got "
+                         f"input size {x.shape}")
+    x3 = _rows_view(x, where)
+    count, mean_in, m2_in = _instance_moments(where, x3)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rstd_in = 1.0 / np.sqrt(m2_in / S + eps)
+    if training:
+        _, mean_bn, m2_bn = _merge_axis(count, mean_in, m2_in, 0)
+        mean_bn, m2_bn = mean_bn.reshape(C), m2_bn.reshape(C)
+        var_bn = m2_bn / (N * S) if N * S else np.full(C, np.nan)
+        if running_mean is not None and N * S:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                new_mean = (1.0 - momentum) * _host64(running_mean) + momentum * mean_bn
+                new_var = ((1.0 - momentum) * _host64(running_var)
+                           + momentum * m2_bn / (N * S - 1))
+            _store(running_mean, new_mean)
+            _store(running_var, new_var)
+    else:
+        mean_bn, var_bn = _host64(running_mean), _host64(running_var)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rstd_bn = 1.0 / np.sqrt(var_bn + eps)
+    w64 = _host64(weight)
+    w = 1.0 if w64 is None else w64
+    b = 0.0 if bias is None else _host64(bias)
+    scale = w * (rho * rstd_bn + (1.0 - rho) * rstd_in)
+    shift = b + w * rho * rstd_bn * (mean_in - mean_bn)
+    y = _write_y(where, x3, x, mean_in, scale, shift, out)
+    if not keep:
+        return y, None
+    saved = MixSaved("batch_instance_norm", x3, x.shape, where, mean_in, rstd_in, w64,
+                     bias is not None, _param_dtype(x, weight, bias), training)
+    saved.bn_mean, saved.bn_rstd = mean_bn, rstd_bn
+    saved._gate = (rho, gate.dtype)
+    return y, saved
+
+
+def batch_instance_norm(x, gate, running_mean=None, running_var=None, weight=None, bias=None,
+                        training=False, momentum=0.1, eps=1e-5, *, out=None, device=None):
+    """Batch-Instance Normalization (Nam & Kim, NeurIPS 2018):
+    y = (rho*BN(x) + (1 - rho)*IN(x))*weight + bias, rho the per-channel gate in [0, 1].
+
+    BN's statistics are the batch's in training mode (running buffers, when given, updated as
+    batch_norm updates them), the running buffers' in eval mode; IN's always come from x. Both
+    come from one read of x (IN's per-(n, c) moments, Chan-merged over n for BN). In training
+    mode a gate outside [0, 1] is a ValueError: the reference clamps it after every optimiser
+    step (BatchInstanceNorm*.clamp_gate()). x: (N, C, *spatial) with more than one spatial
+    value; gate, weight, bias, running buffers: (C,). `out` may be x itself."""
+    return _batch_instance_norm(x, gate, running_mean, running_var, weight, bias, training,
+                                momentum, eps, out, False, device)[0]
+
+
+def batch_instance_norm_forward(x, gate, running_mean=None, running_var=None, weight=None,
+                                bias=None, training=False, momentum=0.1, eps=1e-5, *, out=None,
+                                device=None):
+    """`batch_instance_norm` returning (y, saved); saved.mean/rstd are IN's per-(n, c)
+    statistics, saved.bn_mean/bn_rstd BN's per channel (float64)."""
+    return _batch_instance_norm(x, gate, running_mean, running_var, weight, bias, training,
+                                momentum, eps, out, True, device)
+
+
+def batch_instance_norm_backward(dy, saved, *, dx_out=None):
+    """(dx, dweight, dbias, dgate) of a `batch_instance_norm_forward`; None for an absent
+    weight or bias."""
+    _check_saved(saved, "batch_instance_norm")
+    where = saved._place
+    dy3, dx_out = _dy_rows(dy, saved, dx_out)
+    N, C, S = saved._x3.shape
+    rho, gate_dtype = saved._gate
+    w = saved._weight if saved._weight is not None else np.ones(C)
+    r_in, m_in = saved.rstd, saved.mean
+    r_bn, m_bn = saved.bn_rstd, saved.bn_mean
+    sdy, sdyx = _sums(saved, dy3)             # sdyx: sum(dy*(x - mean_in)) per (n, c)
+    with np.errstate(invalid="ignore", over="ignore"):
+        sdyx_bn = sdyx + (m_in - m_bn) * sdy  # sum(dy*(x - mean_bn)) per (n, c)
+        P = w * (rho * r_bn + (1.0 - rho) * r_in)
+        # IN: rstd_in*(G - mean(G) - xhat_in*mean(G*xhat_in)), G = dy*w*(1 - rho)
+        k_in = w * (1.0 - rho)
+        Q = -r_in ** 3 * k_in * sdyx / S
+        O = -r_in * k_in * sdy / S
+        if saved._training:
+            # BN: rstd_bn*(G - mean(G) - xhat_bn*mean(G*xhat_bn)), G = dy*w*rho, over (n, s)
+            k_bn = w * rho
+            M = N * S
+            t_dy = k_bn * sdy.sum(axis=0) / M
+            t_dyx = k_bn * r_bn ** 2 * sdyx_bn.sum(axis=0) / M
+            Q = Q - r_bn * t_dyx
+            O = O - r_bn * (t_dy + t_dyx * (m_in - m_bn))
+        dw_terms = rho * r_bn * sdyx_bn + (1.0 - rho) * r_in * sdyx
+        dgate = (w * (r_bn * sdyx_bn - r_in * sdyx)).sum(axis=0)
+    dx = _dx(saved, dy3, dx_out, P, Q, O)
+    dweight = dw_terms.sum(axis=0) if saved._weight is not None else None
+    dbias = sdy.sum(axis=0) if saved._has_bias else None
+    return (dx, _grad(where, dweight, saved._param_dtype), _grad(where, dbias, saved._param_dtype),
+            _grad(where, dgate, gate_dtype))
