@@ -1,5 +1,6 @@
-"""numbanorm: normalization kernels for NumPy, in Numba: batch, layer, group, instance and RMS
-normalization with PyTorch's semantics, and data normalization for scientific code (zscore,
+"""numbanorm: normalization kernels for NumPy, in Numba: batch, layer, group, instance, RMS and
+local response normalization with PyTorch's semantics, the adaptive Switchable and
+Batch-Instance Normalization, and data normalization for scientific code (zscore,
 minmax_scale, normalize, mergeable moments, scikit-learn's scalers), on dense and
 scipy.sparse data."""
 from . import _config  # noqa: F401  (sets the thread-safe threading layer before any kernel)
@@ -10,7 +11,13 @@ from .functional import (  # noqa: F401
     group_norm, group_norm_backward, group_norm_forward,
     instance_norm, instance_norm_backward, instance_norm_forward,
     layer_norm, layer_norm_backward, layer_norm_forward,
+    local_response_norm, local_response_norm_backward, local_response_norm_forward,
     rms_norm, rms_norm_backward, rms_norm_forward,
+)
+from .adaptive import (  # noqa: F401
+    MixSaved,
+    batch_instance_norm, batch_instance_norm_backward, batch_instance_norm_forward,
+    switch_norm, switch_norm_backward, switch_norm_forward,
 )
 from ._device import CudaUnavailableError, info  # noqa: F401
 from .scaling import (  # noqa: F401
@@ -21,8 +28,9 @@ from .scaling import (  # noqa: F401
 )
 from .stats import Moments, moments  # noqa: F401
 from .layers import (  # noqa: F401
-    BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
-    InstanceNorm3d, LayerNorm, RMSNorm,
+    BatchInstanceNorm1d, BatchInstanceNorm2d, BatchInstanceNorm3d, BatchNorm1d, BatchNorm2d,
+    BatchNorm3d, GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LayerNorm,
+    LocalResponseNorm, RMSNorm, SwitchNorm1d, SwitchNorm2d, SwitchNorm3d,
 )
 
 

@@ -142,6 +142,13 @@ SPARSE_NNZ_PER_POSITION = 4
 # the per-position scaling (cpu.sparse.scale_minor) runs in chunks of this many stored values
 SPARSE_SCALE_CHUNK = 1 << 16
 
+# local_response_norm (cpu/window.py): a work item is one sample and a tile of spatial
+# positions whose scratch (about 2*(C + size) + 2*C rows of the tile in the compute dtype)
+# fits in this many bytes, at least WINDOW_TILE_MIN positions (a multiple of 16 that keeps the
+# loops vectorised). Results never depend on the tile.
+WINDOW_TILE_BYTES = 256 * 1024
+WINDOW_TILE_MIN = 16
+
 # batch_norm: channels whose contiguous slabs (the spatial size S) are at least this long are
 # reduced slab by slab; shorter slabs ((N, C) input, tiny spatial sizes) are reduced as columns
 # of an (N, C*S) matrix, vectorised across the columns.

@@ -5,7 +5,8 @@ Each op NAME has three entry points:
 
     NAME(x, ...)                 -> y
     NAME_forward(x, ...)         -> (y, saved)      saved: a `Saved` record for the backward
-    NAME_backward(dy, saved)     -> (dx, dweight, dbias)   (rms_norm: (dx, dweight))
+    NAME_backward(dy, saved)     -> (dx, dweight, dbias)   (rms_norm: (dx, dweight);
+                                                           local_response_norm: dx)
 
 Forwards take out= (y written there; in the plain functions it may be x itself), backwards
 dx_out= (dx written there; it may overlap neither dy nor x). Reusing one output array across
@@ -17,7 +18,7 @@ Every op goes down once and comes back once:
     checks (numbanorm._validate) -> placement (numbanorm._placement: CPU, GPU or Dask)
     -> one call into the backend's host layer (numbanorm.cpu._host, numbanorm.cuda._host or
        numbanorm.dask._host, by geometry: rows_forward/rows_backward,
-       channels_forward/channels_backward)
+       channels_forward/channels_backward, window_forward/window_backward)
     -> kernels -> the result delivered (into out=, or as the caller's kind of array)
 
 This module holds the checks' order and the ops' rules (which geometry, which errors, when the
@@ -46,6 +47,7 @@ __all__ = [
     "group_norm", "group_norm_forward", "group_norm_backward",
     "instance_norm", "instance_norm_forward", "instance_norm_backward",
     "rms_norm", "rms_norm_forward", "rms_norm_backward",
+    "local_response_norm", "local_response_norm_forward", "local_response_norm_backward",
 ]
 
 # rms_norm's default eps: the machine epsilon of x's dtype, float32's for 16-bit x (as
@@ -325,6 +327,65 @@ def instance_norm_backward(dy, saved, *, dx_out=None):
 
 
 # ---------------------------------------------------------------------------------------------
+# local_response_norm
+
+def _local_response_norm(x, size, alpha, beta, k, out, keep, device):
+    if _device.is_dask_array(x):
+        raise TypeError("local_response_norm does not take Dask arrays yet: compute x first, "
+                        "or map blocks that hold all the channels through it")
+    x, where = place(x, device)
+    if x.ndim < 3:
+        raise ValueError("x must have at least 3 dimensions (N, C, *spatial), as PyTorch's "
+                         f"'Expected 3D or higher dimensionality input', got shape {x.shape}")
+    size = V.positive_int(size, "size")
+    alpha = V.finite_real(alpha, "alpha")
+    beta = V.finite_real(beta, "beta")
+    k = V.finite_real(k, "k")
+    out = V.out_array(out, x, may_alias=not keep)
+    N, C = x.shape[:2]
+    S = _prod(x.shape[2:])
+    x3 = (where.x if where.gpu else np.ascontiguousarray(x)).reshape(N, C, S)
+    target = where.target(out)
+    y3 = where.host.window_forward(x3, size, alpha, beta, k,
+                                   None if target is None else target.reshape(N, C, S))
+    y = where.deliver(y3.reshape(x.shape), out)
+    if not keep:
+        return y, None
+    return y, Saved("local_response_norm", x3, None, None, None, None,
+                    ("window", size, alpha, beta, k), x.shape, where, None)
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, out=None, device=None):
+    """Local response normalization across channels, as torch.nn.functional.local_response_norm:
+    y[c] = x[c]/(k + alpha/size*sum(x[c']^2))^beta over c' in [c - size//2, c + (size-1)//2]
+    (zero padded; the divisor is always `size`). x: (N, C, *) with at least 3 dimensions;
+    empty x gives an empty y. The window sums are O(1) per value and never subtract (see
+    numbanorm.cpu.window). `out` may be x itself."""
+    return _local_response_norm(x, size, alpha, beta, k, out, False, device)[0]
+
+
+def local_response_norm_forward(x, size, alpha=1e-4, beta=0.75, k=1.0, *, out=None,
+                                device=None):
+    """`local_response_norm` returning (y, saved); saved.mean and saved.rstd are None."""
+    return _local_response_norm(x, size, alpha, beta, k, out, True, device)
+
+
+def local_response_norm_backward(dy, saved, *, dx_out=None):
+    """dx of a `local_response_norm_forward`."""
+    return _backward(dy, saved, ("local_response_norm",), dx_out)[0]
+
+
+def _window_backward(host, dy, saved, dx):
+    """The window geometry's backward on either backend: (dx, None, None)."""
+    _, size, alpha, beta, k = saved._geometry
+    x3 = saved._x
+    dy3 = (np.ascontiguousarray(dy) if isinstance(dy, np.ndarray) else dy).reshape(x3.shape)
+    dx3 = host.window_backward(dy3, x3, size, alpha, beta, k,
+                               None if dx is None else dx.reshape(x3.shape))
+    return dx3.reshape(saved._shape), None, None
+
+
+# ---------------------------------------------------------------------------------------------
 
 def _backward(dy, saved, ops, dx_out):
     if not isinstance(saved, Saved):
@@ -343,7 +404,9 @@ def _backward(dy, saved, ops, dx_out):
     dx_out = V.out_array(dx_out, dy, may_alias=False, name="dx_out", x_name="dy",
                          also=(saved._x, "the x saved by the forward pass") if x_here else None)
     host = where.host
-    backward = host.rows_backward if saved._geometry[0] == "rows" else host.channels_backward
+    kind = saved._geometry[0]
+    backward = (host.rows_backward if kind == "rows" else host.channels_backward
+                if kind == "channels" else lambda d, s, o: _window_backward(host, d, s, o))
     if not where.gpu:  # (the placement's calls do nothing here; see _rows)
         dx, dweight, dbias = backward(dy, saved, None if dx_out is None else CPU.target(dx_out))
         return (dx if dx_out is None else CPU.deliver(dx, dx_out)), dweight, dbias

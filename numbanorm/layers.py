@@ -12,11 +12,14 @@ import numpy as np
 
 from . import _device
 from . import _validate as V
+from . import adaptive as A
 from . import functional as F
 from ._dtypes import ACCEPTED, is_float
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
-           "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm"]
+           "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm",
+           "LocalResponseNorm", "SwitchNorm1d", "SwitchNorm2d", "SwitchNorm3d",
+           "BatchInstanceNorm1d", "BatchInstanceNorm2d", "BatchInstanceNorm3d"]
 
 
 def _dtype(dtype):
@@ -397,3 +400,201 @@ class RMSNorm(_Norm):
     def _extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}")
+
+
+class LocalResponseNorm(_Norm):
+    """Local response normalization across channels, as torch.nn.LocalResponseNorm (no
+    parameters; backward returns dx)."""
+
+    _state_keys = ()
+
+    def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0):
+        super().__init__()
+        self.size = V.positive_int(size, "size")
+        self.alpha = V.finite_real(alpha, "alpha")
+        self.beta = V.finite_real(beta, "beta")
+        self.k = V.finite_real(k, "k")
+
+    def _forward(self, x):
+        return F.local_response_norm_forward(x, self.size, self.alpha, self.beta, self.k)
+
+    @staticmethod
+    def _backward(dy, saved):
+        return F.local_response_norm_backward(dy, saved), None, None
+
+    def _extra_repr(self):
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+
+class _MixNorm(_Norm):
+    """Shared parts of the adaptive layers: parameters kept in the reference code's shapes
+    (so that its state_dict loads as it is), passed to the functional ops flattened."""
+
+    def _flat(self, key):
+        value = getattr(self, key)
+        return None if value is None else value.reshape(-1)
+
+    def backward(self, dy):
+        """dx for the gradient dy of the last forward's output; sets the grad_* attributes
+        (in the parameters' shapes)."""
+        if self._saved is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
+        grads = self._backward_op(dy, self._saved)
+        for name, g in zip(self._grad_names, grads[1:]):
+            param = getattr(self, name[len("grad_"):])
+            setattr(self, name, None if g is None else g.reshape(param.shape))
+        return grads[0]
+
+
+class _SwitchNorm(_MixNorm):
+    _state_keys = ("weight", "bias", "mean_weight", "var_weight", "running_mean",
+                   "running_var", "num_batches_tracked")
+    _grad_names = ("grad_weight", "grad_bias", "grad_mean_weight", "grad_var_weight")
+    _backward_op = staticmethod(A.switch_norm_backward)
+
+    def __init__(self, num_features, eps=1e-5, momentum=None, using_moving_average=True,
+                 using_bn=True, last_gamma=False, reference=False, device=None, dtype=None):
+        super().__init__()
+        self.num_features = C = V.positive_int(num_features, "num_features")
+        self.eps = V.eps(eps)
+        self.momentum = V.momentum(self._momentum if momentum is None else momentum)
+        self.using_moving_average = bool(using_moving_average)
+        self.using_bn = bool(using_bn)
+        self.last_gamma = bool(last_gamma)
+        self.reference = bool(reference)
+        dtype = _dtype(dtype)
+        shape = (1, C) + (1,) * (self._ndims[0] - 2)
+        self.weight = np.full(shape, 0.0 if last_gamma else 1.0, dtype)
+        self.bias = np.zeros(shape, dtype)
+        K = len(A._mix_kinds(self._ndims[0], self.using_bn))
+        self.mean_weight = np.ones(K, dtype)
+        self.var_weight = np.ones(K, dtype)
+        self.grad_mean_weight = self.grad_var_weight = None
+        buffer_shape = (1, C) if self._ndims[0] == 2 else (1, C, 1)
+        if self.using_bn:
+            self.running_mean = np.zeros(buffer_shape, dtype)
+            self.running_var = np.zeros(buffer_shape, dtype)
+        else:
+            self.running_mean = self.running_var = None
+        # batches averaged so far (using_moving_average=False only; saved with the state)
+        self.num_batches_tracked = None if self.using_moving_average else 0
+        self._place_on(device)
+
+    def _forward(self, x):
+        if not _device.is_dask_array(x):
+            x = V.array(x, "x")
+        if x.ndim not in self._ndims or x.shape[1] != self.num_features:
+            allowed = " or ".join(f"{d}D" for d in self._ndims)
+            raise ValueError(f"{type(self).__name__} expects {allowed} input with "
+                             f"{self.num_features} channels, got shape {x.shape}")
+        update = self.training and self.using_bn
+        momentum = self.momentum
+        if update and not self.using_moving_average:  # the average of every batch so far
+            momentum = 1.0 / (self.num_batches_tracked + 1)
+        result = A.switch_norm_forward(
+            x, self.mean_weight, self.var_weight, self._flat("running_mean"),
+            self._flat("running_var"), self._flat("weight"), self._flat("bias"),
+            self.training, momentum, self.eps, self.using_bn, self.reference)
+        if update and not self.using_moving_average:
+            self.num_batches_tracked += 1
+        return result
+
+    def _extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"using_moving_average={self.using_moving_average}, "
+                f"using_bn={self.using_bn}, reference={self.reference}")
+
+
+class SwitchNorm1d(_SwitchNorm):
+    """Switchable Normalization of (N, C) input: LN and BN statistics mixed (Luo et al.; the
+    reference's SwitchNorm1d). Parameters weight, bias (1, C), mean_weight, var_weight (2,) (1
+    with using_bn=False); buffers running_mean, running_var (1, C), zeros at first, as the
+    reference's state_dict has them.
+
+    momentum follows PyTorch's convention (new = (1 - momentum)*old + momentum*batch); the
+    default 0.003 is the reference's decay of 0.997. using_moving_average=False averages the
+    batch statistics over the batches seen (running = sum/count, with the unbiased variance;
+    num_batches_tracked counts them and is saved in the state_dict): the reference release adds
+    the raw batch means and mean^2 + var into the buffers and never divides by the count, so
+    its eval mode normalises with sums, not averages. reference=True reproduces the reference
+    code's variances (see numbanorm.switch_norm); the default computes exact biased ones."""
+    _ndims = (2,)
+    _momentum = 0.003
+
+
+class SwitchNorm2d(_SwitchNorm):
+    """Switchable Normalization of (N, C, H, W) input: IN, LN and BN statistics mixed (Luo et
+    al., ICLR 2019; reference: switchablenorms/Switchable-Normalization). Parameters weight,
+    bias (1, C, 1, 1), mean_weight, var_weight (3,) ((2,) with using_bn=False: IN and LN);
+    buffers running_mean, running_var (1, C, 1), zeros at first: the reference's state_dict
+    keys and shapes, so its checkpoints load as they are (use reference=True for its numbers).
+    momentum and using_moving_average as SwitchNorm1d's; the default momentum 0.1 is the
+    reference's decay of 0.9."""
+    _ndims = (4,)
+    _momentum = 0.1
+
+
+class SwitchNorm3d(SwitchNorm2d):
+    """Switchable Normalization of (N, C, D, H, W) input (as SwitchNorm2d; weight and bias
+    (1, C, 1, 1, 1))."""
+    _ndims = (5,)
+
+
+class _BatchInstanceNorm(_MixNorm, _ChannelNorm):
+    _state_keys = ("weight", "bias", "gate", "running_mean", "running_var",
+                   "num_batches_tracked")
+    _grad_names = ("grad_weight", "grad_bias", "grad_gate")
+    _backward_op = staticmethod(A.batch_instance_norm_backward)
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, device=None, dtype=None):
+        _ChannelNorm.__init__(self, num_features, eps, momentum, affine, track_running_stats,
+                              None, dtype, True)
+        self.gate = np.ones(self.num_features, _dtype(dtype))
+        self.grad_gate = None
+        self._place_on(device)
+
+    def clamp_gate(self):
+        """Clip the gate into [0, 1] in place, as the reference's training loop does after
+        every optimiser step (a forward in training mode refuses a gate outside [0, 1])."""
+        if isinstance(self.gate, np.ndarray):
+            np.clip(self.gate, 0.0, 1.0, out=self.gate)
+        else:
+            self.gate.copy_to_device(np.clip(self.gate.copy_to_host(), 0.0, 1.0))
+        return self
+
+    def _forward(self, x):
+        x = self._check_ndim(x)
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{type(self).__name__} expects {self.num_features} channels, "
+                             f"got shape {x.shape}")
+        update = self.training and self.track_running_stats
+        factor = 0.0 if self.momentum is None else self.momentum
+        if update and self.momentum is None:  # cumulative moving average
+            factor = 1.0 / (self.num_batches_tracked + 1)
+        use_buffers = not self.training or self.track_running_stats
+        result = A.batch_instance_norm_forward(
+            x, self.gate, self.running_mean if use_buffers else None,
+            self.running_var if use_buffers else None, self.weight, self.bias,
+            self.training or self.running_mean is None, factor, self.eps)
+        if update:
+            self.num_batches_tracked += 1
+        return result
+
+
+class BatchInstanceNorm1d(_BatchInstanceNorm):
+    """Batch-Instance Normalization of (N, C, L) input (Nam & Kim, NeurIPS 2018; reference:
+    hyseob/Batch-Instance-Normalization): BatchNorm1d's parameters, buffers and state_dict
+    keys, and the per-channel `gate` (ones at first). Call clamp_gate() after each optimiser
+    step, as the reference does."""
+    _ndims = (3,)
+
+
+class BatchInstanceNorm2d(_BatchInstanceNorm):
+    """Batch-Instance Normalization of (N, C, H, W) input (see BatchInstanceNorm1d)."""
+    _ndims = (4,)
+
+
+class BatchInstanceNorm3d(_BatchInstanceNorm):
+    """Batch-Instance Normalization of (N, C, D, H, W) input (see BatchInstanceNorm1d)."""
+    _ndims = (5,)

@@ -168,3 +168,127 @@ def normalize(x, p=2.0, dim=1, eps=1e-12):
     else:
         norm = (a ** p).sum(axis=ax, keepdims=True) ** (1.0 / p)
     return x / np.maximum(norm, eps)
+
+
+# ---------------------------------------------------------------------------------------------
+# adaptive normalization and local response normalization (forward; the backward tests take
+# PyTorch's autograd on these same transcriptions, and finite differences)
+
+def _softmax(v):
+    e = np.exp(np.asarray(v, np.float64) - np.max(v))
+    return e / e.sum()
+
+
+def switch_norm(x, mean_weight, var_weight, running_mean=None, running_var=None, weight=None,
+                bias=None, training=False, eps=1e-5, using_bn=True, reference=False):
+    """Switchable Normalization in float64 NumPy: the reference code's forward
+    (switchablenorms/Switchable-Normalization, devkit/ops/switchable_norm.py) transcribed when
+    reference=True, else the same mix with exact biased variances, two-pass over each group.
+    Returns dict(y, batch_mean, batch_var): the BN statistics a training step puts into the
+    running buffers (unbiased variance; reference: the reference's var_bn)."""
+    x = _f64(x)
+    N, C = x.shape[:2]
+    mw, vw = _softmax(mean_weight), _softmax(var_weight)
+    out = dict(batch_mean=None, batch_var=None)
+    if x.ndim == 2:
+        ddof = 1 if reference else 0
+        means = [x.mean(1, keepdims=True)]
+        vars_ = [x.var(1, ddof=ddof, keepdims=True)]
+        if using_bn:
+            if training:
+                means.append(x.mean(0, keepdims=True))
+                vars_.append(x.var(0, ddof=ddof, keepdims=True))
+                out["batch_mean"] = means[-1].ravel()
+                out["batch_var"] = x.var(0, ddof=1)
+            else:
+                means.append(_f64(running_mean).reshape(1, C))
+                vars_.append(_f64(running_var).reshape(1, C))
+        xs = x
+    else:
+        xs = x.reshape(N, C, -1)
+        mean_in = xs.mean(-1, keepdims=True)
+        var_in = xs.var(-1, ddof=1 if reference else 0, keepdims=True)
+        mean_ln = mean_in.mean(1, keepdims=True)
+        if reference:
+            temp = var_in + mean_in ** 2
+            var_ln = temp.mean(1, keepdims=True) - mean_ln ** 2
+        else:
+            var_ln = xs.reshape(N, -1).var(1).reshape(N, 1, 1)
+        means, vars_ = [mean_in, mean_ln], [var_in, var_ln]
+        if using_bn:
+            if training:
+                mean_bn = mean_in.mean(0, keepdims=True)
+                flat = xs.transpose(1, 0, 2).reshape(C, -1)
+                if reference:
+                    var_bn = temp.mean(0, keepdims=True) - mean_bn ** 2
+                    out["batch_var"] = var_bn.ravel()
+                else:
+                    var_bn = flat.var(1).reshape(1, C, 1)
+                    out["batch_var"] = flat.var(1, ddof=1)
+                out["batch_mean"] = mean_bn.ravel()
+            else:
+                mean_bn = _f64(running_mean).reshape(1, C, 1)
+                var_bn = _f64(running_var).reshape(1, C, 1)
+            means.append(mean_bn)
+            vars_.append(var_bn)
+    mean = sum(w * m for w, m in zip(mw, means))
+    var = sum(w * v for w, v in zip(vw, vars_))
+    y = (xs - mean) / np.sqrt(var + eps)
+    pshape = (1, C) + (1,) * (y.ndim - 2)
+    if weight is not None:
+        y = y * _f64(weight).reshape(pshape)
+    if bias is not None:
+        y = y + _f64(bias).reshape(pshape)
+    out["y"] = y.reshape(x.shape)
+    return out
+
+
+def batch_instance_norm(x, gate, running_mean=None, running_var=None, weight=None, bias=None,
+                        training=False, eps=1e-5):
+    """Batch-Instance Normalization in float64 NumPy: (rho*BN(x) + (1 - rho)*IN(x))*w + b."""
+    x = _f64(x)
+    N, C = x.shape[:2]
+    xs = x.reshape(N, C, -1)
+    pshape = (1, C, 1)
+    rho = _f64(gate).reshape(pshape)
+    if training:
+        mean_bn = xs.mean((0, 2), keepdims=True)
+        var_bn = xs.var((0, 2), keepdims=True)
+    else:
+        mean_bn = _f64(running_mean).reshape(pshape)
+        var_bn = _f64(running_var).reshape(pshape)
+    bn = (xs - mean_bn) / np.sqrt(var_bn + eps)
+    inst = (xs - xs.mean(2, keepdims=True)) / np.sqrt(xs.var(2, keepdims=True) + eps)
+    y = rho * bn + (1.0 - rho) * inst
+    if weight is not None:
+        y = y * _f64(weight).reshape(pshape)
+    if bias is not None:
+        y = y + _f64(bias).reshape(pshape)
+    return dict(y=y.reshape(x.shape), batch_mean=mean_bn.ravel(),
+                batch_var=xs.transpose(1, 0, 2).reshape(C, -1).var(1, ddof=1))
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, dy=None):
+    """PyTorch's local_response_norm in float64 NumPy, each window summed directly (math.fsum:
+    exact sums), and its gradient from the formula of numbanorm.cpu.window's docstring."""
+    import math
+    x = _f64(x)
+    N, C = x.shape[:2]
+    xs = x.reshape(N, C, -1)
+    sq = xs * xs
+    d = np.empty_like(xs)
+    for c in range(C):
+        lo, hi = max(0, c - size // 2), min(C, c + (size - 1) // 2 + 1)
+        for n in range(N):
+            for s in range(xs.shape[2]):
+                d[n, c, s] = math.fsum(sq[n, lo:hi, s])
+    d = d / size * alpha + k
+    res = dict(y=(xs / d ** beta).reshape(x.shape))
+    if dy is not None:
+        g = _f64(dy).reshape(xs.shape)
+        t = g * xs * d ** (-beta - 1.0)
+        acc = np.zeros_like(xs)
+        for c in range(C):
+            acc[:, c] = t[:, max(0, c - (size - 1) // 2):min(C, c + size // 2 + 1)].sum(1)
+        res["dx"] = (g * d ** (-beta) - 2.0 * alpha * beta / size * xs * acc).reshape(x.shape)
+    return res

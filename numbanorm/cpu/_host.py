@@ -76,8 +76,9 @@ from .._config import (BLOCK, COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_
                        MAX_PARTIALS,
                        PARTIAL_MIN_ELEMENTS, ROW_PAIR_MIN_BYTES, SERIAL_MAX_ELEMENTS, SLAB_MIN,
                        SLAB_MIN_BACKWARD, SLAB_MIN_WIDE, SPARSE_CHUNK_MIN_NNZ,
-                       SPARSE_MAX_CHUNKS, SPARSE_NNZ_PER_POSITION, SPARSE_SCALE_CHUNK)
-from . import channels, rows, sparse
+                       SPARSE_MAX_CHUNKS, SPARSE_NNZ_PER_POSITION, SPARSE_SCALE_CHUNK,
+                       WINDOW_TILE_BYTES, WINDOW_TILE_MIN)
+from . import channels, rows, sparse, window
 
 _UNIT_PARAMS = {}
 _workspace = threading.local()
@@ -870,6 +871,49 @@ def sparse_scale(c, per_major, scale64, out_indices, out_data):
     bad, infs = status.sum(axis=0)
     return bad, infs
 
+
+# ---------------------------------------------------------------------------------------------
+# window geometry: local_response_norm (numbanorm.cpu.window)
+
+_BETA_MODES = {0.5: 1, 0.75: 2, 1.0: 3, 1.5: 4}
+
+
+def window_tile(C, size, S, itemsize):
+    """Spatial positions per work item of the window kernels (see WINDOW_TILE_BYTES)."""
+    per = (3 * (C + size) + 2 * C) * max(4, itemsize)
+    t = max(WINDOW_TILE_MIN, WINDOW_TILE_BYTES // per // 16 * 16)
+    return max(1, min(S, t))
+
+
+def window_forward(x3, size, alpha, beta, k, y3=None):
+    """y of local_response_norm for the C-contiguous (N, C, S) x3, into y3 (C-contiguous, x3's
+    shape and dtype, may be x3 itself: a work item reads its tile before writing it) or a
+    fresh array."""
+    if y3 is None:
+        y3 = np.empty(x3.shape, x3.dtype)
+    if x3.size:
+        N, C, S = x3.shape
+        _twins(window, x3.size).forward(_kv(x3), size, alpha, beta, k,
+                                        _BETA_MODES.get(beta, 0),
+                                        window_tile(C, size, S, x3.itemsize), _kv(y3))
+    return y3
+
+
+def window_backward(dy3, x3, size, alpha, beta, k, dx3=None):
+    """dx of local_response_norm (C-contiguous (N, C, S) dy3 and x3), into dx3 or a fresh
+    array."""
+    if dx3 is None:
+        dx3 = np.empty(x3.shape, x3.dtype)
+    if x3.size:
+        N, C, S = x3.shape
+        _twins(window, x3.size).backward(_kv(dy3), _kv(x3), size, alpha, beta, k,
+                                         _BETA_MODES.get(beta, 0),
+                                         window_tile(C, size, S, x3.itemsize), _kv(dx3))
+    return dx3
+
+
+# ---------------------------------------------------------------------------------------------
+# the statistics-mixing ops (numbanorm.adaptive)
 
 def slot_sums(x2, dy2, mean64):
     """Per-row float64 (sum(dy), sum(dy*(x - mean))) of the C-contiguous (R, L) arrays x2 and

@@ -18,7 +18,7 @@ from .._dtypes import compute
 from .._layout import DataView, layout_of, runs
 from .._config import (CUDA_MAX_PARTIALS, CUDA_ROW_CHUNK, CUDA_ROW_VALUES_PER_THREAD,
                        CUDA_TARGET_BLOCKS, CUDA_THREADS)
-from . import channels, rows
+from . import channels, rows, window
 
 _UNIT = {}
 
@@ -471,6 +471,35 @@ def data_backward(op, x, axes, dy, stats, params):
         code, _flat(x), _flat(dy), _index_array(sizes), _index_array(strides), *q, *sums,
         c[0], c[1], _flat(dx))
     return dx
+
+
+# ---------------------------------------------------------------------------------------------
+# window geometry: local_response_norm (numbanorm.cuda.window)
+
+def window_forward(x3, size, alpha, beta, k, y3=None):
+    """y of local_response_norm for the C-contiguous (N, C, S) device x3 (the contract of
+    cpu._host.window_forward). y3 may be x3 itself: threads read their neighbours' x, so an
+    in-place call computes into a fresh array and copies it over."""
+    inplace = y3 is not None and x3.size and _device.span(y3)[0] == _device.span(x3)[0]
+    y = empty(x3.shape, x3.dtype) if y3 is None or inplace else y3
+    if x3.size:
+        window.forward[_blocks(x3.size), CUDA_THREADS](x3, size, alpha, beta, k, y)
+    if inplace:
+        y3.copy_to_device(y)
+        return y3
+    return y
+
+
+def window_backward(dy3, x3, size, alpha, beta, k, dx3=None):
+    """dx of local_response_norm (the contract of cpu._host.window_backward): the terms t into
+    float64 scratch, then dx (cuda.window)."""
+    dx3 = empty(x3.shape, x3.dtype) if dx3 is None else dx3
+    if x3.size:
+        t3 = empty(x3.shape, np.float64)
+        grid = _blocks(x3.size), CUDA_THREADS
+        window.backward_terms[grid](dy3, x3, size, alpha, beta, k, t3)
+        window.backward[grid](dy3, x3, t3, size, alpha, beta, k, dx3)
+    return dx3
 
 
 def slot_sums(x2, dy2, mean64):
