@@ -2,7 +2,8 @@
 ends in, on the CPU and on the GPU. Plain Python here; cpu/_moments compiles it with njit and
 cuda/_reduce as a CUDA device function, so both backends merge with the same arithmetic.
 merge_arrays is the same merge elementwise over NumPy (or Dask) arrays: Moments and the Dask
-backend's records. lp_norms is the host arithmetic both backends' norms end in, and
+backend's records; merge_groups merges K triples along an axis at once (the adaptive ops'
+LN and BN statistics from the per-(n, c) ones). lp_norms is the host arithmetic both backends' norms end in, and
 rescaled_norms its rare rescaling path for a host that hands out a slot's values."""
 import math
 
@@ -34,6 +35,19 @@ def merge_arrays(na, ma, qa, nb, mb, qb):
     mean = np.where(nb == 0, ma, np.where(na == 0, mb, mean))
     m2 = np.where(nb == 0, qa, np.where(na == 0, qb, m2))
     return n, mean, m2
+
+
+def merge_groups(count, mean, m2, axis):
+    """Chan's merge of the K triples along `axis` of NumPy arrays at once (keepdims): n = sum
+    n_k, mean = sum(n_k*mean_k)/n, M2 = sum M2_k + sum n_k*(mean_k - mean)^2, the deviations
+    taken from the merged mean once it is known (two passes over the K means: no cancellation,
+    as merge_arrays' pairwise form, and one vectorised step instead of log2(K))."""
+    n = count.sum(axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        merged = (count * mean).sum(axis=axis, keepdims=True) / n
+        d = mean - merged
+        q = m2.sum(axis=axis, keepdims=True) + (count * d * d).sum(axis=axis, keepdims=True)
+    return n, merged, q
 
 
 def lp_norms(power_sums, p, rescaled):

@@ -13,8 +13,8 @@ numbanorm.layers.SwitchNorm1d/2d/3d and BatchInstanceNorm1d/2d/3d.
 
 Statistics from one read of x. x is viewed as (N, C, S); the backend's data_moments gives
 (count S, mean, M2) of every (n, c) row, from the blocked Welford/Chan kernels every op uses.
-Those N*C triples are Chan-merged (numbanorm._chan.merge_arrays, a pairwise tree) over c for
-LN's statistics and over n for BN's: exact, with no second pass over x and no E[x^2] - mean^2.
+Those N*C triples are Chan-merged (numbanorm._chan.merge_groups) over c for LN's statistics
+and over n for BN's: exact, with no second pass over x and no E[x^2] - mean^2.
 The per-(n, c) mixed mean and rstd then make y = (x - mean)*rstd*w + b one elementwise pass
 (data_affine). The small (N, C) arithmetic runs in float64 NumPy on the host, on every backend.
 
@@ -39,7 +39,7 @@ import numpy as np
 
 from . import _device
 from . import _validate as V
-from ._chan import merge_arrays
+from ._chan import merge_groups
 from ._placement import CPU, place
 
 __all__ = [
@@ -104,17 +104,6 @@ def _softmax(v):
     return e / e.sum()
 
 
-def _merge_axis(count, mean, m2, axis):
-    """Chan's merge of (count, mean, M2) arrays along `axis`, as a pairwise tree of
-    _chan.merge_arrays (the same order for any backend and thread count); keepdims."""
-    parts = [np.moveaxis(a, axis, 0) for a in (count, mean, m2)]
-    while parts[0].shape[0] > 1:
-        k = parts[0].shape[0] // 2
-        merged = merge_arrays(*(a[:k] for a in parts), *(a[k:2 * k] for a in parts))
-        parts = [np.concatenate([m, a[2 * k:]]) for m, a in zip(merged, parts)]
-    return tuple(np.moveaxis(a, 0, axis) for a in parts)
-
-
 def _begin(op, x, device, ndim_min, what):
     if _device.is_dask_array(x):
         raise TypeError(f"{op} does not take Dask arrays yet: compute x first, or map its "
@@ -156,15 +145,15 @@ def _rows_view(x, where):
 
 
 def _instance_moments(where, x3):
-    """Per-(n, c) float64 (count, mean, M2), shape (N, C): the backend's data_moments, one
-    read of x."""
+    """(view, count, mean, M2): the backend's DataView of x3 per (n, c) row, and the rows'
+    float64 (count, mean, M2), shape (N, C), by its data_moments (one read of x)."""
     N, C, S = x3.shape
+    view = where.host.data_view(x3, (2,))
     if x3.size == 0:
         nan = np.full((N, C), np.nan)
-        return np.full((N, C), float(S)), nan, nan.copy()
-    host = where.host
-    count, mean, m2 = host.data_moments(host.data_view(x3, (2,)), "propagate", False)[:3]
-    return count.reshape(N, C), mean.reshape(N, C), m2.reshape(N, C)
+        return view, np.full((N, C), float(S)), nan, nan.copy()
+    count, mean, m2 = where.host.data_moments(view, "propagate", False)[:3]
+    return view, count.reshape(N, C), mean.reshape(N, C), m2.reshape(N, C)
 
 
 def _dy_rows(dy, saved, dx_out):
@@ -260,7 +249,7 @@ def _switch_stats(count, mean_in, m2_in, kinds, training, reference, rm64, rv64,
         temp = var_in + mean_in ** 2
     if "in" in kinds:
         stats["in"] = (mean_in, var_in if reference else m2_in / S, S)
-    n_ln, mean_ln, m2_ln = _merge_axis(count, mean_in, m2_in, 1)
+    n_ln, mean_ln, m2_ln = merge_groups(count, mean_in, m2_in, 1)
     M = C * S
     if reference and not one_d:
         mean_ln = mean_in.mean(axis=1, keepdims=True)
@@ -273,7 +262,7 @@ def _switch_stats(count, mean_in, m2_in, kinds, training, reference, rm64, rv64,
     if "bn" in kinds:
         M = N * S
         if training:
-            n_bn, mean_bn, m2_bn = _merge_axis(count, mean_in, m2_in, 0)
+            n_bn, mean_bn, m2_bn = merge_groups(count, mean_in, m2_in, 0)
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 if reference and not one_d:
                     mean_bn = mean_in.mean(axis=0, keepdims=True)
@@ -311,7 +300,7 @@ def _switch_norm(x, mean_weight, var_weight, running_mean, running_var, weight, 
         raise ValueError(f"Expected more than 1 value per channel when training, got input "
                          f"size {x.shape}")
     x3 = _rows_view(x, where)
-    count, mean_in, m2_in = _instance_moments(where, x3)
+    view, count, mean_in, m2_in = _instance_moments(where, x3)
     stats, batch = _switch_stats(count, mean_in, m2_in, kinds, training, reference,
                                  _host64(running_mean), _host64(running_var), N, C, S)
     mw = _softmax(mean_weight.astype(np.float64))
@@ -326,7 +315,7 @@ def _switch_norm(x, mean_weight, var_weight, running_mean, running_var, weight, 
     w64 = _host64(weight)
     scale = rstd if w64 is None else rstd * w64
     shift = 0.0 if bias is None else _host64(bias)
-    y = _write_y(where, x3, x, mean, scale, shift, out)
+    y = _write_y(where, view, x, mean, scale, shift, out)
     if batch is not None and running_mean is not None and N * S:
         rm, rv = _host64(running_mean), _host64(running_var)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -342,14 +331,15 @@ def _switch_norm(x, mean_weight, var_weight, running_mean, running_var, weight, 
     return y, saved
 
 
-def _write_y(where, x3, x, mean, scale, shift, out):
-    host = where.host
+def _write_y(where, view, x, mean, scale, shift, out):
+    """y = (x - mean)*scale + shift per (n, c) (float64, broadcastable to (N, C)) by the
+    backend's data_affine, delivered as the caller's kind of array (into out when given)."""
     target = where.target(out)
     if target is not None:
-        target = target.reshape(x3.shape)
-    y = host.data_affine(host.data_view(x3, (2,)), mean.reshape(-1),
-                         np.broadcast_to(scale, mean.shape).reshape(-1),
-                         np.broadcast_to(shift, mean.shape).reshape(-1), target)
+        target = target.reshape(view.x.shape)
+    y = where.host.data_affine(view, mean.reshape(-1),
+                               np.broadcast_to(scale, mean.shape).reshape(-1),
+                               np.broadcast_to(shift, mean.shape).reshape(-1), target)
     return where.deliver(y.reshape(x.shape), out)
 
 
@@ -496,11 +486,11 @@ def _batch_instance_norm(x, gate, running_mean, running_var, weight, bias, train
         raise ValueError("Expected more than 1 spatial element (instance normalization), got "
                          f"input size {x.shape}")
     x3 = _rows_view(x, where)
-    count, mean_in, m2_in = _instance_moments(where, x3)
+    view, count, mean_in, m2_in = _instance_moments(where, x3)
     with np.errstate(invalid="ignore", divide="ignore"):
         rstd_in = 1.0 / np.sqrt(m2_in / S + eps)
     if training:
-        _, mean_bn, m2_bn = _merge_axis(count, mean_in, m2_in, 0)
+        _, mean_bn, m2_bn = merge_groups(count, mean_in, m2_in, 0)
         mean_bn, m2_bn = mean_bn.reshape(C), m2_bn.reshape(C)
         var_bn = m2_bn / (N * S) if N * S else np.full(C, np.nan)
         if running_mean is not None and N * S:
@@ -519,7 +509,7 @@ def _batch_instance_norm(x, gate, running_mean, running_var, weight, bias, train
     b = 0.0 if bias is None else _host64(bias)
     scale = w * (rho * rstd_bn + (1.0 - rho) * rstd_in)
     shift = b + w * rho * rstd_bn * (mean_in - mean_bn)
-    y = _write_y(where, x3, x, mean_in, scale, shift, out)
+    y = _write_y(where, view, x, mean_in, scale, shift, out)
     if not keep:
         return y, None
     saved = MixSaved("batch_instance_norm", x3, x.shape, where, mean_in, rstd_in, w64,

@@ -28,6 +28,7 @@ import time
 import numpy as np
 from numba import njit, prange
 
+from . import adaptive as A
 from . import functional as F
 
 # (op, shape, dtype) of the standard cases
@@ -40,6 +41,11 @@ STANDARD = [
     ("instance_norm", (16, 64, 128, 128), "float32"), ("instance_norm", (8, 32, 32, 32), "float32"),
     ("rms_norm", (8, 512, 4096), "float32"),
     ("layer_norm", (4096, 768), "float64"), ("batch_norm", (32, 64, 56, 56), "float64"),
+    ("switch_norm", (32, 64, 56, 56), "float32"), ("switch_norm", (8, 256, 28, 28), "float32"),
+    ("batch_instance_norm", (32, 64, 56, 56), "float32"),
+    ("batch_instance_norm", (8, 256, 28, 28), "float32"),
+    ("local_response_norm", (32, 64, 56, 56), "float32"),
+    ("local_response_norm", (8, 256, 28, 28), "float32"),
 ]
 # batch_norm with many channels of few values (late CNN stages, wide (N, C) features): not in the
 # issue's standard list, tracked by the asv suite (`numbanorm bench --shape` runs any of them).
@@ -49,7 +55,13 @@ WIDE = [("batch_norm", (16, 2048, 7, 7), "float32"), ("batch_norm", (32, 4096, 3
 # The tiny cases where per-call overhead decides.
 TINY = [("layer_norm", (1, 8), "float32"), ("layer_norm", (64, 1024), "float32"),
         ("batch_norm", (8, 32, 32, 32), "float32")]
-OPS = ("batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm")
+OPS = ("batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "switch_norm",
+       "batch_instance_norm", "local_response_norm")
+# the adaptive ops' mixing logits (IN, LN, BN), and local_response_norm's AlexNet parameters
+# (size, alpha, beta, k); batch_instance_norm's gate is _gate(C)
+MEAN_WEIGHT = np.array([0.2, -0.1, 0.3])
+VAR_WEIGHT = np.array([-0.2, 0.1, 0.4])
+LRN = (5, 1e-4, 0.75, 1.0)
 EPS = 1e-5
 HALF = ("float16", "bfloat16")
 DTYPES = ("float32", "float64") + HALF
@@ -77,6 +89,11 @@ def num_groups(C):
     return math.gcd(C, 32)
 
 
+def _gate(C):
+    """batch_instance_norm's gate in the bench: values spread over (0.2, 0.8)."""
+    return 0.5 + 0.3 * np.sin(np.arange(C))
+
+
 # ---------------------------------------------------------------------------------------------
 # the three implementations of one case, each as (forward(), backward(state)) closures
 
@@ -99,6 +116,8 @@ def numpy_impl(op, x, w, b, dy, via=None):
     """Hand-vectorised NumPy, in x's dtype: two-pass mean and variance, centred backward.
     via: a dtype x and dy are converted to inside each call, and y and dx converted back from
     (NumPy's route for 16-bit data through float32)."""
+    if op in _NUMPY_MORE:
+        return _NUMPY_MORE[op](x, w, b, dy, via)
     view, axes, pshape = _numpy_axes(op, x.shape)
     centered = op != "rms_norm"
 
@@ -133,6 +152,111 @@ def numpy_impl(op, x, w, b, dy, via=None):
     return forward, backward
 
 
+def _numpy_switch_norm(x, w, b, dy, via):
+    """switch_norm in NumPy (training, exact biased variances, IN/LN/BN), two-pass statistics
+    per group; the backward by the chain rule through each group's mean and variance."""
+    dt = via or x.dtype
+    back = x.dtype
+    N, C = x.shape[:2]
+    groups = ((2,), (1, 2), (0, 2))  # IN, LN, BN axes of the (N, C, S) view
+    mw = np.exp(MEAN_WEIGHT) / np.exp(MEAN_WEIGHT).sum()
+    vw = np.exp(VAR_WEIGHT) / np.exp(VAR_WEIGHT).sum()
+    wg = w.astype(dt).reshape(1, C, 1)
+    bg = b.astype(dt).reshape(1, C, 1)
+
+    def forward():
+        xs = x.astype(dt).reshape(N, C, -1)
+        mus = [xs.mean(axis=a, keepdims=True) for a in groups]
+        var = sum(v * ((xs - m) ** 2).mean(axis=a, keepdims=True)
+                  for v, m, a in zip(vw, mus, groups))
+        mean = sum(k * m for k, m in zip(mw, mus))
+        rstd = 1.0 / np.sqrt(var + EPS)
+        y = (xs - mean) * rstd * wg + bg
+        return y.reshape(x.shape).astype(back), (xs, mus, mean, rstd)
+
+    def backward(state):
+        xs, mus, mean, rstd = state
+        g = dy.astype(dt).reshape(xs.shape) * wg
+        dmean = -(g * rstd).sum(axis=2, keepdims=True)
+        dvar = (g * (xs - mean)).sum(axis=2, keepdims=True) * (-0.5 * rstd ** 3)
+        dx = g * rstd
+        for k, (m, a) in enumerate(zip(mus, groups)):
+            M = math.prod(xs.shape[i] for i in a)
+            dx = dx + (mw[k] * dmean.sum(axis=a[:-1], keepdims=True) / M
+                       + vw[k] * dvar.sum(axis=a[:-1], keepdims=True) * 2.0 * (xs - m) / M)
+        return (dx.reshape(x.shape).astype(back),)
+
+    return forward, backward
+
+
+def _numpy_batch_instance_norm(x, w, b, dy, via):
+    """batch_instance_norm in NumPy (training): BN and IN each by the textbook formulas."""
+    dt = via or x.dtype
+    back = x.dtype
+    N, C = x.shape[:2]
+    rho = _gate(C).astype(dt).reshape(1, C, 1)
+    wg = w.astype(dt).reshape(1, C, 1)
+    bg = b.astype(dt).reshape(1, C, 1)
+
+    def norm(xs, axes):
+        xc = xs - xs.mean(axis=axes, keepdims=True)
+        rstd = 1.0 / np.sqrt((xc * xc).mean(axis=axes, keepdims=True) + EPS)
+        return xc * rstd, rstd
+
+    def forward():
+        xs = x.astype(dt).reshape(N, C, -1)
+        (hb, rb), (hi, ri) = norm(xs, (0, 2)), norm(xs, (2,))
+        y = (rho * hb + (1 - rho) * hi) * wg + bg
+        return y.reshape(x.shape).astype(back), (hb, rb, hi, ri)
+
+    def backward(state):
+        hb, rb, hi, ri = state
+        g = dy.astype(dt).reshape(hb.shape) * wg
+        dx = 0.0
+        for k, h, r, a in ((rho, hb, rb, (0, 2)), (1 - rho, hi, ri, (2,))):
+            gk = g * k
+            dx = dx + r * (gk - gk.mean(axis=a, keepdims=True)
+                           - h * (gk * h).mean(axis=a, keepdims=True))
+        return (dx.reshape(x.shape).astype(back),)
+
+    return forward, backward
+
+
+def _numpy_local_response_norm(x, w, b, dy, via):
+    """local_response_norm in NumPy: window sums of squares from a cumulative sum over the
+    zero-padded channels (PyTorch's window); the backward over the mirrored window."""
+    size, alpha, beta, k = LRN
+    dt = via or x.dtype
+    back = x.dtype
+    N, C = x.shape[:2]
+
+    def window_sum(v, left):
+        pad = np.zeros((N, C + size, v.shape[2]), dt)
+        pad[:, 1 + left:1 + left + C] = v
+        cs = np.cumsum(pad, axis=1)
+        return cs[:, size:size + C] - cs[:, :C]
+
+    def forward():
+        xs = x.astype(dt).reshape(N, C, -1)
+        d = window_sum(xs * xs, size // 2) / size * alpha + k
+        y = xs / d ** beta
+        return y.reshape(x.shape).astype(back), (xs, d)
+
+    def backward(state):
+        xs, d = state
+        g = dy.astype(dt).reshape(xs.shape)
+        t = window_sum(g * xs * d ** (-beta - 1), (size - 1) // 2)
+        dx = g * d ** (-beta) - (2 * alpha * beta / size) * xs * t
+        return (dx.reshape(x.shape).astype(back),)
+
+    return forward, backward
+
+
+_NUMPY_MORE = {"switch_norm": _numpy_switch_norm,
+               "batch_instance_norm": _numpy_batch_instance_norm,
+               "local_response_norm": _numpy_local_response_norm}
+
+
 def numbanorm_impl(op, x, w, b, dy, preallocated=False):
     """(forward_with_saved, backward(saved), plain_forward): the plain forward is what is timed
     against PyTorch's no-grad forward, like for like; the saved record feeds the backward.
@@ -144,14 +268,22 @@ def numbanorm_impl(op, x, w, b, dy, preallocated=False):
         "rms_norm": ((x, x.shape[-1], w, EPS), F.rms_norm),
         "group_norm": ((x, num_groups(x.shape[1]), w, b, EPS), F.group_norm),
         "instance_norm": ((x, None, None, w, b, True, 0.1, EPS), F.instance_norm),
+        "switch_norm": ((x, MEAN_WEIGHT, VAR_WEIGHT, None, None, w, b, True, 0.1, EPS),
+                        A.switch_norm),
+        "batch_instance_norm": ((x, _gate(x.shape[1]).astype(w.dtype), None, None, w, b,
+                                 True, 0.1, EPS), A.batch_instance_norm),
+        "local_response_norm": ((x,) + LRN, F.local_response_norm),
     }
     call_args, plain = args[op]
-    forward = getattr(F, f"{op}_forward")
-    backward = getattr(F, f"{op}_backward")
+    module = A if op in A.__all__ else F
+    forward = getattr(module, f"{op}_forward")
+    backward = getattr(module, f"{op}_backward")
     out = np.empty_like(x) if preallocated else None
     dx_out = np.empty_like(x) if preallocated else None
-    return (lambda: forward(*call_args), lambda saved: backward(dy, saved, dx_out=dx_out),
-            lambda: plain(*call_args, out=out))
+    def run_backward(saved):
+        result = backward(dy, saved, dx_out=dx_out)
+        return result if isinstance(result, tuple) else (result,)
+    return (lambda: forward(*call_args), run_backward, lambda: plain(*call_args, out=out))
 
 
 def _tensor(torch, a):
@@ -174,8 +306,11 @@ def torch_impl(op, x, w, b, dy):
         "rms_norm": lambda: TF.rms_norm(xt, (x.shape[-1],), wt, EPS),
         "group_norm": lambda: TF.group_norm(xt, num_groups(x.shape[1]), wt, bt, EPS),
         "instance_norm": lambda: TF.instance_norm(xt, None, None, wt, bt, True, 0.1, EPS),
-    }[op]
+        "local_response_norm": lambda: TF.local_response_norm(xt, *LRN),
+    }.get(op) or _torch_reference(op, torch, xt, wt, bt)
     inputs = [t for t in (xt, wt, bt) if t is not None]
+    if op == "local_response_norm":
+        inputs = [xt]
 
     def forward():
         with torch.no_grad():
@@ -185,6 +320,42 @@ def torch_impl(op, x, w, b, dy):
         return torch.autograd.grad(y, inputs, dyt, retain_graph=True)
 
     return forward, backward, call
+
+
+def _torch_reference(op, torch, xt, wt, bt):
+    """The reference module's forward on PyTorch (training mode), as the papers' code runs it:
+    switch_norm as switchablenorms/Switchable-Normalization's SwitchNorm2d (x.mean, x.var,
+    the temp-based LN and BN statistics), batch_instance_norm as
+    hyseob/Batch-Instance-Normalization's (two F.batch_norm calls)."""
+    TF = torch.nn.functional
+    N, C = xt.shape[:2]
+    pshape = (1, C) + (1,) * (xt.dim() - 2)
+    if op == "switch_norm":
+        mw = torch.softmax(torch.from_numpy(MEAN_WEIGHT).to(xt.dtype), 0)
+        vw = torch.softmax(torch.from_numpy(VAR_WEIGHT).to(xt.dtype), 0)
+
+        def call():
+            x3 = xt.view(N, C, -1)
+            mean_in = x3.mean(-1, keepdim=True)
+            var_in = x3.var(-1, keepdim=True)
+            mean_ln = mean_in.mean(1, keepdim=True)
+            temp = var_in + mean_in ** 2
+            var_ln = temp.mean(1, keepdim=True) - mean_ln ** 2
+            mean_bn = mean_in.mean(0, keepdim=True)
+            var_bn = temp.mean(0, keepdim=True) - mean_bn ** 2
+            mean = mw[0] * mean_in + mw[1] * mean_ln + mw[2] * mean_bn
+            var = vw[0] * var_in + vw[1] * var_ln + vw[2] * var_bn
+            y = ((x3 - mean) / (var + EPS).sqrt()).view(xt.shape)
+            return y * wt.view(pshape) + bt.view(pshape)
+        return call
+    gate = torch.from_numpy(_gate(C)).to(xt.dtype)
+
+    def call():
+        out_bn = TF.batch_norm(xt, None, None, wt * gate, bt, True, 0.1, EPS)
+        xi = xt.view(1, N * C, *xt.shape[2:])
+        out_in = TF.batch_norm(xi, None, None, None, None, True, 0.1, EPS).view(xt.shape)
+        return out_bn + out_in * (wt * (1 - gate)).view(pshape)
+    return call
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,7 +554,7 @@ def run_case(op, shape, dtype, repeats, min_run, with_torch, with_numpy, bandwid
 
 def _fmt_table(rows, bandwidth, threads):
     versus = [v for v in ("numpy", "np-f32", "torch", "f32") if any(f"vs_{v}" in r for r in rows)]
-    head = (f"{'op':<14}{'shape':<20}{'dtype':<9}{'pass':<9}{'median':>10}{'p90':>10}"
+    head = (f"{'op':<21}{'shape':<20}{'dtype':<9}{'pass':<9}{'median':>10}{'p90':>10}"
             f"{'range':>21}"
             f"{'GB/s':>8}{'%bw':>6}" + "".join(f"{'vs ' + v:>11}" for v in versus)
             + f"{'max err':>10}")
@@ -395,7 +566,7 @@ def _fmt_table(rows, bandwidth, threads):
                      for v in versus)
         pct = f"{r['pct_bandwidth']:.0f}" if r["pct_bandwidth"] is not None else "-"
         lines.append(
-            f"{r['op']:<14}{'x'.join(map(str, r['shape'])):<20}{r['dtype']:<9}{r['pass']:<9}"
+            f"{r['op']:<21}{'x'.join(map(str, r['shape'])):<20}{r['dtype']:<9}{r['pass']:<9}"
             f"{r['median_s'] * 1e3:>8.4g}ms{r['p90_s'] * 1e3:>8.4g}ms{rng_:>21}"
             f"{r['gb_per_s']:>8.1f}{pct:>6}"
             f"{vs}{r['max_rel_err']:>10.1e}")

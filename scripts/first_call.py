@@ -24,6 +24,7 @@ rng = np.random.default_rng(0)
 x4 = rng.standard_normal((16, 64, 32, 32)).astype(np.float32)   # 1M values: parallel kernels
 d4 = np.ones_like(x4)
 w64, b64 = np.ones(64, np.float32), np.zeros(64, np.float32)
+mw3, g64 = np.zeros(3), np.full(64, 0.5, np.float32)
 X = rng.standard_normal((100_000, 32)).astype(np.float32)
 """
 
@@ -38,6 +39,9 @@ FORWARD = {
     "normalize": "nn.normalize(X, dim=1)",
     "moments": "nn.moments(X, 0)",
     "StandardScaler": "nn.StandardScaler().fit_transform(X)",
+    "switch_norm": "nn.switch_norm(x4, mw3, mw3, None, None, w64, b64, training=True)",
+    "batch_instance_norm": "nn.batch_instance_norm(x4, g64, None, None, w64, b64, True)",
+    "local_response_norm": "nn.local_response_norm(x4, 5)",
 }
 PAIRS = {
     "layer_norm fwd+bwd": "y, s = nn.layer_norm_forward(x4, (32, 32)); "
@@ -50,6 +54,10 @@ PAIRS = {
     "instance_norm fwd+bwd": "y, s = nn.instance_norm_forward(x4); "
                              "nn.instance_norm_backward(d4, s)",
     "zscore fwd+bwd": "z, s = nn.zscore_forward(X, axis=0); nn.zscore_backward(np.ones_like(z), s)",
+    "switch_norm fwd+bwd": "y, s = nn.switch_norm_forward(x4, mw3, mw3, None, None, w64, b64, "
+                           "training=True); nn.switch_norm_backward(d4, s)",
+    "local_response_norm fwd+bwd": "y, s = nn.local_response_norm_forward(x4, 5); "
+                                   "nn.local_response_norm_backward(d4, s)",
 }
 README_SECTIONS = ("## Functional API", "## Layers", "## For scientific code")
 

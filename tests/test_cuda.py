@@ -725,3 +725,57 @@ def test_scalers_on_device(rng):
             cls(clip=True).fit(x).transform(dev(x))
     with pytest.raises(TypeError, match="sample_weight"):
         nn.StandardScaler().fit(dev(x), sample_weight=np.ones(40))
+
+
+# ---------------------------------------------------------------------------------------------
+# adaptive normalization and local_response_norm
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adaptive_and_window_ops_on_device(rng, dtype):
+    """switch_norm (both modes), batch_instance_norm and local_response_norm on device arrays
+    against the CPU path and the oracle, forward and backward, running buffers on the
+    device."""
+    shape = (3, 4, 2, 5)
+    x = _data(rng, shape, dtype, mean=2.0, std=3.0)
+    dy = _data(rng, shape, dtype)
+    C = shape[1]
+    w = _data(rng, C, dtype)
+    b = _data(rng, C, dtype)
+    mw, vw = rng.standard_normal(3), rng.standard_normal(3)
+    for reference in (False, True):
+        rm, rv = np.zeros(C, dtype), np.ones(C, dtype)
+        rm_d, rv_d = dev(rm), dev(rv)
+        y_cpu, s_cpu = nn.switch_norm_forward(x, mw, vw, rm, rv, w, b, True,
+                                              reference=reference)
+        y_d, s_d = nn.switch_norm_forward(dev(x), mw, vw, rm_d, rv_d, dev(w), dev(b), True,
+                                          reference=reference)
+        ref = oracle.switch_norm(x, mw, vw, None, None, w, b, True, 1e-5, True, reference)
+        assert_close(host(y_d), ref["y"], dtype, scale=4.0, name="switch_norm y")
+        np.testing.assert_allclose(host(rm_d), rm, rtol=1e-6)
+        np.testing.assert_allclose(host(rv_d), rv, rtol=1e-6)
+        for ours, cpu in zip(nn.switch_norm_backward(dev(dy), s_d),
+                             nn.switch_norm_backward(dy, s_cpu)):
+            ours = host(ours) if not isinstance(ours, np.ndarray) else ours
+            np.testing.assert_allclose(ours, cpu, rtol=1e-4 if dtype == np.float32 else 1e-10,
+                                       atol=1e-4 if dtype == np.float32 else 1e-10)
+    gate = rng.uniform(0, 1, C).astype(dtype)
+    y_d, s_d = nn.batch_instance_norm_forward(dev(x), dev(gate), None, None, dev(w), dev(b),
+                                              True)
+    y_cpu, s_cpu = nn.batch_instance_norm_forward(x, gate, None, None, w, b, True)
+    ref = oracle.batch_instance_norm(x, gate, None, None, w, b, True)
+    assert_close(host(y_d), ref["y"], dtype, scale=4.0, name="batch_instance_norm y")
+    for ours, cpu in zip(nn.batch_instance_norm_backward(dev(dy), s_d),
+                         nn.batch_instance_norm_backward(dy, s_cpu)):
+        np.testing.assert_allclose(host(ours), cpu, rtol=1e-4 if dtype == np.float32 else 1e-10,
+                                   atol=1e-4 if dtype == np.float32 else 1e-10)
+    for size in (1, 3, 6):
+        y_d, s_d = nn.local_response_norm_forward(dev(x), size, 0.2, 0.75, 1.0)
+        ref = oracle.local_response_norm(x, size, 0.2, 0.75, 1.0, dy)
+        assert_close(host(y_d), ref["y"], dtype, scale=2.0, name="lrn y")
+        assert_close(host(nn.local_response_norm_backward(dev(dy), s_d)), ref["dx"], dtype,
+                     scale=4.0, name="lrn dx")
+    xd = dev(x)
+    nn.local_response_norm(xd, 3, 0.2, out=xd)  # in place: no thread reads a written value
+    assert_close(host(xd), oracle.local_response_norm(x, 3, 0.2)["y"], dtype, scale=2.0)
+    y = nn.local_response_norm(x, 3, 0.2, device="cuda")
+    assert isinstance(y, np.ndarray)

@@ -30,11 +30,12 @@ no SVML here, so math.pow runs scalar) and exp(-beta*log(d)) otherwise.
 import math
 import types
 
+import numpy as np
 from numba import njit, prange
 
 from .._config import ELEMENTWISE_JIT
 from ._half import ld, st
-from ._moments import like, parallel_and_serial, work
+from ._moments import borrowed, like, parallel_and_serial, work
 
 SERIAL = types.SimpleNamespace()  # the serial twins (see _moments.parallel_and_serial)
 
@@ -125,71 +126,91 @@ def _divisor(total, size, alpha, k):
         total[t] = total[t] / sz * a + kk
 
 
+@njit(**ELEMENTWISE_JIT)
+def _forward_item(x3, size, alpha, beta, k, mode, T, item, y3):
+    """One work item of forward: sample n, positions [s0, s0 + T)."""
+    N, C, S = x3.shape
+    tiles = (S + T - 1) // T
+    Cp = C + size - 1
+    n = item // tiles
+    s0 = (item % tiles) * T
+    Tn = min(T, S - s0)
+    v = work(x3, Cp * Tn).reshape(Cp, Tn)
+    pre = work(x3, Cp * Tn).reshape(Cp, Tn)
+    tot = work(x3, C * Tn).reshape(C, Tn)
+    _sliding(_squares(x3, n, s0, Tn, size // 2, v), pre, size, C, tot)
+    for c in range(C):
+        dc = tot[c]
+        _divisor(dc, size, alpha, k)
+        _neg_power(dc, beta, mode, dc)
+        xr = x3[n, c]
+        yr = y3[n, c]
+        for t in range(Tn):
+            yr[s0 + t] = st(yr, ld(xr[s0 + t]) * dc[t])
+
+
+@njit(**ELEMENTWISE_JIT)
+def _backward_item(dy3, x3, size, alpha, beta, k, mode, T, item, dx3):
+    """One work item of backward (as _forward_item's)."""
+    N, C, S = x3.shape
+    tiles = (S + T - 1) // T
+    Cp = C + size - 1
+    n = item // tiles
+    s0 = (item % tiles) * T
+    Tn = min(T, S - s0)
+    v = work(x3, Cp * Tn).reshape(Cp, Tn)
+    pre = work(x3, Cp * Tn).reshape(Cp, Tn)
+    scale = work(x3, C * Tn).reshape(C, Tn)
+    _sliding(_squares(x3, n, s0, Tn, size // 2, v), pre, size, C, scale)
+    # scale = d^(-beta); t = dy*x*scale/d, into the padded rows of v for the mirrored window
+    lp = (size - 1) // 2
+    zero = like(v[0, 0], 0.0)
+    for p in range(Cp):
+        c = p - lp
+        vp = v[p]
+        if c < 0 or c >= C:
+            for t in range(Tn):
+                vp[t] = zero
+        else:
+            dc = scale[c]
+            _divisor(dc, size, alpha, k)
+            xr = x3[n, c]
+            dr = dy3[n, c]
+            for t in range(Tn):
+                vp[t] = dc[t]
+            _neg_power(dc, beta, mode, dc)
+            for t in range(Tn):
+                vp[t] = ld(dr[s0 + t]) * ld(xr[s0 + t]) * dc[t] / vp[t]
+    acc = work(x3, C * Tn).reshape(C, Tn)
+    _sliding(v, pre, size, C, acc)
+    coef = like(v[0, 0], 2.0 * alpha * beta / size)
+    for c in range(C):
+        xr = x3[n, c]
+        dr = dy3[n, c]
+        out = dx3[n, c]
+        sc = scale[c]
+        ac = acc[c]
+        for t in range(Tn):
+            out[s0 + t] = st(out, ld(dr[s0 + t]) * sc[t] - coef * ld(xr[s0 + t]) * ac[t])
+
+
+# The drivers: the prange body is one call of a compiled item function (arrays passed
+# borrowed, the index as np.intp), which the serial twin calls too, so Numba types and
+# compiles the body once (see the README's rule for adding an op).
+
 @parallel_and_serial(ELEMENTWISE_JIT)
 def forward(x3, size, alpha, beta, k, mode, T, y3):
     """y = x*d^(-beta) (see the module docstring), items of one n and T positions."""
     N, C, S = x3.shape
-    tiles = (S + T - 1) // T
-    Cp = C + size - 1
-    for item in prange(N * tiles):
-        n = item // tiles
-        s0 = (item % tiles) * T
-        Tn = min(T, S - s0)
-        v = work(x3, Cp * Tn).reshape(Cp, Tn)
-        pre = work(x3, Cp * Tn).reshape(Cp, Tn)
-        tot = work(x3, C * Tn).reshape(C, Tn)
-        _sliding(_squares(x3, n, s0, Tn, size // 2, v), pre, size, C, tot)
-        for c in range(C):
-            dc = tot[c]
-            _divisor(dc, size, alpha, k)
-            _neg_power(dc, beta, mode, dc)
-            xr = x3[n, c]
-            yr = y3[n, c]
-            for t in range(Tn):
-                yr[s0 + t] = st(yr, ld(xr[s0 + t]) * dc[t])
+    x3, y3 = borrowed(x3), borrowed(y3)
+    for item in prange(N * ((S + T - 1) // T)):
+        _forward_item(x3, size, alpha, beta, k, mode, T, np.intp(item), y3)
 
 
 @parallel_and_serial(ELEMENTWISE_JIT)
 def backward(dy3, x3, size, alpha, beta, k, mode, T, dx3):
     """dx of forward (see the module docstring), items as forward's."""
     N, C, S = x3.shape
-    tiles = (S + T - 1) // T
-    Cp = C + size - 1
-    for item in prange(N * tiles):
-        n = item // tiles
-        s0 = (item % tiles) * T
-        Tn = min(T, S - s0)
-        v = work(x3, Cp * Tn).reshape(Cp, Tn)
-        pre = work(x3, Cp * Tn).reshape(Cp, Tn)
-        scale = work(x3, C * Tn).reshape(C, Tn)
-        _sliding(_squares(x3, n, s0, Tn, size // 2, v), pre, size, C, scale)
-        # scale = d^(-beta); t = dy*x*scale/d, into the padded rows of v for the mirrored window
-        lp = (size - 1) // 2
-        zero = like(v[0, 0], 0.0)
-        for p in range(Cp):
-            c = p - lp
-            vp = v[p]
-            if c < 0 or c >= C:
-                for t in range(Tn):
-                    vp[t] = zero
-            else:
-                dc = scale[c]
-                _divisor(dc, size, alpha, k)
-                xr = x3[n, c]
-                dr = dy3[n, c]
-                for t in range(Tn):
-                    vp[t] = dc[t]
-                _neg_power(dc, beta, mode, dc)
-                for t in range(Tn):
-                    vp[t] = ld(dr[s0 + t]) * ld(xr[s0 + t]) * dc[t] / vp[t]
-        acc = work(x3, C * Tn).reshape(C, Tn)
-        _sliding(v, pre, size, C, acc)
-        coef = like(v[0, 0], 2.0 * alpha * beta / size)
-        for c in range(C):
-            xr = x3[n, c]
-            dr = dy3[n, c]
-            out = dx3[n, c]
-            sc = scale[c]
-            ac = acc[c]
-            for t in range(Tn):
-                out[s0 + t] = st(out, ld(dr[s0 + t]) * sc[t] - coef * ld(xr[s0 + t]) * ac[t])
+    dy3, x3, dx3 = borrowed(dy3), borrowed(x3), borrowed(dx3)
+    for item in prange(N * ((S + T - 1) // T)):
+        _backward_item(dy3, x3, size, alpha, beta, k, mode, T, np.intp(item), dx3)
