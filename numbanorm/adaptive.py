@@ -39,6 +39,7 @@ import numpy as np
 
 from . import _device
 from . import _validate as V
+from . import _mixing as M
 from ._chan import merge_groups
 from ._placement import CPU, place
 
@@ -97,11 +98,6 @@ def _store(buf, value64):
             buf[...] = value64.reshape(buf.shape)
     else:
         buf.copy_to_device(np.ascontiguousarray(value64.astype(buf.dtype).reshape(buf.shape)))
-
-
-def _softmax(v):
-    e = np.exp(v - v.max())
-    return e / e.sum()
 
 
 def _begin(op, x, device, ndim_min, what):
@@ -221,60 +217,25 @@ def _sums(saved, dy3):
 # ---------------------------------------------------------------------------------------------
 # switch_norm
 
+_KIND_NAMES = ("IN", "LN", "BN")
+
+
 def _mix_kinds(ndim, using_bn):
-    """The statistics mixed, in the order of mean_weight and var_weight."""
+    """The statistics mixed (numbanorm._mixing's codes), in the order of mean_weight and
+    var_weight."""
     if ndim == 2:  # (N, C): SwitchNorm1d mixes LN and BN
-        return ("ln", "bn") if using_bn else ("ln",)
-    return ("in", "ln", "bn") if using_bn else ("in", "ln")
+        return (M.LN, M.BN) if using_bn else (M.LN,)
+    return (M.IN, M.LN, M.BN) if using_bn else (M.IN, M.LN)
 
 
 def _mixing_weights(v, name, K, kinds):
     v = V.array(v, name)
     if v.shape != (K,):
         raise ValueError(f"{name} must have shape ({K},), one weight for each of "
-                         f"{', '.join(k.upper() for k in kinds)}, got shape {v.shape}")
+                         f"{', '.join(_KIND_NAMES[k] for k in kinds)}, got shape {v.shape}")
     if not isinstance(v, np.ndarray):
         v = v.copy_to_host()
     return v
-
-
-def _switch_stats(count, mean_in, m2_in, kinds, training, reference, rm64, rv64, N, C, S):
-    """{kind: (mean, var, M)} of every statistic the mix takes (mean, var broadcastable to
-    (N, C); M the size of its group), and the batch's (mean, running variance) for the running
-    buffers (None when BN is not mixed or not training)."""
-    stats = {}
-    one_d = S == 1 and "in" not in kinds
-    if reference and not one_d:
-        var_in = m2_in / (S - 1) if S > 1 else np.full_like(m2_in, np.nan)
-        temp = var_in + mean_in ** 2
-    if "in" in kinds:
-        stats["in"] = (mean_in, var_in if reference else m2_in / S, S)
-    n_ln, mean_ln, m2_ln = merge_groups(count, mean_in, m2_in, 1)
-    M = C * S
-    if reference and not one_d:
-        mean_ln = mean_in.mean(axis=1, keepdims=True)
-        var_ln = temp.mean(axis=1, keepdims=True) - mean_ln ** 2
-    else:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            var_ln = m2_ln / (M - 1 if reference else M)
-    stats["ln"] = (mean_ln, var_ln, M)
-    batch = None
-    if "bn" in kinds:
-        M = N * S
-        if training:
-            n_bn, mean_bn, m2_bn = merge_groups(count, mean_in, m2_in, 0)
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                if reference and not one_d:
-                    mean_bn = mean_in.mean(axis=0, keepdims=True)
-                    var_bn = temp.mean(axis=0, keepdims=True) - mean_bn ** 2
-                    batch = (mean_bn, var_bn)
-                else:
-                    var_bn = m2_bn / (M - 1 if reference else M)
-                    batch = (mean_bn, m2_bn / (M - 1))
-        else:
-            mean_bn, var_bn = rm64.reshape(1, C), rv64.reshape(1, C)
-        stats["bn"] = (mean_bn, var_bn, M)
-    return stats, batch
 
 
 def _switch_norm(x, mean_weight, var_weight, running_mean, running_var, weight, bias, training,
@@ -301,33 +262,38 @@ def _switch_norm(x, mean_weight, var_weight, running_mean, running_var, weight, 
                          f"size {x.shape}")
     x3 = _rows_view(x, where)
     view, count, mean_in, m2_in = _instance_moments(where, x3)
-    stats, batch = _switch_stats(count, mean_in, m2_in, kinds, training, reference,
-                                 _host64(running_mean), _host64(running_var), N, C, S)
-    mw = _softmax(mean_weight.astype(np.float64))
-    vw = _softmax(var_weight.astype(np.float64))
-    mean = np.zeros((N, C))
-    var = np.zeros((N, C))
-    for k, kind in enumerate(kinds):
-        mean = mean + mw[k] * stats[kind][0]
-        var = var + vw[k] * stats[kind][1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rstd = 1.0 / np.sqrt(var + eps)
+    K = len(kinds)
+    code = np.array(kinds, np.int64)
+    mw = np.empty(K)
+    vw = np.empty(K)
+    stat_mean = np.empty((K, N, C))
+    stat_var = np.empty((K, N, C))
+    mean = np.empty((N, C))
+    rstd = np.empty((N, C))
+    batch_mean = np.full(C, np.nan)
+    batch_var = np.full(C, np.nan)
+    nan = np.full(C, np.nan)
+    rm = _host64(running_mean) if running_mean is not None else nan
+    rv = _host64(running_var) if running_var is not None else nan
+    M.switch_forward(mean_in, m2_in, S, code, training, reference, rm, rv,
+                     mean_weight.astype(np.float64), var_weight.astype(np.float64), eps, mw, vw, stat_mean, stat_var, mean, rstd, batch_mean,
+                     batch_var)
     w64 = _host64(weight)
     scale = rstd if w64 is None else rstd * w64
     shift = 0.0 if bias is None else _host64(bias)
     y = _write_y(where, view, x, mean, scale, shift, out)
-    if batch is not None and running_mean is not None and N * S:
-        rm, rv = _host64(running_mean), _host64(running_var)
+    if training and using_bn and running_mean is not None and N * S:
         with np.errstate(over="ignore", invalid="ignore"):
-            new_mean = (1.0 - momentum) * rm + momentum * batch[0].reshape(-1)
-            new_var = (1.0 - momentum) * rv + momentum * batch[1].reshape(-1)
+            new_mean = (1.0 - momentum) * rm + momentum * batch_mean
+            new_var = (1.0 - momentum) * rv + momentum * batch_var
         _store(running_mean, new_mean)
         _store(running_var, new_var)
     if not keep:
         return y, None
     saved = MixSaved("switch_norm", x3, x.shape, where, mean, rstd, w64, bias is not None,
                      _param_dtype(x, weight, bias), training)
-    saved._mix = (kinds, mw, vw, stats, reference, mean_weight.dtype, var_weight.dtype)
+    saved._mix = (code, mw, vw, stat_mean, stat_var, reference, mean_weight.dtype,
+                  var_weight.dtype)
     return y, saved
 
 
@@ -393,31 +359,6 @@ def switch_norm_forward(x, mean_weight, var_weight, running_mean=None, running_v
                         training, momentum, eps, using_bn, reference, out, True, device)
 
 
-def _group_sum(kind, z):
-    """z summed over the group of the statistic `kind` and broadcast back: IN its own (n, c),
-    LN over c, BN over n."""
-    if kind == "in":
-        return z
-    return z.sum(axis=1 if kind == "ln" else 0, keepdims=True)
-
-
-def _dvar_terms(kind, mean, stats, reference, one_d, N, C, S):
-    """(a, c) of d var_kind / dx = a*(x - mean) + c for x in (n, c) (mean: the mixed mean)."""
-    mean_k, _, M = stats[kind]
-    if not reference or one_d:
-        a = 2.0 / (M - 1 if reference else M)
-        return a, a * (mean - mean_k)
-    # reference 2-D: var_in = M2/(S - 1); LN, BN = mean over the group of (var_in + mean_in^2)
-    # minus the group mean squared
-    mean_in = stats["in"][0] if "in" in stats else None
-    a_in = 2.0 / (S - 1)
-    if kind == "in":
-        return a_in, a_in * (mean - mean_k)
-    G = C if kind == "ln" else N
-    a = a_in / G
-    return a, a * (mean - mean_in) + 2.0 * (mean_in - mean_k) / (G * S)
-
-
 def switch_norm_backward(dy, saved, *, dx_out=None):
     """(dx, dweight, dbias, dmean_weight, dvar_weight) of a `switch_norm_forward`, in training
     or eval mode (eval: BN's statistics are constants); None for an absent weight or bias."""
@@ -425,34 +366,18 @@ def switch_norm_backward(dy, saved, *, dx_out=None):
     where = saved._place
     dy3, dx_out = _dy_rows(dy, saved, dx_out)
     N, C, S = saved._x3.shape
-    kinds, mw, vw, stats, reference, mw_dtype, vw_dtype = saved._mix
-    one_d = "in" not in kinds and S == 1
-    rstd = saved.rstd
-    mean = saved.mean
-    w = saved._weight if saved._weight is not None else 1.0
+    code, mw, vw, stat_mean, stat_var, reference, mw_dtype, vw_dtype = saved._mix
     sdy, sdyx = _sums(saved, dy3)
-    with np.errstate(invalid="ignore", over="ignore"):
-        gm = -rstd * w * sdy                         # dL/dmean per (n, c)
-        gv = -0.5 * rstd ** 3 * w * sdyx             # dL/dvar per (n, c)
-        Q = np.zeros((N, C))
-        O = np.zeros((N, C))
-        for k, kind in enumerate(kinds):
-            if kind == "bn" and not saved._training:
-                continue  # running statistics: no path to x
-            M = stats[kind][2]
-            a, c = _dvar_terms(kind, mean, stats, reference, one_d, N, C, S)
-            hv = vw[k] * _group_sum(kind, gv)
-            Q = Q + hv * a
-            O = O + mw[k] * _group_sum(kind, gm) / M + hv * c
-        P = rstd * w
-        dm = np.array([np.sum(gm * stats[kind][0]) for kind in kinds])
-        dv = np.array([np.sum(gv * stats[kind][1]) for kind in kinds])
-        dmean_weight = mw * (dm - np.dot(mw, dm))
-        dvar_weight = vw * (dv - np.dot(vw, dv))
+    w = saved._weight if saved._weight is not None else np.ones(C)
+    P, Q, O = np.empty((N, C)), np.empty((N, C)), np.empty((N, C))
+    dmean_weight, dvar_weight = np.empty(code.size), np.empty(code.size)
+    dweight, dbias = np.empty(C), np.empty(C)
+    M.switch_backward(sdy, sdyx, saved.mean, saved.rstd, stat_mean, stat_var, code,
+                      saved._training, reference, mw, vw, w, S, P, Q, O, dmean_weight,
+                      dvar_weight, dweight, dbias)
     dx = _dx(saved, dy3, dx_out, P, Q, O)
-    dweight = (rstd * sdyx).sum(axis=0) if saved._weight is not None else None
-    dbias = sdy.sum(axis=0) if saved._has_bias else None
-    return (dx, _grad(where, dweight, saved._param_dtype), _grad(where, dbias, saved._param_dtype),
+    return (dx, _grad(where, dweight if saved._weight is not None else None, saved._param_dtype),
+            _grad(where, dbias if saved._has_bias else None, saved._param_dtype),
             _grad(where, dmean_weight, mw_dtype), _grad(where, dvar_weight, vw_dtype))
 
 

@@ -404,3 +404,24 @@ def test_errors_name_the_argument(rng):
     before = x.copy()
     nn.switch_norm(x, w3, w3, training=True)
     np.testing.assert_array_equal(x, before)  # inputs never modified
+
+
+def test_half_precision_within_one_ulp(rng):
+    """float16 and bfloat16 x (float32 parameters): within one 16-bit ulp of the float64
+    oracle on the same (rounded) values, for the three ops."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from conftest import assert_half
+    for dtype in (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)):
+        x = (rng.standard_normal((3, 4, 6)) * 2.0 + 1.0).astype(dtype)
+        w = rng.standard_normal(4).astype(np.float32)
+        b = rng.standard_normal(4).astype(np.float32)
+        mw, vw = rng.standard_normal(3), rng.standard_normal(3)
+        y = nn.switch_norm(x, mw, vw, None, None, w, b, True)
+        ref = oracle.switch_norm(x, mw, vw, None, None, w, b, True)["y"]
+        assert_half(y, ref, dtype, name=f"switch_norm {dtype}")
+        gate = rng.uniform(0, 1, 4).astype(np.float32)
+        y = nn.batch_instance_norm(x, gate, None, None, w, b, True)
+        ref = oracle.batch_instance_norm(x, gate, None, None, w, b, True)["y"]
+        assert_half(y, ref, dtype, name=f"batch_instance_norm {dtype}")
+        y = nn.local_response_norm(x, 3, 0.5)
+        assert_half(y, oracle.local_response_norm(x, 3, 0.5)["y"], dtype, name=f"lrn {dtype}")
