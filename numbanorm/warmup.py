@@ -6,7 +6,8 @@ Each op runs forward and backward on small arrays (the serial kernels) and on ar
 large enough for the parallel ones, with and without affine parameters, in each dtype asked
 for (16-bit dtypes with 16-bit and with float32 parameters); batch_norm in training and eval,
 on (N, C) and (N, C, H, W); layer_norm and rms_norm also on long rows (the kernels that take
-rows two at a time); the data functions along the leading, the trailing and the middle axes,
+rows two at a time); switch_norm in training and eval, exact and reference, on (N, C) and
+(N, C, H, W); batch_instance_norm in training and eval; local_response_norm; the data functions along the leading, the trailing and the middle axes,
 NaN omitted and propagated, and the scalers; "sparse" (with scipy installed) the sparse data
 family on CSR and CSC matrices with int32 indices. What a call with other argument types needs
 (read-only or non-contiguous arrays, say) compiles on first use as before.
@@ -16,11 +17,13 @@ import time
 import numpy as np
 
 from . import _cache
+from . import adaptive as A
 from . import functional as F
 from . import scaling, stats
 from ._config import SERIAL_MAX_ELEMENTS
 
-LAYERS = ("layer_norm", "rms_norm", "batch_norm", "group_norm", "instance_norm")
+LAYERS = ("layer_norm", "rms_norm", "batch_norm", "group_norm", "instance_norm", "switch_norm",
+          "batch_instance_norm", "local_response_norm")
 DATA = ("zscore", "minmax_scale", "normalize", "moments", "scalers", "sparse")
 OPS = LAYERS + DATA
 DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -31,7 +34,8 @@ DEFAULT_DTYPES = ("float32", "float64")
 # biggest go first, each to the least loaded process.
 GROUPS = ((("zscore", "moments", "minmax_scale", "scalers"), 42),
           (("layer_norm", "rms_norm", "group_norm", "instance_norm"), 35),
-          (("batch_norm",), 23), (("sparse",), 20), (("normalize",), 7))
+          (("batch_norm",), 23), (("sparse",), 20), (("normalize",), 7),
+          (("switch_norm", "batch_instance_norm"), 15), (("local_response_norm",), 19))
 
 
 def _line(op, seconds, compiled, loaded):
@@ -54,8 +58,10 @@ def _shapes(op):
         return [(4, 64), (big // 256, 256), (16, 4096)]          # the last: row pairs
     if op == "batch_norm":
         return [(8, 16, 4, 4), (16, 16, 32, 32), (64, 16), (big // 64, 64)]
-    if op in ("group_norm", "instance_norm"):
+    if op in ("group_norm", "instance_norm", "batch_instance_norm", "local_response_norm"):
         return [(4, 8, 4, 4), (8, 16, 32, 32)]
+    if op == "switch_norm":
+        return [(4, 8, 4, 4), (8, 16, 32, 32), (64, 16)]
     return [(64, 16), (big // 16, 16), (4, 3, 8, 8), (16, 3, 32, 32)]
 
 
@@ -71,6 +77,18 @@ def _layer_calls(op, x, p):
             runs = [lambda: F.rms_norm_forward(x, C, weight)]
         elif op == "group_norm":
             runs = [lambda: F.group_norm_forward(x, 2, weight, bias)]
+        elif op == "switch_norm":
+            K = 3 if x.ndim > 2 else 2
+            rm, rv = np.zeros(C, p), np.ones(C, p)
+            runs = [lambda t=t, r=r: A.switch_norm_forward(x, np.zeros(K), np.zeros(K), rm, rv,
+                                                           weight, bias, t, reference=r)
+                    for t in (True, False) for r in (False, True)]
+        elif op == "batch_instance_norm":
+            rm, rv, gate = np.zeros(C, p), np.ones(C, p), np.full(C, 0.5, p)
+            runs = [lambda t=t: A.batch_instance_norm_forward(x, gate, rm, rv, weight, bias, t)
+                    for t in (True, False)]
+        elif op == "local_response_norm":
+            runs = [lambda: F.local_response_norm_forward(x, 5)] if weight is not None else []
         elif op == "instance_norm":
             rm, rv = np.zeros(C, p), np.ones(C, p)
             runs = [lambda: F.instance_norm_forward(x, rm, rv, weight, bias, True),
@@ -81,7 +99,7 @@ def _layer_calls(op, x, p):
                     lambda: F.batch_norm_forward(x, rm, rv, weight, bias, False)]
         for run in runs:
             y, saved = run()
-            getattr(F, f"{op}_backward")(dy, saved)
+            getattr(A if op in A.__all__ else F, f"{op}_backward")(dy, saved)
 
 
 def _sparse_calls(x):
