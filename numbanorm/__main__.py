@@ -120,9 +120,10 @@ def main(argv=None):
     if args.shape:
         ops = args.op or list(OPS)
         cases = [(op, s, d) for op in ops for s in args.shape for d in (args.dtype or ["float32"])]
-        bad = [(op, s) for op, s, _ in cases if op in ("instance_norm",) and len(s) < 3]
+        bad = [(op, s) for op, s, _ in cases if op in ("instance_norm", "batch_instance_norm",
+                                                         "local_response_norm") and len(s) < 3]
         if bad:
-            parser.error(f"instance_norm needs (N, C, *spatial) shapes, got {bad[0][1]}")
+            parser.error(f"{bad[0][0]} needs (N, C, *spatial) shapes, got {bad[0][1]}")
     else:
         base = TINY if args.tiny else STANDARD
         cases = [c for c in base + half_cases(base, args.dtype or ())

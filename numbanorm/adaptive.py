@@ -13,10 +13,12 @@ numbanorm.layers.SwitchNorm1d/2d/3d and BatchInstanceNorm1d/2d/3d.
 
 Statistics from one read of x. x is viewed as (N, C, S); the backend's data_moments gives
 (count S, mean, M2) of every (n, c) row, from the blocked Welford/Chan kernels every op uses.
-Those N*C triples are Chan-merged (numbanorm._chan.merge_groups) over c for LN's statistics
-and over n for BN's: exact, with no second pass over x and no E[x^2] - mean^2.
+Those N*C triples are Chan-merged over c for LN's statistics and over n for BN's
+(numbanorm._chan's formula: chan_merge in order in switch_norm's compiled arithmetic,
+merge_groups in batch_instance_norm): exact, with no second pass over x and no E[x^2] - mean^2.
 The per-(n, c) mixed mean and rstd then make y = (x - mean)*rstd*w + b one elementwise pass
-(data_affine). The small (N, C) arithmetic runs in float64 NumPy on the host, on every backend.
+(data_affine). The small (N, C) arithmetic runs in float64 on the host, on every backend
+(switch_norm's compiled, in numbanorm._mixing; batch_instance_norm's in NumPy).
 
 Backward, with g = dy*w[c], Gm = dL/dmean = -rstd*sum(g) and Gv = dL/dvar =
 -rstd^3/2*sum(g*(x - mean)) per (n, c): every statistic k the mix takes (mean_k, var_k over its
@@ -25,7 +27,7 @@ group of M_k values) passes its gradient back to x as
     d mean_k / dx = 1/M_k,        d var_k / dx = a_k*(x - mean) + c_k
 
 (exact biased variance: a_k = 2/M_k, c_k = a_k*(mean - mean_k); reference mode: see
-_dvar_terms), so that dx = dy*P + (x - mean)*Q + O per (n, c), with P = w*rstd and Q, O from
+numbanorm._mixing._dvar), so that dx = dy*P + (x - mean)*Q + O per (n, c), with P = w*rstd and Q, O from
 the group sums of Gm and Gv. One reduction pass (slot_sums: sum(dy), sum(dy*(x - mean)) per
 (n, c)) and one elementwise pass (slot_dx), as batch_norm's backward. The mixing weights'
 gradients go through the softmax: d w_j = p_j*(D_j - sum_k p_k*D_k), D_k = sum(Gm*mean_k) (or
@@ -52,14 +54,13 @@ __all__ = [
 class MixSaved:
     """What a switch_norm or batch_instance_norm forward keeps for its backward pass.
 
-    op, mean, rstd (read-only): the op's name and the per-(n, c) statistics x was normalised
-    with, float64 NumPy arrays of shape (N, C) (batch_instance_norm: IN's; its BN statistics
+    op, mean, rstd: the op's name and the per-(n, c) statistics x was normalised with,
+    float64 NumPy arrays of shape (N, C) on every backend (batch_instance_norm: IN's; its BN statistics
     are bn_mean, bn_rstd, shape (C,)). The rest is private. The record holds a reference to x:
     modifying x in place between forward and backward makes the backward wrong."""
 
     __slots__ = ("op", "mean", "rstd", "bn_mean", "bn_rstd", "_x3", "_shape", "_place",
-                 "_terms", "_weight", "_has_bias", "_param_dtype", "_mix", "_training",
-                 "_gate")
+                 "_weight", "_has_bias", "_param_dtype", "_mix", "_training", "_gate")
 
     def __init__(self, op, x3, shape, place, mean, rstd, weight, has_bias, param_dtype,
                  training):
@@ -73,7 +74,7 @@ class MixSaved:
         self._has_bias = has_bias
         self._param_dtype = param_dtype
         self._training = training
-        self._terms = self._mix = self._gate = self.bn_mean = self.bn_rstd = None
+        self._mix = self._gate = self.bn_mean = self.bn_rstd = None
 
     def __repr__(self):
         return f"MixSaved(op={self.op!r}, shape={self._shape})"
@@ -190,13 +191,12 @@ def _grad(where, g, dtype):
     return g
 
 
-def _dx(saved, dy, dx_out, P, Q, O):
+def _dx(saved, dy3, dx_out, P, Q, O):
     """dx = dy*P + (x - mean)*Q + O per (n, c) (float64 (N, C) coefficients): the backward's
     elementwise pass, delivered as the caller's kind of array."""
     where = saved._place
     x3 = saved._x3
     N, C, S = x3.shape
-    dy3 = dy
     target = where.target(dx_out)
     shape = (N * C, S)
     P, Q, O = (np.broadcast_to(a, (N, C)).reshape(-1) for a in (P, Q, O))

@@ -331,8 +331,8 @@ def _torch_reference(op, torch, xt, wt, bt):
     N, C = xt.shape[:2]
     pshape = (1, C) + (1,) * (xt.dim() - 2)
     if op == "switch_norm":
-        mw = torch.softmax(torch.from_numpy(MEAN_WEIGHT).to(xt.dtype), 0)
-        vw = torch.softmax(torch.from_numpy(VAR_WEIGHT).to(xt.dtype), 0)
+        mw = torch.softmax(torch.from_numpy(MEAN_WEIGHT).to(xt.device, xt.dtype), 0)
+        vw = torch.softmax(torch.from_numpy(VAR_WEIGHT).to(xt.device, xt.dtype), 0)
 
         def call():
             x3 = xt.view(N, C, -1)
@@ -348,7 +348,7 @@ def _torch_reference(op, torch, xt, wt, bt):
             y = ((x3 - mean) / (var + EPS).sqrt()).view(xt.shape)
             return y * wt.view(pshape) + bt.view(pshape)
         return call
-    gate = torch.from_numpy(_gate(C)).to(xt.dtype)
+    gate = torch.from_numpy(_gate(C)).to(xt.device, xt.dtype)
 
     def call():
         out_bn = TF.batch_norm(xt, None, None, wt * gate, bt, True, 0.1, EPS)

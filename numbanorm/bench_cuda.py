@@ -12,7 +12,8 @@ import sys
 
 import numpy as np
 
-from .bench import _paired_ratio, _summary, _time, _time_paired, np_dtype
+from .bench import (LRN, MEAN_WEIGHT, VAR_WEIGHT, _gate, _paired_ratio, _summary, _time,
+                    _time_paired, _torch_reference, np_dtype)
 
 # The H100 shapes of issue 3 (float32), and two of them in 16 bits (issue 27).
 STANDARD = [
@@ -24,7 +25,11 @@ STANDARD = [
      for op, shape in (("layer_norm", (32768, 4096)), ("batch_norm", (128, 256, 56, 56)))] + [
     # the data family (issue 28), forward, against the same expression in PyTorch CUDA
     ("zscore_axis0", (65536, 1024), "float32"), ("zscore_axis1", (65536, 1024), "float32"),
-    ("minmax_scale", (65536, 1024), "float32"), ("normalize", (65536, 1024), "float32")]
+    ("minmax_scale", (65536, 1024), "float32"), ("normalize", (65536, 1024), "float32"),
+    # issue 31: against the reference modules on PyTorch CUDA (numbanorm.bench._torch_reference)
+    ("switch_norm", (32, 64, 56, 56), "float32"),
+    ("batch_instance_norm", (32, 64, 56, 56), "float32"),
+    ("local_response_norm", (32, 64, 56, 56), "float32")]
 
 # data functions: forward only (their backward passes run on the host; see the README)
 DATA = {
@@ -70,6 +75,16 @@ def _numbanorm(op, xd, w, b, C):
     if op == "instance_norm":
         return (lambda: nn.instance_norm_forward(xd, weight=w, bias=b)), \
             nn.instance_norm_backward
+    if op == "switch_norm":
+        return (lambda: nn.switch_norm_forward(xd, MEAN_WEIGHT, VAR_WEIGHT, None, None, w, b,
+                                               training=True)), nn.switch_norm_backward
+    if op == "batch_instance_norm":
+        gate = _gate(C).astype(np.float32)
+        return (lambda: nn.batch_instance_norm_forward(xd, gate, None, None, w, b, True)), \
+            nn.batch_instance_norm_backward
+    if op == "local_response_norm":
+        return (lambda: nn.local_response_norm_forward(xd, *LRN)), \
+            lambda dy, saved: (nn.local_response_norm_backward(dy, saved),)
     return (lambda: nn.batch_norm_forward(xd, None, None, w, b, training=True)), \
         nn.batch_norm_backward
 
@@ -89,13 +104,15 @@ def _torch(op, x, w, b, dy, dtype):
         "group_norm": lambda t: TF.group_norm(t, 32, wt, bt),
         "instance_norm": lambda t: TF.instance_norm(t, weight=wt, bias=bt),
         "batch_norm": lambda t: TF.batch_norm(t, None, None, wt, bt, training=True),
-    }[op]
+        "local_response_norm": lambda t: TF.local_response_norm(t, *LRN),
+    }.get(op) or (lambda t: _torch_reference(op, torch, t, wt, bt)())
 
     def forward():
         with torch.no_grad():
             fwd(xt)
     y = fwd(xt)
-    inputs = (xt, wt) if op == "rms_norm" else (xt, wt, bt)
+    inputs = ((xt, wt) if op == "rms_norm" else (xt,) if op == "local_response_norm"
+              else (xt, wt, bt))
 
     def backward():
         torch.autograd.grad(y, inputs, dyt, retain_graph=True)
@@ -134,7 +151,7 @@ def run_case(op, shape, repeats, min_run, bandwidth, with_torch, dtype="float32"
     if op in DATA:
         return _data_case(op, x, repeats, min_run, bandwidth, with_torch, dtype)
     dy = rng.standard_normal(shape, dtype=np.float32).astype(dt).astype(np.float32)
-    C = shape[1] if op in ("batch_norm", "group_norm", "instance_norm") else shape[-1]
+    C = shape[-1] if op in ("layer_norm", "rms_norm") else shape[1]
     w = rng.standard_normal(C, dtype=np.float32).astype(dt).astype(np.float32)
     b = rng.standard_normal(C, dtype=np.float32).astype(dt).astype(np.float32)
     xd, dyd, wd, bd = (cuda.to_device(a.astype(dt)) for a in (x, dy, w, b))
@@ -182,11 +199,11 @@ def run(cases=None, repeats=5, min_run=0.2, with_torch=True, as_json=False, prog
         return json.dumps(dict(gpu=facts["gpu"], copy_gb_per_s=bandwidth, rows=rows), indent=1)
     lines = [f"GPU: {facts['gpu']}; device copy bandwidth {bandwidth:.0f} GB/s "
              f"(read + write); medians of {repeats}",
-             f"{'op':14s} {'shape':20s} {'dtype':9s} {'pass':8s} {'median':>10s} {'GB/s':>8s} "
+             f"{'op':20s} {'shape':20s} {'dtype':9s} {'pass':8s} {'median':>10s} {'GB/s':>8s} "
              f"{'% copy':>7s} {'vs torch':>9s}"]
     for r in rows:
         vs = "-" if r["vs_torch"] is None else f"{r['vs_torch']:.2f}x"
-        lines.append(f"{r['op']:14s} {str(tuple(r['shape'])):20s} {r['dtype']:9s} "
+        lines.append(f"{r['op']:20s} {str(tuple(r['shape'])):20s} {r['dtype']:9s} "
                      f"{r['pass_']:8s} "
                      f"{r['median_s'] * 1e6:8.1f}us {r['gb_per_s']:8.0f} {r['pct_copy']:6.0f}% "
                      f"{vs:>9s}")
