@@ -330,9 +330,6 @@ def instance_norm_backward(dy, saved, *, dx_out=None):
 # local_response_norm
 
 def _local_response_norm(x, size, alpha, beta, k, out, keep, device):
-    if _device.is_dask_array(x):
-        raise TypeError("local_response_norm does not take Dask arrays yet: compute x first, "
-                        "or map blocks that hold all the channels through it")
     x, where = place(x, device)
     if x.ndim < 3:
         raise ValueError("x must have at least 3 dimensions (N, C, *spatial), as PyTorch's "
@@ -342,6 +339,8 @@ def _local_response_norm(x, size, alpha, beta, k, out, keep, device):
     beta = V.finite_real(beta, "beta")
     k = V.finite_real(k, "k")
     out = V.out_array(out, x, may_alias=not keep)
+    if where.lazy:  # Dask: blocks with their neighbouring channels, lazily; no saved record
+        return where.host.window_forward(x, size, alpha, beta, k), None
     N, C = x.shape[:2]
     S = _prod(x.shape[2:])
     x3 = (where.x if where.gpu else np.ascontiguousarray(x)).reshape(N, C, S)
@@ -360,7 +359,8 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, out=None, devi
     y[c] = x[c]/(k + alpha/size*sum(x[c']^2))^beta over c' in [c - size//2, c + (size-1)//2]
     (zero padded; the divisor is always `size`). x: (N, C, *) with at least 3 dimensions;
     empty x gives an empty y. The window sums are O(1) per value and never subtract (see
-    numbanorm.cpu.window). `out` may be x itself."""
+    numbanorm.cpu.window). `out` may be x itself. A Dask x gives a lazy y (each block with
+    its neighbouring channels; the NumPy result bit for bit)."""
     return _local_response_norm(x, size, alpha, beta, k, out, False, device)[0]
 
 

@@ -425,3 +425,23 @@ def test_half_precision_within_one_ulp(rng):
         assert_half(y, ref, dtype, name=f"batch_instance_norm {dtype}")
         y = nn.local_response_norm(x, 3, 0.5)
         assert_half(y, oracle.local_response_norm(x, 3, 0.5)["y"], dtype, name=f"lrn {dtype}")
+
+
+def test_local_response_norm_on_dask_is_bitwise_the_numpy_result(rng):
+    """Dask x: blocks with their neighbouring channels (map_overlap), whatever the channel
+    chunks (narrower than the window's reach included), give the NumPy result bit for bit;
+    the adaptive ops refuse Dask input with a TypeError."""
+    da = pytest.importorskip("dask.array")
+    x = rng.standard_normal((4, 11, 5, 6)).astype(np.float32)
+    for chunks in [(2, 11, 5, 6), (2, 3, 5, 3), (4, 1, 5, 6), (2, (1, 6, 1, 3), 5, 6)]:
+        for size in (1, 2, 5, 12):
+            want = nn.local_response_norm(x, size, 0.3)
+            y, saved = nn.local_response_norm_forward(da.from_array(x, chunks=chunks), size,
+                                                      0.3)
+            assert saved is None
+            np.testing.assert_array_equal(y.compute(), want, err_msg=f"{chunks} {size}")
+    xd = da.from_array(x, chunks=(2, 11, 5, 6))
+    with pytest.raises(TypeError, match="switch_norm does not take Dask arrays"):
+        nn.switch_norm(xd, np.zeros(3), np.zeros(3), training=True)
+    with pytest.raises(TypeError, match="batch_instance_norm does not take Dask arrays"):
+        nn.batch_instance_norm(xd, np.zeros(11, np.float32), training=True)

@@ -27,7 +27,7 @@ data_moments and write y by data_affine; their backward is two passes over (R, L
 The local response norm (functional.local_response_norm; numbanorm.cpu.window) slides a
 window along the channels of a C-contiguous (N, C, S) array:
 
-    window_forward(x3, size, alpha, beta, k, y3=None)           -> y3
+    window_forward(x3, size, alpha, beta, k, y3=None, phase=0)  -> y3
     window_backward(dy3, x3, size, alpha, beta, k, dx3=None)    -> dx3
 
 CPU only (numbanorm._sparse, for scipy.sparse CSR/CSC input; numbanorm.cpu.sparse):
@@ -885,17 +885,19 @@ def window_tile(C, size, S, itemsize):
     return max(1, min(S, t))
 
 
-def window_forward(x3, size, alpha, beta, k, y3=None):
+def window_forward(x3, size, alpha, beta, k, y3=None, phase=0):
     """y of local_response_norm for the C-contiguous (N, C, S) x3, into y3 (C-contiguous, x3's
     shape and dtype, may be x3 itself: a work item reads its tile before writing it) or a
-    fresh array."""
+    fresh array. phase: where the window sums' blocks start (cpu.window._sliding): a Dask
+    block whose first channel is channel c0 - size//2 of the whole passes (c0 - size//2) %
+    size, and its sums are then the whole's, bit for bit."""
     if y3 is None:
         y3 = np.empty(x3.shape, x3.dtype)
     if x3.size:
         N, C, S = x3.shape
         _twins(window, x3.size).forward(_kv(x3), size, alpha, beta, k,
                                         _BETA_MODES.get(beta, 0),
-                                        window_tile(C, size, S, x3.itemsize), _kv(y3))
+                                        window_tile(C, size, S, x3.itemsize), phase, _kv(y3))
     return y3
 
 

@@ -41,14 +41,16 @@ SERIAL = types.SimpleNamespace()  # the serial twins (see _moments.parallel_and_
 
 
 @njit(inline='always', **ELEMENTWISE_JIT)
-def _sliding(v, pre, w, C, out):
+def _sliding(v, pre, w, phase, C, out):
     """out[c, :] = sum of v[c:c + w, :] for c < C, by block prefix and suffix sums (v is
-    overwritten by the suffix sums)."""
+    overwritten by the suffix sums); the blocks start where (p + phase) % w == 0, so that a
+    part of the channels (a Dask block with its neighbours) sums its windows as the whole
+    does."""
     Cp, T = v.shape
     for p in range(Cp):
         vp = v[p]
         pp = pre[p]
-        if p % w == 0:
+        if (p + phase) % w == 0 or p == 0:
             for t in range(T):
                 pp[t] = vp[t]
         else:
@@ -56,7 +58,7 @@ def _sliding(v, pre, w, C, out):
             for t in range(T):
                 pp[t] = pq[t] + vp[t]
     for p in range(Cp - 2, -1, -1):
-        if (p + 1) % w != 0:
+        if (p + 1 + phase) % w != 0:
             vp = v[p]
             vq = v[p + 1]
             for t in range(T):
@@ -64,7 +66,7 @@ def _sliding(v, pre, w, C, out):
     for c in range(C):
         pe = pre[c + w - 1]
         oc = out[c]
-        if c % w == 0:
+        if (c + phase) % w == 0:
             for t in range(T):
                 oc[t] = pe[t]
         else:
@@ -127,7 +129,7 @@ def _divisor(total, size, alpha, k):
 
 
 @njit(**ELEMENTWISE_JIT)
-def _forward_item(x3, size, alpha, beta, k, mode, T, item, y3):
+def _forward_item(x3, size, alpha, beta, k, mode, T, phase, item, y3):
     """One work item of forward: sample n, positions [s0, s0 + T)."""
     N, C, S = x3.shape
     tiles = (S + T - 1) // T
@@ -138,7 +140,7 @@ def _forward_item(x3, size, alpha, beta, k, mode, T, item, y3):
     v = work(x3, Cp * Tn).reshape(Cp, Tn)
     pre = work(x3, Cp * Tn).reshape(Cp, Tn)
     tot = work(x3, C * Tn).reshape(C, Tn)
-    _sliding(_squares(x3, n, s0, Tn, size // 2, v), pre, size, C, tot)
+    _sliding(_squares(x3, n, s0, Tn, size // 2, v), pre, size, phase, C, tot)
     for c in range(C):
         dc = tot[c]
         _divisor(dc, size, alpha, k)
@@ -161,7 +163,7 @@ def _backward_item(dy3, x3, size, alpha, beta, k, mode, T, item, dx3):
     v = work(x3, Cp * Tn).reshape(Cp, Tn)
     pre = work(x3, Cp * Tn).reshape(Cp, Tn)
     scale = work(x3, C * Tn).reshape(C, Tn)
-    _sliding(_squares(x3, n, s0, Tn, size // 2, v), pre, size, C, scale)
+    _sliding(_squares(x3, n, s0, Tn, size // 2, v), pre, size, 0, C, scale)
     # scale = d^(-beta); t = dy*x*scale/d, into the padded rows of v for the mirrored window
     lp = (size - 1) // 2
     zero = like(v[0, 0], 0.0)
@@ -182,7 +184,7 @@ def _backward_item(dy3, x3, size, alpha, beta, k, mode, T, item, dx3):
             for t in range(Tn):
                 vp[t] = ld(dr[s0 + t]) * ld(xr[s0 + t]) * dc[t] / vp[t]
     acc = work(x3, C * Tn).reshape(C, Tn)
-    _sliding(v, pre, size, C, acc)
+    _sliding(v, pre, size, 0, C, acc)
     coef = like(v[0, 0], 2.0 * alpha * beta / size)
     for c in range(C):
         xr = x3[n, c]
@@ -199,12 +201,13 @@ def _backward_item(dy3, x3, size, alpha, beta, k, mode, T, item, dx3):
 # compiles the body once (see the README's rule for adding an op).
 
 @parallel_and_serial(ELEMENTWISE_JIT)
-def forward(x3, size, alpha, beta, k, mode, T, y3):
-    """y = x*d^(-beta) (see the module docstring), items of one n and T positions."""
+def forward(x3, size, alpha, beta, k, mode, T, phase, y3):
+    """y = x*d^(-beta) (see the module docstring), items of one n and T positions; phase:
+    where the window sums' blocks start (_sliding; 0 for the whole of the channels)."""
     N, C, S = x3.shape
     x3, y3 = borrowed(x3), borrowed(y3)
     for item in prange(N * ((S + T - 1) // T)):
-        _forward_item(x3, size, alpha, beta, k, mode, T, np.intp(item), y3)
+        _forward_item(x3, size, alpha, beta, k, mode, T, phase, np.intp(item), y3)
 
 
 @parallel_and_serial(ELEMENTWISE_JIT)

@@ -476,9 +476,9 @@ def data_backward(op, x, axes, dy, stats, params):
 # ---------------------------------------------------------------------------------------------
 # window geometry: local_response_norm (numbanorm.cuda.window)
 
-def window_forward(x3, size, alpha, beta, k, y3=None):
+def window_forward(x3, size, alpha, beta, k, y3=None, phase=0):
     """y of local_response_norm for the C-contiguous (N, C, S) device x3 (the contract of
-    cpu._host.window_forward). y3 may be x3 itself: threads read their neighbours' x, so an
+    cpu._host.window_forward; phase does not apply: each window is summed directly). y3 may be x3 itself: threads read their neighbours' x, so an
     in-place call computes into a fresh array and copies it over."""
     inplace = y3 is not None and x3.size and _device.span(y3)[0] == _device.span(x3)[0]
     y = empty(x3.shape, x3.dtype) if y3 is None or inplace else y3

@@ -8,6 +8,7 @@ GPU; it imports numbanorm.cpu._host and nothing above the backends.
                      y=None)                                     -> (y, None, None, None)
     data_view(x, axes) -> view;  data_moments(view, nan_policy, want_range, want_moments=True)
     data_affine(view, mean, scale, shift, out=None);  data_norms(view, p)
+    window_forward(x, size, alpha, beta, k, y=None)              -> y (x's own shape)
 
 Results are lazy Dask arrays chunked as x; the statistics of the data functions are lazy
 arrays of x's keepdims shape (view.stats / view.keep reshape them as on the other backends).
@@ -386,3 +387,48 @@ def channels_forward(x, training, eps, momentum, running_mean, running_var, weig
     shift = 0.0 if bias is None else bias.astype(np.float64)
     stats = [param_like(np.broadcast_to(v, (C,)), x, (1,), (C,)) for v in (mean, scale, shift)]
     return affine(x, tuple(a for a in range(x.ndim) if a != 1), *stats), None, None, None
+
+
+def _merged_chunks(chunks, least):
+    """Adjacent chunk sizes merged until each is at least `least` (the last merged into the
+    one before it when it falls short)."""
+    out = []
+    for c in chunks:
+        if out and out[-1] < least:
+            out[-1] += c
+        else:
+            out.append(c)
+    if len(out) > 1 and out[-1] < least:
+        last = out.pop()
+        out[-1] += last
+    return tuple(out)
+
+
+def window_forward(x, size, alpha, beta, k, y=None):
+    """local_response_norm on Dask x of any shape (N, C, *spatial), lazily: each block with
+    size//2 channels of its neighbours on either side (dask.array.map_overlap, zeros beyond
+    the first and last channel: PyTorch's padding), trimmed after; blocks holding every
+    channel need no overlap. Channel chunks narrower than size//2 are merged with their
+    neighbours first (map_overlap would rechunk them itself). Each value's window lies inside
+    its extended block, and the block's window sums start their blocks where the whole's do
+    (phase), so the values are the CPU host's on the whole array, bit for bit."""
+    depth = size // 2
+    if depth and len(x.chunks[1]) > 1 and min(x.chunks[1]) < depth:
+        x = x.rechunk({1: _merged_chunks(x.chunks[1], depth)})
+    whole = len(x.chunks[1]) == 1 or depth == 0
+    starts = np.cumsum((0,) + x.chunks[1])
+
+    def block(b, block_info=None):
+        c0 = 0 if whole or block_info is None else int(
+            starts[block_info[0]["chunk-location"][1]])
+        with _task_threads():
+            N, C = b.shape[:2]
+            b3 = np.ascontiguousarray(b).reshape(N, C, -1)
+            return cpu.window_forward(b3, size, alpha, beta, k,
+                                      phase=0 if whole else (c0 - depth) % size
+                                      ).reshape(b.shape)
+    meta = np.empty((0,) * x.ndim, x.dtype)
+    if whole:
+        return x.map_blocks(block, dtype=x.dtype, meta=meta, token="numbanorm-lrn")
+    return _da().map_overlap(block, x, depth={1: depth}, boundary=0, trim=True,
+                             dtype=x.dtype, meta=meta)
