@@ -28,6 +28,15 @@ IN, LN, BN = 0, 1, 2
 
 
 @njit(**HOST_JIT)
+def _in_position(kinds):
+    """The position of IN among kinds, -1 without it ((N, C) input: S == 1)."""
+    for k in range(kinds.size):
+        if kinds[k] == IN:
+            return k
+    return -1
+
+
+@njit(**HOST_JIT)
 def _group(mean_in, m2_in, S, reference, one_d, axis, j):
     """(mean, var, running var) of group j of LN (axis 1: sample j) or BN (axis 0: channel
     j) from the IN triples; running var: the unbiased variance (reference: its var)."""
@@ -78,10 +87,7 @@ def switch_forward(mean_in, m2_in, S, kinds, training, reference, rm, rv, mean_l
     K = kinds.size
     softmax(mean_logits, mw)
     softmax(var_logits, vw)
-    one_d = True
-    for k in range(K):
-        if kinds[k] == IN:
-            one_d = False
+    one_d = _in_position(kinds) < 0
     ln_mean = np.empty(N)
     ln_var = np.empty(N)
     bn_mean = np.empty(C)
@@ -146,12 +152,8 @@ def switch_backward(sdy, sdyx, mean, rstd, stat_mean, stat_var, kinds, training,
     per-(n, c) sums sdy = sum(dy), sdyx = sum(dy*(x - mean))."""
     N, C = sdy.shape
     K = kinds.size
-    one_d = True
-    k_in = 0
-    for k in range(K):
-        if kinds[k] == IN:
-            one_d = False
-            k_in = k
+    k_in = _in_position(kinds)
+    one_d = k_in < 0
     gm = np.empty((N, C))
     gv = np.empty((N, C))
     ln_m = np.zeros(N)

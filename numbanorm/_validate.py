@@ -179,6 +179,45 @@ def running_buffer(buf, name, num_features, dtype, will_update):
     return buf
 
 
+def channel_params(x, weight, bias, running_mean, running_var, will_update):
+    """The per-channel parameters of an (N, C, ...) op checked: weight, bias and the running
+    buffers None or (C,) arrays of x's dtype (float32 too for 16-bit x, all of one dtype), the
+    buffers writeable where they will be updated, and given together."""
+    C = x.shape[1]
+    weight = optional_array(weight, "weight", (C,), x.dtype)
+    bias = optional_array(bias, "bias", (C,), x.dtype)
+    running_mean = running_buffer(running_mean, "running_mean", C, x.dtype, will_update)
+    running_var = running_buffer(running_var, "running_var", C, x.dtype, will_update)
+    if is_half(x.dtype):
+        same_param_dtype(x.dtype, ((weight, "weight"), (bias, "bias"),
+                                   (running_mean, "running_mean"),
+                                   (running_var, "running_var")))
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must be given together (or both None)")
+    return weight, bias, running_mean, running_var
+
+
+def saved_record(saved, kind, ops):
+    """saved is a `kind` record (Saved, MixSaved, ScalingSaved) from one of the forwards ops
+    (names; the first is the one the error names)."""
+    if not isinstance(saved, kind):
+        raise TypeError(f"saved must be the record returned by {ops[0]}_forward, "
+                        f"got {type(saved).__name__}")
+    if saved.op not in ops:
+        raise TypeError(f"saved comes from {saved.op}_forward, not {ops[0]}_forward")
+
+
+def dy_side(dy, where):
+    """dy on the side its forward ran: NumPy for a CPU forward (or a device='cuda' forward of
+    NumPy x), a GPU array for a GPU forward. Returns whether dy is on the GPU."""
+    on_gpu = _device.is_device_array(dy)
+    if not where.gpu and on_gpu:
+        raise ValueError("dy is on the GPU but the forward ran on the CPU: pass a NumPy dy")
+    if where.gpu and not where.host_io and not on_gpu:
+        raise ValueError("dy is a NumPy array but the forward ran on the GPU: pass a GPU dy")
+    return on_gpu
+
+
 def ndim_at_least(x, name, k, what):
     if x.ndim < k:
         raise ValueError(f"{name} must have at least {k} dimensions ({what}), got shape {x.shape}")

@@ -110,17 +110,11 @@ def _begin(op, x, device, ndim_min, what):
     return x, where
 
 
-def _params(x, where, weight, bias, running_mean, running_var, training, C):
-    weight = V.optional_array(weight, "weight", (C,), x.dtype)
-    bias = V.optional_array(bias, "bias", (C,), x.dtype)
-    running_mean = V.running_buffer(running_mean, "running_mean", C, x.dtype, training)
-    running_var = V.running_buffer(running_var, "running_var", C, x.dtype, training)
-    if x.itemsize == 2:
-        V.same_param_dtype(x.dtype, ((weight, "weight"), (bias, "bias"),
-                                     (running_mean, "running_mean"),
-                                     (running_var, "running_var")))
-    if (running_mean is None) != (running_var is None):
-        raise ValueError("running_mean and running_var must be given together (or both None)")
+def _params(x, where, weight, bias, running_mean, running_var, training):
+    """The per-channel parameters checked (_validate.channel_params); with NumPy x, none may
+    be a GPU array. They stay where they are: the mixing arithmetic reads them on the host."""
+    weight, bias, running_mean, running_var = V.channel_params(
+        x, weight, bias, running_mean, running_var, training)
     if where is CPU:
         for p, name in ((weight, "weight"), (bias, "bias"), (running_mean, "running_mean"),
                         (running_var, "running_var")):
@@ -158,11 +152,7 @@ def _dy_rows(dy, saved, dx_out):
     before any kernel runs."""
     dy = V.grad_output(dy, saved._shape, saved._x3.dtype)
     where = saved._place
-    on_gpu = not isinstance(dy, np.ndarray)
-    if not where.gpu and on_gpu:
-        raise ValueError("dy is on the GPU but the forward ran on the CPU: pass a NumPy dy")
-    if where.gpu and not where.host_io and not on_gpu:
-        raise ValueError("dy is a NumPy array but the forward ran on the GPU: pass a GPU dy")
+    on_gpu = V.dy_side(dy, where)
     x_here = not where.gpu or on_gpu
     dx_out = V.out_array(dx_out, dy, may_alias=False, name="dx_out", x_name="dy",
                          also=(saved._x3, "the x saved by the forward pass") if x_here
@@ -170,14 +160,6 @@ def _dy_rows(dy, saved, dx_out):
     if where.gpu:
         return where.grad_input(dy).reshape(saved._x3.shape), dx_out
     return np.ascontiguousarray(dy).reshape(saved._x3.shape), dx_out
-
-
-def _check_saved(saved, op):
-    if not isinstance(saved, MixSaved):
-        raise TypeError(f"saved must be the record returned by {op}_forward, "
-                        f"got {type(saved).__name__}")
-    if saved.op != op:
-        raise TypeError(f"saved comes from {saved.op}_forward, not {op}_forward")
 
 
 def _grad(where, g, dtype):
@@ -250,7 +232,7 @@ def _switch_norm(x, mean_weight, var_weight, running_mean, running_var, weight, 
     mean_weight = _mixing_weights(mean_weight, "mean_weight", len(kinds), kinds)
     var_weight = _mixing_weights(var_weight, "var_weight", len(kinds), kinds)
     weight, bias, running_mean, running_var = _params(
-        x, where, weight, bias, running_mean, running_var, training and using_bn, C)
+        x, where, weight, bias, running_mean, running_var, training and using_bn)
     momentum = V.momentum(momentum)
     eps = V.eps(eps)
     out = V.out_array(out, x, may_alias=not keep)
@@ -362,7 +344,7 @@ def switch_norm_forward(x, mean_weight, var_weight, running_mean=None, running_v
 def switch_norm_backward(dy, saved, *, dx_out=None):
     """(dx, dweight, dbias, dmean_weight, dvar_weight) of a `switch_norm_forward`, in training
     or eval mode (eval: BN's statistics are constants); None for an absent weight or bias."""
-    _check_saved(saved, "switch_norm")
+    V.saved_record(saved, MixSaved, ("switch_norm",))
     where = saved._place
     dy3, dx_out = _dy_rows(dy, saved, dx_out)
     N, C, S = saved._x3.shape
@@ -394,7 +376,7 @@ def _batch_instance_norm(x, gate, running_mean, running_var, weight, bias, train
         raise TypeError("gate must be an array of shape (C,), got None")
     gate = V.optional_array(gate, "gate", (C,), x.dtype)
     weight, bias, running_mean, running_var = _params(
-        x, where, weight, bias, running_mean, running_var, training, C)
+        x, where, weight, bias, running_mean, running_var, training)
     momentum = V.momentum(momentum)
     eps = V.eps(eps)
     out = V.out_array(out, x, may_alias=not keep)
@@ -471,7 +453,7 @@ def batch_instance_norm_forward(x, gate, running_mean=None, running_var=None, we
 def batch_instance_norm_backward(dy, saved, *, dx_out=None):
     """(dx, dweight, dbias, dgate) of a `batch_instance_norm_forward`; None for an absent
     weight or bias."""
-    _check_saved(saved, "batch_instance_norm")
+    V.saved_record(saved, MixSaved, ("batch_instance_norm",))
     where = saved._place
     dy3, dx_out = _dy_rows(dy, saved, dx_out)
     N, C, S = saved._x3.shape

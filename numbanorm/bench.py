@@ -322,7 +322,7 @@ def torch_impl(op, x, w, b, dy):
     return forward, backward, call
 
 
-def _torch_reference(op, torch, xt, wt, bt):
+def _torch_reference(op, torch, xt, wt, bt, mean_weight=MEAN_WEIGHT, var_weight=VAR_WEIGHT):
     """The reference module's forward on PyTorch (training mode), as the papers' code runs it:
     switch_norm as switchablenorms/Switchable-Normalization's SwitchNorm2d (x.mean, x.var,
     the temp-based LN and BN statistics), batch_instance_norm as
@@ -331,8 +331,8 @@ def _torch_reference(op, torch, xt, wt, bt):
     N, C = xt.shape[:2]
     pshape = (1, C) + (1,) * (xt.dim() - 2)
     if op == "switch_norm":
-        mw = torch.softmax(torch.from_numpy(MEAN_WEIGHT).to(xt.device, xt.dtype), 0)
-        vw = torch.softmax(torch.from_numpy(VAR_WEIGHT).to(xt.device, xt.dtype), 0)
+        mw = torch.softmax(torch.from_numpy(mean_weight).to(xt.device, xt.dtype), 0)
+        vw = torch.softmax(torch.from_numpy(var_weight).to(xt.device, xt.dtype), 0)
 
         def call():
             x3 = xt.view(N, C, -1)
@@ -346,7 +346,7 @@ def _torch_reference(op, torch, xt, wt, bt):
             mean = mw[0] * mean_in + mw[1] * mean_ln + mw[2] * mean_bn
             var = vw[0] * var_in + vw[1] * var_ln + vw[2] * var_bn
             y = ((x3 - mean) / (var + EPS).sqrt()).view(xt.shape)
-            return y * wt.view(pshape) + bt.view(pshape)
+            return y if wt is None else y * wt.view(pshape) + bt.view(pshape)
         return call
     gate = torch.from_numpy(_gate(C)).to(xt.device, xt.dtype)
 

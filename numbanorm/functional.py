@@ -106,17 +106,8 @@ def _affine_params(x, shape, weight, bias, where):
 
 
 def _check_channels_params(x, weight, bias, running_mean, running_var, use_batch_stats, where):
-    C = x.shape[1]
-    weight = V.optional_array(weight, "weight", (C,), x.dtype)
-    bias = V.optional_array(bias, "bias", (C,), x.dtype)
-    running_mean = V.running_buffer(running_mean, "running_mean", C, x.dtype, use_batch_stats)
-    running_var = V.running_buffer(running_var, "running_var", C, x.dtype, use_batch_stats)
-    if x.itemsize == 2:
-        V.same_param_dtype(x.dtype, ((weight, "weight"), (bias, "bias"),
-                                     (running_mean, "running_mean"),
-                                     (running_var, "running_var")))
-    if (running_mean is None) != (running_var is None):
-        raise ValueError("running_mean and running_var must be given together (or both None)")
+    weight, bias, running_mean, running_var = V.channel_params(
+        x, weight, bias, running_mean, running_var, use_batch_stats)
     return (where.param(weight, "weight"), where.param(bias, "bias"),
             where.param(running_mean, "running_mean", updated=use_batch_stats),
             where.param(running_var, "running_var", updated=use_batch_stats))
@@ -388,18 +379,10 @@ def _window_backward(host, dy, saved, dx):
 # ---------------------------------------------------------------------------------------------
 
 def _backward(dy, saved, ops, dx_out):
-    if not isinstance(saved, Saved):
-        raise TypeError(f"saved must be the record returned by {ops[0]}_forward, "
-                        f"got {type(saved).__name__}")
-    if saved.op not in ops:
-        raise TypeError(f"saved comes from {saved.op}_forward, not {ops[0]}_forward")
+    V.saved_record(saved, Saved, ops)
     dy = V.grad_output(dy, saved._shape, saved._x.dtype)
     where = saved._place
-    dy_on_gpu = not isinstance(dy, np.ndarray)
-    if not where.gpu and dy_on_gpu:
-        raise ValueError("dy is on the GPU but the forward ran on the CPU: pass a NumPy dy")
-    if where.gpu and not where.host_io and not dy_on_gpu:
-        raise ValueError("dy is a NumPy array but the forward ran on the GPU: pass a GPU dy")
+    dy_on_gpu = V.dy_side(dy, where)
     x_here = not where.gpu or dy_on_gpu  # the saved x lives on dy's side
     dx_out = V.out_array(dx_out, dy, may_alias=False, name="dx_out", x_name="dy",
                          also=(saved._x, "the x saved by the forward pass") if x_here else None)

@@ -262,23 +262,11 @@ def normalize_backward(dy, saved):
     return _backward(dy, saved, "normalize")
 
 
-def _check_saved(saved, op):
-    if not isinstance(saved, ScalingSaved):
-        raise TypeError(f"saved must be the record returned by {op}_forward, "
-                        f"got {type(saved).__name__}")
-    if saved.op != op:
-        raise TypeError(f"saved comes from {saved.op}_forward, not {op}_forward")
-
-
 def _grad_dy(dy, saved):
     """dy checked against the forward's side and shape: NumPy for a CPU forward (or a
     device='cuda' forward of NumPy x), a GPU array for a GPU forward."""
     where, x = saved._place, saved._x
-    on_gpu = _device.is_device_array(dy)
-    if not where.gpu and on_gpu:
-        raise ValueError("dy is on the GPU but the forward ran on the CPU: pass a NumPy dy")
-    if where.gpu and not where.host_io and not on_gpu:
-        raise ValueError("dy is a NumPy array but the forward ran on the GPU: pass a GPU dy")
+    V.dy_side(dy, where)
     dy = V.data_array(dy, "dy")
     if tuple(dy.shape) != tuple(x.shape):
         raise ValueError(f"dy must have the forward output's shape {x.shape}, got {dy.shape}")
@@ -288,7 +276,7 @@ def _grad_dy(dy, saved):
 def _backward(dy, saved, op):
     """dx of a data function's forward by its backend's data_backward: NumPy expressions on
     the CPU, kernels on the GPU (see the *_backward docstrings for the formulas)."""
-    _check_saved(saved, op)
+    V.saved_record(saved, ScalingSaved, (op,))
     dy = _grad_dy(dy, saved)
     where = saved._place
     dx = where.host.data_backward(op, where.x if where.gpu else saved._x, saved._axes,

@@ -20,21 +20,9 @@ import oracle  # noqa: E402
 
 def torch_reference(x, mw, vw):
     import torch
+    from numbanorm.bench import _torch_reference
     xt = torch.from_numpy(x)
-    N, C = x.shape[:2]
-    x3 = xt.view(N, C, -1)
-    sm, sv = torch.softmax(torch.tensor(mw, dtype=xt.dtype), 0), torch.softmax(
-        torch.tensor(vw, dtype=xt.dtype), 0)
-    mean_in = x3.mean(-1, keepdim=True)
-    var_in = x3.var(-1, keepdim=True)
-    mean_ln = mean_in.mean(1, keepdim=True)
-    temp = var_in + mean_in ** 2
-    var_ln = temp.mean(1, keepdim=True) - mean_ln ** 2
-    mean_bn = mean_in.mean(0, keepdim=True)
-    var_bn = temp.mean(0, keepdim=True) - mean_bn ** 2
-    mean = sm[0] * mean_in + sm[1] * mean_ln + sm[2] * mean_bn
-    var = sv[0] * var_in + sv[1] * var_ln + sv[2] * var_bn
-    return ((x3 - mean) / (var + 1e-5).sqrt()).view(x.shape).numpy()
+    return _torch_reference("switch_norm", torch, xt, None, None, mw, vw)().numpy()
 
 
 def main():

@@ -128,9 +128,11 @@ def _divisor(total, size, alpha, k):
         total[t] = total[t] / sz * a + kk
 
 
-@njit(**ELEMENTWISE_JIT)
-def _forward_item(x3, size, alpha, beta, k, mode, T, phase, item, y3):
-    """One work item of forward: sample n, positions [s0, s0 + T)."""
+@njit(inline='always', **ELEMENTWISE_JIT)
+def _window_squares(x3, size, T, phase, item):
+    """(n, s0, Tn, v, pre, sums) of work item `item` (sample n, positions [s0, s0 + Tn)):
+    sums[c] holds the window sums of x^2 of channel c (v and pre: the scratch the sums took,
+    free for a second window)."""
     N, C, S = x3.shape
     tiles = (S + T - 1) // T
     Cp = C + size - 1
@@ -139,8 +141,16 @@ def _forward_item(x3, size, alpha, beta, k, mode, T, phase, item, y3):
     Tn = min(T, S - s0)
     v = work(x3, Cp * Tn).reshape(Cp, Tn)
     pre = work(x3, Cp * Tn).reshape(Cp, Tn)
-    tot = work(x3, C * Tn).reshape(C, Tn)
-    _sliding(_squares(x3, n, s0, Tn, size // 2, v), pre, size, phase, C, tot)
+    sums = work(x3, C * Tn).reshape(C, Tn)
+    _sliding(_squares(x3, n, s0, Tn, size // 2, v), pre, size, phase, C, sums)
+    return n, s0, Tn, v, pre, sums
+
+
+@njit(**ELEMENTWISE_JIT)
+def _forward_item(x3, size, alpha, beta, k, mode, T, phase, item, y3):
+    """One work item of forward: sample n, positions [s0, s0 + T)."""
+    C = x3.shape[1]
+    n, s0, Tn, v, pre, tot = _window_squares(x3, size, T, phase, item)
     for c in range(C):
         dc = tot[c]
         _divisor(dc, size, alpha, k)
@@ -154,16 +164,9 @@ def _forward_item(x3, size, alpha, beta, k, mode, T, phase, item, y3):
 @njit(**ELEMENTWISE_JIT)
 def _backward_item(dy3, x3, size, alpha, beta, k, mode, T, item, dx3):
     """One work item of backward (as _forward_item's)."""
-    N, C, S = x3.shape
-    tiles = (S + T - 1) // T
+    C = x3.shape[1]
     Cp = C + size - 1
-    n = item // tiles
-    s0 = (item % tiles) * T
-    Tn = min(T, S - s0)
-    v = work(x3, Cp * Tn).reshape(Cp, Tn)
-    pre = work(x3, Cp * Tn).reshape(Cp, Tn)
-    scale = work(x3, C * Tn).reshape(C, Tn)
-    _sliding(_squares(x3, n, s0, Tn, size // 2, v), pre, size, 0, C, scale)
+    n, s0, Tn, v, pre, scale = _window_squares(x3, size, T, 0, item)
     # scale = d^(-beta); t = dy*x*scale/d, into the padded rows of v for the mirrored window
     lp = (size - 1) // 2
     zero = like(v[0, 0], 0.0)

@@ -26,14 +26,18 @@ def _divisor(x3, n, c, s, size, alpha, k):
     return acc / size * alpha + k
 
 
+@cuda.jit(device=True, inline=True)
+def _element(i, C, S):
+    """(n, c, s) of flat index i of an (N, C, S) array."""
+    return i // (S * C), (i // S) % C, i % S
+
+
 @cuda.jit
 def forward(x3, size, alpha, beta, k, y3):
     N, C, S = x3.shape
     for i in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, N * C * S,
                    cuda.gridDim.x * THREADS):
-        s = i % S
-        c = (i // S) % C
-        n = i // (S * C)
+        n, c, s = _element(i, C, S)
         d = _divisor(x3, n, c, s, size, alpha, k)
         y3[n, c, s] = ld(x3[n, c, s]) * d ** (-beta)
 
@@ -43,9 +47,7 @@ def backward_terms(dy3, x3, size, alpha, beta, k, t3):
     N, C, S = x3.shape
     for i in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, N * C * S,
                    cuda.gridDim.x * THREADS):
-        s = i % S
-        c = (i // S) % C
-        n = i // (S * C)
+        n, c, s = _element(i, C, S)
         d = _divisor(x3, n, c, s, size, alpha, k)
         t3[n, c, s] = ld(dy3[n, c, s]) * ld(x3[n, c, s]) * d ** (-beta - 1.0)
 
@@ -56,9 +58,7 @@ def backward(dy3, x3, t3, size, alpha, beta, k, dx3):
     coef = 2.0 * alpha * beta / size
     for i in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, N * C * S,
                    cuda.gridDim.x * THREADS):
-        s = i % S
-        c = (i // S) % C
-        n = i // (S * C)
+        n, c, s = _element(i, C, S)
         d = _divisor(x3, n, c, s, size, alpha, k)
         acc = 0.0
         for j in range(max(0, c - (size - 1) // 2), min(C, c + size // 2 + 1)):
