@@ -730,11 +730,12 @@ def test_scalers_on_device(rng):
 # ---------------------------------------------------------------------------------------------
 # adaptive normalization and local_response_norm
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", [np.float64])
 def test_adaptive_and_window_ops_on_device(rng, dtype):
     """switch_norm (both modes), batch_instance_norm and local_response_norm on device arrays
     against the CPU path and the oracle, forward and backward, running buffers on the
-    device."""
+    device. float64 only: its tolerances are the tight ones, and the simulator's float32 run
+    cost CI 9.5 s more for the same code path."""
     shape = (3, 4, 2, 5)
     x = _data(rng, shape, dtype, mean=2.0, std=3.0)
     dy = _data(rng, shape, dtype)
