@@ -46,10 +46,10 @@ def _group(mean_in, m2_in, S, reference, one_d, axis, j):
         sm = 0.0
         st = 0.0
         for i in range(K):
-            n, c = (j, i) if axis == 1 else (i, j)
-            m = mean_in[n, c]
+            m = mean_in[j, i] if axis == 1 else mean_in[i, j]
+            q = m2_in[j, i] if axis == 1 else m2_in[i, j]
             sm += m
-            st += m2_in[n, c] / (S - 1) + m * m
+            st += q / (S - 1) + m * m
         mean = sm / K
         var = st / K - mean * mean
         return mean, var, var
@@ -57,8 +57,9 @@ def _group(mean_in, m2_in, S, reference, one_d, axis, j):
     mean = 0.0
     q = 0.0
     for i in range(K):
-        n, c = (j, i) if axis == 1 else (i, j)
-        cnt, mean, q = _merge(cnt, mean, q, float(S), mean_in[n, c], m2_in[n, c])
+        m = mean_in[j, i] if axis == 1 else mean_in[i, j]
+        qi = m2_in[j, i] if axis == 1 else m2_in[i, j]
+        cnt, mean, q = _merge(cnt, mean, q, float(S), m, qi)
     var = q / (cnt - 1.0) if reference else q / cnt
     return mean, var, q / (cnt - 1.0)
 
@@ -66,7 +67,10 @@ def _group(mean_in, m2_in, S, reference, one_d, axis, j):
 @njit(**HOST_JIT)
 def softmax(logits, out):
     """out = softmax(logits) in float64 (the largest logit subtracted first)."""
-    top = logits.max()
+    top = logits[0]
+    for k in range(1, logits.size):  # (a loop: logits.max() took 0.6 s more to compile)
+        if logits[k] > top or logits[k] != logits[k]:
+            top = logits[k]
     total = 0.0
     for k in range(logits.size):
         out[k] = math.exp(float(logits[k]) - top)
