@@ -431,12 +431,33 @@ def batch_instance_norm(x, gate, running_mean=None, running_var=None, weight=Non
     """Batch-Instance Normalization (Nam & Kim, NeurIPS 2018):
     y = (rho*BN(x) + (1 - rho)*IN(x))*weight + bias, rho the per-channel gate in [0, 1].
 
-    BN's statistics are the batch's in training mode (running buffers, when given, updated as
-    batch_norm updates them), the running buffers' in eval mode; IN's always come from x. Both
-    come from one read of x (IN's per-(n, c) moments, Chan-merged over n for BN). In training
-    mode a gate outside [0, 1] is a ValueError: the reference clamps it after every optimiser
-    step (BatchInstanceNorm*.clamp_gate()). x: (N, C, *spatial) with more than one spatial
-    value; gate, weight, bias, running buffers: (C,). `out` may be x itself."""
+    BN's and IN's statistics come from one read of x (IN's per-(n, c) moments, Chan-merged
+    over n for BN's).
+
+    Parameters
+    ----------
+    x : array of shape (N, C, *spatial)
+        More than one spatial value (IN normalises over them).
+    gate : array of shape (C,)
+        rho, in x's dtype (float32 too for 16-bit x). In training mode a gate outside [0, 1]
+        is a ValueError: the reference clamps it after every optimiser step
+        (BatchInstanceNorm*.clamp_gate()).
+    running_mean, running_var : arrays of shape (C,), optional
+        BN's running statistics: updated in place in training mode as batch_norm updates them
+        (unbiased variance into running_var), read in eval mode.
+    weight, bias : arrays of shape (C,), optional
+    training : bool
+        BN's statistics from the batch (True) or the running buffers (False); IN's always
+        come from x.
+    momentum, eps : float
+    out : array, optional
+        Where y goes (may be x itself).
+    device : None, "cpu" or "cuda"
+
+    Returns
+    -------
+    y : array of x's shape and dtype
+    """
     return _batch_instance_norm(x, gate, running_mean, running_var, weight, bias, training,
                                 momentum, eps, out, False, device)[0]
 

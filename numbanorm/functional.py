@@ -346,12 +346,29 @@ def _local_response_norm(x, size, alpha, beta, k, out, keep, device):
 
 
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, out=None, device=None):
-    """Local response normalization across channels, as torch.nn.functional.local_response_norm:
-    y[c] = x[c]/(k + alpha/size*sum(x[c']^2))^beta over c' in [c - size//2, c + (size-1)//2]
-    (zero padded; the divisor is always `size`). x: (N, C, *) with at least 3 dimensions;
-    empty x gives an empty y. The window sums are O(1) per value and never subtract (see
-    numbanorm.cpu.window). `out` may be x itself. A Dask x gives a lazy y (each block with
-    its neighbouring channels; the NumPy result bit for bit)."""
+    """Local response normalization across channels, as torch.nn.functional.local_response_norm.
+
+    y[c] = x[c] / (k + alpha/size * sum of x[c']^2)^beta over c' in [c - size//2,
+    c + (size - 1)//2], zero padded; the divisor is always `size`. The window sums are O(1)
+    per value and never subtract (numbanorm.cpu.window).
+
+    Parameters
+    ----------
+    x : array of shape (N, C, *spatial), at least 3 dimensions
+        An empty x gives an empty y. A Dask x gives a lazy y (each block with its
+        neighbouring channels; the NumPy result bit for bit).
+    size : int
+        Channels in the window, at least 1.
+    alpha, beta, k : float
+        Finite real numbers (PyTorch's defaults 1e-4, 0.75, 1.0).
+    out : array, optional
+        Where y goes (may be x itself).
+    device : None, "cpu" or "cuda"
+
+    Returns
+    -------
+    y : array of x's shape and dtype
+    """
     return _local_response_norm(x, size, alpha, beta, k, out, False, device)[0]
 
 
