@@ -335,14 +335,14 @@ def _local_response_norm(x, size, alpha, beta, k, out, keep, device):
     N, C = x.shape[:2]
     S = _prod(x.shape[2:])
     x3 = (where.x if where.gpu else np.ascontiguousarray(x)).reshape(N, C, S)
+    saved = Saved("local_response_norm", x3, None, None, None, None,
+                  ("window", size, alpha, beta, k), x.shape, where, None) if keep else None
+    if x.size == 0 and out is None and not where.host_io:
+        return (where.like if where.gpu else x), saved  # PyTorch returns empty input itself
     target = where.target(out)
     y3 = where.host.window_forward(x3, size, alpha, beta, k,
                                    None if target is None else target.reshape(N, C, S))
-    y = where.deliver(y3.reshape(x.shape), out)
-    if not keep:
-        return y, None
-    return y, Saved("local_response_norm", x3, None, None, None, None,
-                    ("window", size, alpha, beta, k), x.shape, where, None)
+    return where.deliver(y3.reshape(x.shape), out), saved
 
 
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, out=None, device=None):
@@ -355,7 +355,7 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, out=None, devi
     Parameters
     ----------
     x : array of shape (N, C, *spatial), at least 3 dimensions
-        An empty x gives an empty y. A Dask x gives a lazy y (each block with its
+        An empty x is returned as it is (PyTorch returns the same tensor). A Dask x gives a lazy y (each block with its
         neighbouring channels; the NumPy result bit for bit).
     size : int
         Channels in the window, at least 1.

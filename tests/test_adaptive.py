@@ -445,3 +445,13 @@ def test_local_response_norm_on_dask_is_bitwise_the_numpy_result(rng):
         nn.switch_norm(xd, np.zeros(3), np.zeros(3), training=True)
     with pytest.raises(TypeError, match="batch_instance_norm does not take Dask arrays"):
         nn.batch_instance_norm(xd, np.zeros(11, np.float32), training=True)
+
+
+def test_local_response_norm_returns_empty_input_as_it_is():
+    """As torch.nn.functional.local_response_norm: empty input comes back itself; its
+    backward is an empty dx."""
+    x = np.zeros((0, 4, 3), np.float32)
+    assert nn.local_response_norm(x, 3) is x
+    y, saved = nn.local_response_norm_forward(x, 3)
+    assert y is x
+    assert nn.local_response_norm_backward(x, saved).shape == x.shape
