@@ -258,8 +258,8 @@ def _switch_norm(x, mean_weight, var_weight, running_mean, running_var, weight, 
     rm = _host64(running_mean) if running_mean is not None else nan
     rv = _host64(running_var) if running_var is not None else nan
     M.switch_forward(mean_in, m2_in, S, code, training, reference, rm, rv,
-                     mean_weight.astype(np.float64), var_weight.astype(np.float64), eps, mw, vw, stat_mean, stat_var, mean, rstd, batch_mean,
-                     batch_var)
+                     mean_weight.astype(np.float64), var_weight.astype(np.float64), eps, mw,
+                     vw, stat_mean, stat_var, mean, rstd, batch_mean, batch_var)
     w64 = _host64(weight)
     scale = rstd if w64 is None else rstd * w64
     shift = 0.0 if bias is None else _host64(bias)
