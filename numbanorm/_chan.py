@@ -2,9 +2,9 @@
 ends in, on the CPU and on the GPU. Plain Python here; cpu/_moments compiles it with njit and
 cuda/_reduce as a CUDA device function, so both backends merge with the same arithmetic.
 merge_arrays is the same merge elementwise over NumPy (or Dask) arrays: Moments and the Dask
-backend's records; merge_groups merges K triples along an axis at once (the adaptive ops'
-LN and BN statistics from the per-(n, c) ones). lp_norms is the host arithmetic both backends' norms end in, and
-rescaled_norms its rare rescaling path for a host that hands out a slot's values."""
+backend's records; merge_groups merges K triples along an axis at once (the adaptive ops' LN and
+BN statistics from the per-(n, c) ones). lp_norms is the host arithmetic both backends' norms
+end in, and rescaled_norms its rare rescaling path for a host that hands out a slot's values."""
 import math
 
 import numpy as np

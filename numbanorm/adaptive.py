@@ -27,11 +27,11 @@ group of M_k values) passes its gradient back to x as
     d mean_k / dx = 1/M_k,        d var_k / dx = a_k*(x - mean) + c_k
 
 (exact biased variance: a_k = 2/M_k, c_k = a_k*(mean - mean_k); reference mode: see
-numbanorm._mixing._dvar), so that dx = dy*P + (x - mean)*Q + O per (n, c), with P = w*rstd and Q, O from
-the group sums of Gm and Gv. One reduction pass (slot_sums: sum(dy), sum(dy*(x - mean)) per
-(n, c)) and one elementwise pass (slot_dx), as batch_norm's backward. The mixing weights'
-gradients go through the softmax: d w_j = p_j*(D_j - sum_k p_k*D_k), D_k = sum(Gm*mean_k) (or
-sum(Gv*var_k)).
+numbanorm._mixing._dvar), so that dx = dy*P + (x - mean)*Q + O per (n, c), with P = w*rstd and
+Q, O from the group sums of Gm and Gv. One reduction pass (slot_sums: sum(dy),
+sum(dy*(x - mean)) per (n, c)) and one elementwise pass (slot_dx), as batch_norm's backward.
+The mixing weights' gradients go through the softmax: d w_j = p_j*(D_j - sum_k p_k*D_k),
+D_k = sum(Gm*mean_k) (or sum(Gv*var_k)).
 
 Dask arrays are not taken yet (a TypeError says so).
 """
@@ -54,9 +54,9 @@ __all__ = [
 class MixSaved:
     """What a switch_norm or batch_instance_norm forward keeps for its backward pass.
 
-    op, mean, rstd: the op's name and the per-(n, c) statistics x was normalised with,
-    float64 NumPy arrays of shape (N, C) on every backend (batch_instance_norm: IN's; its BN statistics
-    are bn_mean, bn_rstd, shape (C,)). The rest is private. The record holds a reference to x:
+    op, mean, rstd: the op's name and the per-(n, c) statistics x was normalised with, float64 NumPy
+    arrays of shape (N, C) on every backend (batch_instance_norm: IN's; its BN statistics are
+    bn_mean, bn_rstd, shape (C,)). The rest is private. The record holds a reference to x:
     modifying x in place between forward and backward makes the backward wrong."""
 
     __slots__ = ("op", "mean", "rstd", "bn_mean", "bn_rstd", "_x3", "_shape", "_place",

@@ -355,8 +355,8 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, out=None, devi
     Parameters
     ----------
     x : array of shape (N, C, *spatial), at least 3 dimensions
-        An empty x is returned as it is (PyTorch returns the same tensor). A Dask x gives a lazy y (each block with its
-        neighbouring channels; the NumPy result bit for bit).
+        An empty x is returned as it is (PyTorch returns the same tensor). A Dask x gives a
+        lazy y (each block with its neighbouring channels; the NumPy result bit for bit).
     size : int
         Channels in the window, at least 1.
     alpha, beta, k : float

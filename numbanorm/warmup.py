@@ -2,15 +2,16 @@
 ahead of time (a container image's build step, a CI job's setup), so that no later process
 waits for compilation.
 
-Each op runs forward and backward on small arrays (the serial kernels) and on arrays just
-large enough for the parallel ones, with and without affine parameters, in each dtype asked
-for (16-bit dtypes with 16-bit and with float32 parameters); batch_norm in training and eval,
-on (N, C) and (N, C, H, W); layer_norm and rms_norm also on long rows (the kernels that take
-rows two at a time); switch_norm in training and eval, exact and reference, on (N, C) and
-(N, C, H, W); batch_instance_norm in training and eval; local_response_norm; the data functions along the leading, the trailing and the middle axes,
-NaN omitted and propagated, and the scalers; "sparse" (with scipy installed) the sparse data
-family on CSR and CSC matrices with int32 indices. What a call with other argument types needs
-(read-only or non-contiguous arrays, say) compiles on first use as before.
+Each op runs forward and backward on small arrays (the serial kernels) and on arrays just large
+enough for the parallel ones, with and without affine parameters, in each dtype asked for
+(16-bit dtypes with 16-bit and with float32 parameters); batch_norm in training and eval, on
+(N, C) and (N, C, H, W); layer_norm and rms_norm also on long rows (the kernels that take rows two
+at a time); switch_norm in training and eval, exact and reference, on (N, C) and (N, C, H, W);
+batch_instance_norm in training and eval; local_response_norm; the data functions along the
+leading, the trailing and the middle axes, NaN omitted and propagated, and the scalers; "sparse"
+(with scipy installed) the sparse data family on CSR and CSC matrices with int32 indices. What a
+call with other argument types needs (read-only or non-contiguous arrays, say) compiles on first
+use as before.
 """
 import time
 

@@ -878,11 +878,14 @@ def sparse_scale(c, per_major, scale64, out_indices, out_data):
 _BETA_MODES = {0.5: 1, 0.75: 2, 1.0: 3, 1.5: 4}
 
 
-def window_tile(C, size, S, itemsize):
-    """Spatial positions per work item of the window kernels (see WINDOW_TILE_BYTES)."""
-    per = (3 * (C + size) + 2 * C) * max(4, itemsize)
-    t = max(WINDOW_TILE_MIN, WINDOW_TILE_BYTES // per // 16 * 16)
-    return max(1, min(S, t))
+def _window_launch(x3, size, beta):
+    """(kernels, beta mode, tile) of a window-kernel call on the (N, C, S) x3: the serial
+    twins for small x3, d^(-beta)'s route (cpu.window._neg_power), and the spatial positions
+    per work item (see WINDOW_TILE_BYTES)."""
+    N, C, S = x3.shape
+    per = (3 * (C + size) + 2 * C) * max(4, x3.itemsize)
+    tile = max(WINDOW_TILE_MIN, WINDOW_TILE_BYTES // per // 16 * 16)
+    return _twins(window, x3.size), _BETA_MODES.get(beta, 0), max(1, min(S, tile))
 
 
 def window_forward(x3, size, alpha, beta, k, y3=None, phase=0):
@@ -894,10 +897,8 @@ def window_forward(x3, size, alpha, beta, k, y3=None, phase=0):
     if y3 is None:
         y3 = np.empty(x3.shape, x3.dtype)
     if x3.size:
-        N, C, S = x3.shape
-        _twins(window, x3.size).forward(_kv(x3), size, alpha, beta, k,
-                                        _BETA_MODES.get(beta, 0),
-                                        window_tile(C, size, S, x3.itemsize), phase, _kv(y3))
+        kernels, mode, tile = _window_launch(x3, size, beta)
+        kernels.forward(_kv(x3), size, alpha, beta, k, mode, tile, phase, _kv(y3))
     return y3
 
 
@@ -907,10 +908,8 @@ def window_backward(dy3, x3, size, alpha, beta, k, dx3=None):
     if dx3 is None:
         dx3 = np.empty(x3.shape, x3.dtype)
     if x3.size:
-        N, C, S = x3.shape
-        _twins(window, x3.size).backward(_kv(dy3), _kv(x3), size, alpha, beta, k,
-                                         _BETA_MODES.get(beta, 0),
-                                         window_tile(C, size, S, x3.itemsize), _kv(dx3))
+        kernels, mode, tile = _window_launch(x3, size, beta)
+        kernels.backward(_kv(dy3), _kv(x3), size, alpha, beta, k, mode, tile, _kv(dx3))
     return dx3
 
 

@@ -478,8 +478,9 @@ def data_backward(op, x, axes, dy, stats, params):
 
 def window_forward(x3, size, alpha, beta, k, y3=None, phase=0):
     """y of local_response_norm for the C-contiguous (N, C, S) device x3 (the contract of
-    cpu._host.window_forward; phase does not apply: each window is summed directly). y3 may be x3 itself: threads read their neighbours' x, so an
-    in-place call computes into a fresh array and copies it over."""
+    cpu._host.window_forward; phase does not apply: each window is summed directly). y3 may
+    be x3 itself: threads read their neighbours' x, so an in-place call computes into a fresh
+    array and copies it over."""
     inplace = y3 is not None and x3.size and _device.span(y3)[0] == _device.span(x3)[0]
     y = empty(x3.shape, x3.dtype) if y3 is None or inplace else y3
     if x3.size:
@@ -512,9 +513,9 @@ def slot_sums(x2, dy2, mean64):
     def by_rows(launch, R_, L, P, width, parts):
         rows.data_grad_sums[launch](x2, dy2, P, 0, R, q[0], q[1], q[2], 0.0, 0.0, width,
                                     *parts)
-    _, parts = _slot_partials(data_view(x2, (1,)).lay, 4, None, by_rows)
     if not x2.size:
         return np.zeros(R), np.zeros(R)
+    _, parts = _slot_partials(data_view(x2, (1,)).lay, 4, None, by_rows)
     return tuple(s.copy_to_host() for s in _merged_sums(R, parts[:2]))
 
 
