@@ -78,7 +78,7 @@ from .._config import (BLOCK, COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_
                        SLAB_MIN_BACKWARD, SLAB_MIN_WIDE, SPARSE_CHUNK_MIN_NNZ,
                        SPARSE_MAX_CHUNKS, SPARSE_NNZ_PER_POSITION, SPARSE_SCALE_CHUNK,
                        WINDOW_TILE_BYTES, WINDOW_TILE_MIN)
-from . import channels, rows, sparse, window
+from . import channels, channels_last, rows, sparse, window
 
 _UNIT_PARAMS = {}
 _workspace = threading.local()
@@ -315,6 +315,54 @@ def channels_backward(dy, saved, dx=None):
     dweight = _cast(dw, saved._param_dtype) if weight is not None else None
     dbias = _cast(sum_dy, saved._param_dtype) if saved._bias_shape is not None else None
     return dx, dweight, dbias
+
+
+# ---------------------------------------------------------------------------------------------
+# channels-last geometry: group_norm and instance_norm on (N, *spatial, C) memory
+# (numbanorm.cpu.channels_last; batch_norm there is the channels geometry's (N*S, C) columns)
+
+def channels_last_forward(x3, G, weight, bias, eps, y3=None):
+    """(y3, mean64, rstd64) of group_norm with G groups (instance_norm: G = C) on the
+    C-contiguous (N, S, C) x3: per-(image, group) float64 statistics (N, G), y3 into the given
+    array (x3's shape and dtype, may be x3 itself: an image is read before it is written) or
+    a fresh one. Images whose statistics came out with an infinite variance (float64 squares
+    beyond its range) are computed again by the rows kernels on a channels-first copy, which
+    rescale (see cpu._moments.moments)."""
+    N, S, C = x3.shape
+    if y3 is None:
+        y3 = np.empty(x3.shape, x3.dtype)
+    mean = np.empty((N, G))
+    rstd = np.empty((N, G))
+    if N and C:
+        strip, rows_per_block = _column_blocks(C, x3.itemsize)
+        _twins(channels_last, x3.size).forward(
+            _kv(x3), G, _param(weight, C, x3.dtype, 1), _param(bias, C, x3.dtype, 0), eps,
+            rows_per_block, COLUMN_SHIFT_MIN_ROWS, strip, _kv(y3), mean, rstd)
+        if S and not (rstd > 0.0).all():  # inf variance (or NaN data, which stays NaN)
+            x_cf = np.ascontiguousarray(x3.transpose(0, 2, 1))
+            y_cf, m, r, _ = rows_forward(x_cf, ("rows", N * G, C // G * S, G, S, C, True),
+                                         weight, bias, eps)
+            y3[...] = y_cf.transpose(0, 2, 1)
+            mean[...] = m.reshape(N, G)
+            rstd[...] = r.reshape(N, G)
+    return y3, mean, rstd
+
+
+def channels_last_backward(dy3, x3, G, mean64, rstd64, weight, dx3=None):
+    """(dx3, dweight64, dbias64) of a channels_last_forward: dx in x3's layout (into dx3, or
+    a fresh array) and the float64 per-channel parameter gradients sum_n sum(dy*xhat),
+    sum_n sum(dy), summed over the images in order."""
+    N, S, C = x3.shape
+    if dx3 is None:
+        dx3 = np.empty(x3.shape, x3.dtype)
+    sdy = np.zeros((N, C))
+    sdyx = np.zeros((N, C))
+    if N and C and S:
+        _, rows_per_block = _column_blocks(C, x3.itemsize)
+        _twins(channels_last, x3.size).backward(
+            _kv(dy3), _kv(x3), G, mean64, rstd64, _param(weight, C, x3.dtype, 1),
+            rows_per_block, _kv(dx3), sdy, sdyx)
+    return dx3, sdyx.sum(axis=0), sdy.sum(axis=0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,188 @@
+"""Channels-last geometry: instance_norm and group_norm on (N, *spatial, C) memory.
+
+x is viewed as (N, S, C): image n is an (S, C) matrix whose rows are the C channels of one
+spatial position, contiguous (NumPy's (N, H, W, C) images, PyTorch's channels_last strides).
+Statistics are per (n, group) with G groups of Cg = C/G adjacent channels (instance_norm:
+G = C). batch_norm on this memory needs no kernel of its own: its statistics run over all N*S
+rows, which is the channels geometry's (N*S, C) column layout (numbanorm.cpu.channels).
+
+One work item per image, which the image's statistics and its output pass share, so that the
+second read of the image comes from cache (an (S, C) image of up to a few MiB stays in L2;
+two passes over memory, statistics then output, took 1.6x the time of NCHW instance_norm on
+(32, 56, 56, 64) float32). Within an item:
+
+    statistics   the rows streamed block by block, vectorised across the C channels, into
+                 per-channel (mean, M2) with the column kernels' blocked Welford/Chan
+                 (channels._column_chunk: blocks in x's dtype, shifted by the running mean,
+                 redone in float64 where float32 is not exact enough), strips of
+                 COLUMN_STRIP_BYTES columns; then the Cg channels of each group Chan-merged
+                 in order (channels._merge_columns)
+    forward      y = (x - mean_g)*rstd_g*w[c] + b[c], in x's dtype with the mean split as
+                 everywhere (channels.affine_terms)
+    backward     per channel sum(dy) and sum(dy*xhat), xhat = (x - mean_g)*rstd_g (blocks in
+                 x's dtype, added in float64), then per group md = sum_c w[c]*sum(dy)/M and
+                 mx = sum_c w[c]*sum(dy*xhat)/M (M = Cg*S), and
+                 dx = rstd*((dy*w[c] - md) - xhat*mx)
+
+The item's partition (the whole image, in blocks fixed by the shape) and every merge order
+are fixed, so results do not depend on the thread count. The per-(n, c) sums of the backward
+come back to the host for dweight = sum_n sum(dy*xhat) and dbias = sum_n sum(dy).
+"""
+import types
+
+import numpy as np
+from numba import njit, prange
+
+from .._config import ELEMENTWISE_JIT, JIT
+from ._half import ld, st
+from ._moments import borrowed, like, parallel_and_serial, rstd_of, split_mean, work
+from .channels import _column_chunk, _merge_columns
+
+SERIAL = types.SimpleNamespace()  # the serial twins (see _moments.parallel_and_serial)
+
+
+@njit(**JIT)
+def _image_moments(x2, rows_per_block, shift_min_rows, strip, mean, m2):
+    """Per-column (mean, M2) of the whole (S, C) image x2, strip by strip of `strip` columns
+    (channels._column_chunk over one chunk)."""
+    S, C = x2.shape
+    for m0 in range(0, C, strip):
+        m1 = min(C, m0 + strip)
+        W = m1 - m0
+        mean[m0:m1] = 0.0
+        m2[m0:m1] = 0.0
+        _column_chunk(x2, m0, None, 0, 1, rows_per_block, shift_min_rows, mean[m0:m1],
+                      m2[m0:m1], np.empty(W), np.empty(W), np.empty(W), work(x2, W),
+                      work(x2, W), work(x2, W), np.zeros(W), False)
+
+
+@njit(**JIT)
+def _group_stats(col_mean, col_m2, S, G, eps, mean_g, rstd_g):
+    """The image's per-group mean and rstd from its per-column (mean, M2) of S values each."""
+    m2_g = np.empty(G)
+    _merge_columns(col_mean, col_m2, float(S), G, mean_g, m2_g)
+    M = float(S * (col_mean.size // G))
+    for g in range(G):
+        rstd_g[g] = rstd_of(m2_g[g] / M, 1.0, eps)
+
+
+@njit(**JIT)
+def _forward_image(x3, n, G, weight, bias, eps, rows_per_block, shift_min_rows, strip, y3,
+                   mean, rstd):
+    """Image n's statistics and y (the work item of `forward` and its serial twin: compiled
+    once, so both give the same bits)."""
+    x2, y2, mean_g, rstd_g = x3[n], y3[n], mean[n], rstd[n]
+    S, C = x2.shape
+    Cg = C // G
+    col_mean = np.empty(C)
+    col_m2 = np.empty(C)
+    _image_moments(x2, rows_per_block, shift_min_rows, strip, col_mean, col_m2)
+    _group_stats(col_mean, col_m2, S, G, eps, mean_g, rstd_g)
+    mh = work(x2, C)
+    a = work(x2, C)
+    b = work(x2, C)
+    for c in range(C):
+        g = c // Cg
+        m = like(mh, mean_g[g])
+        ac = like(a, rstd_g[g] * float(weight[c]))
+        mh[c] = m
+        a[c] = ac
+        b[c] = like(b, float(bias[c]) - (mean_g[g] - float(m)) * float(ac))
+    for s in range(S):
+        xi = x2[s]
+        yi = y2[s]
+        for c in range(C):
+            yi[c] = st(yi, (ld(xi[c]) - mh[c]) * a[c] + b[c])
+
+
+@parallel_and_serial(JIT)
+def forward(x3, G, weight, bias, eps, rows_per_block, shift_min_rows, strip, y3, mean, rstd):
+    """y, and the per-(image, group) mean and rstd ((N, G) float64), of the (N, S, C) x3;
+    weight and bias per channel (x's compute dtype); one work item per image."""
+    for n in prange(x3.shape[0]):
+        _forward_image(borrowed(x3), np.intp(n), G, borrowed(weight), borrowed(bias), eps,
+                       rows_per_block, shift_min_rows, strip, borrowed(y3), borrowed(mean),
+                       borrowed(rstd))
+
+
+@njit(inline='always', **JIT)
+def _image_sums(dy2, x2, mh, r, lo, rows_per_block, sdy, sdyx):
+    """Per-column sum(dy) and sum(dy*xhat), xhat = (x - mh)*r - lo, of the (S, C) image into
+    the float64 sdy, sdyx: blocks of rows_per_block rows summed in x's dtype, added in
+    float64 (xhat, not x - mean: its sums stay in range for float64 |x| ~ 1e300)."""
+    S, C = x2.shape
+    sd = work(x2, C)
+    sx = work(x2, C)
+    sdy[:] = 0.0
+    sdyx[:] = 0.0
+    for b0 in range(0, S, rows_per_block):
+        sd[:] = 0.0
+        sx[:] = 0.0
+        for i in range(b0, min(b0 + rows_per_block, S)):
+            di = dy2[i]
+            xi = x2[i]
+            for c in range(C):
+                d = ld(di[c])
+                sd[c] += d
+                sx[c] += d * ((ld(xi[c]) - mh[c]) * r[c] - lo[c])
+        for c in range(C):
+            sdy[c] += float(sd[c])
+            sdyx[c] += float(sx[c])
+
+
+@njit(**ELEMENTWISE_JIT)
+def _image_dx(dy2, x2, mh, r, lo, u, md, mx, dx2):
+    """dx = r*((dy*u - md) - xhat*mx), xhat = (x - mh)*r - lo, per column, in x's dtype. A
+    function of its own: its flags keep the written association (see _config.ELEMENTWISE_JIT);
+    r multiplies the bracket, so no rstd^2 constant is formed (it underflows for |x| ~ 1e300)."""
+    S, C = x2.shape
+    for s in range(S):
+        xi = x2[s]
+        di = dy2[s]
+        out = dx2[s]
+        for c in range(C):
+            xh = (ld(xi[c]) - mh[c]) * r[c] - lo[c]
+            out[c] = st(out, r[c] * ((ld(di[c]) * u[c] - md[c]) - xh * mx[c]))
+
+
+@njit(**JIT)
+def _backward_image(dy3, x3, n, G, mean, rstd, weight, rows_per_block, dx3, sdy3, sdyx3):
+    """Image n's dx and per-channel sums (the work item of `backward` and its twin)."""
+    dy2, x2, dx2, mean_g, rstd_g = dy3[n], x3[n], dx3[n], mean[n], rstd[n]
+    sdy, sdyx = sdy3[n], sdyx3[n]
+    S, C = x2.shape
+    Cg = C // G
+    mh = work(x2, C)
+    r = work(x2, C)
+    lo = work(x2, C)
+    for c in range(C):
+        g = c // Cg
+        r[c] = like(r, rstd_g[g])
+        mh[c], lo[c] = split_mean(r[c], mean_g[g])
+    _image_sums(dy2, x2, mh, r, lo, rows_per_block, sdy, sdyx)
+    u = work(x2, C)
+    md = work(x2, C)
+    mx = work(x2, C)
+    M = float(S * Cg)
+    for g in range(G):
+        sg = 0.0
+        sgx = 0.0
+        for c in range(g * Cg, (g + 1) * Cg):
+            w = float(weight[c])
+            sg += w * sdy[c]
+            sgx += w * sdyx[c]
+        for c in range(g * Cg, (g + 1) * Cg):
+            u[c] = like(u, weight[c])
+            md[c] = like(md, sg / M)
+            mx[c] = like(mx, sgx / M)
+    _image_dx(dy2, x2, mh, r, lo, u, md, mx, dx2)
+
+
+@parallel_and_serial(JIT)
+def backward(dy3, x3, G, mean, rstd, weight, rows_per_block, dx3, sdy, sdyx):
+    """dx of the (N, S, C) arrays, and the per-(image, channel) float64 sum(dy) and
+    sum(dy*xhat) into sdy, sdyx ((N, C)); one work item per image."""
+    for n in prange(x3.shape[0]):
+        _backward_image(borrowed(dy3), borrowed(x3), np.intp(n), G, borrowed(mean),
+                        borrowed(rstd), borrowed(weight), rows_per_block, borrowed(dx3),
+                        borrowed(sdy), borrowed(sdyx))
