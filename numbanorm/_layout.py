@@ -200,3 +200,59 @@ def _dims(plan, shape, reduced):
     if kind == "columns" and len(dims) == 2:
         return (1,) + dims
     return dims
+
+
+class ChannelsLast:
+    """An (N, C, *spatial) op computed on channels-last memory: arrays of the public shape
+    `shape` (channel axis `axis`: 1, or the last) whose memory is (N, *spatial, C)
+    C-contiguous, read by the kernels as (N, S, C) without a copy (numbanorm.cpu.channels_last;
+    batch_norm as the (N*S, C) columns of numbanorm.cpu.channels). GPU arrays come here only
+    with the channel axis last, where the public and the kernel arrays are one reshape apart."""
+
+    __slots__ = ("shape", "axis", "kernel_shape", "_last_shape")
+
+    def __init__(self, shape, axis):
+        self.shape = tuple(shape)
+        self.axis = axis
+        N, C = shape[0], shape[axis]
+        spatial = [n for a, n in enumerate(shape) if a not in (0, axis)]
+        self._last_shape = (N, *spatial, C)
+        self.kernel_shape = (N, math.prod(spatial), C)
+
+    def _last(self, a):
+        return a if self.axis == len(self.shape) - 1 else np.moveaxis(a, self.axis, -1)
+
+    def view(self, a):
+        """a (public shape) as the kernels' (N, S, C) array when its memory is channels-last,
+        else None."""
+        if not isinstance(a, np.ndarray):  # a GPU array: C-contiguous, channels last
+            return a.reshape(self.kernel_shape)
+        v = self._last(a)
+        return v.reshape(self.kernel_shape) if v.flags.c_contiguous else None
+
+    def read(self, a):
+        """a as the kernels' (N, S, C) array: a view, or one copy when a is laid out otherwise
+        (a dy of another layout than x's)."""
+        k = self.view(a)
+        return k if k is not None else np.ascontiguousarray(self._last(a)).reshape(
+            self.kernel_shape)
+
+    def public(self, k):
+        """A kernel array (N, S, C), or (N*S, C), as an array of the public shape (a view)."""
+        v = k.reshape(self._last_shape)
+        if not isinstance(v, np.ndarray) or self.axis == len(self.shape) - 1:
+            return v
+        return np.moveaxis(v, -1, self.axis)
+
+
+def channels_last(x, axis):
+    """Whether NumPy x, an (N, C, *spatial) array with its channels on `axis`, is to be
+    computed channels-last: its memory is (N, *spatial, C) C-contiguous, with at least one
+    spatial axis and not C-contiguous as a whole in the public order of axis 1 (that is the
+    channels-first kernels' own layout: (N, C, 1, 1) images, say)."""
+    if x.ndim < 3 or not x.size:
+        return False
+    first = x if axis == 1 else np.moveaxis(x, axis, 1)
+    if first.flags.c_contiguous:
+        return False
+    return (x if axis == x.ndim - 1 else np.moveaxis(x, axis, -1)).flags.c_contiguous

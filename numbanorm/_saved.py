@@ -16,7 +16,8 @@ class Saved:
     never reads them skips two casts (~1 us).
     """
     __slots__ = ("_op", "_x", "_mean64", "_rstd64", "_weight", "_bias_shape", "_param_dtype",
-                 "_geometry", "_shape", "_place", "_stats", "_stat_shape", "_public_shape")
+                 "_geometry", "_shape", "_place", "_stats", "_stat_shape", "_public_shape",
+                 "_axis", "_last")
 
     def __init__(self, op, x, mean64, rstd64, weight, bias, geometry, shape, place,
                  stat_shape, public_shape=None):
@@ -35,6 +36,8 @@ class Saved:
         self._stats = None  # (mean, rstd) once asked for
         self._stat_shape = stat_shape  # the statistics' own shape
         self._public_shape = public_shape  # a larger shape they are broadcast to, or None
+        self._axis = 1  # the channel axis of x's public shape (the channel ops' channel_axis)
+        self._last = None  # a numbanorm._layout.ChannelsLast where x was read channels-last
 
     @property
     def op(self):

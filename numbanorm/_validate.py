@@ -197,6 +197,18 @@ def channel_params(x, weight, bias, running_mean, running_var, will_update):
     return weight, bias, running_mean, running_var
 
 
+def channel_axis(axis, x):
+    """The channel axis of an (N, C, *spatial) op: 1 (PyTorch's layout, the default) or the
+    last (-1 or ndim - 1: (N, *spatial, C), as Keras and Flax), as 1 or ndim - 1."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"channel_axis must be an int (1 or -1), got {type(axis).__name__}")
+    axis = int(axis)
+    if axis in (1, -1, x.ndim - 1) and -x.ndim <= axis < x.ndim:
+        return axis % x.ndim
+    raise ValueError(f"channel_axis must be 1 (channels first, (N, C, *spatial)) or -1 "
+                     f"(channels last, (N, *spatial, C)) for {x.ndim}-d x, got {axis}")
+
+
 def saved_record(saved, kind, ops):
     """saved is a `kind` record (Saved, MixSaved, ScalingSaved) from one of the forwards ops
     (names; the first is the one the error names)."""

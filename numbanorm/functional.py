@@ -37,6 +37,7 @@ import numpy as np
 
 from . import _device
 from . import _validate as V
+from ._layout import ChannelsLast, channels_last
 from ._placement import CPU, place
 from ._saved import Saved
 
@@ -114,31 +115,153 @@ def _check_channels_params(x, weight, bias, running_mean, running_var, use_batch
 
 
 # ---------------------------------------------------------------------------------------------
+# channel layouts: batch_norm, group_norm and instance_norm take channel_axis=1 (PyTorch's
+# (N, C, *spatial)) or -1 ((N, *spatial, C)), and compute where the memory lies:
+# channels-first memory on the rows and channels kernels, channels-last memory (NumPy's
+# (N, H, W, C) images, or their transpose to (N, C, H, W), PyTorch's channels_last strides) on
+# the channels-last kernels without a copy (numbanorm._layout.ChannelsLast). y keeps x's
+# memory layout, dx dy's.
+
+def _channel_input(x, where, channel_axis):
+    """(xc, axis, last): x with its channel axis at 1 (a view; Dask: lazily transposed; a GPU
+    array: its shape and dtype, for the checks), the public channel axis (1 or ndim - 1), and
+    a ChannelsLast where x is computed channels-last (NumPy memory found so; GPU arrays,
+    C-contiguous, when the channel axis is last), else None."""
+    axis = V.channel_axis(channel_axis, x)
+    if axis == 1:
+        last = None
+        if not where.gpu and not where.lazy and channels_last(x, 1):
+            last = ChannelsLast(x.shape, 1)
+        return x, 1, last
+    if where.gpu:
+        return _Moved(x, axis), axis, ChannelsLast(x.shape, axis)
+    if where.lazy:
+        return x.transpose(_to_first(x.ndim, axis)), axis, None
+    return (np.moveaxis(x, axis, 1), axis,
+            ChannelsLast(x.shape, axis) if channels_last(x, axis) else None)
+
+
+class _Moved:
+    """A GPU array's shape with its channel axis at 1, and its dtype: what the checks read."""
+
+    def __init__(self, x, axis):
+        self.shape = tuple(x.shape[a] for a in _to_first(x.ndim, axis))
+        self.dtype, self.itemsize, self.ndim = x.dtype, x.dtype.itemsize, x.ndim
+
+
+def _to_first(ndim, axis):
+    return (0, axis) + tuple(a for a in range(1, ndim) if a != axis)
+
+
+def _first(a, axis):
+    """An array of the public shape with its channel axis at 1 (a view; None stays None)."""
+    return a if a is None or axis == 1 else np.moveaxis(a, axis, 1)
+
+
+def _public(a, axis, lazy=False):
+    """A channels-first result back in the public shape (a view)."""
+    if axis == 1:
+        return a
+    if lazy:
+        return a.transpose(tuple(np.argsort(_to_first(a.ndim, axis))))
+    return np.moveaxis(a, 1, axis)
+
+
+def _last_target(where, last, out):
+    """out's memory as the kernels' (N, S, C) array, or None (no out, or out laid out
+    otherwise: the result is then copied into it)."""
+    if out is None:
+        return None
+    t = where.target(out)
+    return None if t is None else last.view(t)
+
+
+def _last_deliver(where, last, yk, out, target):
+    """A channels-last kernel result as the caller's array of the public shape."""
+    y = last.public(yk)
+    if where.gpu:
+        return where.deliver(y, out)
+    if out is None:
+        return y
+    if target is None:
+        np.copyto(out, y)
+    return out
+
+
+def _batch_norm_last(op, x, last, training, eps, momentum, running_mean, running_var, weight,
+                     bias, out, public_shape, keep, where):
+    """batch_norm (or instance_norm on running statistics) of channels-last x: the channels
+    geometry's (N*S, C) column layout (numbanorm.cpu.channels), whose statistics per column
+    are the channels'."""
+    N, S, C = last.kernel_shape
+    xk = last.view(where.x if where.gpu else x)
+    target = _last_target(where, last, out)
+    y2, mean64, rstd64, x3 = where.host.channels_forward(
+        xk.reshape(N * S, C), training, eps, momentum, running_mean, running_var, weight, bias,
+        None if target is None else target.reshape(N * S, C))
+    where.write_back()
+    saved = None
+    if keep:
+        saved = Saved(op, x3, mean64, rstd64, weight, bias, ("channels", training), x.shape,
+                      where, (C,), public_shape)
+        saved._last = last
+    return _last_deliver(where, last, y2, out, target), saved
+
+
+def _group_norm_last(op, x, last, G, weight, bias, eps, out, stat_shape, where):
+    """group_norm (instance_norm: G = C) of channels-last x (numbanorm.cpu.channels_last):
+    (y, saved, mean64, rstd64), the statistics (N, G) float64."""
+    xk = last.view(where.x if where.gpu else x)
+    target = _last_target(where, last, out)
+    y3, mean64, rstd64 = where.host.channels_last_forward(xk, G, weight, bias, eps, target)
+    saved = Saved(op, xk, mean64.reshape(-1), rstd64.reshape(-1), weight, bias, ("last", G),
+                  x.shape, where, stat_shape)
+    saved._last = last
+    return _last_deliver(where, last, y3, out, target), saved
+
+
+# ---------------------------------------------------------------------------------------------
 # batch_norm
 
 def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out, keep,
-                device):
+                device, channel_axis=1):
     x, where = place(x, device)
     V.ndim_at_least(x, "x", 2, "(N, C) or (N, C, *spatial)")
+    xc, axis, last = _channel_input(x, where, channel_axis)
     training = bool(training)
     weight, bias, running_mean, running_var = _check_channels_params(
-        x, weight, bias, running_mean, running_var, training, where)
+        xc, weight, bias, running_mean, running_var, training, where)
     momentum = V.momentum(momentum)
     eps = V.eps(eps)
     out = V.out_array(out, x, may_alias=not keep)
-    N, C = x.shape[:2]
-    if training and N * _prod(x.shape[2:]) == 1:
+    N, C = xc.shape[:2]
+    if training and N * _prod(xc.shape[2:]) == 1:
         raise ValueError("Expected more than 1 value per channel when training, got input "
-                         f"size {x.shape}")
+                         f"size {xc.shape}")
     if not training and running_mean is None:
         raise ValueError("running_mean and running_var are required when training=False "
                          "(eval mode normalises with the running statistics)")
-    return _channels("batch_norm", x, training, eps, momentum, running_mean, running_var,
-                     weight, bias, out, (C,), keep, where)
+    if last is not None:
+        return _batch_norm_last("batch_norm", x, last, training, eps, momentum, running_mean,
+                                running_var, weight, bias, out, None, keep, where)
+    y, saved = _channels("batch_norm", xc, training, eps, momentum, running_mean, running_var,
+                         weight, bias, _first(out, axis), (C,), keep, where)
+    return _moved(y, saved, x, axis, where)
+
+
+def _moved(y, saved, x, axis, where):
+    """(y, saved) of a channels-first computation of x with its channel axis moved to 1: y in
+    x's shape, the record taking dy in x's shape."""
+    if axis == 1:
+        return y, saved
+    if saved is not None:
+        saved._axis = axis
+        saved._shape = x.shape
+    return _public(y, axis, where.lazy), saved
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5, *, out=None, device=None):
+               momentum=0.1, eps=1e-5, *, out=None, device=None, channel_axis=1):
     """Batch normalization over (N, C) or (N, C, *spatial) input, as torch.nn.functional.batch_norm.
 
     Training mode normalises each channel with the batch's mean and biased variance and, when
@@ -146,16 +269,22 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, t
     running = (1 - momentum)*running + momentum*batch_stat (unbiased variance into running_var).
     Eval mode (training=False) normalises with running_mean and running_var.
     `out` may be x itself for an in-place result.
+
+    channel_axis: 1 (default, PyTorch's (N, C, *spatial)) or -1 ((N, *spatial, C), as Keras
+    and Flax). Channels-last memory, either way round (an (N, H, W, C) array, its
+    transpose(0, 3, 1, 2), PyTorch's channels_last strides), is computed where it lies,
+    without a copy, and y keeps x's memory layout (see the README's "Channels-last images").
     """
     return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out,
-                       keep=False, device=device)[0]
+                       keep=False, device=device, channel_axis=channel_axis)[0]
 
 
 def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None,
-                       training=False, momentum=0.1, eps=1e-5, *, out=None, device=None):
+                       training=False, momentum=0.1, eps=1e-5, *, out=None, device=None,
+                       channel_axis=1):
     """`batch_norm` returning (y, saved); saved.mean and saved.rstd have shape (C,)."""
     return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out,
-                       keep=True, device=device)
+                       keep=True, device=device, channel_axis=channel_axis)
 
 
 def batch_norm_backward(dy, saved, *, dx_out=None):
@@ -233,32 +362,41 @@ def rms_norm_backward(dy, saved, *, dx_out=None):
 # ---------------------------------------------------------------------------------------------
 # group_norm and instance_norm
 
-def _group_norm(x, num_groups, weight, bias, eps, out, keep, device):
+def _group_norm(x, num_groups, weight, bias, eps, out, keep, device, channel_axis=1):
     x, where = place(x, device)
     V.ndim_at_least(x, "x", 2, "(N, C, *spatial)")
+    xc, axis, last = _channel_input(x, where, channel_axis)
     num_groups = V.positive_int(num_groups, "num_groups")
-    N, C = x.shape[:2]
+    N, C = xc.shape[:2]
     if C % num_groups:
         raise ValueError(f"num_groups ({num_groups}) must divide the number of channels "
                          f"({C}) of x")
-    weight, bias = _affine_params(x, (C,), weight, bias, where)
+    weight, bias = _affine_params(xc, (C,), weight, bias, where)
     eps = V.eps(eps)
     out = V.out_array(out, x, may_alias=not keep)
-    S = _prod(x.shape[2:])
+    if last is not None:
+        y, saved = _group_norm_last("group_norm", x, last, num_groups, weight, bias, eps, out,
+                                    (N, num_groups), where)
+        return y, saved if keep else None
+    S = _prod(xc.shape[2:])
     geometry = ("rows", N * num_groups, C // num_groups * S, num_groups, S, C, True)
-    return _rows("group_norm", x, geometry, weight, bias, eps, out, (N, num_groups), keep,
-                 where)
+    y, saved = _rows("group_norm", xc, geometry, weight, bias, eps, _first(out, axis),
+                     (N, num_groups), keep, where)
+    return _moved(y, saved, x, axis, where)
 
 
-def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None, device=None):
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None, device=None,
+               channel_axis=1):
     """Group normalization, as torch.nn.functional.group_norm: the C channels of each sample
-    split into num_groups groups, each normalised over its channels and spatial positions."""
-    return _group_norm(x, num_groups, weight, bias, eps, out, False, device)[0]
+    split into num_groups groups, each normalised over its channels and spatial positions.
+    channel_axis as in `batch_norm` (channels-last memory computed where it lies)."""
+    return _group_norm(x, num_groups, weight, bias, eps, out, False, device, channel_axis)[0]
 
 
-def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None, device=None):
+def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None, device=None,
+                       channel_axis=1):
     """`group_norm` returning (y, saved); saved.mean/rstd have shape (N, num_groups)."""
-    return _group_norm(x, num_groups, weight, bias, eps, out, True, device)
+    return _group_norm(x, num_groups, weight, bias, eps, out, True, device, channel_axis)
 
 
 def group_norm_backward(dy, saved, *, dx_out=None):
@@ -267,28 +405,40 @@ def group_norm_backward(dy, saved, *, dx_out=None):
 
 
 def _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
-                   out, keep, device):
+                   out, keep, device, channel_axis=1):
     x, where = place(x, device)
     V.ndim_at_least(x, "x", 3, "(N, C, *spatial)")
+    xc, axis, last = _channel_input(x, where, channel_axis)
     use_input_stats = bool(use_input_stats)
     weight, bias, running_mean, running_var = _check_channels_params(
-        x, weight, bias, running_mean, running_var, use_input_stats, where)
+        xc, weight, bias, running_mean, running_var, use_input_stats, where)
     momentum = V.momentum(momentum)
     eps = V.eps(eps)
     out = V.out_array(out, x, may_alias=not keep)
-    N, C = x.shape[:2]
-    S = _prod(x.shape[2:])
+    N, C = xc.shape[:2]
+    S = _prod(xc.shape[2:])
     if not use_input_stats:
         if running_mean is None:
             raise ValueError("running_mean and running_var are required when "
                              "use_input_stats=False")
-        return _channels("instance_norm", x, False, eps, momentum, running_mean, running_var,
-                         weight, bias, out, (N, C), keep, where)
+        if last is not None:
+            return _batch_norm_last("instance_norm", x, last, False, eps, momentum,
+                                    running_mean, running_var, weight, bias, out, (N, C), keep,
+                                    where)
+        y, saved = _channels("instance_norm", xc, False, eps, momentum, running_mean,
+                             running_var, weight, bias, _first(out, axis), (N, C), keep, where)
+        return _moved(y, saved, x, axis, where)
     if S == 1:
         raise ValueError("Expected more than 1 spatial element when training, got input size "
-                         f"{x.shape}")
-    geometry = ("rows", N * C, S, C, S, C, True)
-    y, saved = _rows("instance_norm", x, geometry, weight, bias, eps, out, (N, C), True, where)
+                         f"{xc.shape}")
+    if last is not None:
+        y, saved = _group_norm_last("instance_norm", x, last, C, weight, bias, eps, out, (N, C),
+                                    where)
+    else:
+        geometry = ("rows", N * C, S, C, S, C, True)
+        y, saved = _rows("instance_norm", xc, geometry, weight, bias, eps, _first(out, axis),
+                         (N, C), True, where)
+        y, saved = _moved(y, saved, x, axis, where)
     if running_mean is not None and N * S and saved is not None:  # an empty batch leaves them
         where.host.instance_running_update(saved._mean64, saved._rstd64, N, C, S, eps, momentum,
                                            running_mean, running_var)
@@ -297,19 +447,21 @@ def _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, 
 
 
 def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
-                  use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None, device=None):
+                  use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None, device=None,
+                  channel_axis=1):
     """Instance normalization, as torch.nn.functional.instance_norm: each (sample, channel)
-    normalised over its spatial positions; with use_input_stats=False, the running buffers."""
+    normalised over its spatial positions; with use_input_stats=False, the running buffers.
+    channel_axis as in `batch_norm` (channels-last memory computed where it lies)."""
     return _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum,
-                          eps, out, False, device)[0]
+                          eps, out, False, device, channel_axis)[0]
 
 
 def instance_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None,
                           use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None,
-                          device=None):
+                          device=None, channel_axis=1):
     """`instance_norm` returning (y, saved); saved.mean/rstd have shape (N, C)."""
     return _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum,
-                          eps, out, True, device)
+                          eps, out, True, device, channel_axis)
 
 
 def instance_norm_backward(dy, saved, *, dx_out=None):
@@ -406,9 +558,39 @@ def _backward(dy, saved, ops, dx_out):
     host = where.host
     kind = saved._geometry[0]
     backward = (host.rows_backward if kind == "rows" else host.channels_backward
-                if kind == "channels" else lambda d, s, o: _window_backward(host, d, s, o))
+                if kind == "channels" else host.channels_last_backward if kind == "last"
+                else lambda d, s, o: _window_backward(host, d, s, o))
+    if saved._last is not None:
+        return _last_backward(backward, dy, saved, dx_out)
+    axis = saved._axis
+    if axis != 1:  # channels-first kernels on x moved to channels-first (numbanorm arrays)
+        dx, dweight, dbias = backward(_first(dy, axis), saved, _first(dx_out, axis))
+        return (_public(dx, axis) if dx_out is None else dx_out), dweight, dbias
     if not where.gpu:  # (the placement's calls do nothing here; see _rows)
         dx, dweight, dbias = backward(dy, saved, None if dx_out is None else CPU.target(dx_out))
         return (dx if dx_out is None else CPU.deliver(dx, dx_out)), dweight, dbias
     dx, dweight, dbias = backward(where.grad_input(dy), saved, where.target(dx_out))
     return where.deliver(dx, dx_out), where.gradient(dweight), where.gradient(dbias)
+
+
+def _last_backward(backward, dy, saved, dx_out):
+    """The backward of a channels-last forward: dy read as the kernels' (N, S, C) array (one
+    copy where its memory is laid out otherwise), dx in dy's layout."""
+    where, last = saved._place, saved._last
+    if where.gpu:
+        dxk, dweight, dbias = backward(last.read(where.grad_input(dy)), saved,
+                                       _last_target(where, last, dx_out))
+        return (where.deliver(last.public(dxk), dx_out), where.gradient(dweight),
+                where.gradient(dbias))
+    target = None if dx_out is None else last.view(dx_out)
+    dxk, dweight, dbias = backward(last.read(dy), saved, target)
+    dx = last.public(dxk)
+    if dx_out is not None:
+        if target is None:
+            np.copyto(dx_out, dx)
+        dx = dx_out
+    elif last.view(dy) is None:  # dy of another layout: dx in it
+        in_dy_layout = np.empty_like(dy)
+        np.copyto(in_dy_layout, dx)
+        dx = in_dy_layout
+    return dx, dweight, dbias

@@ -8,6 +8,8 @@ return contracts, so the public ops make one call into either.
     channels_forward(x, training, eps, momentum, running_mean, running_var, weight, bias,
                      y=None)                                  -> (y, mean64, rstd64, x3)
     channels_backward(dy, saved, dx=None)                     -> (dx, dweight, dbias)
+    channels_last_forward(x3, G, weight, bias, eps, y3=None)  -> (y3, mean64, rstd64)
+    channels_last_backward(dy3, saved, dx3=None)              -> (dx, dweight, dbias)
     instance_running_update(mean64, rstd64, N, C, S, eps, momentum, running_mean, running_var)
     public(stat64, dtype, shape, broadcast=None)              -> a statistic in x's dtype
 
@@ -50,8 +52,11 @@ x, dy, weight, bias and the running buffers arrive validated, on this backend's 
 numbanorm._dtypes.kernel_view, and weight and bias in float32, the dtype the kernels compute
 16-bit data in (numbanorm.cpu._half); outputs and gradients keep their dtypes (y and dx x's,
 dweight and dbias the parameters').
-geometry is ("rows", R, L, G, S, C, centered) (see numbanorm.cpu.rows) or ("channels",
-training). y and dx are where the result goes: a C-contiguous array of x's shape and dtype
+geometry is ("rows", R, L, G, S, C, centered) (see numbanorm.cpu.rows), ("channels",
+training) or ("last", G). The channels-last functions (group_norm, instance_norm on
+(N, *spatial, C) memory; numbanorm.cpu.channels_last) take x as its C-contiguous (N, S, C)
+view and give per-(image, group) statistics (N, G); batch_norm on that memory is
+channels_forward on the (N*S, C) view. y and dx are where the result goes: a C-contiguous array of x's shape and dtype
 (out=, dx_out=; y may be x itself in the plain functions), or None for a fresh one. The float64
 statistics mean64, rstd64 are per row (rows) or per channel (channels); x2 and x3 are the
 C-contiguous (R, L) and (N, C, S) views the kernels read (a copy only when x is not
@@ -348,10 +353,13 @@ def channels_last_forward(x3, G, weight, bias, eps, y3=None):
     return y3, mean, rstd
 
 
-def channels_last_backward(dy3, x3, G, mean64, rstd64, weight, dx3=None):
-    """(dx3, dweight64, dbias64) of a channels_last_forward: dx in x3's layout (into dx3, or
-    a fresh array) and the float64 per-channel parameter gradients sum_n sum(dy*xhat),
-    sum_n sum(dy), summed over the images in order."""
+def channels_last_backward(dy3, saved, dx3=None):
+    """(dx, dweight, dbias) of a channels_last_forward (saved: its record, geometry
+    ("last", G), x the (N, S, C) array it read): dx in x's layout, into dx3 (C-contiguous
+    (N, S, C)) or a fresh array; dweight = sum_n sum(dy*xhat) and dbias = sum_n sum(dy) summed
+    over the images in order, in the parameters' dtype (None where absent)."""
+    x3 = saved._x
+    G = saved._geometry[1]
     N, S, C = x3.shape
     if dx3 is None:
         dx3 = np.empty(x3.shape, x3.dtype)
@@ -360,9 +368,14 @@ def channels_last_backward(dy3, x3, G, mean64, rstd64, weight, dx3=None):
     if N and C and S:
         _, rows_per_block = _column_blocks(C, x3.itemsize)
         _twins(channels_last, x3.size).backward(
-            _kv(dy3), _kv(x3), G, mean64, rstd64, _param(weight, C, x3.dtype, 1),
-            rows_per_block, _kv(dx3), sdy, sdyx)
-    return dx3, sdyx.sum(axis=0), sdy.sum(axis=0)
+            _kv(dy3), _kv(x3), G, saved._mean64.reshape(N, G), saved._rstd64.reshape(N, G),
+            _param(saved._weight, C, x3.dtype, 1), rows_per_block, _kv(dx3), sdy, sdyx)
+    dweight = dbias = None
+    if saved._weight is not None:
+        dweight = _cast(sdyx.sum(axis=0), saved._param_dtype)
+    if saved._bias_shape is not None:
+        dbias = _cast(sdy.sum(axis=0), saved._param_dtype)
+    return dx3, dweight, dbias
 
 
 # ---------------------------------------------------------------------------------------------
