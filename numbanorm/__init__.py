@@ -1,5 +1,6 @@
 """numbanorm: normalization kernels for NumPy, in Numba: batch, layer, group, instance, RMS and
-local response normalization with PyTorch's semantics, the adaptive Switchable and
+local response normalization with PyTorch's semantics (channels-last images too, and the fused
+residual add + layer/RMS norm of pre-norm Transformers), the adaptive Switchable and
 Batch-Instance Normalization, and data normalization for scientific code (zscore,
 minmax_scale, normalize, mergeable moments, scikit-learn's scalers), on dense and
 scipy.sparse data."""
@@ -7,6 +8,8 @@ from . import _config  # noqa: F401  (sets the thread-safe threading layer befor
 from ._config import __version__  # noqa: F401
 from .functional import (  # noqa: F401
     Saved,
+    add_layer_norm, add_layer_norm_backward, add_layer_norm_forward,
+    add_rms_norm, add_rms_norm_backward, add_rms_norm_forward,
     batch_norm, batch_norm_backward, batch_norm_forward,
     group_norm, group_norm_backward, group_norm_forward,
     instance_norm, instance_norm_backward, instance_norm_forward,

@@ -57,7 +57,7 @@ class Saved:
             place = self._place
             public = place.host.public
             dtype = self._x.dtype
-            centered = self._geometry[-1] if self._geometry[0] == "rows" else True
+            centered = self._geometry[-1] if self._geometry[0] in ("rows", "add") else True
             stats = tuple(
                 None if s is None else place.stat(public(s, dtype, self._stat_shape,
                                                          self._public_shape))

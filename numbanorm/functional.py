@@ -48,6 +48,8 @@ __all__ = [
     "group_norm", "group_norm_forward", "group_norm_backward",
     "instance_norm", "instance_norm_forward", "instance_norm_backward",
     "rms_norm", "rms_norm_forward", "rms_norm_backward",
+    "add_layer_norm", "add_layer_norm_forward", "add_layer_norm_backward",
+    "add_rms_norm", "add_rms_norm_forward", "add_rms_norm_backward",
     "local_response_norm", "local_response_norm_forward", "local_response_norm_backward",
 ]
 
@@ -357,6 +359,149 @@ def rms_norm_backward(dy, saved, *, dx_out=None):
     """(dx, dweight) of an `rms_norm_forward`."""
     dx, dweight, _ = _backward(dy, saved, ("rms_norm",), dx_out)
     return dx, dweight
+
+
+# ---------------------------------------------------------------------------------------------
+# fused residual add + layer_norm / rms_norm: h = x + residual, y = norm(h) in one pass
+
+def _add_norm(op, x, residual, normalized_shape, weight, bias, eps, out, residual_out,
+              residual_dtype, keep, centered, device):
+    x, where = place(x, device)
+    if where.gpu or where.lazy:
+        raise TypeError(f"{op} takes NumPy arrays for now (its kernels are the CPU's); for a "
+                        f"GPU or Dask x, add then call {op[4:]}")
+    residual, h_dtype = V.residual_args(x, residual, residual_dtype)
+    shape = V.normalized_shape(normalized_shape)
+    V.trailing_shape(x, shape)
+    weight, bias = _affine_params(x, shape, weight, bias, where)
+    eps = V.eps(eps) if eps is not None or centered else eps
+    if eps is None:
+        eps = _machine_eps(x.dtype)
+    V.add_outputs(out, residual_out, x, residual, h_dtype, plain=not keep)
+    L = _prod(shape)
+    R = x.size // L if L else _prod(x.shape[:x.ndim - len(shape)])
+    host = where.host
+    x2, r2 = host._rows2d(x, R, L), host._rows2d(residual, R, L)
+    y2 = None if out is None or not out.flags.c_contiguous else out.reshape(R, L)
+    h2 = (None if residual_out is None or not residual_out.flags.c_contiguous
+          else residual_out.reshape(R, L))
+    y2, h2, mean64, rstd64 = host.add_rows_forward(x2, r2, weight, bias, eps, centered, y2, h2,
+                                                   h_dtype)
+    y, h = y2.reshape(x.shape), h2.reshape(x.shape)
+    if out is not None and y2.base is not out and y2 is not out:
+        np.copyto(out, y)
+    if residual_out is not None and h2.base is not residual_out and h2 is not residual_out:
+        np.copyto(residual_out, h)
+    y = y if out is None else out
+    h = h if residual_out is None else residual_out
+    saved = None
+    if keep:
+        exact = h_dtype == np.dtype(np.float32) or h_dtype.itemsize >= x.itemsize > 2
+        geometry = ("add", R, L, None if exact else r2, residual.dtype, x.dtype, h_dtype,
+                    centered)
+        saved = Saved(op, h2 if exact else x2, mean64, rstd64, weight, bias, geometry, x.shape,
+                      where, x.shape[:x.ndim - len(shape)])
+    return y, h, saved
+
+
+def _add_backward(dy, saved, dh, dx_out, op):
+    V.saved_record(saved, Saved, (op,))
+    _, R, L, _, _, x_dtype, h_dtype, _ = saved._geometry
+    dy = V.grad_output(dy, saved._shape, x_dtype)
+    if dh is not None:
+        dh = V.array(dh, "dh")
+        if dh.shape != dy.shape:
+            raise ValueError(f"dh must have h's shape {dy.shape}, got {dh.shape}")
+        if dh.dtype != h_dtype:
+            raise TypeError(f"dh must have h's dtype {h_dtype}, got {dh.dtype}")
+    dx_out = V.out_array(dx_out, dy, may_alias=False, name="dx_out", x_name="dy",
+                         also=(saved._x, "the x saved by the forward pass"))
+    if dx_out is not None and dh is not None and np.may_share_memory(dx_out, dh):
+        raise ValueError("dx_out overlaps dh: pass a separate array")
+    host = saved._place.host
+    dy2 = host._rows2d(dy, R, L)
+    dh2 = None if dh is None else host._rows2d(dh, R, L)
+    dx2 = None if dx_out is None or not dx_out.flags.c_contiguous else dx_out.reshape(R, L)
+    dx2, dres2, dweight, dbias = host.add_rows_backward(dy2, saved, dh2, dx2)
+    dx = dx2.reshape(dy.shape)
+    if dx_out is not None:
+        if dx2.base is not dx_out and dx2 is not dx_out:
+            np.copyto(dx_out, dx)
+        dres = dx_out if dres2 is dx2 else dres2.reshape(dy.shape)
+        dx = dx_out
+    else:
+        dres = dx if dres2 is dx2 else dres2.reshape(dy.shape)
+    return dx, dres, dweight, dbias
+
+
+def add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None,
+                   residual_out=None, residual_dtype=None, device=None):
+    """Fused residual add + layer_norm, the pre-norm Transformer step: (y, h) with
+    h = x + residual and y = layer_norm(h), by one read of x and residual and one write of y
+    and h (numbanorm.cpu.rows.add_forward).
+
+    Parameters
+    ----------
+    x, residual : NumPy arrays of one shape (..., *normalized_shape)
+        residual has x's dtype, or residual_dtype's.
+    normalized_shape, weight, bias, eps
+        As `layer_norm`.
+    out, residual_out : arrays, optional
+        Where y (x's dtype) and h (residual_dtype, default x's) go. out=x together with
+        residual_out=residual is the in-place pattern of vLLM and FlashInfer: y over x, h over
+        the residual stream, in one call. Each may be exactly x or exactly residual, never a
+        partial overlap, and never the same memory as the other.
+    residual_dtype : dtype, optional
+        flash-attn's residual_in_fp32: float32 for float16/bfloat16 x stores h in float32.
+        The statistics always come from the sum in the dtype x computes in (float32 for
+        16-bit x) before h is rounded.
+
+    Returns
+    -------
+    y, h : arrays of x's shape
+    """
+    y, h, _ = _add_norm("add_layer_norm", x, residual, normalized_shape, weight, bias, eps, out,
+                        residual_out, residual_dtype, False, True, device)
+    return y, h
+
+
+def add_layer_norm_forward(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *,
+                           out=None, residual_out=None, residual_dtype=None, device=None):
+    """`add_layer_norm` returning (y, h, saved); out and residual_out may not overlap x or
+    residual (the backward reads them). saved.mean/rstd have x's leading shape."""
+    return _add_norm("add_layer_norm", x, residual, normalized_shape, weight, bias, eps, out,
+                     residual_out, residual_dtype, True, True, device)
+
+
+def add_layer_norm_backward(dy, saved, dh=None, *, dx_out=None):
+    """(dx, dresidual, dweight, dbias) of an `add_layer_norm_forward`: dy the gradient of y, dh
+    (optional, h's dtype) the gradient flowing into the residual stream h. The gradient of
+    the unrounded sum x + residual, dx = d layer_norm/d h + dh, by one read of dy, h and dh
+    (x and residual for 16-bit h). dresidual has the same values: it is dx itself where the
+    residual has x's dtype (as flash-attn returns it), else an array of the residual's dtype."""
+    return _add_backward(dy, saved, dh, dx_out, "add_layer_norm")
+
+
+def add_rms_norm(x, residual, normalized_shape, weight=None, eps=None, *, out=None,
+                 residual_out=None, residual_dtype=None, device=None):
+    """Fused residual add + rms_norm: (y, h), h = x + residual, y = rms_norm(h); arguments as
+    `add_layer_norm` (eps None: x's machine epsilon, as `rms_norm`)."""
+    y, h, _ = _add_norm("add_rms_norm", x, residual, normalized_shape, weight, None, eps, out,
+                        residual_out, residual_dtype, False, False, device)
+    return y, h
+
+
+def add_rms_norm_forward(x, residual, normalized_shape, weight=None, eps=None, *, out=None,
+                         residual_out=None, residual_dtype=None, device=None):
+    """`add_rms_norm` returning (y, h, saved); saved.mean is None."""
+    return _add_norm("add_rms_norm", x, residual, normalized_shape, weight, None, eps, out,
+                     residual_out, residual_dtype, True, False, device)
+
+
+def add_rms_norm_backward(dy, saved, dh=None, *, dx_out=None):
+    """(dx, dresidual, dweight) of an `add_rms_norm_forward` (see `add_layer_norm_backward`)."""
+    dx, dres, dweight, _ = _add_backward(dy, saved, dh, dx_out, "add_rms_norm")
+    return dx, dres, dweight
 
 
 # ---------------------------------------------------------------------------------------------

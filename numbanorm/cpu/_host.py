@@ -11,6 +11,9 @@ return contracts, so the public ops make one call into either.
     channels_last_forward(x3, G, weight, bias, eps, y3=None)  -> (y3, mean64, rstd64)
     channels_last_backward(dy3, saved, dx3=None)              -> (dx, dweight, dbias)
     instance_running_update(mean64, rstd64, N, C, S, eps, momentum, running_mean, running_var)
+    add_rows_forward(x2, r2, weight, bias, eps, centered, y2=None, h2=None, h_dtype=None)
+                                                  -> (y2, h2, mean64, rstd64)
+    add_rows_backward(dy2, saved, dh2=None, dx2=None) -> (dx, dresidual, dweight, dbias)
     public(stat64, dtype, shape, broadcast=None)              -> a statistic in x's dtype
 
     data_view(x, axes)                                        -> view (numbanorm._layout.DataView)
@@ -203,6 +206,57 @@ def rows_backward(dy, saved, dx=None):
     if saved._bias_shape is not None:
         dbias = _merged(db_part, saved._param_dtype, saved._bias_shape)
     return dx, dweight, dbias
+
+
+def add_rows_forward(x2, r2, weight, bias, eps, centered, y2=None, h2=None, h_dtype=None):
+    """(y2, h2, mean64, rstd64) of the fused residual add + layer_norm (centered) or rms_norm
+    on C-contiguous (R, L) rows: h = x + residual stored in h_dtype (default x's), y = norm of
+    the sum taken before h's rounding (numbanorm.cpu.rows.add_forward). y2 and h2 may be x2
+    and r2 themselves (same shapes and dtypes)."""
+    R, L = x2.shape
+    if y2 is None:
+        y2 = np.empty(x2.shape, x2.dtype)
+    if h2 is None:
+        h2 = np.empty(x2.shape, h_dtype or x2.dtype)
+    mean64 = np.empty(R)
+    rstd64 = np.empty(R)
+    if R:
+        dt = x2.dtype
+        per = max(1, min(R, -(-SERIAL_MAX_ELEMENTS // max(L, 1)) // 8))
+        _twins(rows, x2.size).add_forward(
+            _kv(x2), _kv(r2), _param(weight, L, dt, 1), _param(bias, L, dt, 0), eps, centered,
+            per, _kv(y2), _kv(h2), mean64, rstd64)
+    return y2, h2, mean64, rstd64
+
+
+def add_rows_backward(dy2, saved, dh2=None, dx2=None):
+    """(dx, dresidual, dweight, dbias) of an add_rows_forward (saved geometry ("add", R, L,
+    residual or None, the residual's, x's and h's dtypes, centered): saved._x is h where h holds the sum
+    exactly, else x, and the residual is kept to add again). dx = d norm/dh + dh in x's
+    dtype (into dx2 or a fresh array); dresidual the same values in the residual's dtype: dx
+    itself where the dtypes agree (as flash-attn returns it)."""
+    _, R, L, r2, res_dtype, _, _, centered = saved._geometry
+    x2 = saved._x
+    weight = saved._weight
+    want_params = weight is not None or saved._bias_shape is not None
+    out_dtype = dy2.dtype
+    if dx2 is None:
+        dx2 = np.empty(x2.shape, out_dtype)
+    dres = None if res_dtype == out_dtype else np.empty(x2.shape, res_dtype)
+    nchunks = max(_nchunks(R, L), -(-R // BLOCK))
+    part_dtype = compute(out_dtype)
+    dw_part = _scratch("add_dweight", (nchunks, L if want_params else 0), part_dtype)
+    db_part = _scratch("add_dbias", (nchunks, L if want_params else 0), part_dtype)
+    if R:
+        backward = rows.add_backward_serial if _serial(R * L) else rows.add_backward
+        backward(_kv(dy2), _kv(x2), None if r2 is None else _kv(r2),
+                 None if dh2 is None else _kv(dh2), saved._mean64, saved._rstd64,
+                 _param(weight, L, out_dtype, 1), centered, want_params, _kv(dx2),
+                 None if dres is None else _kv(dres), dw_part, db_part)
+    dweight = None if weight is None else _merged(dw_part, saved._param_dtype, weight.shape)
+    dbias = None if saved._bias_shape is None else _merged(db_part, saved._param_dtype,
+                                                           saved._bias_shape)
+    return dx2, dx2 if dres is None else dres, dweight, dbias
 
 
 def instance_running_update(mean64, rstd64, N, C, S, eps, momentum, running_mean, running_var):

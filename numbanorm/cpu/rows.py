@@ -38,7 +38,7 @@ from .._config import BACKWARD_JIT, BLOCK, ELEMENTWISE_JIT, JIT
 from ._half import ld, st
 from ._moments import (at, borrowed, chan_merge, data_block, data_range, grad_sums, like,
                        moments, narrow, parallel_and_serial, power_combine, power_sum, rstd_of,
-                       split_mean)
+                       split_mean, work)
 
 SERIAL = types.SimpleNamespace()  # the serial twins (see _moments.parallel_and_serial)
 
@@ -524,3 +524,109 @@ def slot_dx(dy2, x2, mh, p, q, o, dx2):
         out = dx2[r]
         for i in range(L):
             out[i] = st(out, ld(dr[i]) * a + (ld(xr[i]) - m) * b + c)
+
+
+# ---------------------------------------------------------------------------------------------
+# fused residual add + layer_norm / rms_norm (functional.add_layer_norm, add_rms_norm): rows of
+# h = x + residual, one pass over memory
+
+@njit(inline='always', **JIT)
+def _add_row(xr, rr, s):
+    """s = x + residual in the compute dtype (s's): the unrounded sum the statistics and the
+    backward see, whatever dtype h is stored in (rr None: s = x)."""
+    if rr is None:
+        for j in range(s.size):
+            s[j] = ld(xr[j])
+    else:
+        for j in range(s.size):
+            s[j] = ld(xr[j]) + ld(rr[j])
+
+
+@njit(**JIT)
+def _add_forward_rows(x, res, r0, r1, weight, bias, eps, centered, y, h, mean_out, rstd_out):
+    """Rows r0:r1 of add_forward (the work item of both drivers: compiled once)."""
+    s = work(x, x.shape[1])
+    for r in range(r0, r1):
+        _add_row(x[r], res[r], s)
+        hr = h[r]
+        for j in range(s.size):
+            hr[j] = st(hr, s[j])
+        mean, var_scaled, inv = moments(s, centered)
+        rstd = rstd_of(var_scaled, inv, eps)
+        mean_out[r] = mean
+        rstd_out[r] = rstd
+        _affine(s, mean, like(s, rstd), weight, bias, y[r])
+
+
+@parallel_and_serial(JIT)
+def add_forward(x, res, weight, bias, eps, centered, rows_per_item, y, h, mean_out, rstd_out):
+    """h = x + residual (stored in h's dtype) and y = norm(x + residual) of (R, L) rows, the
+    statistics from the sum in the compute dtype before h's rounding (as flash-attn and
+    vLLM): x and residual read once, y and h written once. Row r's arithmetic is `forward`'s
+    on the sum; y and h may be x and residual themselves (a row is read before it is
+    written). Items of rows_per_item rows (any: a row's result does not depend on them)."""
+    R = x.shape[0]
+    for i in prange((R + rows_per_item - 1) // rows_per_item):
+        r0 = np.intp(i) * rows_per_item
+        _add_forward_rows(borrowed(x), borrowed(res), r0, min(R, r0 + rows_per_item),
+                          borrowed(weight), borrowed(bias), eps, centered, borrowed(y),
+                          borrowed(h), borrowed(mean_out), borrowed(rstd_out))
+
+
+@njit(**BACKWARD_JIT)
+def _add_backward_chunk(dy, x, res, dh, mean, rstd, weight, centered, want_params, k, nchunks,
+                        dx, dres, dw_part, db_part):
+    R, L = x.shape
+    s = work(x, L)
+    zero = like(s, 0.0)
+    dwk, dbk = dw_part[k], db_part[k]
+    dwk[:] = 0.0
+    dbk[:] = 0.0
+    start, stop = _chunk_rows(R, k, nchunks, 1)
+    for r in range(start, stop):
+        _add_row(x[r], None if res is None else res[r], s)
+        rs = like(zero, rstd[r])
+        mh, lo = split_mean(rs, mean[r] if centered else 0.0)
+        dyr = dy[r]
+        if want_params:
+            sum_g, sum_gx = _param_sums(s, dyr, mh, rs, lo, weight, dwk, dbk, 0)
+        else:
+            sum_g, sum_gx = grad_sums(s, dyr, mh, rs, lo, weight)
+        mean_g = like(zero, sum_g / L if centered else 0.0)
+        mean_gx = like(zero, sum_gx / L)
+        dxr = dx[r]
+        dhr = None if dh is None else dh[r]
+        for j in range(L):
+            xh = (s[j] - mh) * rs - lo
+            v = rs * ((ld(dyr[j]) * weight[j] - mean_g) - xh * mean_gx)
+            if dhr is not None:
+                v = v + ld(dhr[j])
+            dxr[j] = st(dxr, v)
+            if dres is not None:
+                dres[r, j] = st(dres, v)
+
+
+@njit(parallel=True, **BACKWARD_JIT)
+def add_backward(dy, x, res, dh, mean, rstd, weight, centered, want_params, dx, dres, dw_part,
+                 db_part):
+    """dx = d norm/d h + dh of add_forward's rows (the gradient of the unrounded sum: x is h
+    itself where h holds the sum exactly, res None; else the forward's x and residual, added
+    again in the compute dtype), written to dx (x's dtype) and, where the residual's dtype
+    differs, to dres (its dtype; None: dresidual is dx). dweight/dbias partials per chunk of
+    at most BLOCK rows in the compute dtype (dw_part, db_part (K, L)), as `backward`'s
+    x-dtype partials."""
+    nchunks = dw_part.shape[0]
+    for k in prange(nchunks):
+        _add_backward_chunk(borrowed(dy), borrowed(x), res, dh, borrowed(mean), borrowed(rstd),
+                            borrowed(weight), centered, want_params, np.intp(k), nchunks,
+                            borrowed(dx), dres, borrowed(dw_part), borrowed(db_part))
+
+
+@njit(**BACKWARD_JIT)
+def add_backward_serial(dy, x, res, dh, mean, rstd, weight, centered, want_params, dx, dres,
+                        dw_part, db_part):
+    """`add_backward` on one thread."""
+    nchunks = dw_part.shape[0]
+    for k in range(nchunks):
+        _add_backward_chunk(dy, x, res, dh, mean, rstd, weight, centered, want_params, k,
+                            nchunks, dx, dres, dw_part, db_part)
