@@ -189,13 +189,24 @@ class _Norm:
         return f"{type(self).__name__}({self._extra_repr()})"
 
 
+def _channel_axis(axis):
+    """A layer's channel_axis: 1 (PyTorch's (N, C, *spatial)) or -1 ((N, *spatial, C))."""
+    if isinstance(axis, bool) or axis not in (1, -1):
+        raise ValueError(f"channel_axis must be 1 (channels first) or -1 (channels last), got "
+                         f"{axis!r}")
+    return int(axis)
+
+
 class _ChannelNorm(_Norm):
-    """Common constructor of the batch and instance norms."""
+    """Common constructor of the batch and instance norms. channel_axis: 1 (PyTorch's layout)
+    or -1 ((N, *spatial, C) input, as Keras and Flax); channels-last memory is computed where it
+    lies either way (numbanorm.functional.batch_norm)."""
 
     def __init__(self, num_features, eps, momentum, affine, track_running_stats, device, dtype,
-                 bias):
+                 bias, channel_axis=1):
         super().__init__()
         self.num_features = V.positive_int(num_features, "num_features")
+        self.channel_axis = _channel_axis(channel_axis)
         self.eps = V.eps(eps)
         self.momentum = V.momentum(momentum, allow_none=True)
         self.affine = bool(affine)
@@ -237,9 +248,10 @@ class _ChannelNorm(_Norm):
 
 class _BatchNorm(_ChannelNorm):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, device=None, dtype=None, *, bias=True):
+                 track_running_stats=True, device=None, dtype=None, *, bias=True,
+                 channel_axis=1):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
-                         bias)
+                         bias, channel_axis)
 
     def _forward(self, x):
         x = self._check_ndim(x)
@@ -251,7 +263,8 @@ class _BatchNorm(_ChannelNorm):
         result = F.batch_norm_forward(
             x, self.running_mean if use_buffers else None,
             self.running_var if use_buffers else None, self.weight, self.bias,
-            self.training or self.running_mean is None, factor, self.eps)
+            self.training or self.running_mean is None, factor, self.eps,
+            channel_axis=self.channel_axis)
         if update:
             self.num_batches_tracked += 1
         return result
@@ -276,25 +289,29 @@ class BatchNorm3d(_BatchNorm):
 
 class _InstanceNorm(_ChannelNorm):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,
-                 track_running_stats=False, device=None, dtype=None, *, bias=True):
+                 track_running_stats=False, device=None, dtype=None, *, bias=True,
+                 channel_axis=1):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
-                         bias)
+                         bias, channel_axis)
 
     def _forward(self, x):
         x = self._check_ndim(x)
         self._unbatched = x.ndim == self._ndims[0]
         if self._unbatched:
             x = x.reshape((1,) + tuple(x.shape))
-        if x.shape[1] != self.num_features:
-            message = (f"expected input's size at dim={0 if self._unbatched else 1} to match "
-                       f"num_features ({self.num_features}), but got: {x.shape[1]}.")
+        axis = 1 if self.channel_axis == 1 else x.ndim - 1
+        if x.shape[axis] != self.num_features:
+            dim = axis - 1 if self._unbatched else axis
+            message = (f"expected input's size at dim={dim} to match "
+                       f"num_features ({self.num_features}), but got: {x.shape[axis]}.")
             if self.affine or self.track_running_stats:
                 raise ValueError(message)
             warnings.warn(message, stacklevel=3)
         y, saved = F.instance_norm_forward(
             x, self.running_mean, self.running_var, self.weight, self.bias,
             self.training or not self.track_running_stats,
-            0.0 if self.momentum is None else self.momentum, self.eps)
+            0.0 if self.momentum is None else self.momentum, self.eps,
+            channel_axis=self.channel_axis)
         return (y.reshape(tuple(y.shape)[1:]) if self._unbatched else y), saved
 
     _backward = staticmethod(F.instance_norm_backward)
@@ -345,8 +362,9 @@ class GroupNorm(_Norm):
     """Group normalization of (N, C, *) input, as torch.nn.GroupNorm."""
 
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None,
-                 *, bias=True):
+                 *, bias=True, channel_axis=1):
         super().__init__()
+        self.channel_axis = _channel_axis(channel_axis)
         self.num_groups = V.positive_int(num_groups, "num_groups")
         self.num_channels = V.positive_int(num_channels, "num_channels")
         if self.num_channels % self.num_groups:
@@ -362,10 +380,12 @@ class GroupNorm(_Norm):
     def _forward(self, x):
         if not _device.is_dask_array(x):
             x = V.array(x, "x")
-        if x.ndim < 2 or x.shape[1] != self.num_channels:
-            raise ValueError(f"GroupNorm expects input of shape (N, {self.num_channels}, *), "
-                             f"got {x.shape}")
-        return F.group_norm_forward(x, self.num_groups, self.weight, self.bias, self.eps)
+        if x.ndim < 2 or x.shape[1 if self.channel_axis == 1 else -1] != self.num_channels:
+            want = (f"(N, {self.num_channels}, *)" if self.channel_axis == 1
+                    else f"(N, *, {self.num_channels})")
+            raise ValueError(f"GroupNorm expects input of shape {want}, got {x.shape}")
+        return F.group_norm_forward(x, self.num_groups, self.weight, self.bias, self.eps,
+                                    channel_axis=self.channel_axis)
 
     _backward = staticmethod(F.group_norm_backward)
 
@@ -576,7 +596,8 @@ class _BatchInstanceNorm(_MixNorm, _ChannelNorm):
         result = A.batch_instance_norm_forward(
             x, self.gate, self.running_mean if use_buffers else None,
             self.running_var if use_buffers else None, self.weight, self.bias,
-            self.training or self.running_mean is None, factor, self.eps)
+            self.training or self.running_mean is None, factor, self.eps,
+            channel_axis=self.channel_axis)
         if update:
             self.num_batches_tracked += 1
         return result

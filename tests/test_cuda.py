@@ -780,3 +780,23 @@ def test_adaptive_and_window_ops_on_device(rng, dtype):
     assert_close(host(xd), oracle.local_response_norm(x, 3, 0.2)["y"], dtype, scale=2.0)
     y = nn.local_response_norm(x, 3, 0.2, device="cuda")
     assert isinstance(y, np.ndarray)
+
+
+def test_channels_last_on_device(rng):
+    """channel_axis=-1 on device arrays: batch_norm on the (N*S, C) columns, group and
+    instance norm through the device's channels-first copy; forward and backward against the
+    CPU path (float64)."""
+    x = _data(rng, (2, 3, 4, 6), np.float64, mean=2.0, std=3.0)
+    dy = _data(rng, (2, 3, 4, 6), np.float64)
+    w, b = _data(rng, 6, np.float64), _data(rng, 6, np.float64)
+    for fwd, bwd, args in ((nn.group_norm_forward, nn.group_norm_backward, (3, w, b)),
+                           (nn.instance_norm_forward, nn.instance_norm_backward,
+                            (None, None, w, b)),
+                           (nn.batch_norm_forward, nn.batch_norm_backward,
+                            (None, None, w, b, True))):
+        y_cpu, s_cpu = fwd(x, *args, channel_axis=-1)
+        dev_args = tuple(dev(a) if isinstance(a, np.ndarray) else a for a in args)
+        y_d, s_d = fwd(dev(x), *dev_args, channel_axis=-1)
+        np.testing.assert_allclose(host(y_d), y_cpu, rtol=1e-10, atol=1e-10)
+        for ours, cpu in zip(bwd(dev(dy), s_d), bwd(dy, s_cpu)):
+            np.testing.assert_allclose(host(ours), cpu, rtol=1e-10, atol=1e-10)

@@ -9,6 +9,7 @@ only, so results are bitwise identical from run to run.
 """
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -165,6 +166,41 @@ def rows_backward(dy, saved, dx=None):
             dweight = _cast(sum_dyx, saved._param_dtype, weight.shape)
         if saved._bias_shape is not None:
             dbias = _cast(sum_dy, saved._param_dtype, saved._bias_shape)
+    return dx, dweight, dbias
+
+
+def channels_last_forward(x3, G, weight, bias, eps, y3=None):
+    """(y3, mean64, rstd64) of group_norm on the C-contiguous (N, S, C) device x3 (the contract
+    of cpu._host.channels_last_forward): on the device through a channels-first copy (x3
+    permuted to (N, C, S) by channels.permute, the rows kernels, y permuted back): two extra
+    passes, where the CPU reads the memory where it lies; a native kernel is to come."""
+    N, S, C = x3.shape
+    yc, mean64, rstd64, _ = rows_forward(_permuted(x3, (0, 2, 1)),
+                                         ("rows", N * G, C // G * S, G, S, C, True), weight,
+                                         bias, eps)
+    y = _permuted(yc, (0, 2, 1))
+    if y3 is not None:
+        y3.copy_to_device(y)
+        y = y3
+    return y, mean64.reshape(N, G), rstd64.reshape(N, G)
+
+
+def channels_last_backward(dy3, saved, dx3=None):
+    """(dx, dweight, dbias) of a channels_last_forward (the contract of
+    cpu._host.channels_last_backward), through channels-first copies as the forward."""
+    x3 = saved._x
+    G = saved._geometry[1]
+    N, S, C = x3.shape
+    R, L = N * G, C // G * S
+    rows_saved = SimpleNamespace(
+        _geometry=("rows", R, L, G, S, C, True), _x=_permuted(x3, (0, 2, 1)).reshape(R, L),
+        _shape=(N, C, S), _weight=saved._weight, _mean64=saved._mean64,
+        _rstd64=saved._rstd64, _bias_shape=saved._bias_shape, _param_dtype=saved._param_dtype)
+    dxc, dweight, dbias = rows_backward(_permuted(dy3, (0, 2, 1)), rows_saved)
+    dx = _permuted(dxc, (0, 2, 1))
+    if dx3 is not None:
+        dx3.copy_to_device(dx)
+        dx = dx3
     return dx, dweight, dbias
 
 

@@ -1,0 +1,238 @@
+"""Channels-last images (channel_axis and channels-last memory for batch, group and instance
+norm) and the fused residual add + layer/RMS norm, against the float64 oracle and PyTorch."""
+import numpy as np
+import pytest
+
+import numbanorm as nn
+import oracle
+from conftest import assert_close, assert_half
+
+try:
+    import torch
+    import torch.nn.functional as TF
+except ImportError:  # pragma: no cover
+    torch = None
+try:
+    import ml_dtypes
+    BF16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover
+    BF16 = None
+
+DTYPES = [np.float32, np.float64]
+
+
+def _data(rng, shape, dtype, mean=0.0, std=1.0):
+    return (rng.standard_normal(shape) * std + mean).astype(dtype)
+
+
+def _op(name, x, w, b, axis=1, keep=True, **kw):
+    """(y, saved) of one channel op, oracle-comparable arguments."""
+    if name == "batch_norm":
+        return nn.batch_norm_forward(x, kw.get("rm"), kw.get("rv"), w, b, training=True,
+                                     channel_axis=axis)
+    if name == "group_norm":
+        return nn.group_norm_forward(x, 2, w, b, channel_axis=axis)
+    return nn.instance_norm_forward(x, kw.get("rm"), kw.get("rv"), w, b, channel_axis=axis)
+
+
+def _oracle(name, x_nchw, w, b, dy_nchw):
+    if name == "batch_norm":
+        return oracle.batch_norm_train(x_nchw, w, b, 1e-5, dy_nchw)
+    if name == "group_norm":
+        return oracle.group_norm(x_nchw, 2, w, b, 1e-5, dy_nchw)
+    return oracle.instance_norm(x_nchw, w, b, 1e-5, dy_nchw)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", ["batch_norm", "group_norm", "instance_norm"])
+@pytest.mark.parametrize("shape", [(3, 5, 4, 6), (2, 3, 1, 1, 4), (4, 70, 10)])
+def test_channels_last_matches_oracle(rng, op, shape, dtype):
+    """(N, *spatial, C) data three ways, channel_axis=-1, its transpose to (N, C, *spatial)
+    (channels-last memory, computed where it lies), and a channels-first copy, against the
+    oracle; y keeps x's layout, dx dy's."""
+    C = shape[-1]
+    x_last = _data(rng, shape, dtype, mean=3.0, std=2.0)
+    dy_last = _data(rng, shape, dtype)
+    w, b = _data(rng, C, dtype), _data(rng, C, dtype)
+    perm = (0, x_last.ndim - 1) + tuple(range(1, x_last.ndim - 1))
+    ref = _oracle(op, x_last.transpose(perm), w, b, dy_last.transpose(perm))
+    for x, dy, axis in ((x_last, dy_last, -1), (x_last.transpose(perm), dy_last.transpose(perm), 1)):
+        y, saved = _op(op, x, w, b, axis)
+        y_first = y if axis == 1 else y.transpose(perm)
+        assert_close(y_first, ref["y"], dtype, scale=4.0, name=f"{op} y")
+        assert y.strides == x.strides, "y keeps x's memory layout"
+        dx, dw, db = getattr(nn, f"{op}_backward")(dy, saved)
+        assert dx.strides == dy.strides
+        assert_close(dx if axis == 1 else dx.transpose(perm), ref["dx"], dtype, scale=8.0,
+                     name=f"{op} dx")
+        assert_close(dw, ref["dweight"], dtype, scale=50.0, name=f"{op} dweight")
+        assert_close(db, ref["dbias"], dtype, scale=50.0, name=f"{op} dbias")
+        # dy of the other layout: dx in dy's layout, same numbers
+        dy_other = np.ascontiguousarray(dy) if not dy.flags.c_contiguous else dy.copy()
+        dx2 = getattr(nn, f"{op}_backward")(dy_other, saved)[0]
+        np.testing.assert_array_equal(dx2, dx)
+
+
+def test_channels_last_running_buffers_eval_and_out(rng):
+    """Running buffers updated as the channels-first path updates them; eval mode, out= of
+    either layout and in place."""
+    x = _data(rng, (4, 5, 3, 6), np.float32, mean=1.0)
+    xc = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    for op in ("batch_norm", "instance_norm"):
+        rm, rv = np.zeros(6, np.float32), np.ones(6, np.float32)
+        rm2, rv2 = rm.copy(), rv.copy()
+        _op(op, x, None, None, -1, rm=rm, rv=rv)
+        _op(op, xc, None, None, 1, rm=rm2, rv=rv2)
+        np.testing.assert_allclose(rm, rm2, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(rv, rv2, rtol=1e-6, atol=1e-7)
+    y_eval = nn.batch_norm(x, rm, rv, channel_axis=-1)
+    np.testing.assert_allclose(y_eval.transpose(0, 3, 1, 2), nn.batch_norm(xc, rm, rv),
+                               rtol=1e-6, atol=1e-6)
+    ref = nn.group_norm(xc, 3)
+    out_first = np.empty_like(xc)
+    nn.group_norm(x, 3, out=np.moveaxis(out_first, 1, -1), channel_axis=-1)
+    np.testing.assert_allclose(out_first, ref, rtol=1e-5, atol=1e-6)
+    xi = x.copy()
+    assert nn.group_norm(xi, 3, out=xi, channel_axis=-1) is xi
+    np.testing.assert_allclose(xi.transpose(0, 3, 1, 2), ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(x, x.copy())  # inputs never modified
+
+
+def test_channels_last_half(rng):
+    """bfloat16 images channels-last: within a 16-bit ulp of the oracle."""
+    if BF16 is None:
+        pytest.skip("ml_dtypes not installed")
+    x = _data(rng, (2, 4, 5, 8), np.float32).astype(BF16)
+    dy = _data(rng, (2, 4, 5, 8), np.float32).astype(BF16)
+    ref = oracle.group_norm(x.astype(np.float64).transpose(0, 3, 1, 2), 4, None, None, 1e-5,
+                            dy.astype(np.float64).transpose(0, 3, 1, 2))
+    y, saved = nn.group_norm_forward(x, 4, channel_axis=-1)
+    assert_half(y.transpose(0, 3, 1, 2), ref["y"], BF16, name="y")
+    dx = nn.group_norm_backward(dy, saved)[0]
+    assert_half(dx.transpose(0, 3, 1, 2), ref["dx"], BF16, name="dx")
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+def test_channels_last_matches_torch(rng):
+    """PyTorch channels_last tensors, and our transposed NumPy views, give the same numbers."""
+    x = _data(rng, (3, 6, 7, 8), np.float32, mean=2.0)
+    w, b = _data(rng, 8, np.float32), _data(rng, 8, np.float32)
+    t = torch.from_numpy(x).permute(0, 3, 1, 2)  # channels_last strides
+    assert t.is_contiguous(memory_format=torch.channels_last)
+    tw, tb = torch.from_numpy(w), torch.from_numpy(b)
+    xv = t.numpy()  # the (N, C, H, W) view of channels-last memory
+    pairs = [(nn.group_norm(xv, 4, w, b), TF.group_norm(t, 4, tw, tb)),
+             (nn.instance_norm(xv, weight=w, bias=b), TF.instance_norm(t, weight=tw, bias=tb)),
+             (nn.batch_norm(xv, None, None, w, b, True),
+              TF.batch_norm(t, None, None, tw, tb, True))]
+    for ours, theirs in pairs:
+        np.testing.assert_allclose(ours, theirs.numpy(), rtol=2e-5, atol=2e-5)
+
+
+def test_channel_axis_errors(rng):
+    x = _data(rng, (2, 3, 4, 5), np.float32)
+    with pytest.raises(ValueError, match="channel_axis must be 1 .* or -1"):
+        nn.batch_norm(x, channel_axis=2, training=True)
+    with pytest.raises(TypeError, match="channel_axis must be an int"):
+        nn.group_norm(x, 1, channel_axis=1.0)
+    with pytest.raises(ValueError, match="weight must have shape \\(5,\\)"):
+        nn.group_norm(x, 1, np.ones(3, np.float32), channel_axis=-1)
+    with pytest.raises(ValueError, match="channel_axis must be 1"):
+        nn.GroupNorm(1, 5, channel_axis=0)
+    layer = nn.BatchNorm2d(5, channel_axis=-1)
+    y = layer(x)
+    np.testing.assert_allclose(y, nn.batch_norm(x, None, None, training=True, channel_axis=-1))
+    assert layer.backward(np.ones_like(x)).shape == x.shape
+
+
+# ---------------------------------------------------------------------------------------------
+# fused residual add + norm
+
+def _add_ref(x, r, L, w, b, dy, dh, centered):
+    h = x.astype(np.float64) + r.astype(np.float64)
+    if centered:
+        ref = oracle.layer_norm(h, L, w, b, 1e-5, dy)
+    else:
+        ref = oracle.rms_norm(h, L, w, float(np.finfo(np.float32).eps)
+                              if x.itemsize <= 4 else None, dy)
+    ref["dx"] = ref["dx"] + dh
+    return h, ref
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("centered", [True, False])
+@pytest.mark.parametrize("shape", [(3, 7), (2, 5, 300), (70, 33)])
+def test_add_norm_matches_oracle(rng, shape, centered, dtype):
+    L = shape[-1]
+    x, r = _data(rng, shape, dtype, 1.0), _data(rng, shape, dtype, -2.0, 3.0)
+    w, b = _data(rng, L, dtype), _data(rng, L, dtype)
+    dy, dh = _data(rng, shape, dtype), _data(rng, shape, dtype)
+    h_ref, ref = _add_ref(x, r, L, w, b, dy, dh, centered)
+    if centered:
+        y, h, saved = nn.add_layer_norm_forward(x, r, L, w, b)
+        dx, dres, dw, db = nn.add_layer_norm_backward(dy, saved, dh)
+        assert_close(db, ref["dbias"], dtype, scale=50.0, name="dbias")
+    else:
+        y, h, saved = nn.add_rms_norm_forward(x, r, L, w)
+        dx, dres, dw = nn.add_rms_norm_backward(dy, saved, dh)
+    assert_close(h, h_ref, dtype, scale=8.0, name="h")
+    assert_close(y, ref["y"], dtype, scale=8.0, name="y")
+    assert_close(dx, ref["dx"], dtype, scale=16.0, name="dx")
+    assert dres is dx
+    assert_close(dw, ref["dweight"], dtype, scale=50.0, name="dweight")
+    # without dh: the norm's gradient alone
+    dx0 = (nn.add_layer_norm_backward(dy, saved)[0] if centered
+           else nn.add_rms_norm_backward(dy, saved)[0])
+    assert_close(dx0, ref["dx"] - dh, dtype, scale=16.0, name="dx without dh")
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+def test_add_norm_matches_torch(rng):
+    x, r = _data(rng, (6, 64), np.float32), _data(rng, (6, 64), np.float32)
+    w, b = _data(rng, 64, np.float32), _data(rng, 64, np.float32)
+    tx, tr = torch.from_numpy(x).requires_grad_(), torch.from_numpy(r).requires_grad_()
+    th = tx + tr
+    ty = TF.layer_norm(th, (64,), torch.from_numpy(w), torch.from_numpy(b))
+    y, h = nn.add_layer_norm(x, r, 64, w, b)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    ty2 = TF.rms_norm(th, (64,), torch.from_numpy(w))
+    np.testing.assert_allclose(nn.add_rms_norm(x, r, 64, w)[0], ty2.detach().numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_add_norm_in_place_half_and_errors(rng):
+    x, r = _data(rng, (5, 40), np.float32), _data(rng, (5, 40), np.float32)
+    y_ref, h_ref = nn.add_layer_norm(x, r, 40)
+    xi, ri = x.copy(), r.copy()
+    y, h = nn.add_layer_norm(xi, ri, 40, out=xi, residual_out=ri)
+    assert y is xi and h is ri
+    np.testing.assert_array_equal(xi, y_ref)
+    np.testing.assert_array_equal(ri, h_ref)
+    with pytest.raises(ValueError, match="out overlaps x"):
+        nn.add_layer_norm_forward(x, r, 40, out=x)
+    with pytest.raises(ValueError, match="out and residual_out overlap"):
+        buf = np.empty_like(x)
+        nn.add_layer_norm(x, r, 40, out=buf, residual_out=buf)
+    with pytest.raises(ValueError, match="residual must have x's shape"):
+        nn.add_layer_norm(x, r[:, :20], 40)
+    with pytest.raises(TypeError, match="residual must have dtype float32"):
+        nn.add_layer_norm(x, r.astype(np.float64), 40)
+    with pytest.raises(ValueError, match="residual_dtype must be float32"):
+        nn.add_layer_norm(x, r, 40, residual_dtype=np.float64)
+    if BF16 is None:
+        return
+    xb, rb = x.astype(BF16), r.astype(BF16)
+    dy = _data(rng, (5, 40), np.float32).astype(BF16)
+    h64 = xb.astype(np.float64) + rb.astype(np.float64)
+    ref = oracle.layer_norm(h64, 40, None, None, 1e-5, dy.astype(np.float64))
+    for rdt in (None, np.float32):
+        y, h, saved = nn.add_layer_norm_forward(xb, rb, 40, residual_dtype=rdt)
+        assert h.dtype == (BF16 if rdt is None else np.float32)
+        assert_half(y, ref["y"], BF16, name="y")  # statistics of the unrounded sum
+        dx, dres, _, _ = nn.add_layer_norm_backward(dy, saved)
+        assert_half(dx, ref["dx"], BF16, name="dx")
+        assert dres is dx
+    y, h, saved = nn.add_layer_norm_forward(xb, rb.astype(np.float32), 40, residual_dtype=np.float32)
+    dx, dres, _, _ = nn.add_layer_norm_backward(dy, saved, np.zeros((5, 40), np.float32))
+    assert dres.dtype == np.float32 and dx.dtype == BF16
+    np.testing.assert_allclose(dres, ref["dx"], rtol=1e-4, atol=1e-4)
