@@ -9,7 +9,8 @@ from numba.core.dispatcher import Dispatcher
 # Every module holding CPU kernels (their SERIAL namespaces included).
 KERNEL_MODULES = ("numbanorm._chan", "numbanorm._mixing", "numbanorm.cpu._half",
                   "numbanorm.cpu._moments", "numbanorm.cpu.rows", "numbanorm.cpu.channels",
-                  "numbanorm.cpu.sparse", "numbanorm.cpu.window")
+                  "numbanorm.cpu.channels_last", "numbanorm.cpu.sparse",
+                  "numbanorm.cpu.window")
 
 
 def dispatchers(imported_only=False):

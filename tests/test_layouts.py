@@ -56,7 +56,8 @@ def test_channels_last_matches_oracle(rng, op, shape, dtype):
     w, b = _data(rng, C, dtype), _data(rng, C, dtype)
     perm = (0, x_last.ndim - 1) + tuple(range(1, x_last.ndim - 1))
     ref = _oracle(op, x_last.transpose(perm), w, b, dy_last.transpose(perm))
-    for x, dy, axis in ((x_last, dy_last, -1), (x_last.transpose(perm), dy_last.transpose(perm), 1)):
+    views = ((x_last, dy_last, -1), (x_last.transpose(perm), dy_last.transpose(perm), 1))
+    for x, dy, axis in views:
         y, saved = _op(op, x, w, b, axis)
         y_first = y if axis == 1 else y.transpose(perm)
         assert_close(y_first, ref["y"], dtype, scale=4.0, name=f"{op} y")
@@ -232,7 +233,8 @@ def test_add_norm_in_place_half_and_errors(rng):
         dx, dres, _, _ = nn.add_layer_norm_backward(dy, saved)
         assert_half(dx, ref["dx"], BF16, name="dx")
         assert dres is dx
-    y, h, saved = nn.add_layer_norm_forward(xb, rb.astype(np.float32), 40, residual_dtype=np.float32)
+    y, h, saved = nn.add_layer_norm_forward(xb, rb.astype(np.float32), 40,
+                                            residual_dtype=np.float32)
     dx, dres, _, _ = nn.add_layer_norm_backward(dy, saved, np.zeros((5, 40), np.float32))
     assert dres.dtype == np.float32 and dx.dtype == BF16
     np.testing.assert_allclose(dres, ref["dx"], rtol=1e-4, atol=1e-4)

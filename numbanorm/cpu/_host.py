@@ -59,7 +59,8 @@ geometry is ("rows", R, L, G, S, C, centered) (see numbanorm.cpu.rows), ("channe
 training) or ("last", G). The channels-last functions (group_norm, instance_norm on
 (N, *spatial, C) memory; numbanorm.cpu.channels_last) take x as its C-contiguous (N, S, C)
 view and give per-(image, group) statistics (N, G); batch_norm on that memory is
-channels_forward on the (N*S, C) view. y and dx are where the result goes: a C-contiguous array of x's shape and dtype
+channels_forward on the (N*S, C) view. y and dx are where the result goes: a C-contiguous
+array of x's shape and dtype
 (out=, dx_out=; y may be x itself in the plain functions), or None for a fresh one. The float64
 statistics mean64, rstd64 are per row (rows) or per channel (channels); x2 and x3 are the
 C-contiguous (R, L) and (N, C, S) views the kernels read (a copy only when x is not
@@ -231,10 +232,10 @@ def add_rows_forward(x2, r2, weight, bias, eps, centered, y2=None, h2=None, h_dt
 
 def add_rows_backward(dy2, saved, dh2=None, dx2=None):
     """(dx, dresidual, dweight, dbias) of an add_rows_forward (saved geometry ("add", R, L,
-    residual or None, the residual's, x's and h's dtypes, centered): saved._x is h where h holds the sum
-    exactly, else x, and the residual is kept to add again). dx = d norm/dh + dh in x's
-    dtype (into dx2 or a fresh array); dresidual the same values in the residual's dtype: dx
-    itself where the dtypes agree (as flash-attn returns it)."""
+    residual or None, the residual's, x's and h's dtypes, centered): saved._x is h where h
+    holds the sum exactly, else x, and the residual is kept to add again). dx = d norm/dh + dh
+    in x's dtype (into dx2 or a fresh array); dresidual the same values in the residual's
+    dtype: dx itself where the dtypes agree (as flash-attn returns it)."""
     _, R, L, r2, res_dtype, _, _, centered = saved._geometry
     x2 = saved._x
     weight = saved._weight

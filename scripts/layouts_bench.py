@@ -1,0 +1,157 @@
+"""Channels-last images and the fused residual add + norm, timed against numbanorm's own
+channels-first / add-then-norm paths and PyTorch CPU in one run: medians of repeats, ratios
+(>1: numbanorm's new path faster). Usage: python scripts/layouts_bench.py [--repeats 15]"""
+import argparse
+import os
+import time
+
+import numpy as np
+
+import numbanorm as nn
+
+
+def _median(f, repeats):
+    f()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts)) * 1e3
+
+
+def channels_last(repeats, torch):
+    rng = np.random.default_rng(0)
+    print("channels-last (N, H, W, C) float32: ms, medians; ratios of the others' time to ours")
+    print(f"{'op':<14}{'shape':<18}{'pass':<5}{'CL':>8}{'NCHW':>8}{'view*':>8}{'torch':>8}"
+          f"{'NCHW/CL':>9}{'view/CL':>9}{'torch/CL':>9}")
+    for shape in ((32, 56, 56, 64), (8, 28, 28, 256)):
+        N, H, W, C = shape
+        x = rng.standard_normal(shape).astype(np.float32)
+        dy = rng.standard_normal(shape).astype(np.float32)
+        xc = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        dyc = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))
+        w, b = np.ones(C, np.float32), np.zeros(C, np.float32)
+        y = np.empty_like(x)
+        yc = np.empty_like(xc)
+        ops = {
+            "batch_norm": (lambda a, **k: nn.batch_norm_forward(a, None, None, w, b, True, **k),
+                           nn.batch_norm_backward),
+            "group_norm": (lambda a, **k: nn.group_norm_forward(a, 32, w, b, **k),
+                           nn.group_norm_backward),
+            "instance_norm": (lambda a, **k: nn.instance_norm_forward(a, weight=w, bias=b, **k),
+                              nn.instance_norm_backward),
+        }
+        for name, (fwd, bwd) in ops.items():
+            _, s_cl = fwd(x, channel_axis=-1)
+            _, s_c = fwd(xc)
+            t = {"CL": _median(lambda: fwd(x, channel_axis=-1, out=y), repeats),
+                 "NCHW": _median(lambda: fwd(xc, out=yc), repeats)}
+            # *the path before channels-last kernels: the transposed view copied first
+            t["view"] = _median(lambda: fwd(np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
+                                            out=yc), repeats)
+            tb = {"CL": _median(lambda: bwd(dy, s_cl, dx_out=y), repeats),
+                  "NCHW": _median(lambda: bwd(dyc, s_c, dx_out=yc), repeats),
+                  "view": _median(lambda: bwd(np.ascontiguousarray(dy.transpose(0, 3, 1, 2)),
+                                              s_c, dx_out=yc), repeats)}
+            if torch is not None:
+                F = torch.nn.functional
+                tx = torch.from_numpy(x).permute(0, 3, 1, 2)
+                tw, tbias = torch.from_numpy(w), torch.from_numpy(b)
+                tf = {"batch_norm": lambda a: F.batch_norm(a, None, None, tw, tbias, True),
+                      "group_norm": lambda a: F.group_norm(a, 32, tw, tbias),
+                      "instance_norm": lambda a: F.instance_norm(a, weight=tw, bias=tbias)}[name]
+                t["torch"] = _median(lambda: tf(tx), repeats)
+                txg = tx.detach().clone(memory_format=torch.channels_last).requires_grad_()
+                tdy = torch.from_numpy(dy).permute(0, 3, 1, 2)
+
+                def step():
+                    txg.grad = None
+                    tf(txg).backward(tdy)
+                tb["torch"] = max(0.0, _median(step, repeats) - t["torch"])
+            for label, tt in (("fwd", t), ("bwd", tb)):
+                tor = tt.get("torch", float("nan"))
+                print(f"{name:<14}{str(shape):<18}{label:<5}{tt['CL']:8.3f}{tt['NCHW']:8.3f}"
+                      f"{tt['view']:8.3f}{tor:8.3f}{tt['NCHW'] / tt['CL']:9.2f}"
+                      f"{tt['view'] / tt['CL']:9.2f}{tor / tt['CL']:9.2f}")
+
+
+def fused(repeats, torch):
+    rng = np.random.default_rng(0)
+    print("\nfused residual add + norm, float32: ms, medians (fresh outputs each call; "
+          "'out=' rows reuse y and h)")
+    print(f"{'op':<16}{'shape':<16}{'pass':<6}{'fused':>8}{'np+nn':>8}{'torch':>8}"
+          f"{'np+nn/f':>9}{'torch/f':>9}{'GB/s':>7}")
+    for shape in ((8, 512, 4096), (4096, 768)):
+        L = shape[-1]
+        x = rng.standard_normal(shape).astype(np.float32)
+        r = rng.standard_normal(shape).astype(np.float32)
+        dy = rng.standard_normal(shape).astype(np.float32)
+        dh = rng.standard_normal(shape).astype(np.float32)
+        w, b = np.ones(L, np.float32), np.zeros(L, np.float32)
+        y, h = np.empty_like(x), np.empty_like(x)
+        for name, centered in (("add_layer_norm", True), ("add_rms_norm", False)):
+            if centered:
+                fwd = lambda **k: nn.add_layer_norm(x, r, L, w, b, **k)  # noqa: E731
+                ref = lambda: nn.layer_norm(x + r, L, w, b)  # noqa: E731
+                _, _, s = nn.add_layer_norm_forward(x, r, L, w, b)
+                _, s0 = nn.layer_norm_forward(x + r, L, w, b)
+                bwd = lambda: nn.add_layer_norm_backward(dy, s, dh)  # noqa: E731
+                bref = lambda: nn.layer_norm_backward(dy, s0)[0] + dh  # noqa: E731
+            else:
+                fwd = lambda **k: nn.add_rms_norm(x, r, L, w, **k)  # noqa: E731
+                ref = lambda: nn.rms_norm(x + r, L, w)  # noqa: E731
+                _, _, s = nn.add_rms_norm_forward(x, r, L, w)
+                _, s0 = nn.rms_norm_forward(x + r, L, w)
+                bwd = lambda: nn.add_rms_norm_backward(dy, s, dh)  # noqa: E731
+                bref = lambda: nn.rms_norm_backward(dy, s0)[0] + dh  # noqa: E731
+            tt = {"f": _median(fwd, repeats), "ref": _median(ref, repeats),
+                  "fo": _median(lambda: fwd(out=y, residual_out=h), repeats),
+                  "refo": _median(lambda: nn.layer_norm(np.add(x, r, out=h), L, w, b, out=y)
+                                  if centered else nn.rms_norm(np.add(x, r, out=h), L, w, out=y),
+                                  repeats),
+                  "bf": _median(bwd, repeats), "bref": _median(bref, repeats)}
+            tor = tob = float("nan")
+            if torch is not None:
+                F = torch.nn.functional
+                tx, tr = torch.from_numpy(x), torch.from_numpy(r)
+                tw, tbias = torch.from_numpy(w), torch.from_numpy(b)
+                norm = ((lambda a: F.layer_norm(a, (L,), tw, tbias)) if centered
+                        else (lambda a: F.rms_norm(a, (L,), tw)))
+                tor = _median(lambda: norm(torch.add(tx, tr)), repeats)
+                txg, trg = tx.clone().requires_grad_(), tr.clone().requires_grad_()
+                tdy, tdh = torch.from_numpy(dy), torch.from_numpy(dh)
+
+                def step():
+                    txg.grad = trg.grad = None
+                    hh = txg + trg
+                    torch.autograd.backward([norm(hh), hh], [tdy, tdh])
+                tob = max(0.0, _median(step, repeats) - tor)
+            gbs = 4 * x.nbytes / tt["fo"] / 1e6
+            rows = (("fwd", tt["f"], tt["ref"], tor), ("fwd out=", tt["fo"], tt["refo"], tor),
+                    ("bwd", tt["bf"], tt["bref"], tob))
+            for label, ours, mine, theirs in rows:
+                print(f"{name:<16}{str(shape):<16}{label:<10}{ours:8.2f}{mine:8.2f}{theirs:8.2f}"
+                      f"{mine / ours:9.2f}{theirs / ours:9.2f}"
+                      f"{gbs if label == 'fwd out=' else float('nan'):7.1f}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--no-torch", action="store_true")
+    a = p.parse_args()
+    torch = None
+    if not a.no_torch:
+        try:
+            import torch
+            torch.set_num_threads(len(os.sched_getaffinity(0)))
+        except ImportError:
+            torch = None
+    print(f"load average {os.getloadavg()[0]:.2f}, {len(os.sched_getaffinity(0))} cores")
+    channels_last(a.repeats, torch)
+    fused(a.repeats, torch)
+
+
+if __name__ == "__main__":
+    main()
