@@ -121,7 +121,8 @@ def main(argv=None):
         ops = args.op or list(OPS)
         cases = [(op, s, d) for op in ops for s in args.shape for d in (args.dtype or ["float32"])]
         bad = [(op, s) for op, s, _ in cases if op in ("instance_norm", "batch_instance_norm",
-                                                         "local_response_norm") and len(s) < 3]
+                                                         "local_response_norm",
+                                                         "instance_norm_nhwc") and len(s) < 3]
         if bad:
             parser.error(f"{bad[0][0]} needs (N, C, *spatial) shapes, got {bad[0][1]}")
     else:

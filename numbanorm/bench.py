@@ -46,6 +46,16 @@ STANDARD = [
     ("batch_instance_norm", (8, 256, 28, 28), "float32"),
     ("local_response_norm", (32, 64, 56, 56), "float32"),
     ("local_response_norm", (8, 256, 28, 28), "float32"),
+    # channels-last images: shape (N, H, W, C), channel_axis=-1 (PyTorch: a channels_last tensor)
+    ("batch_norm_nhwc", (32, 56, 56, 64), "float32"),
+    ("batch_norm_nhwc", (8, 28, 28, 256), "float32"),
+    ("group_norm_nhwc", (32, 56, 56, 64), "float32"),
+    ("group_norm_nhwc", (8, 28, 28, 256), "float32"),
+    ("instance_norm_nhwc", (32, 56, 56, 64), "float32"),
+    ("instance_norm_nhwc", (8, 28, 28, 256), "float32"),
+    # the fused residual add + norm: x and residual in, (y, h) out (NumPy: add, then the norm)
+    ("add_layer_norm", (4096, 768), "float32"), ("add_layer_norm", (8, 512, 4096), "float32"),
+    ("add_rms_norm", (4096, 768), "float32"), ("add_rms_norm", (8, 512, 4096), "float32"),
 ]
 # batch_norm with many channels of few values (late CNN stages, wide (N, C) features): not in the
 # issue's standard list, tracked by the asv suite (`numbanorm bench --shape` runs any of them).
@@ -56,7 +66,14 @@ WIDE = [("batch_norm", (16, 2048, 7, 7), "float32"), ("batch_norm", (32, 4096, 3
 TINY = [("layer_norm", (1, 8), "float32"), ("layer_norm", (64, 1024), "float32"),
         ("batch_norm", (8, 32, 32, 32), "float32")]
 OPS = ("batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "switch_norm",
-       "batch_instance_norm", "local_response_norm")
+       "batch_instance_norm", "local_response_norm", "batch_norm_nhwc", "group_norm_nhwc",
+       "instance_norm_nhwc", "add_layer_norm", "add_rms_norm")
+# the ops whose parameters run along the last axis, and those without a bias
+LAST_AXIS = ("layer_norm", "rms_norm", "batch_norm_nhwc", "group_norm_nhwc",
+             "instance_norm_nhwc", "add_layer_norm", "add_rms_norm")
+NO_BIAS = ("rms_norm", "add_rms_norm")
+# streams of x's size each pass reads and writes (for GB/s): (forward, backward)
+STREAMS = {"add_layer_norm": (4, 4), "add_rms_norm": (4, 4)}
 # the adaptive ops' mixing logits (IN, LN, BN), and local_response_norm's AlexNet parameters
 # (size, alpha, beta, k); batch_instance_norm's gate is _gate(C)
 MEAN_WEIGHT = np.array([0.2, -0.1, 0.3])
@@ -98,7 +115,13 @@ def _gate(C):
 # the three implementations of one case, each as (forward(), backward(state)) closures
 
 def _param_shape(op, shape):
-    return (shape[-1],) if op in ("layer_norm", "rms_norm") else (shape[1],)
+    return (shape[-1],) if op in LAST_AXIS else (shape[1],)
+
+
+def residual_of(x):
+    """The fused-add cases' residual (and their dh, of dy): made from x, so that every
+    implementation builds the same one (x reversed along its last axis, halved)."""
+    return np.ascontiguousarray(x[..., ::-1]) * x.dtype.type(0.5)
 
 
 def _numpy_axes(op, shape):
@@ -106,6 +129,12 @@ def _numpy_axes(op, shape):
     N, C = shape[0], shape[1] if len(shape) > 1 else 1
     if op in ("layer_norm", "rms_norm"):
         return (-1, shape[-1]), (1,), (1, shape[-1])
+    if op.endswith("_nhwc"):  # (N, *spatial, C): channels last
+        C = shape[-1]
+        if op == "batch_norm_nhwc":
+            return (N, -1, C), (0, 1), (1, 1, C)
+        G = num_groups(C) if op == "group_norm_nhwc" else C
+        return (N, -1, G, C // G), (1, 3), (1, 1, G, C // G)
     if op == "batch_norm":
         return (N, C, -1), (0, 2), (1, C, 1)
     G = num_groups(C) if op == "group_norm" else C
@@ -118,6 +147,8 @@ def numpy_impl(op, x, w, b, dy, via=None):
     (NumPy's route for 16-bit data through float32)."""
     if op in _NUMPY_MORE:
         return _NUMPY_MORE[op](x, w, b, dy, via)
+    if op.startswith("add_"):
+        return _numpy_add_norm(op, x, w, b, dy, via)
     view, axes, pshape = _numpy_axes(op, x.shape)
     centered = op != "rms_norm"
 
@@ -252,6 +283,26 @@ def _numpy_local_response_norm(x, w, b, dy, via):
     return forward, backward
 
 
+def _numpy_add_norm(op, x, w, b, dy, via):
+    """The residual add, then the norm, in NumPy (numbanorm's own unfused form is its
+    add + layer_norm); the backward adds dh to the norm's dx."""
+    r = residual_of(x)
+    dh = residual_of(dy)
+    inner = {}
+
+    def forward():
+        h = x + r
+        inner["f"], inner["b"] = numpy_impl(op[4:], h, w, b, dy, via)
+        y, state = inner["f"]()
+        return y, (h, state)
+
+    def backward(state):
+        dx = inner["b"](state[1])[0]
+        return (dx + dh,)
+
+    return forward, backward
+
+
 _NUMPY_MORE = {"switch_norm": _numpy_switch_norm,
                "batch_instance_norm": _numpy_batch_instance_norm,
                "local_response_norm": _numpy_local_response_norm}
@@ -266,7 +317,7 @@ def numbanorm_impl(op, x, w, b, dy, preallocated=False):
         "batch_norm": ((x, None, None, w, b, True, 0.1, EPS), F.batch_norm),
         "layer_norm": ((x, x.shape[-1], w, b, EPS), F.layer_norm),
         "rms_norm": ((x, x.shape[-1], w, EPS), F.rms_norm),
-        "group_norm": ((x, num_groups(x.shape[1]), w, b, EPS), F.group_norm),
+        "group_norm": ((x, num_groups(w.shape[0]), w, b, EPS), F.group_norm),
         "instance_norm": ((x, None, None, w, b, True, 0.1, EPS), F.instance_norm),
         "switch_norm": ((x, MEAN_WEIGHT, VAR_WEIGHT, None, None, w, b, True, 0.1, EPS),
                         A.switch_norm),
@@ -274,16 +325,42 @@ def numbanorm_impl(op, x, w, b, dy, preallocated=False):
                                  True, 0.1, EPS), A.batch_instance_norm),
         "local_response_norm": ((x,) + LRN, F.local_response_norm),
     }
+    out = np.empty_like(x) if preallocated else None
+    dx_out = np.empty_like(x) if preallocated else None
+    if op.startswith("add_"):
+        return _numbanorm_add_norm(op, x, w, b, dy, out, dx_out)
+    kwargs = {}
+    if op.endswith("_nhwc"):
+        op = op[:-5]
+        kwargs = {"channel_axis": -1}
     call_args, plain = args[op]
     module = A if op in A.__all__ else F
     forward = getattr(module, f"{op}_forward")
     backward = getattr(module, f"{op}_backward")
-    out = np.empty_like(x) if preallocated else None
-    dx_out = np.empty_like(x) if preallocated else None
+
     def run_backward(saved):
         result = backward(dy, saved, dx_out=dx_out)
         return result if isinstance(result, tuple) else (result,)
-    return (lambda: forward(*call_args), run_backward, lambda: plain(*call_args, out=out))
+    return (lambda: forward(*call_args, **kwargs), run_backward,
+            lambda: plain(*call_args, out=out, **kwargs))
+
+
+def _numbanorm_add_norm(op, x, w, b, dy, out, dx_out):
+    """numbanorm_impl of the fused residual add + norm: the plain forward returns y (h written
+    to a residual_out= array under preallocated), the backward takes dh."""
+    r = residual_of(x)
+    dh = residual_of(dy)
+    h_out = None if out is None else np.empty_like(x)
+    params = (w, b, EPS) if op == "add_layer_norm" else (w, EPS)
+    forward = getattr(F, f"{op}_forward")
+    plain = getattr(F, op)
+    backward = getattr(F, f"{op}_backward")
+
+    def run_forward():
+        y, _, saved = forward(x, r, x.shape[-1], *params)
+        return y, saved
+    return (run_forward, lambda saved: backward(dy, saved, dh, dx_out=dx_out),
+            lambda: plain(x, r, x.shape[-1], *params, out=out, residual_out=h_out)[0])
 
 
 def _tensor(torch, a):
@@ -296,6 +373,8 @@ def _tensor(torch, a):
 def torch_impl(op, x, w, b, dy):
     import torch
     import torch.nn.functional as TF
+    if op.startswith("add_") or op.endswith("_nhwc"):
+        return _torch_layouts(op, torch, x, w, b, dy)
     xt = _tensor(torch, x).requires_grad_()
     wt = _tensor(torch, w).requires_grad_()
     bt = None if b is None else _tensor(torch, b).requires_grad_()
@@ -319,6 +398,52 @@ def torch_impl(op, x, w, b, dy):
     def backward(y):
         return torch.autograd.grad(y, inputs, dyt, retain_graph=True)
 
+    return forward, backward, call
+
+
+def _torch_layouts(op, torch, x, w, b, dy):
+    """PyTorch for the channels-last cases (a channels_last tensor: the (N, H, W, C) memory
+    permuted) and the fused-add ones (torch.add, then F.layer_norm / F.rms_norm; the backward
+    through both outputs)."""
+    TF = torch.nn.functional
+    leaf = _tensor(torch, x).requires_grad_()
+    wt = _tensor(torch, w).requires_grad_()
+    bt = None if b is None else _tensor(torch, b).requires_grad_()
+    L = x.shape[-1]
+    if op.endswith("_nhwc"):
+        dyt = _tensor(torch, dy).permute(0, 3, 1, 2)
+        inputs = [t for t in (leaf, wt, bt) if t is not None]
+        norm = {"batch_norm_nhwc": lambda t: TF.batch_norm(t, None, None, wt, bt, True, 0.1, EPS),
+                "group_norm_nhwc": lambda t: TF.group_norm(t, num_groups(L), wt, bt, EPS),
+                "instance_norm_nhwc": lambda t: TF.instance_norm(t, None, None, wt, bt, True,
+                                                                 0.1, EPS)}[op]
+
+        def call():
+            return norm(leaf.permute(0, 3, 1, 2))
+
+        def backward(y):
+            return torch.autograd.grad(y, inputs, dyt, retain_graph=True)
+    else:
+        rt = _tensor(torch, residual_of(x)).requires_grad_()
+        grads = [_tensor(torch, dy), _tensor(torch, residual_of(dy))]
+        inputs = [t for t in (leaf, rt, wt, bt) if t is not None]
+        if op == "add_layer_norm":
+            def norm(h):
+                return TF.layer_norm(h, (L,), wt, bt, EPS)
+        else:
+            def norm(h):
+                return TF.rms_norm(h, (L,), wt, EPS)
+
+        def call():
+            h = torch.add(leaf, rt)
+            return norm(h), h
+
+        def backward(yh):
+            return torch.autograd.grad(list(yh), inputs, grads, retain_graph=True)
+
+    def forward():
+        with torch.no_grad():
+            return call()
     return forward, backward, call
 
 
@@ -500,7 +625,7 @@ def run_case(op, shape, dtype, repeats, min_run, with_torch, with_numpy, bandwid
     dy = rng.standard_normal(shape).astype(dt)
     pshape = _param_shape(op, shape)
     w = (1 + 0.1 * rng.standard_normal(pshape)).astype(dt)
-    b = None if op == "rms_norm" else (0.1 * rng.standard_normal(pshape)).astype(dt)
+    b = None if op in NO_BIAS else (0.1 * rng.standard_normal(pshape)).astype(dt)
     rows = []
     nb_fwd, nb_bwd, nb_plain = numbanorm_impl(op, x, w, b, dy, preallocated)
     y = nb_plain()  # the accuracy column checks the timed forward (out= under --out)
@@ -535,7 +660,7 @@ def run_case(op, shape, dtype, repeats, min_run, with_torch, with_numpy, bandwid
         impls["forward"]["torch"] = t_fwd
         impls["backward"]["torch"] = lambda: t_bwd(y_graph)
     samples = {d: _time_paired(impls[d], repeats, min_run) for d in impls}
-    for direction, streams in (("forward", 2), ("backward", 3)):
+    for direction, streams in zip(("forward", "backward"), STREAMS.get(op, (2, 3))):
         ours = samples[direction]["numbanorm"]
         med, lo, hi = _summary(ours)
         gbs = streams * x.nbytes / med / 1e9

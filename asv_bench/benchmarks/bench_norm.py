@@ -46,11 +46,13 @@ class Normalization:
         rng = np.random.default_rng(0)
         x = rng.standard_normal(shape).astype(dtype)
         dy = rng.standard_normal(shape).astype(dtype)
-        pshape = (shape[-1],) if op in ("layer_norm", "rms_norm") else (shape[1],)
+        pshape = bench._param_shape(op, shape)
         w = np.ones(pshape, dtype)
-        b = None if op == "rms_norm" else np.zeros(pshape, dtype)
+        b = None if op in bench.NO_BIAS else np.zeros(pshape, dtype)
         sync = None
         if backend == "cuda":
+            if op.startswith("add_"):
+                raise NotImplementedError("the fused residual add + norm is CPU-only for now")
             cuda = _real_gpu()
             x, dy, w, b = (None if a is None else cuda.to_device(a) for a in (x, dy, w, b))
             sync = cuda.synchronize
