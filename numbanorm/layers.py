@@ -596,8 +596,7 @@ class _BatchInstanceNorm(_MixNorm, _ChannelNorm):
         result = A.batch_instance_norm_forward(
             x, self.gate, self.running_mean if use_buffers else None,
             self.running_var if use_buffers else None, self.weight, self.bias,
-            self.training or self.running_mean is None, factor, self.eps,
-            channel_axis=self.channel_axis)
+            self.training or self.running_mean is None, factor, self.eps)
         if update:
             self.num_batches_tracked += 1
         return result
