@@ -113,6 +113,25 @@ def test_channels_last_half(rng):
     assert_half(dx.transpose(0, 3, 1, 2), ref["dx"], BF16, name="dx")
 
 
+def test_channels_last_bits_do_not_depend_on_threads(rng):
+    """Work items group the images by the thread count (each item pipelines its images); every
+    image's arithmetic is the same wherever it falls, so the bits are too."""
+    import numba
+    x = _data(rng, (7, 40, 40, 16), np.float32, mean=2.0)
+    dy = _data(rng, x.shape, np.float32)
+    results = []
+    threads = numba.get_num_threads()
+    for t in sorted({1, threads}):
+        numba.set_num_threads(t)
+        try:
+            y, saved = nn.group_norm_forward(x, 4, channel_axis=-1)
+            results.append((y,) + nn.group_norm_backward(dy, saved))
+        finally:
+            numba.set_num_threads(threads)
+    for a, b in zip(results[0], results[-1]):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.skipif(torch is None, reason="PyTorch not installed")
 def test_channels_last_matches_torch(rng):
     """PyTorch channels_last tensors, and our transposed NumPy views, give the same numbers."""

@@ -124,9 +124,15 @@ LAYERS = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "Instan
 
 @pytest.mark.parametrize("name", LAYERS)
 def test_constructor_signature_matches_torch(name):
-    """Names, order, defaults and keyword-only marks of every parameter as in torch 2.13."""
-    ours = inspect.signature(getattr(nn, name)).parameters
+    """Names, order, defaults and keyword-only marks of every parameter as in torch 2.13; our
+    one extension, channel_axis (batch, group and instance norm), keyword-only, last,
+    default 1 (PyTorch's layout)."""
+    ours = dict(inspect.signature(getattr(nn, name)).parameters)
     theirs = inspect.signature(getattr(torch.nn, name)).parameters
+    extra = ours.pop("channel_axis", None)
+    if name.startswith(("BatchNorm", "InstanceNorm", "GroupNorm")):
+        assert extra is not None and extra.kind == inspect.Parameter.KEYWORD_ONLY
+        assert extra.default == 1
     assert list(ours) == list(theirs)
     for key, p in theirs.items():
         assert ours[key].kind == p.kind, key

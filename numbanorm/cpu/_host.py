@@ -395,9 +395,12 @@ def channels_last_forward(x3, G, weight, bias, eps, y3=None):
     rstd = np.empty((N, G))
     if N and C:
         strip, rows_per_block = _column_blocks(C, x3.itemsize)
+        # images per work item: as many as share a thread, so that each item pipelines its
+        # images (cpu.channels_last._forward_images; the grouping never changes a result)
+        per = N if _serial(x3.size) else -(-N // numba.get_num_threads())
         _twins(channels_last, x3.size).forward(
             _kv(x3), G, _param(weight, C, x3.dtype, 1), _param(bias, C, x3.dtype, 0), eps,
-            rows_per_block, COLUMN_SHIFT_MIN_ROWS, strip, _kv(y3), mean, rstd)
+            rows_per_block, COLUMN_SHIFT_MIN_ROWS, strip, per, _kv(y3), mean, rstd)
         if S and not (rstd > 0.0).all():  # inf variance (or NaN data, which stays NaN)
             x_cf = np.ascontiguousarray(x3.transpose(0, 2, 1))
             y_cf, m, r, _ = rows_forward(x_cf, ("rows", N * G, C // G * S, G, S, C, True),

@@ -36,51 +36,39 @@ from numba import njit, prange
 from .._config import ELEMENTWISE_JIT, JIT
 from ._half import ld, st
 from ._moments import borrowed, like, parallel_and_serial, rstd_of, split_mean, work
-from .channels import _column_chunk, _merge_columns
+from .channels import _merge_columns, column_step
 
 SERIAL = types.SimpleNamespace()  # the serial twins (see _moments.parallel_and_serial)
 
 
-@njit(**JIT)
-def _image_moments(x2, rows_per_block, shift_min_rows, strip, mean, m2):
-    """Per-column (mean, M2) of the whole (S, C) image x2, strip by strip of `strip` columns
-    (channels._column_chunk over one chunk)."""
-    S, C = x2.shape
+@njit(inline='always', **JIT)
+def _reduce_block(x2, b0, b1, strip, n, shift_min_rows, col_mean, col_m2, acc, dsum, qsum,
+                  acc_n, dsum_n, qsum_n):
+    """Rows b0:b1 of the (S, C) image merged into its running per-column (mean, M2) of n rows,
+    strip by strip of `strip` columns (channels.column_step, the column kernels' block step);
+    returns the new row count."""
+    C = x2.shape[1]
+    count = n
     for m0 in range(0, C, strip):
         m1 = min(C, m0 + strip)
         W = m1 - m0
-        mean[m0:m1] = 0.0
-        m2[m0:m1] = 0.0
-        _column_chunk(x2, m0, None, 0, 1, rows_per_block, shift_min_rows, mean[m0:m1],
-                      m2[m0:m1], np.empty(W), np.empty(W), np.empty(W), work(x2, W),
-                      work(x2, W), work(x2, W), np.zeros(W), False)
+        count = column_step(x2, b0, b1, m0, None, n, shift_min_rows, col_mean[m0:m1],
+                            col_m2[m0:m1], acc[:W], dsum[:W], qsum[:W], acc_n[:W], dsum_n[:W],
+                            qsum_n[:W], col_mean, False)
+    return count
 
 
-@njit(**JIT)
-def _group_stats(col_mean, col_m2, S, G, eps, mean_g, rstd_g):
-    """The image's per-group mean and rstd from its per-column (mean, M2) of S values each."""
+@njit(inline='always', **JIT)
+def _terms(S, G, weight, bias, eps, col_mean, col_m2, mean_g, rstd_g, mh, a, b):
+    """The image's per-group mean and rstd (into mean_g, rstd_g) from its per-column (mean, M2)
+    of S values each (channels._merge_columns, in order), and the per-channel terms of
+    y = (x - mh)*a + b in x's dtype (see channels.affine_terms)."""
+    C = col_mean.size
+    Cg = C // G
     m2_g = np.empty(G)
     _merge_columns(col_mean, col_m2, float(S), G, mean_g, m2_g)
-    M = float(S * (col_mean.size // G))
     for g in range(G):
-        rstd_g[g] = rstd_of(m2_g[g] / M, 1.0, eps)
-
-
-@njit(**JIT)
-def _forward_image(x3, n, G, weight, bias, eps, rows_per_block, shift_min_rows, strip, y3,
-                   mean, rstd):
-    """Image n's statistics and y (the work item of `forward` and its serial twin: compiled
-    once, so both give the same bits)."""
-    x2, y2, mean_g, rstd_g = x3[n], y3[n], mean[n], rstd[n]
-    S, C = x2.shape
-    Cg = C // G
-    col_mean = np.empty(C)
-    col_m2 = np.empty(C)
-    _image_moments(x2, rows_per_block, shift_min_rows, strip, col_mean, col_m2)
-    _group_stats(col_mean, col_m2, S, G, eps, mean_g, rstd_g)
-    mh = work(x2, C)
-    a = work(x2, C)
-    b = work(x2, C)
+        rstd_g[g] = rstd_of(m2_g[g] / float(S * Cg), 1.0, eps)
     for c in range(C):
         g = c // Cg
         m = like(mh, mean_g[g])
@@ -88,21 +76,57 @@ def _forward_image(x3, n, G, weight, bias, eps, rows_per_block, shift_min_rows, 
         mh[c] = m
         a[c] = ac
         b[c] = like(b, float(bias[c]) - (mean_g[g] - float(m)) * float(ac))
-    for s in range(S):
-        xi = x2[s]
-        yi = y2[s]
-        for c in range(C):
-            yi[c] = st(yi, (ld(xi[c]) - mh[c]) * a[c] + b[c])
+
+
+@njit(**JIT)
+def _forward_images(x3, n0, n1, G, weight, bias, eps, rows_per_block, shift_min_rows, strip,
+                    y3, mean, rstd):
+    """Images n0:n1 (the work item of `forward` and its serial twin: compiled once, so both
+    give the same bits). Pipelined: the next image's statistics are reduced block by block
+    between the blocks of this image's output pass, so that the new image's reads from memory
+    overlap this one's writes (each image's own arithmetic is the same wherever it falls)."""
+    S, C = x3.shape[1], x3.shape[2]
+    col_mean = np.zeros(C)
+    col_m2 = np.zeros(C)
+    acc, dsum, qsum = np.empty(C), np.empty(C), np.empty(C)
+    acc_n, dsum_n, qsum_n = work(x3, C), work(x3, C), work(x3, C)
+    mh, a, b = work(x3, C), work(x3, C), work(x3, C)
+    count = 0.0
+    for b0 in range(0, S, rows_per_block):
+        count = _reduce_block(x3[n0], b0, min(S, b0 + rows_per_block), strip, count,
+                              shift_min_rows, col_mean, col_m2, acc, dsum, qsum, acc_n, dsum_n,
+                              qsum_n)
+    for n in range(n0, n1):
+        _terms(S, G, weight, bias, eps, col_mean, col_m2, mean[n], rstd[n], mh, a, b)
+        following = n + 1 < n1
+        col_mean[:] = 0.0
+        col_m2[:] = 0.0
+        count = 0.0
+        x2, y2, xf = x3[n], y3[n], x3[min(n + 1, n1 - 1)]
+        for b0 in range(0, S, rows_per_block):
+            b1 = min(S, b0 + rows_per_block)
+            if following:
+                count = _reduce_block(xf, b0, b1, strip, count, shift_min_rows, col_mean,
+                                      col_m2, acc, dsum, qsum, acc_n, dsum_n, qsum_n)
+            for s in range(b0, b1):
+                xi = x2[s]
+                yi = y2[s]
+                for c in range(C):
+                    yi[c] = st(yi, (ld(xi[c]) - mh[c]) * a[c] + b[c])
 
 
 @parallel_and_serial(JIT)
-def forward(x3, G, weight, bias, eps, rows_per_block, shift_min_rows, strip, y3, mean, rstd):
+def forward(x3, G, weight, bias, eps, rows_per_block, shift_min_rows, strip, per, y3, mean,
+            rstd):
     """y, and the per-(image, group) mean and rstd ((N, G) float64), of the (N, S, C) x3;
-    weight and bias per channel (x's compute dtype); one work item per image."""
-    for n in prange(x3.shape[0]):
-        _forward_image(borrowed(x3), np.intp(n), G, borrowed(weight), borrowed(bias), eps,
-                       rows_per_block, shift_min_rows, strip, borrowed(y3), borrowed(mean),
-                       borrowed(rstd))
+    weight and bias per channel (x's compute dtype); work items of `per` consecutive images
+    (any grouping gives the same bits: see _forward_images)."""
+    N = x3.shape[0]
+    for i in prange((N + per - 1) // per):
+        n0 = np.intp(i) * per
+        _forward_images(borrowed(x3), n0, min(N, n0 + per), G, borrowed(weight),
+                        borrowed(bias), eps, rows_per_block, shift_min_rows, strip,
+                        borrowed(y3), borrowed(mean), borrowed(rstd))
 
 
 @njit(inline='always', **JIT)
