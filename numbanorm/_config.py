@@ -187,6 +187,13 @@ COLUMN_BLOCK_BYTES = 256 * 1024
 # in-cache cost of the column statistics against 64 rows: +17-20% at 32 rows, +50% at 16.
 COLUMN_BLOCK_MAX_ROWS = 32
 
+# The channels-last kernels' blocks (numbanorm.cpu.channels_last): rows of C contiguous values,
+# per image. Their per-block merges cost more of an image than the column kernels' do of a
+# batch: single-thread in-cache statistics of one float32 (3136, 64) image took 46.0 us in
+# 32-row blocks, 33.7 in 64, 29.9 in 128 ((784, 256): 27.7, 23.5, 20.8). 64 rows: two thirds
+# of the gain at the float32 accuracy the table above gives 64-row blocks.
+CHANNELS_LAST_BLOCK_ROWS = 64
+
 # Bytes of a strip of the column statistics and backward sums: wider rows are cut into strips of
 # this many bytes, reduced as separate work items, so that blocks keep COLUMN_BLOCK_MAX_ROWS rows
 # and each item's per-column arrays stay in L1/L2. Unstripped, (64, 65536) float32 ran blocks of

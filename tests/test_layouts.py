@@ -114,8 +114,8 @@ def test_channels_last_half(rng):
 
 
 def test_channels_last_bits_do_not_depend_on_threads(rng):
-    """Work items group the images by the thread count (each item pipelines its images); every
-    image's arithmetic is the same wherever it falls, so the bits are too."""
+    """One work item per image, in a fixed partition of the rows: the same bits on one thread
+    and on all."""
     import numba
     x = _data(rng, (7, 40, 40, 16), np.float32, mean=2.0)
     dy = _data(rng, x.shape, np.float32)

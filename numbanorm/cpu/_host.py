@@ -79,7 +79,8 @@ import numpy as np
 from .._chan import lp_norms, rescaled_norms
 from .._dtypes import compute, kernel_view as _kv
 from .._layout import DataView, layout
-from .._config import (BLOCK, COLUMN_BLOCK_BYTES, COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
+from .._config import (BLOCK, CHANNELS_LAST_BLOCK_ROWS, COLUMN_BLOCK_BYTES,
+                       COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
                        COLUMN_PARTIAL_MIN_ELEMENTS, COLUMN_SHIFT_MIN_ROWS, COLUMN_STRIP_BYTES,
                        COLUMN_SUMS_ROWS, DATA_PARTIAL_MIN_ELEMENTS, FUSED_COLUMNS_MAX_ELEMENTS,
                        MAX_PARTIALS,
@@ -394,13 +395,11 @@ def channels_last_forward(x3, G, weight, bias, eps, y3=None):
     mean = np.empty((N, G))
     rstd = np.empty((N, G))
     if N and C:
-        strip, rows_per_block = _column_blocks(C, x3.itemsize)
-        # images per work item: as many as share a thread, so that each item pipelines its
-        # images (cpu.channels_last._forward_images; the grouping never changes a result)
-        per = N if _serial(x3.size) else -(-N // numba.get_num_threads())
+        strip = _column_strip(C, x3.itemsize)
+        rows_per_block = CHANNELS_LAST_BLOCK_ROWS
         _twins(channels_last, x3.size).forward(
             _kv(x3), G, _param(weight, C, x3.dtype, 1), _param(bias, C, x3.dtype, 0), eps,
-            rows_per_block, COLUMN_SHIFT_MIN_ROWS, strip, per, _kv(y3), mean, rstd)
+            rows_per_block, COLUMN_SHIFT_MIN_ROWS, strip, _kv(y3), mean, rstd)
         if S and not (rstd > 0.0).all():  # inf variance (or NaN data, which stays NaN)
             x_cf = np.ascontiguousarray(x3.transpose(0, 2, 1))
             y_cf, m, r, _ = rows_forward(x_cf, ("rows", N * G, C // G * S, G, S, C, True),
@@ -424,10 +423,10 @@ def channels_last_backward(dy3, saved, dx3=None):
     sdy = np.zeros((N, C))
     sdyx = np.zeros((N, C))
     if N and C and S:
-        _, rows_per_block = _column_blocks(C, x3.itemsize)
         _twins(channels_last, x3.size).backward(
             _kv(dy3), _kv(x3), G, saved._mean64.reshape(N, G), saved._rstd64.reshape(N, G),
-            _param(saved._weight, C, x3.dtype, 1), rows_per_block, _kv(dx3), sdy, sdyx)
+            _param(saved._weight, C, x3.dtype, 1), CHANNELS_LAST_BLOCK_ROWS, _kv(dx3), sdy,
+            sdyx)
     dweight = dbias = None
     if saved._weight is not None:
         dweight = _cast(sdyx.sum(axis=0), saved._param_dtype)

@@ -79,54 +79,40 @@ def _terms(S, G, weight, bias, eps, col_mean, col_m2, mean_g, rstd_g, mh, a, b):
 
 
 @njit(**JIT)
-def _forward_images(x3, n0, n1, G, weight, bias, eps, rows_per_block, shift_min_rows, strip,
-                    y3, mean, rstd):
-    """Images n0:n1 (the work item of `forward` and its serial twin: compiled once, so both
-    give the same bits). Pipelined: the next image's statistics are reduced block by block
-    between the blocks of this image's output pass, so that the new image's reads from memory
-    overlap this one's writes (each image's own arithmetic is the same wherever it falls)."""
+def _forward_image(x3, n, G, weight, bias, eps, rows_per_block, shift_min_rows, strip, y3,
+                   mean, rstd):
+    """Image n: its statistics, block by block, then its output pass over it again, from cache
+    (the work item of `forward` and its serial twin: compiled once, so both give the same
+    bits)."""
     S, C = x3.shape[1], x3.shape[2]
+    x2, y2 = x3[n], y3[n]
     col_mean = np.zeros(C)
     col_m2 = np.zeros(C)
-    acc, dsum, qsum = np.empty(C), np.empty(C), np.empty(C)
-    acc_n, dsum_n, qsum_n = work(x3, C), work(x3, C), work(x3, C)
-    mh, a, b = work(x3, C), work(x3, C), work(x3, C)
     count = 0.0
     for b0 in range(0, S, rows_per_block):
-        count = _reduce_block(x3[n0], b0, min(S, b0 + rows_per_block), strip, count,
-                              shift_min_rows, col_mean, col_m2, acc, dsum, qsum, acc_n, dsum_n,
-                              qsum_n)
-    for n in range(n0, n1):
-        _terms(S, G, weight, bias, eps, col_mean, col_m2, mean[n], rstd[n], mh, a, b)
-        following = n + 1 < n1
-        col_mean[:] = 0.0
-        col_m2[:] = 0.0
-        count = 0.0
-        x2, y2, xf = x3[n], y3[n], x3[min(n + 1, n1 - 1)]
-        for b0 in range(0, S, rows_per_block):
-            b1 = min(S, b0 + rows_per_block)
-            if following:
-                count = _reduce_block(xf, b0, b1, strip, count, shift_min_rows, col_mean,
-                                      col_m2, acc, dsum, qsum, acc_n, dsum_n, qsum_n)
-            for s in range(b0, b1):
-                xi = x2[s]
-                yi = y2[s]
-                for c in range(C):
-                    yi[c] = st(yi, (ld(xi[c]) - mh[c]) * a[c] + b[c])
+        count = _reduce_block(x2, b0, min(S, b0 + rows_per_block), strip, count,
+                              shift_min_rows, col_mean, col_m2, np.empty(C), np.empty(C),
+                              np.empty(C), work(x3, C), work(x3, C), work(x3, C))
+    mh, a, b = work(x3, C), work(x3, C), work(x3, C)
+    _terms(S, G, weight, bias, eps, col_mean, col_m2, mean[n], rstd[n], mh, a, b)
+    for s in range(S):
+        xi = x2[s]
+        yi = y2[s]
+        for c in range(C):
+            yi[c] = st(yi, (ld(xi[c]) - mh[c]) * a[c] + b[c])
 
 
 @parallel_and_serial(JIT)
-def forward(x3, G, weight, bias, eps, rows_per_block, shift_min_rows, strip, per, y3, mean,
-            rstd):
+def forward(x3, G, weight, bias, eps, rows_per_block, shift_min_rows, strip, y3, mean, rstd):
     """y, and the per-(image, group) mean and rstd ((N, G) float64), of the (N, S, C) x3;
-    weight and bias per channel (x's compute dtype); work items of `per` consecutive images
-    (any grouping gives the same bits: see _forward_images)."""
-    N = x3.shape[0]
-    for i in prange((N + per - 1) // per):
-        n0 = np.intp(i) * per
-        _forward_images(borrowed(x3), n0, min(N, n0 + per), G, borrowed(weight),
-                        borrowed(bias), eps, rows_per_block, shift_min_rows, strip,
-                        borrowed(y3), borrowed(mean), borrowed(rstd))
+    weight and bias per channel (x's compute dtype); one work item per image. (Items of
+    several images, the next image's statistics reduced between the blocks of this one's
+    output pass, took 1.15x the time: (32, 56, 56, 64) float32 1.56-1.60 ms against 1.36-1.39,
+    (8, 28, 28, 256) 0.33 against 0.30.)"""
+    for n in prange(x3.shape[0]):
+        _forward_image(borrowed(x3), np.intp(n), G, borrowed(weight), borrowed(bias), eps,
+                       rows_per_block, shift_min_rows, strip, borrowed(y3), borrowed(mean),
+                       borrowed(rstd))
 
 
 @njit(inline='always', **JIT)
