@@ -7,7 +7,9 @@ enough for the parallel ones, with and without affine parameters, in each dtype 
 (16-bit dtypes with 16-bit and with float32 parameters); batch_norm in training and eval, on
 (N, C) and (N, C, H, W); layer_norm and rms_norm also on long rows (the kernels that take rows two
 at a time); switch_norm in training and eval, exact and reference, on (N, C) and (N, C, H, W);
-batch_instance_norm in training and eval; local_response_norm; the data functions along the
+batch_instance_norm in training and eval; local_response_norm; group_norm and instance_norm on
+channels-last images too (channel_axis=-1); the fused add_layer_norm and add_rms_norm; the
+data functions along the
 leading, the trailing and the middle axes, NaN omitted and propagated, and the scalers; "sparse"
 (with scipy installed) the sparse data family on CSR and CSC matrices with int32 indices. What a
 call with other argument types needs (read-only or non-contiguous arrays, say) compiles on first
@@ -24,7 +26,7 @@ from . import scaling, stats
 from ._config import SERIAL_MAX_ELEMENTS
 
 LAYERS = ("layer_norm", "rms_norm", "batch_norm", "group_norm", "instance_norm", "switch_norm",
-          "batch_instance_norm", "local_response_norm")
+          "batch_instance_norm", "local_response_norm", "add_layer_norm", "add_rms_norm")
 DATA = ("zscore", "minmax_scale", "normalize", "moments", "scalers", "sparse")
 OPS = LAYERS + DATA
 DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -36,7 +38,8 @@ DEFAULT_DTYPES = ("float32", "float64")
 GROUPS = ((("zscore", "moments", "minmax_scale", "scalers"), 42),
           (("layer_norm", "rms_norm", "group_norm", "instance_norm"), 35),
           (("batch_norm",), 23), (("sparse",), 20), (("normalize",), 7),
-          (("switch_norm", "batch_instance_norm"), 15), (("local_response_norm",), 19))
+          (("switch_norm", "batch_instance_norm"), 15), (("local_response_norm",), 19),
+          (("add_layer_norm", "add_rms_norm"), 12))
 
 
 def _line(op, seconds, compiled, loaded):
@@ -57,6 +60,8 @@ def _shapes(op):
     big = 4 * SERIAL_MAX_ELEMENTS  # above the serial threshold
     if op in ("layer_norm", "rms_norm"):
         return [(4, 64), (big // 256, 256), (16, 4096)]          # the last: row pairs
+    if op in ("add_layer_norm", "add_rms_norm"):
+        return [(4, 64), (big // 256, 256)]
     if op == "batch_norm":
         return [(8, 16, 4, 4), (16, 16, 32, 32), (64, 16), (big // 64, 64)]
     if op in ("group_norm", "instance_norm", "batch_instance_norm", "local_response_norm"):
@@ -68,7 +73,8 @@ def _shapes(op):
 
 def _layer_calls(op, x, p):
     """Forward and backward of op on x with parameters of dtype p, with and without them."""
-    C = x.shape[-1] if op in ("layer_norm", "rms_norm") else x.shape[1]
+    C = x.shape[-1] if op in ("layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm") \
+        else x.shape[1]
     w, b = np.ones(C, p), np.zeros(C, p)
     dy = np.ones_like(x)
     for weight, bias in ((w, b), (None, None)):
@@ -78,6 +84,11 @@ def _layer_calls(op, x, p):
             runs = [lambda: F.rms_norm_forward(x, C, weight)]
         elif op == "group_norm":
             runs = [lambda: F.group_norm_forward(x, 2, weight, bias)]
+            runs += _channels_last_runs(x, p, weight is not None)
+        elif op in ("add_layer_norm", "add_rms_norm"):
+            r = np.ones_like(x)
+            args = (weight, bias) if op == "add_layer_norm" else (weight,)
+            runs = [lambda: getattr(F, f"{op}_forward")(x, r, C, *args)[::2]]
         elif op == "switch_norm":
             K = 3 if x.ndim > 2 else 2
             rm, rv = np.zeros(C, p), np.ones(C, p)
@@ -94,6 +105,7 @@ def _layer_calls(op, x, p):
             rm, rv = np.zeros(C, p), np.ones(C, p)
             runs = [lambda: F.instance_norm_forward(x, rm, rv, weight, bias, True),
                     lambda: F.instance_norm_forward(x, rm, rv, weight, bias, False)]
+            runs += _channels_last_runs(x, p, weight is not None, instance=True)
         else:
             rm, rv = np.zeros(C, p), np.ones(C, p)
             runs = [lambda: F.batch_norm_forward(x, rm, rv, weight, bias, True),
@@ -101,6 +113,16 @@ def _layer_calls(op, x, p):
         for run in runs:
             y, saved = run()
             getattr(A if op in A.__all__ else F, f"{op}_backward")(dy, saved)
+
+
+def _channels_last_runs(x, p, affine, instance=False):
+    """group_norm (or instance_norm) forwards of x read as (N, *spatial, C) images
+    (channel_axis=-1: numbanorm.cpu.channels_last)."""
+    C = x.shape[-1]
+    w, b = (np.ones(C, p), np.zeros(C, p)) if affine else (None, None)
+    if instance:
+        return [lambda: F.instance_norm_forward(x, None, None, w, b, channel_axis=-1)]
+    return [lambda: F.group_norm_forward(x, 2, w, b, channel_axis=-1)]
 
 
 def _sparse_calls(x):

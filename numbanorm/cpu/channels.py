@@ -241,39 +241,30 @@ def _column_chunk(x2, m0, inv, k, K, rows_per_block, shift_min_rows, mean, m2, a
     # shifted, 12.5 us read twice; the batch_norm statistics of (4096, 1024), (1024, 1024) and
     # (16384, 64) float32 took 0.90, 0.80 and 0.74 times as long as with every block read twice.
     N = x2.shape[0]
+    M = mean.size
     per = (N + K - 1) // K
     stop = min(N, (k + 1) * per)
     n = 0.0
     for b0 in range(k * per, stop, rows_per_block):
-        n = column_step(x2, b0, min(b0 + rows_per_block, stop), m0, inv, n, shift_min_rows,
-                        mean, m2, acc, dsum, qsum, acc_n, dsum_n, qsum_n, shift, shift_first)
-
-
-@njit(inline='always', **JIT)
-def column_step(x2, b0, b1, m0, inv, n, shift_min_rows, mean, m2, acc, dsum, qsum, acc_n,
-                dsum_n, qsum_n, shift, shift_first):
-    """One block, rows b0:b1, of _column_chunk: reduced (shifted where it may be) and merged
-    into the running per-column (mean, m2) of n rows; returns the new row count. Also a step
-    of its own in numbanorm.cpu.channels_last, which interleaves one image's blocks with the
-    next image's output pass."""
-    M = mean.size
-    nb = float(b1 - b0)
-    shifted = (n > 0.0 or shift_first) and nb >= shift_min_rows
-    while True:
-        if shifted:
-            for j in range(M):
-                acc_n[j] = mean[j] if n > 0.0 else shift[j]
-        _column_block(x2, b0, b1, m0, inv, acc_n, dsum_n, qsum_n, shifted)
-        # Only a first block shifted by other rows' mean is tested: a block shifted by the
-        # chunk's running mean bounds its own error (see _moments).
-        if shifted and n == 0.0 and not _shift_ok(nb, dsum_n, qsum_n):
-            shifted = False
+        b1 = min(b0 + rows_per_block, stop)
+        nb = float(b1 - b0)
+        shifted = (n > 0.0 or shift_first) and nb >= shift_min_rows
+        while True:
+            if shifted:
+                for j in range(M):
+                    acc_n[j] = mean[j] if n > 0.0 else shift[j]
+            _column_block(x2, b0, b1, m0, inv, acc_n, dsum_n, qsum_n, shifted)
+            # Only a first block shifted by other rows' mean is tested: a block shifted by the
+            # chunk's running mean bounds its own error (see _moments).
+            if shifted and n == 0.0 and not _shift_ok(nb, dsum_n, qsum_n):
+                shifted = False
+            else:
+                break
+        if narrow(acc_n) and not _narrow_block_ok(x2, b0, b1, m0, acc_n, qsum_n):
+            _column_block_plain(x2, b0, b1, m0, inv, acc, dsum, qsum)
+            n = _merge_block(n, nb, acc, dsum, qsum, mean, m2)
         else:
-            break
-    if narrow(acc_n) and not _narrow_block_ok(x2, b0, b1, m0, acc_n, qsum_n):
-        _column_block_plain(x2, b0, b1, m0, inv, acc, dsum, qsum)
-        return _merge_block(n, nb, acc, dsum, qsum, mean, m2)
-    return _merge_block(n, nb, acc_n, dsum_n, qsum_n, mean, m2)
+            n = _merge_block(n, nb, acc_n, dsum_n, qsum_n, mean, m2)
 
 
 @njit(**MERGE_JIT)
