@@ -210,13 +210,13 @@ def channel_axis(axis, x):
 
 
 def residual_args(x, residual, residual_dtype):
-    """(residual, h's dtype) of a fused residual add: residual a NumPy array of x's shape and of
-    x's dtype, or of residual_dtype when given (float32 for 16-bit x: flash-attn's
-    residual_in_fp32; x's own dtype otherwise), which h is stored in."""
+    """(residual, h's dtype) of a fused residual add: residual an array of x's shape (NumPy, or
+    a GPU array where x is one) and of x's dtype, or of residual_dtype when given (float32 for
+    16-bit x: flash-attn's residual_in_fp32; x's own dtype otherwise), which h is stored in."""
     residual = array(residual, "residual")
-    if not isinstance(residual, np.ndarray):
-        raise TypeError("residual must be a NumPy array (the fused residual add runs on the "
-                        f"CPU for now), got {type(residual).__name__}")
+    if isinstance(x, np.ndarray) and not isinstance(residual, np.ndarray):
+        raise ValueError("residual is on the GPU but x is a NumPy array: pass device='cuda' "
+                         "to run on the GPU, or a NumPy residual")
     if residual_dtype is None:
         h_dtype = x.dtype
     else:
@@ -229,8 +229,9 @@ def residual_args(x, residual, residual_dtype):
             raise ValueError(f"residual_dtype must be {' or '.join(map(str, allowed))} for "
                              f"{x.dtype} x (h holds the sum in the dtype x is computed in), "
                              f"got {h_dtype}")
-    if residual.shape != x.shape:
-        raise ValueError(f"residual must have x's shape {x.shape}, got {residual.shape}")
+    if tuple(residual.shape) != tuple(x.shape):
+        raise ValueError(f"residual must have x's shape {tuple(x.shape)}, got "
+                         f"{tuple(residual.shape)}")
     if residual.dtype not in (x.dtype, h_dtype):
         want = x.dtype if h_dtype == x.dtype else f"{x.dtype} or {h_dtype}"
         raise TypeError(f"residual must have dtype {want} (x's, or residual_dtype), got "
@@ -239,29 +240,37 @@ def residual_args(x, residual, residual_dtype):
 
 
 def add_outputs(out, residual_out, x, residual, h_dtype, plain):
-    """out (y: x's shape and dtype) and residual_out (h: x's shape, h's dtype) checked: each a
-    writeable NumPy array that is exactly x or exactly residual (plain functions only: the
-    in-place pattern out=x, residual_out=residual) or overlaps neither; never overlapping each
-    other (y and h are written from the same row)."""
+    """out (y: x's shape and dtype) and residual_out (h: x's shape, h's dtype) checked: each an
+    array on x's side (NumPy, or GPU for GPU x), writeable, that is exactly x or exactly
+    residual (plain functions only: the in-place pattern out=x, residual_out=residual) or
+    overlaps neither; never overlapping each other (y and h are written from the same row)."""
+    on_gpu = not isinstance(x, np.ndarray)
     for a, name, dt in ((out, "out", x.dtype), (residual_out, "residual_out", h_dtype)):
         if a is None:
             continue
-        if not isinstance(a, np.ndarray):
+        if on_gpu:
+            if not _device.is_device_array(a):
+                raise TypeError(f"{name} must be a GPU array like x, got {type(a).__name__}")
+            a = device_array(a, name)
+        elif not isinstance(a, np.ndarray):
             raise TypeError(f"{name} must be a NumPy array, got {type(a).__name__}")
         if a.dtype != dt:
             raise TypeError(f"{name} must have dtype {dt}, got {a.dtype}")
-        if a.shape != x.shape:
-            raise ValueError(f"{name} must have x's shape {x.shape}, got {a.shape}")
-        if not a.flags.writeable:
+        if tuple(a.shape) != tuple(x.shape):
+            raise ValueError(f"{name} must have x's shape {tuple(x.shape)}, got "
+                             f"{tuple(a.shape)}")
+        if not on_gpu and not a.flags.writeable:
             raise ValueError(f"{name} is read-only")
         for b, b_name in ((x, "x"), (residual, "residual")):
-            overlap, same = _overlap(a, b, False)
-            if overlap and not (plain and same and a.strides == b.strides):
+            if on_gpu and isinstance(b, np.ndarray):
+                continue  # a NumPy residual is copied over
+            overlap, same = _overlap(a, b, on_gpu)
+            if overlap and not (plain and same and (on_gpu or a.strides == b.strides)):
                 raise ValueError(
                     f"{name} overlaps {b_name}: pass {b_name} itself for an in-place result "
                     f"(add_layer_norm/add_rms_norm only; *_forward keeps the inputs for the "
                     f"backward pass), or a separate array")
-    if out is not None and residual_out is not None and _overlap(out, residual_out, False)[0]:
+    if out is not None and residual_out is not None and _overlap(out, residual_out, on_gpu)[0]:
         raise ValueError("out and residual_out overlap: y and h need memory of their own")
 
 

@@ -367,9 +367,9 @@ def rms_norm_backward(dy, saved, *, dx_out=None):
 def _add_norm(op, x, residual, normalized_shape, weight, bias, eps, out, residual_out,
               residual_dtype, keep, centered, device):
     x, where = place(x, device)
-    if where.gpu or where.lazy:
-        raise TypeError(f"{op} takes NumPy arrays for now (its kernels are the CPU's); for a "
-                        f"GPU or Dask x, add then call {op[4:]}")
+    if where.lazy:
+        raise TypeError(f"{op} takes NumPy or GPU arrays, not Dask ones (its outputs are two "
+                        f"arrays): add x and residual lazily, then call {op[4:]}")
     residual, h_dtype = V.residual_args(x, residual, residual_dtype)
     shape = V.normalized_shape(normalized_shape)
     V.trailing_shape(x, shape)
@@ -379,28 +379,35 @@ def _add_norm(op, x, residual, normalized_shape, weight, bias, eps, out, residua
         eps = _machine_eps(x.dtype)
     V.add_outputs(out, residual_out, x, residual, h_dtype, plain=not keep)
     L = _prod(shape)
-    R = x.size // L if L else _prod(x.shape[:x.ndim - len(shape)])
+    R = _prod(x.shape) // L if L else _prod(x.shape[:x.ndim - len(shape)])
     host = where.host
-    x2, r2 = host._rows2d(x, R, L), host._rows2d(residual, R, L)
-    y2 = None if out is None or not out.flags.c_contiguous else out.reshape(R, L)
-    h2 = (None if residual_out is None or not residual_out.flags.c_contiguous
-          else residual_out.reshape(R, L))
-    y2, h2, mean64, rstd64 = host.add_rows_forward(x2, r2, weight, bias, eps, centered, y2, h2,
-                                                   h_dtype)
-    y, h = y2.reshape(x.shape), h2.reshape(x.shape)
-    if out is not None and y2.base is not out and y2 is not out:
-        np.copyto(out, y)
-    if residual_out is not None and h2.base is not residual_out and h2 is not residual_out:
-        np.copyto(residual_out, h)
-    y = y if out is None else out
-    h = h if residual_out is None else residual_out
+    if where.gpu:
+        yt, ht = where.target(out), where.target(residual_out)
+        y2, h2, mean64, rstd64, (a2, b2) = host.add_rows_forward(
+            where.x.reshape(R, L), where.param(residual, "residual").reshape(R, L), weight,
+            bias, eps, centered, None if yt is None else yt.reshape(R, L),
+            None if ht is None else ht.reshape(R, L), h_dtype)
+        y = where.deliver(y2.reshape(x.shape), out)
+        h = where.deliver(h2.reshape(x.shape), residual_out)
+    else:
+        x2, r2 = host._rows2d(x, R, L), host._rows2d(residual, R, L)
+        yt = None if out is None or not out.flags.c_contiguous else out.reshape(R, L)
+        ht = (None if residual_out is None or not residual_out.flags.c_contiguous
+              else residual_out.reshape(R, L))
+        y2, h2, mean64, rstd64, (a2, b2) = host.add_rows_forward(x2, r2, weight, bias, eps,
+                                                                 centered, yt, ht, h_dtype)
+        y, h = y2.reshape(x.shape), h2.reshape(x.shape)
+        if out is not None and yt is None:
+            np.copyto(out, y)
+        if residual_out is not None and ht is None:
+            np.copyto(residual_out, h)
+        y = y if out is None else out
+        h = h if residual_out is None else residual_out
     saved = None
     if keep:
-        exact = h_dtype == np.dtype(np.float32) or h_dtype.itemsize >= x.itemsize > 2
-        geometry = ("add", R, L, None if exact else r2, residual.dtype, x.dtype, h_dtype,
-                    centered)
-        saved = Saved(op, h2 if exact else x2, mean64, rstd64, weight, bias, geometry, x.shape,
-                      where, x.shape[:x.ndim - len(shape)])
+        geometry = ("add", R, L, b2, residual.dtype, x.dtype, h_dtype, centered)
+        saved = Saved(op, a2, mean64, rstd64, weight, bias, geometry, tuple(x.shape), where,
+                      tuple(x.shape[:x.ndim - len(shape)]))
     return y, h, saved
 
 
@@ -408,24 +415,37 @@ def _add_backward(dy, saved, dh, dx_out, op):
     V.saved_record(saved, Saved, (op,))
     _, R, L, _, _, x_dtype, h_dtype, _ = saved._geometry
     dy = V.grad_output(dy, saved._shape, x_dtype)
+    where = saved._place
+    V.dy_side(dy, where)
     if dh is not None:
         dh = V.array(dh, "dh")
-        if dh.shape != dy.shape:
-            raise ValueError(f"dh must have h's shape {dy.shape}, got {dh.shape}")
+        if tuple(dh.shape) != tuple(dy.shape):
+            raise ValueError(f"dh must have h's shape {tuple(dy.shape)}, got {tuple(dh.shape)}")
         if dh.dtype != h_dtype:
             raise TypeError(f"dh must have h's dtype {h_dtype}, got {dh.dtype}")
+        V.dy_side(dh, where)
+    x_here = not where.gpu or not isinstance(dy, np.ndarray)
     dx_out = V.out_array(dx_out, dy, may_alias=False, name="dx_out", x_name="dy",
-                         also=(saved._x, "the x saved by the forward pass"))
-    if dx_out is not None and dh is not None and np.may_share_memory(dx_out, dh):
+                         also=(saved._x, "the x saved by the forward pass") if x_here else None)
+    if dx_out is not None and dh is not None and V._overlap(dx_out, dh, where.gpu and x_here)[0]:
         raise ValueError("dx_out overlaps dh: pass a separate array")
-    host = saved._place.host
+    host = where.host
+    if where.gpu:
+        dy2 = where.grad_input(dy).reshape(R, L)
+        dh2 = None if dh is None else where.grad_input(dh).reshape(R, L)
+        t = where.target(dx_out)
+        dx2, dres2, dweight, dbias = host.add_rows_backward(
+            dy2, saved, dh2, None if t is None else t.reshape(R, L))
+        dx = where.deliver(dx2.reshape(dy.shape), dx_out)
+        dres = dx if dres2 is dx2 else where.deliver(dres2.reshape(dy.shape), None)
+        return dx, dres, where.gradient(dweight), where.gradient(dbias)
     dy2 = host._rows2d(dy, R, L)
     dh2 = None if dh is None else host._rows2d(dh, R, L)
-    dx2 = None if dx_out is None or not dx_out.flags.c_contiguous else dx_out.reshape(R, L)
-    dx2, dres2, dweight, dbias = host.add_rows_backward(dy2, saved, dh2, dx2)
+    t = None if dx_out is None or not dx_out.flags.c_contiguous else dx_out.reshape(R, L)
+    dx2, dres2, dweight, dbias = host.add_rows_backward(dy2, saved, dh2, t)
     dx = dx2.reshape(dy.shape)
     if dx_out is not None:
-        if dx2.base is not dx_out and dx2 is not dx_out:
+        if t is None:
             np.copyto(dx_out, dx)
         dres = dx_out if dres2 is dx2 else dres2.reshape(dy.shape)
         dx = dx_out

@@ -800,3 +800,30 @@ def test_channels_last_on_device(rng):
         np.testing.assert_allclose(host(y_d), y_cpu, rtol=1e-10, atol=1e-10)
         for ours, cpu in zip(bwd(dev(dy), s_d), bwd(dy, s_cpu)):
             np.testing.assert_allclose(host(ours), cpu, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_add_norm_on_device(rng, dtype):
+    """add_layer_norm / add_rms_norm on device arrays against the CPU path, forward (y, h) and
+    backward with dh; the in-place pattern on the device; NumPy in with device='cuda'."""
+    shape = (5, 37)
+    x, r = _data(rng, shape, dtype, 1.0), _data(rng, shape, dtype, -2.0, 3.0)
+    dy, dh = _data(rng, shape, dtype), _data(rng, shape, dtype)
+    w, b = _data(rng, 37, dtype), _data(rng, 37, dtype)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    for fwd, bwd, params in ((nn.add_layer_norm_forward, nn.add_layer_norm_backward, (w, b)),
+                             (nn.add_rms_norm_forward, nn.add_rms_norm_backward, (w,))):
+        y, h, s = fwd(x, r, 37, *params)
+        y_d, h_d, s_d = fwd(dev(x), dev(r), 37, *(dev(p) for p in params))
+        np.testing.assert_allclose(host(y_d), y, **tol)
+        np.testing.assert_array_equal(host(h_d), h)
+        for ours, cpu in zip(bwd(dev(dy), s_d, dev(dh)), bwd(dy, s, dh)):
+            np.testing.assert_allclose(host(ours), cpu, **tol)
+    xd, rd = dev(x), dev(r)
+    y, h = nn.add_layer_norm(x, r, 37, w, b)
+    nn.add_layer_norm(xd, rd, 37, dev(w), dev(b), out=xd, residual_out=rd)
+    np.testing.assert_allclose(host(xd), y, **tol)
+    np.testing.assert_array_equal(host(rd), h)
+    y2, h2 = nn.add_layer_norm(x, r, 37, w, b, device="cuda")
+    assert isinstance(y2, np.ndarray) and isinstance(h2, np.ndarray)
+    np.testing.assert_allclose(y2, y, **tol)

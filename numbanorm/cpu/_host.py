@@ -12,7 +12,7 @@ return contracts, so the public ops make one call into either.
     channels_last_backward(dy3, saved, dx3=None)              -> (dx, dweight, dbias)
     instance_running_update(mean64, rstd64, N, C, S, eps, momentum, running_mean, running_var)
     add_rows_forward(x2, r2, weight, bias, eps, centered, y2=None, h2=None, h_dtype=None)
-                                                  -> (y2, h2, mean64, rstd64)
+                                                  -> (y2, h2, mean64, rstd64, (a2, b2))
     add_rows_backward(dy2, saved, dh2=None, dx2=None) -> (dx, dresidual, dweight, dbias)
     public(stat64, dtype, shape, broadcast=None)              -> a statistic in x's dtype
 
@@ -211,10 +211,12 @@ def rows_backward(dy, saved, dx=None):
 
 
 def add_rows_forward(x2, r2, weight, bias, eps, centered, y2=None, h2=None, h_dtype=None):
-    """(y2, h2, mean64, rstd64) of the fused residual add + layer_norm (centered) or rms_norm
-    on C-contiguous (R, L) rows: h = x + residual stored in h_dtype (default x's), y = norm of
-    the sum taken before h's rounding (numbanorm.cpu.rows.add_forward). y2 and h2 may be x2
-    and r2 themselves (same shapes and dtypes)."""
+    """(y2, h2, mean64, rstd64, (a2, b2)) of the fused residual add + layer_norm (centered) or
+    rms_norm on C-contiguous (R, L) rows: h = x + residual stored in h_dtype (default x's),
+    y = norm of the sum taken before h's rounding (numbanorm.cpu.rows.add_forward). y2 and h2
+    may be x2 and r2 themselves (same shapes and dtypes). (a2, b2): what the backward reads
+    for the sum, (h2, None) where h holds it exactly (h in the dtype x computes in), else
+    (x2, r2), added again."""
     R, L = x2.shape
     if y2 is None:
         y2 = np.empty(x2.shape, x2.dtype)
@@ -228,7 +230,8 @@ def add_rows_forward(x2, r2, weight, bias, eps, centered, y2=None, h2=None, h_dt
         _twins(rows, x2.size).add_forward(
             _kv(x2), _kv(r2), _param(weight, L, dt, 1), _param(bias, L, dt, 0), eps, centered,
             per, _kv(y2), _kv(h2), mean64, rstd64)
-    return y2, h2, mean64, rstd64
+    exact = np.dtype(h2.dtype) == compute(x2.dtype)
+    return y2, h2, mean64, rstd64, ((h2, None) if exact else (x2, r2))
 
 
 def add_rows_backward(dy2, saved, dh2=None, dx2=None):

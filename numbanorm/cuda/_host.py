@@ -169,6 +169,48 @@ def rows_backward(dy, saved, dx=None):
     return dx, dweight, dbias
 
 
+def add_rows_forward(x2, r2, weight, bias, eps, centered, y2=None, h2=None, h_dtype=None):
+    """(y2, h2, mean64, rstd64, (s2, None)) of the fused residual add + norm on (R, L) device
+    rows (the contract of cpu._host.add_rows_forward): the sum s in the dtype x computes in
+    (h itself where h has that dtype, else a scratch array the record keeps), then the rows
+    kernels on s (rows.add_sum, rows_forward): two passes more than the CPU's one."""
+    R, L = x2.shape
+    h_dtype = np.dtype(h_dtype or x2.dtype)
+    y2 = empty(x2.shape, x2.dtype) if y2 is None else y2
+    h2 = empty(x2.shape, h_dtype) if h2 is None else h2
+    s_dtype = compute(x2.dtype)
+    s2 = h2 if h_dtype == s_dtype else empty(x2.shape, s_dtype)
+    if x2.size:
+        rows.add_sum[_blocks(x2.size), CUDA_THREADS](_flat(x2), _flat(r2), _flat(s2), _flat(h2))
+    _, mean64, rstd64, _ = rows_forward(s2, ("rows", R, L, 1, 1, L, centered), weight, bias,
+                                        eps, y2)
+    return y2, h2, mean64, rstd64, (s2, None)
+
+
+def add_rows_backward(dy2, saved, dh2=None, dx2=None):
+    """(dx, dresidual, dweight, dbias) of an add_rows_forward (the contract of
+    cpu._host.add_rows_backward): rows_backward on the saved sum, then dh added (rows.add_grad)
+    where dh is given or the residual's dtype differs from x's."""
+    _, R, L, _, res_dtype, x_dtype, _, centered = saved._geometry
+    s2 = saved._x
+    rows_saved = SimpleNamespace(
+        _geometry=("rows", R, L, 1, 1, L, centered), _x=s2, _shape=(R, L),
+        _weight=saved._weight, _mean64=saved._mean64, _rstd64=saved._rstd64,
+        _bias_shape=saved._bias_shape, _param_dtype=saved._param_dtype)
+    dx2 = empty((R, L), x_dtype) if dx2 is None else dx2
+    if dh2 is None and res_dtype == x_dtype:
+        _, dweight, dbias = rows_backward(dy2, rows_saved, dx2)
+        return dx2, dx2, dweight, dbias
+    g2 = empty((R, L), s2.dtype)
+    _, dweight, dbias = rows_backward(dy2, rows_saved, g2)
+    dres = dx2 if res_dtype == x_dtype else empty((R, L), res_dtype)
+    if g2.size:
+        rows.add_grad[_blocks(g2.size), CUDA_THREADS](
+            _flat(g2), _flat(g2 if dh2 is None else dh2), dh2 is not None, _flat(dx2),
+            _flat(dres))
+    return dx2, dres, dweight, dbias
+
+
 def channels_last_forward(x3, G, weight, bias, eps, y3=None):
     """(y3, mean64, rstd64) of group_norm on the C-contiguous (N, S, C) device x3 (the contract
     of cpu._host.channels_last_forward): on the device through a channels-first copy (x3

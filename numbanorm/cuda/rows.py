@@ -384,3 +384,31 @@ def data_grad_sums(x2, dy2, P, op, slot_mod, q0, q1, q3, c0, c1, width, pa, pb, 
             pb[p, r] = b
             pc[p, r] = c
             pd[p, r] = d
+
+
+# ---------------------------------------------------------------------------------------------
+# fused residual add + layer_norm / rms_norm (the twin of numbanorm.cpu.rows.add_forward and
+# add_backward): the sum, then the rows kernels on it
+
+@cuda.jit
+def add_sum(x1, r1, s1, h1):
+    """s = x + residual, rounded once to s's dtype (the dtype x computes in: the float64 sum of
+    two values of at most that precision, rounded, is that dtype's own sum), and h = s in h's
+    dtype (h may be s itself). The statistics and the backward read s: the sum before h's
+    rounding."""
+    for i in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, x1.shape[0],
+                   cuda.gridDim.x * THREADS):
+        s1[i] = ld(x1[i]) + ld(r1[i])
+        h1[i] = ld(s1[i])
+
+
+@cuda.jit
+def add_grad(g1, dh1, with_dh, dx1, dres1):
+    """dx = g + dh (with_dh; else g) into dx1 and dres1 (the residual's dtype; may be dx1)."""
+    for i in range(cuda.blockIdx.x * THREADS + cuda.threadIdx.x, g1.shape[0],
+                   cuda.gridDim.x * THREADS):
+        v = ld(g1[i])
+        if with_dh:
+            v += ld(dh1[i])
+        dx1[i] = v
+        dres1[i] = v
