@@ -115,17 +115,32 @@ def forward(x3, G, weight, bias, eps, rows_per_block, shift_min_rows, strip, y3,
 @njit(inline='always', **JIT)
 def _image_sums(dy2, x2, mh, r, lo, rows_per_block, sdy, sdyx):
     """Per-column sum(dy) and sum(dy*xhat), xhat = (x - mh)*r - lo, of the (S, C) image into
-    the float64 sdy, sdyx: blocks of rows_per_block rows summed in x's dtype, added in
-    float64 (xhat, not x - mean: its sums stay in range for float64 |x| ~ 1e300)."""
+    the float64 sdy, sdyx: blocks of rows_per_block rows summed in x's dtype, four rows per
+    load and store of the block sums (50 -> 36 us a float32 (3136, 64) image in cache), added
+    in float64 (xhat, not x - mean: its sums stay in range for float64 |x| ~ 1e300)."""
     S, C = x2.shape
     sd = work(x2, C)
     sx = work(x2, C)
     sdy[:] = 0.0
     sdyx[:] = 0.0
     for b0 in range(0, S, rows_per_block):
+        b1 = min(b0 + rows_per_block, S)
+        b4 = b0 + (b1 - b0) // 4 * 4
         sd[:] = 0.0
         sx[:] = 0.0
-        for i in range(b0, min(b0 + rows_per_block, S)):
+        for i in range(b0, b4, 4):
+            d0, d1, d2, d3 = dy2[i], dy2[i + 1], dy2[i + 2], dy2[i + 3]
+            x0, x1, x2_, x3 = x2[i], x2[i + 1], x2[i + 2], x2[i + 3]
+            for c in range(C):
+                m = mh[c]
+                rc = r[c]
+                lc = lo[c]
+                e0, e1, e2, e3 = ld(d0[c]), ld(d1[c]), ld(d2[c]), ld(d3[c])
+                sd[c] += (e0 + e1) + (e2 + e3)
+                sx[c] += ((e0 * ((ld(x0[c]) - m) * rc - lc) + e1 * ((ld(x1[c]) - m) * rc - lc))
+                          + (e2 * ((ld(x2_[c]) - m) * rc - lc)
+                             + e3 * ((ld(x3[c]) - m) * rc - lc)))
+        for i in range(b4, b1):
             di = dy2[i]
             xi = x2[i]
             for c in range(C):
