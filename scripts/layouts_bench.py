@@ -79,7 +79,7 @@ def channels_last(repeats, torch):
 def fused(repeats, torch):
     rng = np.random.default_rng(0)
     print("\nfused residual add + norm, float32: ms, medians (fresh outputs each call; "
-          "'out=' rows reuse y and h)")
+          "'out=' rows reuse y and h, 'dx_out=' rows dx)")
     print(f"{'op':<16}{'shape':<16}{'pass':<6}{'fused':>8}{'np+nn':>8}{'torch':>8}"
           f"{'np+nn/f':>9}{'torch/f':>9}{'GB/s':>7}")
     for shape in ((8, 512, 4096), (4096, 768)):
@@ -89,28 +89,34 @@ def fused(repeats, torch):
         dy = rng.standard_normal(shape).astype(np.float32)
         dh = rng.standard_normal(shape).astype(np.float32)
         w, b = np.ones(L, np.float32), np.zeros(L, np.float32)
-        y, h = np.empty_like(x), np.empty_like(x)
+        y, h, dxo = np.empty_like(x), np.empty_like(x), np.empty_like(x)
         for name, centered in (("add_layer_norm", True), ("add_rms_norm", False)):
             if centered:
                 fwd = lambda **k: nn.add_layer_norm(x, r, L, w, b, **k)  # noqa: E731
                 ref = lambda: nn.layer_norm(x + r, L, w, b)  # noqa: E731
                 _, _, s = nn.add_layer_norm_forward(x, r, L, w, b)
                 _, s0 = nn.layer_norm_forward(x + r, L, w, b)
-                bwd = lambda: nn.add_layer_norm_backward(dy, s, dh)  # noqa: E731
+                bwd = lambda **k: nn.add_layer_norm_backward(dy, s, dh, **k)  # noqa: E731
                 bref = lambda: nn.layer_norm_backward(dy, s0)[0] + dh  # noqa: E731
+                brefo = lambda: np.add(nn.layer_norm_backward(dy, s0, dx_out=dxo)[0], dh,  # noqa
+                                       out=dxo)
             else:
                 fwd = lambda **k: nn.add_rms_norm(x, r, L, w, **k)  # noqa: E731
                 ref = lambda: nn.rms_norm(x + r, L, w)  # noqa: E731
                 _, _, s = nn.add_rms_norm_forward(x, r, L, w)
                 _, s0 = nn.rms_norm_forward(x + r, L, w)
-                bwd = lambda: nn.add_rms_norm_backward(dy, s, dh)  # noqa: E731
+                bwd = lambda **k: nn.add_rms_norm_backward(dy, s, dh, **k)  # noqa: E731
                 bref = lambda: nn.rms_norm_backward(dy, s0)[0] + dh  # noqa: E731
+                brefo = lambda: np.add(nn.rms_norm_backward(dy, s0, dx_out=dxo)[0], dh,  # noqa
+                                       out=dxo)
             tt = {"f": _median(fwd, repeats), "ref": _median(ref, repeats),
                   "fo": _median(lambda: fwd(out=y, residual_out=h), repeats),
                   "refo": _median(lambda: nn.layer_norm(np.add(x, r, out=h), L, w, b, out=y)
                                   if centered else nn.rms_norm(np.add(x, r, out=h), L, w, out=y),
                                   repeats),
-                  "bf": _median(bwd, repeats), "bref": _median(bref, repeats)}
+                  "bf": _median(bwd, repeats), "bref": _median(bref, repeats),
+                  "bfo": _median(lambda: bwd(dx_out=dxo), repeats),
+                  "brefo": _median(brefo, repeats)}
             tor = tob = float("nan")
             if torch is not None:
                 F = torch.nn.functional
@@ -129,9 +135,10 @@ def fused(repeats, torch):
                 tob = max(0.0, _median(step, repeats) - tor)
             gbs = 4 * x.nbytes / tt["fo"] / 1e6
             rows = (("fwd", tt["f"], tt["ref"], tor), ("fwd out=", tt["fo"], tt["refo"], tor),
-                    ("bwd", tt["bf"], tt["bref"], tob))
+                    ("bwd", tt["bf"], tt["bref"], tob),
+                    ("bwd dx_out=", tt["bfo"], tt["brefo"], tob))
             for label, ours, mine, theirs in rows:
-                print(f"{name:<16}{str(shape):<16}{label:<10}{ours:8.2f}{mine:8.2f}{theirs:8.2f}"
+                print(f"{name:<16}{str(shape):<16}{label:<12}{ours:8.2f}{mine:8.2f}{theirs:8.2f}"
                       f"{mine / ours:9.2f}{theirs / ours:9.2f}"
                       f"{gbs if label == 'fwd out=' else float('nan'):7.1f}")
 
