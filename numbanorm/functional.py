@@ -212,7 +212,7 @@ def _batch_norm_last(op, x, last, training, eps, momentum, running_mean, running
 
 def _group_norm_last(op, x, last, G, weight, bias, eps, out, stat_shape, where):
     """group_norm (instance_norm: G = C) of channels-last x (numbanorm.cpu.channels_last):
-    (y, saved, mean64, rstd64), the statistics (N, G) float64."""
+    (y, saved), the record's statistics per (image, group) in float64."""
     xk = last.view(where.x if where.gpu else x)
     target = _last_target(where, last, out)
     y3, mean64, rstd64 = where.host.channels_last_forward(xk, G, weight, bias, eps, target)
