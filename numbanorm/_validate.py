@@ -248,12 +248,7 @@ def add_outputs(out, residual_out, x, residual, h_dtype, plain):
     for a, name, dt in ((out, "out", x.dtype), (residual_out, "residual_out", h_dtype)):
         if a is None:
             continue
-        if on_gpu:
-            if not _device.is_device_array(a):
-                raise TypeError(f"{name} must be a GPU array like x, got {type(a).__name__}")
-            a = device_array(a, name)
-        elif not isinstance(a, np.ndarray):
-            raise TypeError(f"{name} must be a NumPy array, got {type(a).__name__}")
+        a = _output_side(a, x, name)
         if a.dtype != dt:
             raise TypeError(f"{name} must have dtype {dt}, got {a.dtype}")
         if tuple(a.shape) != tuple(x.shape):
@@ -380,14 +375,7 @@ def out_array(out, x, may_alias, name="out", x_name="the input", also=None):
     if _device.is_dask_array(x):
         raise ValueError(_NO_LAZY_OUT)
     on_gpu = not isinstance(x, np.ndarray)
-    if on_gpu:
-        if not _device.is_device_array(out):
-            raise TypeError(f"{name} must be a GPU array like x, got {type(out).__name__}")
-        arr = device_array(out, name)
-    elif not isinstance(out, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
-    else:
-        arr = out
+    arr = _output_side(out, x, name)
     if arr.dtype != x.dtype:
         raise TypeError(f"{name} must have {x_name}'s dtype {x.dtype}, got {arr.dtype}")
     if arr.shape != x.shape:
@@ -403,6 +391,18 @@ def out_array(out, x, may_alias, name="out", x_name="the input", also=None):
         raise ValueError(f"{name} overlaps {x_name}: pass a separate array")
     if also is not None and _overlap(arr, also[0], on_gpu)[0]:
         raise ValueError(f"{name} overlaps {also[1]}: pass a separate array")
+    return out
+
+
+def _output_side(out, x, name):
+    """out on x's side: a GPU array (checked by device_array) for GPU x, a NumPy array
+    otherwise; a TypeError naming it."""
+    if not isinstance(x, np.ndarray):
+        if not _device.is_device_array(out):
+            raise TypeError(f"{name} must be a GPU array like x, got {type(out).__name__}")
+        return device_array(out, name)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
     return out
 
 
