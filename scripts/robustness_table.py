@@ -108,16 +108,38 @@ def torch_group_norm(x, dy):
     return y.detach().numpy(), 1.0 / rstd.detach().double().numpy() ** 2 - EPS, dx.numpy()
 
 
+def _channels_last(x):
+    """x's values in channels-last memory, shown as (N, C, H, W) (the transpose of an
+    (N, H, W, C) array; a PyTorch channels_last tensor's layout)."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def nb_group_norm_cl(x, dy):
+    y, saved = nn.group_norm_forward(_channels_last(x), 4, eps=EPS)
+    return y, 1.0 / saved._rstd64 ** 2 - EPS, nn.group_norm_backward(_channels_last(dy), saved)[0]
+
+
+def torch_group_norm_cl(x, dy):
+    t = torch.from_numpy(_channels_last(x)).requires_grad_()
+    assert t.is_contiguous(memory_format=torch.channels_last)
+    N, C = x.shape[:2]
+    S = x.size // (N * C)
+    y, _, rstd = torch.ops.aten.native_group_norm(t, None, None, N, C, S, 4, EPS)
+    (dx,) = torch.autograd.grad(y, t, torch.from_numpy(_channels_last(dy)))
+    return y.detach().numpy(), 1.0 / rstd.detach().double().numpy() ** 2 - EPS, dx.numpy()
+
+
 OPS = {
     "batch_norm": (nb_batch_norm, torch_batch_norm, lambda x: (0,) + tuple(range(2, x.ndim))),
     "layer_norm": (nb_layer_norm, torch_layer_norm, lambda x: (x.ndim - 1,)),
     "group_norm": (nb_group_norm, torch_group_norm, lambda g: (2, 3)),
+    "group_norm channels_last": (nb_group_norm_cl, torch_group_norm_cl, lambda g: (2, 3)),
 }
 
 
 def _group_view(op, x):
     """x reshaped so that the reference's axes are the normalised ones."""
-    if op == "group_norm":
+    if op.startswith("group_norm"):
         return x.reshape(x.shape[0], 4, -1)[..., None]
     return x
 
@@ -130,6 +152,8 @@ def cases():
     yield "rows mean 1e4, std 1", "layer_norm", _data((64, 1024), 1e4, 1.0)
     yield "rows mean 1e6, std 1", "layer_norm", _data((64, 1024), 1e6, 1.0)
     yield "groups mean 1e6, std 1", "group_norm", _data((4, 16, 32, 32), 1e6, 1.0)
+    yield "NHWC groups mean 1e4, std 1", "group_norm channels_last", _data((4, 16, 32, 32), 1e4,
+                                                                           1.0)
     yield "|x| ~ 1e30 (std 1e30)", "layer_norm", _data((8, 4096), 0.0, 1e30)
     yield "|x| ~ 1e30 (std 1e30)", "batch_norm", _data((512, 16), 0.0, 1e30)
     yield "|x| ~ 1e30 (std 1e30)", "group_norm", _data((2, 8, 32, 32), 0.0, 1e30)
