@@ -257,3 +257,17 @@ def test_add_norm_in_place_half_and_errors(rng):
     dx, dres, _, _ = nn.add_layer_norm_backward(dy, saved, np.zeros((5, 40), np.float32))
     assert dres.dtype == np.float32 and dx.dtype == BF16
     np.testing.assert_allclose(dres, ref["dx"], rtol=1e-4, atol=1e-4)
+
+
+def test_channel_axis_on_dask(rng):
+    """Dask arrays with channel_axis=-1: lazily transposed to channels-first, the NumPy result
+    within rounding; the fused add refuses them."""
+    da = pytest.importorskip("dask.array")
+    x = _data(rng, (4, 6, 5, 8), np.float32)
+    d = da.from_array(x, chunks=(2, 6, 5, 8))
+    y = nn.group_norm(d, 4, channel_axis=-1)
+    assert y.shape == x.shape
+    np.testing.assert_allclose(y.compute(), nn.group_norm(x, 4, channel_axis=-1), rtol=1e-6,
+                               atol=1e-6)
+    with pytest.raises(TypeError, match="not Dask ones"):
+        nn.add_layer_norm(d, d, 8)
