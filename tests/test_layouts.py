@@ -271,3 +271,17 @@ def test_channel_axis_on_dask(rng):
                                atol=1e-6)
     with pytest.raises(TypeError, match="not Dask ones"):
         nn.add_layer_norm(d, d, 8)
+
+
+def test_channels_last_huge_float64(rng):
+    """float64 |x| ~ 1e300 channels-last: squares beyond float64 are rescaled (the forward
+    redoes such images on the rows kernels), the backward's sums are of xhat: finite, right."""
+    x = rng.standard_normal((3, 5, 4, 8)) * 1e300
+    dy = rng.standard_normal(x.shape)
+    ref = oracle.group_norm(x.transpose(0, 3, 1, 2) / 1e300, 4, None, None, 0.0,
+                            dy.transpose(0, 3, 1, 2))
+    y, saved = nn.group_norm_forward(x, 4, eps=0.0, channel_axis=-1)
+    dx = nn.group_norm_backward(dy, saved)[0]
+    assert_close(y.transpose(0, 3, 1, 2), ref["y"], np.float64, scale=4.0, name="y")
+    np.testing.assert_allclose(dx.transpose(0, 3, 1, 2) * 1e300, ref["dx"], rtol=1e-10,
+                               atol=1e-12 * np.abs(ref["dx"]).max())
