@@ -333,8 +333,39 @@ class InstanceNorm3d(_InstanceNorm):
     _ndims = (4, 5)
 
 
-class LayerNorm(_Norm):
-    """Layer normalization over the trailing normalized_shape, as torch.nn.LayerNorm."""
+class _ResidualForm:
+    """The fused residual add + norm of a pre-norm Transformer block, in vLLM's convention
+    (its RMSNorm.forward(x, residual)): forward(x, residual) returns (y, h), h = x + residual
+    and y = norm(h) in one pass (functional.add_layer_norm / add_rms_norm), and the next
+    backward(dy, dh=None) returns (dx, dresidual) and sets the parameter gradients.
+    forward(x) alone is the plain norm, as before."""
+
+    def __call__(self, x, residual=None):
+        return self.forward(x, residual)
+
+    def forward(self, x, residual=None):
+        if residual is None:
+            self._fused = False
+            return _Norm.forward(self, x)
+        y, h, saved = self._add_forward(x, residual)
+        self._saved = saved
+        self._fused = True
+        return y, h
+
+    def backward(self, dy, dh=None):
+        if not getattr(self, "_fused", False):
+            if dh is not None:
+                raise ValueError("dh is the gradient of h, which only forward(x, residual) "
+                                 "returns; the last forward was the plain norm")
+            return _Norm.backward(self, dy)
+        dx, dresidual, dweight, dbias = self._add_backward(dy, self._saved, dh)
+        self.grad_weight, self.grad_bias = dweight, dbias
+        return dx, dresidual
+
+
+class LayerNorm(_ResidualForm, _Norm):
+    """Layer normalization over the trailing normalized_shape, as torch.nn.LayerNorm; with a
+    residual, the fused residual add + layer_norm (see _ResidualForm)."""
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
                  device=None, dtype=None):
@@ -352,6 +383,12 @@ class LayerNorm(_Norm):
         return F.layer_norm_forward(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     _backward = staticmethod(F.layer_norm_backward)
+
+    def _add_forward(self, x, residual):
+        return F.add_layer_norm_forward(x, residual, self.normalized_shape, self.weight,
+                                        self.bias, self.eps)
+
+    _add_backward = staticmethod(F.add_layer_norm_backward)
 
     def _extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
@@ -394,9 +431,10 @@ class GroupNorm(_Norm):
                 f"affine={self.affine}{_bias_repr(self)}")
 
 
-class RMSNorm(_Norm):
+class RMSNorm(_ResidualForm, _Norm):
     """RMS normalization over the trailing normalized_shape, as torch.nn.RMSNorm
-    (eps=None: np.finfo(x.dtype).eps)."""
+    (eps=None: np.finfo(x.dtype).eps); with a residual, the fused residual add + rms_norm (see
+    _ResidualForm)."""
 
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None,
                  dtype=None):
@@ -416,6 +454,14 @@ class RMSNorm(_Norm):
     def _backward(dy, saved):
         dx, dweight = F.rms_norm_backward(dy, saved)
         return dx, dweight, None
+
+    def _add_forward(self, x, residual):
+        return F.add_rms_norm_forward(x, residual, self.normalized_shape, self.weight, self.eps)
+
+    @staticmethod
+    def _add_backward(dy, saved, dh):
+        dx, dresidual, dweight = F.add_rms_norm_backward(dy, saved, dh)
+        return dx, dresidual, dweight, None
 
     def _extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "

@@ -285,3 +285,30 @@ def test_channels_last_huge_float64(rng):
     assert_close(y.transpose(0, 3, 1, 2), ref["y"], np.float64, scale=4.0, name="y")
     np.testing.assert_allclose(dx.transpose(0, 3, 1, 2) * 1e300, ref["dx"], rtol=1e-10,
                                atol=1e-12 * np.abs(ref["dx"]).max())
+
+
+def test_fused_add_layers(rng):
+    """LayerNorm / RMSNorm called with a residual: (y, h) as the functional fused op, backward
+    (dx, dresidual) with dh, parameter gradients set; without a residual, the plain norm."""
+    x, r = _data(rng, (6, 32), np.float32), _data(rng, (6, 32), np.float32)
+    dy, dh = _data(rng, (6, 32), np.float32), _data(rng, (6, 32), np.float32)
+    for layer, fwd, bwd in ((nn.LayerNorm(32), nn.add_layer_norm_forward,
+                             nn.add_layer_norm_backward),
+                            (nn.RMSNorm(32), nn.add_rms_norm_forward, nn.add_rms_norm_backward)):
+        params = (layer.weight, layer.bias) if isinstance(layer, nn.LayerNorm) else (layer.weight,)
+        y, h = layer(x, r)
+        y0, h0, saved = fwd(x, r, 32, *params)
+        np.testing.assert_array_equal(y, y0)
+        np.testing.assert_array_equal(h, h0)
+        dx, dres = layer.backward(dy, dh)
+        grads = bwd(dy, saved, dh)
+        np.testing.assert_array_equal(dx, grads[0])
+        np.testing.assert_array_equal(layer.grad_weight, grads[2])
+        y_plain = layer(x)
+        np.testing.assert_allclose(layer.backward(dy), nn.layer_norm_backward(
+            dy, nn.layer_norm_forward(x, 32)[1])[0] if isinstance(layer, nn.LayerNorm)
+            else nn.rms_norm_backward(dy, nn.rms_norm_forward(x, 32)[1])[0], rtol=1e-6,
+            atol=1e-6)
+        assert y_plain.shape == x.shape
+        with pytest.raises(ValueError, match="dh is the gradient of h"):
+            layer.backward(dy, dh)
