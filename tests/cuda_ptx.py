@@ -97,6 +97,20 @@ def _record(path, dtypes=",".join(DTYPES)):
             nn.batch_norm_backward(d(*shape), saved)
             y, saved = nn.batch_norm_forward(d(*shape), rm, rv, d(3), d(3), training=False)
             nn.batch_norm_backward(d(*shape), saved)
+        # the fused residual add + norm (h in x's dtype, and in float32 for 16-bit x), dh given;
+        # channel_axis=-1 (batch_norm on columns, group norm through device copies)
+        for rdt in (None, np.float32) if dtype.itemsize == 2 else (None,):
+            r = d(3, 12) if rdt is None else cuda.to_device(
+                rng.standard_normal((3, 12)).astype(rdt))
+            y, h, saved = nn.add_layer_norm_forward(d(3, 12), r, 12, d(12), d(12),
+                                                    residual_dtype=rdt)
+            nn.add_layer_norm_backward(d(3, 12), saved, cuda.to_device(
+                rng.standard_normal((3, 12)).astype(h.dtype)))
+        for fwd in (lambda: nn.group_norm_forward(d(2, 4, 3, 6), 3, d(6), d(6), channel_axis=-1),
+                    lambda: nn.batch_norm_forward(d(2, 4, 3, 6), None, None, d(6), d(6), True,
+                                                  channel_axis=-1)):
+            y, saved = fwd()
+            getattr(nn, saved.op + "_backward")(d(*y.shape), saved)
         # the data functions on rows, columns (A > 1), slabs and interleaved axes (a device
         # copy), forward and backward; moments (both NaN policies)
         for shape, axis in (((3, 12), 1), ((2, 5, 3), 1), ((4, 3, 5), (0, 2)),
