@@ -53,6 +53,8 @@ CASES = [
         x, (5, 4))["y"]),
     ("batch_norm", lambda x: nn.batch_norm(x, training=True),
      lambda x: oracle.batch_norm_train(x)["y"]),
+    ("group_norm_channels_last", lambda x: nn.group_norm(x, 2, channel_axis=-1),
+     lambda x: oracle.group_norm(x.transpose(0, 2, 1), 2)["y"].transpose(0, 2, 1)),
 ]
 
 
