@@ -29,7 +29,11 @@ STANDARD = [
     # issue 31: against the reference modules on PyTorch CUDA (numbanorm.bench._torch_reference)
     ("switch_norm", (32, 64, 56, 56), "float32"),
     ("batch_instance_norm", (32, 64, 56, 56), "float32"),
-    ("local_response_norm", (32, 64, 56, 56), "float32")]
+    ("local_response_norm", (32, 64, 56, 56), "float32"),
+    # issue 32: (N, H, W, C) images, channel_axis=-1, against PyTorch's channels_last tensors
+    # (numbanorm's group/instance norm run through a channels-first device copy)
+    ("batch_norm_nhwc", (128, 56, 56, 256), "float32"),
+    ("group_norm_nhwc", (64, 64, 64, 256), "float32")]
 
 # data functions: forward only (their backward passes run on the host; see the README)
 DATA = {
@@ -65,6 +69,13 @@ def copy_bandwidth(nbytes=1 << 30, repeats=5):
 
 def _numbanorm(op, xd, w, b, C):
     import numbanorm as nn
+    if op.endswith("_nhwc"):
+        fwd = {"batch_norm_nhwc": lambda: nn.batch_norm_forward(xd, None, None, w, b, True,
+                                                                channel_axis=-1),
+               "group_norm_nhwc": lambda: nn.group_norm_forward(xd, 32, w, b, channel_axis=-1),
+               "instance_norm_nhwc": lambda: nn.instance_norm_forward(
+                   xd, weight=w, bias=b, channel_axis=-1)}[op]
+        return fwd, getattr(nn, op[:-5] + "_backward")
     if op == "layer_norm":
         fwd = lambda: nn.layer_norm_forward(xd, C, w, b)  # noqa: E731
         return fwd, nn.layer_norm_backward
@@ -98,6 +109,10 @@ def _torch(op, x, w, b, dy, dtype):
         return torch.tensor(a, device="cuda").to(tdt).requires_grad_(grad)
     xt, wt, bt, dyt = t(x, True), t(w, True), t(b, True), t(dy)
     C = wt.shape[0]
+    leaf = xt
+    if op.endswith("_nhwc"):  # the (N, H, W, C) memory as a channels_last tensor
+        op = op[:-5]
+        xt, dyt = xt.permute(0, 3, 1, 2), dyt.permute(0, 3, 1, 2)
     fwd = {
         "layer_norm": lambda t: TF.layer_norm(t, (C,), wt, bt),
         "rms_norm": lambda t: TF.rms_norm(t, (C,), wt),
@@ -111,8 +126,8 @@ def _torch(op, x, w, b, dy, dtype):
         with torch.no_grad():
             fwd(xt)
     y = fwd(xt)
-    inputs = ((xt, wt) if op == "rms_norm" else (xt,) if op == "local_response_norm"
-              else (xt, wt, bt))
+    inputs = ((leaf, wt) if op == "rms_norm" else (leaf,) if op == "local_response_norm"
+              else (leaf, wt, bt))
 
     def backward():
         torch.autograd.grad(y, inputs, dyt, retain_graph=True)
@@ -151,7 +166,7 @@ def run_case(op, shape, repeats, min_run, bandwidth, with_torch, dtype="float32"
     if op in DATA:
         return _data_case(op, x, repeats, min_run, bandwidth, with_torch, dtype)
     dy = rng.standard_normal(shape, dtype=np.float32).astype(dt).astype(np.float32)
-    C = shape[-1] if op in ("layer_norm", "rms_norm") else shape[1]
+    C = shape[-1] if op in ("layer_norm", "rms_norm") or op.endswith("_nhwc") else shape[1]
     w = rng.standard_normal(C, dtype=np.float32).astype(dt).astype(np.float32)
     b = rng.standard_normal(C, dtype=np.float32).astype(dt).astype(np.float32)
     xd, dyd, wd, bd = (cuda.to_device(a.astype(dt)) for a in (x, dy, w, b))
