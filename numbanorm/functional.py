@@ -494,18 +494,51 @@ def add_layer_norm_forward(x, residual, normalized_shape, weight=None, bias=None
 
 
 def add_layer_norm_backward(dy, saved, dh=None, *, dx_out=None):
-    """(dx, dresidual, dweight, dbias) of an `add_layer_norm_forward`: dy the gradient of y, dh
-    (optional, h's dtype) the gradient flowing into the residual stream h. The gradient of
-    the unrounded sum x + residual, dx = d layer_norm/d h + dh, by one read of dy, h and dh
-    (x and residual for 16-bit h). dresidual has the same values: it is dx itself where the
-    residual has x's dtype (as flash-attn returns it), else an array of the residual's dtype."""
+    """The gradients of an `add_layer_norm_forward`: the gradient of the unrounded sum
+    x + residual, dx = d layer_norm/d h + dh, by one read of dy, h and dh (x and residual
+    where h was rounded to 16 bits).
+
+    Parameters
+    ----------
+    dy : array of x's shape and dtype
+        The gradient of y.
+    saved : Saved
+        The record of the forward.
+    dh : array of h's shape and dtype, optional
+        The gradient flowing into the residual stream h from later blocks.
+    dx_out : array, optional
+        Where dx goes (x's shape and dtype; overlapping neither dy, dh nor the saved arrays).
+
+    Returns
+    -------
+    dx : array of x's dtype
+    dresidual : dx itself where the residual has x's dtype (as flash-attn returns it), else
+        an array of the residual's dtype with the same values
+    dweight, dbias : arrays of the parameters' shape and dtype, or None where absent
+    """
     return _add_backward(dy, saved, dh, dx_out, "add_layer_norm")
 
 
 def add_rms_norm(x, residual, normalized_shape, weight=None, eps=None, *, out=None,
                  residual_out=None, residual_dtype=None, device=None):
-    """Fused residual add + rms_norm: (y, h), h = x + residual, y = rms_norm(h); arguments as
-    `add_layer_norm` (eps None: x's machine epsilon, as `rms_norm`)."""
+    """Fused residual add + rms_norm: (y, h), h = x + residual, y = rms_norm(h), by one read
+    of x and residual and one write of y and h.
+
+    Parameters
+    ----------
+    x, residual : arrays of one shape (..., *normalized_shape)
+        NumPy or GPU arrays; residual has x's dtype, or residual_dtype's.
+    normalized_shape, weight
+        As `rms_norm`.
+    eps : float, optional
+        None: x's machine epsilon (float32's for 16-bit x), as `rms_norm`.
+    out, residual_out, residual_dtype, device
+        As `add_layer_norm`.
+
+    Returns
+    -------
+    y, h : arrays of x's shape (h in residual_dtype, default x's dtype)
+    """
     y, h, _ = _add_norm("add_rms_norm", x, residual, normalized_shape, weight, None, eps, out,
                         residual_out, residual_dtype, False, False, device)
     return y, h
