@@ -155,6 +155,10 @@ def _minmax(X, feature_range, axis, copy, out, keep, device):
     empty = nans == view.count  # no value but NaN: NaN statistics, as np.nanmin's
     dmin = np.where(empty, np.nan, dmin)
     dmax = np.where(empty, np.nan, dmax)
+    if not where.lazy and (np.isinf(dmin).any() or np.isinf(dmax).any()):
+        raise ValueError("X contains infinity, which has no finite range to scale by (as "
+                         "scikit-learn's minmax_scale refuses it: 'Input contains infinity'); "
+                         "nothing was written")
     scale, zero = _minmax_scale(dmin, dmax, (lo_r, hi_r), x.dtype)
     return _finish("minmax_scale", x, where, view, dmin, scale, lo_r, out, keep,
                    dict(data_min=dmin, data_max=dmax, scale=scale, zero_range=zero),

@@ -139,10 +139,12 @@ class Moments:
             raise TypeError(f"can only merge a Moments, got {type(other).__name__}")
         if other.shape != self.shape:
             raise ValueError(f"Moments of shape {self.shape} and {other.shape} cannot merge")
-        merged = merge_arrays(self.count, self.mean, self.m2, other.count, other.mean, other.m2)
+        count, mean, m2 = merge_arrays(self.count, self.mean, self.m2, other.count,
+                                       other.mean, other.m2)
+        lo, hi = np.minimum(self.min, other.min), np.maximum(self.max, other.max)
+        mean, m2 = _infinite(mean, m2, lo, hi)
         make = Moments._lazy if self.lazy or other.lazy else Moments
-        return make(*merged, np.minimum(self.min, other.min), np.maximum(self.max, other.max),
-                    self.axis, self.nan_policy)
+        return make(count, mean, m2, lo, hi, self.axis, self.nan_policy)
 
     __add__ = merge
 
@@ -187,6 +189,7 @@ def moments(a, axis=0, nan_policy="propagate", *, device=None):
     view = read(x, where, axes)
     count, mean, m2, lo, hi, nans = where.host.data_moments(view, nan_policy, True)
     mean = np.where(count == 0, np.nan, mean)  # np.nanmean's value for no values
+    mean, m2 = _infinite(mean, m2, lo, hi)
     make = Moments._lazy if where.lazy else Moments
     return make(view.stats(count), view.stats(mean), view.stats(m2), view.stats(lo),
                 view.stats(hi), axis, nan_policy)
@@ -206,4 +209,15 @@ def _sparse_moments(a, axis, nan_policy, device):
     if len(axes) == 2:
         count, mean, m2, lo, hi = (v.reshape(()) for v in (count, mean, m2, lo, hi))
     mean = np.where(count == 0, np.nan, mean)
+    mean, m2 = _infinite(mean, m2, lo, hi)
     return Moments(count, mean, m2, lo, hi, axis, nan_policy)
+
+
+def _infinite(mean, m2, lo, hi):
+    """(mean, m2) with NumPy's values where a position holds an infinity (its min or max is
+    one): mean +inf or -inf, or NaN with both signs; m2 NaN (np.var's). The running means of
+    the kernels and Chan's merge give NaN there (inf - inf in their deltas)."""
+    pos, neg = hi == np.inf, lo == -np.inf
+    mean = np.where(pos & ~neg, np.inf, np.where(neg & ~pos, -np.inf,
+                                                  np.where(pos & neg, np.nan, mean)))
+    return mean, np.where(pos | neg, np.nan, m2)

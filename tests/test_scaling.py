@@ -378,3 +378,15 @@ def test_nan_with_raise_is_refused_before_any_work(rng):
     np.testing.assert_array_equal(out, 7.0)
     with pytest.raises(ValueError, match="nan"):
         nn.moments(x, nan_policy="raise")
+
+
+def test_minmax_scale_refuses_infinity_before_writing():
+    """+inf or -inf has no finite range: a ValueError naming X (scikit-learn refuses it too),
+    with out= left untouched."""
+    x = np.array([[1.0, 4.0], [np.inf, 5.0], [3.0, -np.inf]])
+    out = np.full_like(x, 7.0)
+    with pytest.raises(ValueError, match="X contains infinity"):
+        nn.minmax_scale(x, out=out)
+    np.testing.assert_array_equal(out, 7.0)
+    with pytest.raises(ValueError, match="X contains infinity"):
+        nn.minmax_scale(np.array([[1.0], [-np.inf]]), axis=0)

@@ -120,3 +120,23 @@ def test_large_mean_small_spread_float64(rng):
     exact = np.array([math.fsum((x[:, j] - math.fsum(x[:, j]) / len(x)) ** 2) for j in range(3)])
     np.testing.assert_allclose(nn.moments(x, 0).m2, exact, rtol=1e-14)
     np.testing.assert_allclose(nn.moments(np.ascontiguousarray(x.T), 1).m2, exact, rtol=1e-14)
+
+
+@pytest.mark.parametrize("values", [[1.0, np.inf, 2.0], [1.0, -np.inf, 2.0], [np.inf, -np.inf],
+                                    [np.inf, 1.0, np.nan]])
+def test_infinity_gives_numpys_mean(values):
+    """A position holding an infinity: NumPy's mean (inf, -inf, or NaN with both signs or a
+    NaN) and NaN variance, where the running means would give inf - inf; also after a merge,
+    on Dask, and with NaN omitted."""
+    x = np.array(values)
+    with np.errstate(invalid="ignore"):
+        want_mean, want_omit = np.mean(x), np.nanmean(x)
+    m = nn.moments(x)
+    np.testing.assert_array_equal(m.mean, want_mean)
+    assert np.isnan(m.var())
+    np.testing.assert_array_equal(nn.moments(x, nan_policy="omit").mean, want_omit)
+    merged = nn.moments(np.array([5.0, 6.0])) + m
+    np.testing.assert_array_equal(merged.mean, want_mean)
+    da = pytest.importorskip("dask.array")
+    lazy = nn.moments(da.from_array(x, chunks=2)).compute()
+    np.testing.assert_array_equal(lazy.mean, want_mean)
