@@ -91,7 +91,8 @@ def statistics(m, axis, nan_policy, want_moments=True, want_range=True, name="X"
     (CSR's columns), want_moments False leaves mean and m2 out (0) and want_range False min and
     max (+-inf): narrower partial records, a faster pass."""
     if nan_policy == "raise" and np.isnan(m.data).any():
-        raise ValueError("The input contains nan values")
+        raise ValueError("The input contains nan values (nan_policy='raise'; 'omit' leaves "
+                         "NaN out, 'propagate' keeps it in the results)")
     omit = nan_policy == "omit"
     c = Compressed(m)
     per_major = True if axis is None else c.per_major(axis)

@@ -14,7 +14,7 @@ from . import _device
 from . import _validate as V
 from . import adaptive as A
 from . import functional as F
-from ._dtypes import ACCEPTED, is_float
+from ._dtypes import ACCEPTED, is_float, is_half
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
            "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm",
@@ -115,7 +115,11 @@ class _Norm:
 
     def forward(self, x):
         """y for x; keeps the saved statistics for `backward`."""
-        y, saved = self._forward(x)
+        try:
+            y, saved = self._forward(x)
+        except TypeError as exc:
+            self._dtype_hint(x, exc)
+            raise
         self._saved = saved
         return y
 
@@ -131,6 +135,20 @@ class _Norm:
         dx, dweight, dbias = self._backward(dy, self._saved)
         self.grad_weight, self.grad_bias = dweight, dbias
         return dx.reshape(tuple(dx.shape)[1:]) if self._unbatched else dx
+
+    def _dtype_hint(self, x, exc):
+        """exc again with how to build the layer for x's dtype, where a parameter check refused
+        x's dtype because the layer's parameters have another (float32 parameters serve 16-bit
+        x); else nothing (the caller re-raises exc as it is)."""
+        p = getattr(self, "weight", None)
+        if p is None:
+            p = getattr(self, "running_mean", None)
+        xd = getattr(x, "dtype", None)
+        if p is None or not isinstance(xd, np.dtype) or xd == p.dtype or (
+                is_half(xd) and p.dtype == np.float32):
+            return
+        raise TypeError(f"{exc} ({type(self).__name__} holds {p.dtype} parameters: build it "
+                        f"with dtype={xd.name!r} for {xd} x, or pass x as {p.dtype})") from None
 
     def _present_state(self):
         for key in self._state_keys:
@@ -255,6 +273,11 @@ class _BatchNorm(_ChannelNorm):
 
     def _forward(self, x):
         x = self._check_ndim(x)
+        C = x.shape[1 if self.channel_axis == 1 else x.ndim - 1]
+        if C != self.num_features:
+            raise ValueError(f"{type(self).__name__} was built for {self.num_features} "
+                             f"features but x has {C} channels (shape {tuple(x.shape)}): build "
+                             f"it with num_features={C}, or pass x with {self.num_features}")
         update = self.training and self.track_running_stats
         factor = 0.0 if self.momentum is None else self.momentum
         if update and self.momentum is None:  # cumulative moving average
@@ -347,7 +370,11 @@ class _ResidualForm:
         if residual is None:
             self._fused = False
             return _Norm.forward(self, x)
-        y, h, saved = self._add_forward(x, residual)
+        try:
+            y, h, saved = self._add_forward(x, residual)
+        except TypeError as exc:
+            self._dtype_hint(x, exc)
+            raise
         self._saved = saved
         self._fused = True
         return y, h

@@ -233,3 +233,18 @@ def test_fast_path_accepts_only_what_the_full_checks_accept():
                             else:
                                 assert plain is None and got[1] == ref[1], (op, args, eps)
     assert fast > 100  # the fast path did run
+
+
+def test_layer_messages_say_how_to_build_the_layer():
+    """A layer built for other features, or holding parameters of another dtype, says so and
+    how to build it (issue 33); nan_policy='raise' names the policy and its alternatives."""
+    raises(ValueError, "BatchNorm1d was built for 16 features but x has 12 channels",
+           nn.BatchNorm1d(16), np.ones((4, 12), np.float32))
+    raises(ValueError, "BatchNorm2d was built for 3 features but x has 5 channels",
+           nn.BatchNorm2d(3, channel_axis=-1), np.ones((2, 4, 4, 5), np.float32))
+    raises(TypeError, r"LayerNorm holds float32 parameters: build it with dtype='float64'",
+           nn.LayerNorm(16), np.ones((4, 16)))
+    raises(TypeError, r"RMSNorm holds float32 parameters: build it with dtype='float64'",
+           nn.RMSNorm(16), np.ones((4, 16)), np.ones((4, 16)))
+    raises(ValueError, r"The input contains nan values \(nan_policy='raise'; 'omit'",
+           nn.zscore, np.array([1.0, np.nan, 2.0]), nan_policy="raise")

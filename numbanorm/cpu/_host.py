@@ -706,7 +706,8 @@ def data_moments(view, nan_policy, want_range, want_moments=True):
     NaN where a NaN entered with 'propagate' (Moments' rule). nan_policy 'raise': a
     ValueError before any kernel runs when x holds a NaN."""
     if nan_policy == "raise" and np.isnan(view.x).any():
-        raise ValueError("The input contains nan values")
+        raise ValueError("The input contains nan values (nan_policy='raise'; 'omit' leaves "
+                         "NaN out, 'propagate' keeps it in the results)")
     omit = True if nan_policy == "omit" else None
     want = [want_moments] * 3 + [want_range] * 3
     lay = view.lay

@@ -439,7 +439,8 @@ def data_moments(view, nan_policy, want_range, want_moments=True):
         channels.merge_data[_blocks(slots), CUDA_THREADS](*parts, *res)
     count, mean, m2, lo, hi, nans = (a.copy_to_host() for a in res)
     if nan_policy == "raise" and nans.any():
-        raise ValueError("The input contains nan values")
+        raise ValueError("The input contains nan values (nan_policy='raise'; 'omit' leaves "
+                         "NaN out, 'propagate' keeps it in the results)")
     if not omit:  # Moments' rule, as on the CPU
         lo = np.where(nans > 0, np.nan, lo)
         hi = np.where(nans > 0, np.nan, hi)
