@@ -266,3 +266,16 @@ def test_composed_lazy_ops(data):
               lambda a: nn.StandardScaler().fit(x).inverse_transform(
                   nn.StandardScaler().fit(x).transform(a))):
         _close(f(d), f(x), np.float64)
+
+
+def test_zscore_constant_column_is_silent_on_dask():
+    """A constant column's z-scores are NaN on Dask as on NumPy, without a RuntimeWarning from
+    inside the graph (issue 33)."""
+    import warnings
+    x = np.ones((6, 3))
+    x[:, 1] = np.arange(6)
+    d = da.from_array(x, chunks=(3, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = nn.zscore(d).compute()
+    np.testing.assert_array_equal(got, nn.zscore(x))
