@@ -111,7 +111,7 @@ def _zscore(a, axis, ddof, nan_policy, out, keep, device):
         # (1/std of a 0 std is never taken: on Dask the expression runs later, outside this
         # errstate, and would warn from inside the graph)
         inv = np.where(std <= np.abs(compute_eps(x.dtype) * mean), np.nan,
-                       1.0 / np.where(std > 0, std, 1.0))
+                       1.0 / np.where(std == 0, 1.0, std))
     return _finish("zscore", x, where, view, mean, inv, 0.0, out, keep,
                    dict(mean=mean, inv_std=inv, count=count),
                    dict(ddof=ddof, nan_policy=nan_policy))
