@@ -146,6 +146,19 @@ def wrap_like(result, like):
     return result
 
 
+def _threading_layer():
+    """The threading layer Numba runs parallel kernels on ("omp", "tbb" or "workqueue"): known
+    only once a parallel region has run, so a tiny one runs first where none has."""
+    import numba
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel region yet in this process
+        import numpy
+        from .cpu import rows
+        rows.count_nonfinite(numpy.zeros((2, 2)), True, numpy.empty(2, numpy.int64))
+        return numba.threading_layer()
+
+
 def info():
     """What numbanorm can use here: versions, threads, and the GPU if any."""
     import numba
@@ -153,7 +166,8 @@ def info():
 
     facts = {"numbanorm": __version__, "numpy": numpy.__version__,
              "numba": numba.__version__, "threads": numba.get_num_threads(),
-             "threading_layer": numba_config.THREADING_LAYER}
+             "threading_layer": _threading_layer(),
+             "threading_layer_requested": numba_config.THREADING_LAYER}
     from ._cache import location
     facts["kernel_cache"] = location()
     try:

@@ -96,3 +96,12 @@ def test_warmup_refuses_unknown_names(capsys):
     with pytest.raises(SystemExit):
         main(["warmup", "--ops", "softmax"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_info_reports_the_threading_layer_in_use():
+    """`numbanorm info` names the layer Numba runs parallel kernels on, not the request
+    (issue 33: 'threadsafe' was shown where 'omp' ran)."""
+    from numbanorm import info
+    facts = info()
+    assert facts["threading_layer"] in ("omp", "tbb", "workqueue")
+    assert "threading_layer_requested" in facts
