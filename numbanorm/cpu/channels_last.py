@@ -36,7 +36,7 @@ from numba import njit, prange
 from .._config import ELEMENTWISE_JIT, JIT
 from ._half import ld, st
 from ._moments import borrowed, like, parallel_and_serial, rstd_of, split_mean, work
-from .channels import _column_chunk, _merge_columns
+from .channels import _column_chunk, _merge_columns, affine_terms
 
 SERIAL = types.SimpleNamespace()  # the serial twins (see _moments.parallel_and_serial)
 
@@ -63,20 +63,20 @@ def _image_moments(x2, rows_per_block, shift_min_rows, strip, col_mean, col_m2):
 def _terms(S, G, weight, bias, eps, col_mean, col_m2, mean_g, rstd_g, mh, a, b):
     """The image's per-group mean and rstd (into mean_g, rstd_g) from its per-column (mean, M2)
     of S values each (channels._merge_columns, in order), and the per-channel terms of
-    y = (x - mh)*a + b in x's dtype (see channels.affine_terms)."""
+    y = (x - mh)*a + b in x's dtype by channels.affine_terms on the group values of each
+    channel."""
     C = col_mean.size
     Cg = C // G
     m2_g = np.empty(G)
     _merge_columns(col_mean, col_m2, float(S), G, mean_g, m2_g)
     for g in range(G):
         rstd_g[g] = rstd_of(m2_g[g] / float(S * Cg), 1.0, eps)
+    mean_c = np.empty(C)
+    rstd_c = np.empty(C)
     for c in range(C):
-        g = c // Cg
-        m = like(mh, mean_g[g])
-        ac = like(a, rstd_g[g] * float(weight[c]))
-        mh[c] = m
-        a[c] = ac
-        b[c] = like(b, float(bias[c]) - (mean_g[g] - float(m)) * float(ac))
+        mean_c[c] = mean_g[c // Cg]
+        rstd_c[c] = rstd_g[c // Cg]
+    affine_terms(mean_c, rstd_c, weight, bias, mh, a, b)
 
 
 @njit(**JIT)
