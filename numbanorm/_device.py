@@ -23,7 +23,16 @@ DEVICES = ("cpu", "cuda")
 
 
 class CudaUnavailableError(RuntimeError):
-    """The GPU path was asked for but cannot run here (no GPU, driver or numba-cuda)."""
+    """The GPU path was asked for but cannot run here (no GPU, driver or numba-cuda).
+
+    Raised by a call with ``device='cuda'`` (or a layer's ``to('cuda')``) where Numba's CUDA
+    target cannot run kernels; the message says what is missing. A RuntimeError.
+
+    Examples
+    --------
+    >>> issubclass(nbn.CudaUnavailableError, RuntimeError)
+    True
+    """
 
 
 _state = {}
@@ -160,7 +169,25 @@ def _threading_layer():
 
 
 def info():
-    """What numbanorm can use here: versions, threads, and the GPU if any."""
+    """What numbanorm can use here: versions, threads, the kernel cache and the GPU if any.
+
+    Runs a tiny parallel kernel first where none has run (the threading layer in use is
+    known only then). ``numbanorm info`` prints the same.
+
+    Returns
+    -------
+    dict
+        numbanorm, numpy, numba and numba_cuda versions; threads (Numba's thread count);
+        threading_layer (the one in use: 'omp', 'tbb' or 'workqueue') and
+        threading_layer_requested; kernel_cache (the directory); gpu (its name and compute
+        capability, the simulator, or None, with gpu_unavailable saying why).
+
+    Examples
+    --------
+    >>> facts = nbn.info()
+    >>> facts["threading_layer"] in ("omp", "tbb", "workqueue")
+    True
+    """
     import numba
     import numpy
 

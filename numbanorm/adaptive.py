@@ -41,6 +41,7 @@ import numpy as np
 
 from . import _device
 from . import _validate as V
+from ._docs import fill
 from . import _mixing as M
 from ._chan import merge_groups
 from ._placement import CPU, place
@@ -52,12 +53,32 @@ __all__ = [
 
 
 class MixSaved:
-    """What a switch_norm or batch_instance_norm forward keeps for its backward pass.
+    """What a `switch_norm_forward` or `batch_instance_norm_forward` keeps for its backward.
 
-    op, mean, rstd: the op's name and the per-(n, c) statistics x was normalised with, float64 NumPy
-    arrays of shape (N, C) on every backend (batch_instance_norm: IN's; its BN statistics are
-    bn_mean, bn_rstd, shape (C,)). The rest is private. The record holds a reference to x:
-    modifying x in place between forward and backward makes the backward wrong."""
+    Built by those functions, not by users. The record holds a reference to x: modifying x in
+    place between forward and backward makes the backward wrong.
+
+    Attributes
+    ----------
+    op : str
+        'switch_norm' or 'batch_instance_norm'.
+    mean, rstd : ndarray of shape (N, C)
+        float64 NumPy arrays on every backend: the mixed statistics x was normalised with
+        (switch_norm), or IN's (batch_instance_norm).
+    bn_mean, bn_rstd : ndarray of shape (C,) or None
+        batch_instance_norm's BN statistics (None for switch_norm).
+
+    See Also
+    --------
+    switch_norm_forward, batch_instance_norm_forward
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(2, 2, 2)
+    >>> y, saved = nbn.batch_instance_norm_forward(x, np.full(2, 0.5), training=True)
+    >>> saved.op, saved.mean.shape, saved.bn_mean
+    ('batch_instance_norm', (2, 2), array([2.5, 4.5]))
+    """
 
     __slots__ = ("op", "mean", "rstd", "bn_mean", "bn_rstd", "_x3", "_shape", "_place",
                  "_weight", "_has_bias", "_param_dtype", "_mix", "_training", "_gate")
@@ -291,59 +312,146 @@ def _write_y(where, view, x, mean, scale, shift, out):
     return where.deliver(y.reshape(x.shape), out)
 
 
+@fill
 def switch_norm(x, mean_weight, var_weight, running_mean=None, running_var=None, weight=None,
                 bias=None, training=False, momentum=0.1, eps=1e-5, using_bn=True,
                 reference=False, *, out=None, device=None):
-    """Switchable Normalization: x normalised with a softmax-weighted mix of the IN, LN and BN
-    means and variances (Luo et al., ICLR 2019).
+    """Switchable Normalization (Luo et al., ICLR 2019).
+
+    x normalised with a softmax-weighted mix of the IN, LN and BN means and variances, then
+    the per-channel affine transform. All three come from one read of x (IN's per-(n, c)
+    moments, Chan-merged over c for LN's and over n for BN's).
 
     Parameters
     ----------
-    x : array of shape (N, C) or (N, C, *spatial)
-        (N, C) mixes LN and BN (SwitchNorm1d); (N, C, *spatial) mixes IN, LN and BN.
-    mean_weight, var_weight : arrays of shape (K,)
+    x : ndarray of shape (N, C) or ``(N, C, *spatial)``
+        (N, C) mixes LN and BN (SwitchNorm1d); ``(N, C, *spatial)`` mixes IN, LN and BN.
+    mean_weight, var_weight : ndarray of shape (K,)
         The mixing logits, softmax-ed: K = 3 (IN, LN, BN), or 2 (IN, LN) with using_bn=False;
         for (N, C) input K = 2 (LN, BN), or 1 (LN).
-    running_mean, running_var : arrays of shape (C,), optional
-        BN's running statistics: updated in place in training mode (new = (1 - momentum)*old
-        + momentum*batch, the batch's unbiased variance into running_var), read in eval mode.
-    weight, bias : arrays of shape (C,), optional
-        The per-channel affine transform after the normalization.
-    training : bool
-        BN's statistics from the batch (True) or from the running buffers (False). IN and LN
-        always come from x.
-    momentum, eps : float
-    using_bn : bool
+    running_mean, running_var : ndarray of shape (C,), optional
+        BN's running statistics: updated in place in training mode
+        (``new = (1 - momentum)*old + momentum*batch``, the batch's unbiased variance into
+        running_var), read in eval mode.
+    weight, bias : ndarray of shape (C,), optional
+        The per-channel affine transform after the normalization (None: 1 and 0).
+    training : bool, default False
+        BN's statistics from the batch (True) or from the running buffers (False). IN's and
+        LN's always come from x.
+    momentum : float, default 0.1
+    eps : float, default 1e-5
+    using_bn : bool, default True
         Whether BN's statistics enter the mix.
-    reference : bool
-        False (default): exact biased variances for all three. True: the reference code's
-        numbers (switchablenorms/Switchable-Normalization): IN's unbiased variance, LN and BN
-        as mean(var_in + mean_in^2) - mean^2 (which cancels for data far from 0), plain
-        unbiased LN and BN variances on (N, C) input, and that BN variance into running_var.
-    out : array, optional
-        Where y goes (may be x itself).
-    device : None, "cpu" or "cuda"
+    reference : bool, default False
+        False: exact biased variances for all three. True: the reference code's numbers
+        (switchablenorms/Switchable-Normalization): IN's unbiased variance, LN and BN as
+        mean(var_in + mean_in^2) - mean^2 (computed in float64), plain unbiased LN and BN
+        variances on (N, C) input, and that BN variance into running_var.
+    %(out)s
+    %(device)s
 
     Returns
     -------
-    y : array of x's shape and dtype
+    y : ndarray
+        x's shape and dtype.
+
+    %(raises)s
+
+    See Also
+    --------
+    switch_norm_forward, switch_norm_backward, SwitchNorm2d
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(2, 2, 2)
+    >>> logits = np.zeros(3)                       # IN, LN and BN weighted 1/3 each
+    >>> nbn.switch_norm(x, logits, logits, training=True).round(4)
+    array([[[-1.0835, -0.3612],
+            [-0.6019,  0.1204]],
+    <BLANKLINE>
+           [[-0.1204,  0.6019],
+            [ 0.3612,  1.0835]]])
     """
     return _switch_norm(x, mean_weight, var_weight, running_mean, running_var, weight, bias,
                         training, momentum, eps, using_bn, reference, out, False, device)[0]
 
 
+@fill
 def switch_norm_forward(x, mean_weight, var_weight, running_mean=None, running_var=None,
                         weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
                         using_bn=True, reference=False, *, out=None, device=None):
-    """`switch_norm` returning (y, saved); saved.mean and saved.rstd are the mixed per-(n, c)
-    statistics (float64, shape (N, C))."""
+    """`switch_norm` returning what the backward needs as well.
+
+    Parameters
+    ----------
+    x, mean_weight, var_weight, running_mean, running_var, weight, bias, training, momentum
+        As `switch_norm`.
+    eps, using_bn, reference
+        As `switch_norm`.
+    %(out)s
+    %(device)s
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+    saved : MixSaved
+        saved.mean and saved.rstd are the mixed per-(n, c) statistics (float64, (N, C)).
+
+    %(raises)s
+
+    See Also
+    --------
+    switch_norm, switch_norm_backward
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(2, 2, 2)
+    >>> y, saved = nbn.switch_norm_forward(x, np.zeros(3), np.zeros(3), training=True)
+    >>> saved.mean.round(4)
+    array([[1.5   , 2.8333],
+           [4.1667, 5.5   ]])
+    """
     return _switch_norm(x, mean_weight, var_weight, running_mean, running_var, weight, bias,
                         training, momentum, eps, using_bn, reference, out, True, device)
 
 
+@fill
 def switch_norm_backward(dy, saved, *, dx_out=None):
-    """(dx, dweight, dbias, dmean_weight, dvar_weight) of a `switch_norm_forward`, in training
-    or eval mode (eval: BN's statistics are constants); None for an absent weight or bias."""
+    """The gradients of a `switch_norm_forward`, in training or eval mode (in eval mode BN's
+    statistics are constants).
+
+    Parameters
+    ----------
+    dy : ndarray
+        The gradient of y: y's shape and dtype.
+    saved : MixSaved
+        The record `switch_norm_forward` returned.
+    %(dx_out)s
+
+    Returns
+    -------
+    dx : ndarray
+        x's shape and dtype.
+    dweight, dbias : ndarray of shape (C,) or None
+        None where the forward had no weight (bias).
+    dmean_weight, dvar_weight : ndarray of shape (K,)
+        The gradients of the mixing logits, in their dtypes.
+
+    %(raises_backward)s
+
+    See Also
+    --------
+    switch_norm_forward
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(2, 2, 2)
+    >>> y, saved = nbn.switch_norm_forward(x, np.zeros(3), np.zeros(3), training=True)
+    >>> dx, dweight, dbias, dmean_weight, dvar_weight = nbn.switch_norm_backward(x, saved)
+    >>> dmean_weight.round(4)
+    array([-3.2103, -1.2841,  4.4944])
+    """
     V.saved_record(saved, MixSaved, ("switch_norm",))
     where = saved._place
     dy3, dx_out = _dy_rows(dy, saved, dx_out)
@@ -426,54 +534,134 @@ def _batch_instance_norm(x, gate, running_mean, running_var, weight, bias, train
     return y, saved
 
 
+@fill
 def batch_instance_norm(x, gate, running_mean=None, running_var=None, weight=None, bias=None,
                         training=False, momentum=0.1, eps=1e-5, *, out=None, device=None):
-    """Batch-Instance Normalization (Nam & Kim, NeurIPS 2018):
-    y = (rho*BN(x) + (1 - rho)*IN(x))*weight + bias, rho the per-channel gate in [0, 1].
+    """Batch-Instance Normalization (Nam & Kim, NeurIPS 2018).
 
+    ``y = (rho*BN(x) + (1 - rho)*IN(x))*weight + bias``, rho the per-channel gate in [0, 1].
     BN's and IN's statistics come from one read of x (IN's per-(n, c) moments, Chan-merged
     over n for BN's).
 
     Parameters
     ----------
-    x : array of shape (N, C, *spatial)
+    x : ndarray of shape ``(N, C, *spatial)``
         More than one spatial value (IN normalises over them).
-    gate : array of shape (C,)
+    gate : ndarray of shape (C,)
         rho, in x's dtype (float32 too for 16-bit x). In training mode a gate outside [0, 1]
         is a ValueError: the reference clamps it after every optimiser step
-        (BatchInstanceNorm*.clamp_gate()).
-    running_mean, running_var : arrays of shape (C,), optional
-        BN's running statistics: updated in place in training mode as batch_norm updates them
-        (unbiased variance into running_var), read in eval mode.
-    weight, bias : arrays of shape (C,), optional
-    training : bool
+        (`BatchInstanceNorm2d.clamp_gate`).
+    running_mean, running_var : ndarray of shape (C,), optional
+        BN's running statistics: updated in place in training mode as `batch_norm` updates
+        them (unbiased variance into running_var), read in eval mode.
+    weight, bias : ndarray of shape (C,), optional
+        None: 1 and 0.
+    training : bool, default False
         BN's statistics from the batch (True) or the running buffers (False); IN's always
         come from x.
-    momentum, eps : float
-    out : array, optional
-        Where y goes (may be x itself).
-    device : None, "cpu" or "cuda"
+    momentum : float, default 0.1
+    eps : float, default 1e-5
+    %(out)s
+    %(device)s
 
     Returns
     -------
-    y : array of x's shape and dtype
+    y : ndarray
+        x's shape and dtype.
+
+    %(raises)s
+
+    See Also
+    --------
+    batch_instance_norm_forward, batch_instance_norm_backward, BatchInstanceNorm2d
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(2, 2, 2)
+    >>> nbn.batch_instance_norm(x, np.array([1.0, 0.0]), training=True).round(4)
+    array([[[-1.2127, -0.7276],
+            [-1.    ,  1.    ]],
+    <BLANKLINE>
+           [[ 0.7276,  1.2127],
+            [-1.    ,  1.    ]]])
     """
     return _batch_instance_norm(x, gate, running_mean, running_var, weight, bias, training,
                                 momentum, eps, out, False, device)[0]
 
 
+@fill
 def batch_instance_norm_forward(x, gate, running_mean=None, running_var=None, weight=None,
                                 bias=None, training=False, momentum=0.1, eps=1e-5, *, out=None,
                                 device=None):
-    """`batch_instance_norm` returning (y, saved); saved.mean/rstd are IN's per-(n, c)
-    statistics, saved.bn_mean/bn_rstd BN's per channel (float64)."""
+    """`batch_instance_norm` returning what the backward needs as well.
+
+    Parameters
+    ----------
+    x, gate, running_mean, running_var, weight, bias, training, momentum, eps
+        As `batch_instance_norm`.
+    %(out)s
+    %(device)s
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+    saved : MixSaved
+        saved.mean and saved.rstd are IN's per-(n, c) statistics, saved.bn_mean and
+        saved.bn_rstd BN's per channel (float64).
+
+    %(raises)s
+
+    See Also
+    --------
+    batch_instance_norm, batch_instance_norm_backward
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(2, 2, 2)
+    >>> y, saved = nbn.batch_instance_norm_forward(x, np.full(2, 0.5), training=True)
+    >>> saved.bn_rstd.round(4)
+    array([0.4851, 0.4851])
+    """
     return _batch_instance_norm(x, gate, running_mean, running_var, weight, bias, training,
                                 momentum, eps, out, True, device)
 
 
+@fill
 def batch_instance_norm_backward(dy, saved, *, dx_out=None):
-    """(dx, dweight, dbias, dgate) of a `batch_instance_norm_forward`; None for an absent
-    weight or bias."""
+    """The gradients of a `batch_instance_norm_forward`.
+
+    Parameters
+    ----------
+    dy : ndarray
+        The gradient of y: y's shape and dtype.
+    saved : MixSaved
+        The record `batch_instance_norm_forward` returned.
+    %(dx_out)s
+
+    Returns
+    -------
+    dx : ndarray
+        x's shape and dtype.
+    dweight, dbias : ndarray of shape (C,) or None
+        None where the forward had no weight (bias).
+    dgate : ndarray of shape (C,)
+        The gate's gradient, in its dtype.
+
+    %(raises_backward)s
+
+    See Also
+    --------
+    batch_instance_norm_forward
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(2, 2, 2)
+    >>> y, saved = nbn.batch_instance_norm_forward(x, np.full(2, 0.5), training=True)
+    >>> dx, dweight, dbias, dgate = nbn.batch_instance_norm_backward(x, saved)
+    >>> dgate.round(4)
+    array([6.2462, 6.2462])
+    """
     V.saved_record(saved, MixSaved, ("batch_instance_norm",))
     where = saved._place
     dy3, dx_out = _dy_rows(dy, saved, dx_out)

@@ -37,14 +37,14 @@ STANDARD = [
 
 # data functions: forward only (their backward passes run on the host; see the README)
 DATA = {
-    "zscore_axis0": (lambda nn, x: nn.zscore(x, 0),
+    "zscore_axis0": (lambda nbn, x: nbn.zscore(x, 0),
                      lambda t: (t - t.mean(0)) / t.std(0, correction=0)),
-    "zscore_axis1": (lambda nn, x: nn.zscore(x, 1),
+    "zscore_axis1": (lambda nbn, x: nbn.zscore(x, 1),
                      lambda t: (t - t.mean(1, keepdim=True)) / t.std(1, correction=0,
                                                                       keepdim=True)),
-    "minmax_scale": (lambda nn, x: nn.minmax_scale(x),
+    "minmax_scale": (lambda nbn, x: nbn.minmax_scale(x),
                      lambda t: (t - t.amin(0)) / (t.amax(0) - t.amin(0))),
-    "normalize": (lambda nn, x: nn.normalize(x),
+    "normalize": (lambda nbn, x: nbn.normalize(x),
                   lambda t: __import__("torch").nn.functional.normalize(t)),
 }
 
@@ -68,36 +68,36 @@ def copy_bandwidth(nbytes=1 << 30, repeats=5):
 
 
 def _numbanorm(op, xd, w, b, C):
-    import numbanorm as nn
+    import numbanorm as nbn
     if op.endswith("_nhwc"):
-        fwd = {"batch_norm_nhwc": lambda: nn.batch_norm_forward(xd, None, None, w, b, True,
+        fwd = {"batch_norm_nhwc": lambda: nbn.batch_norm_forward(xd, None, None, w, b, True,
                                                                 channel_axis=-1),
-               "group_norm_nhwc": lambda: nn.group_norm_forward(xd, 32, w, b, channel_axis=-1),
-               "instance_norm_nhwc": lambda: nn.instance_norm_forward(
+               "group_norm_nhwc": lambda: nbn.group_norm_forward(xd, 32, w, b, channel_axis=-1),
+               "instance_norm_nhwc": lambda: nbn.instance_norm_forward(
                    xd, weight=w, bias=b, channel_axis=-1)}[op]
-        return fwd, getattr(nn, op[:-5] + "_backward")
+        return fwd, getattr(nbn, op[:-5] + "_backward")
     if op == "layer_norm":
-        fwd = lambda: nn.layer_norm_forward(xd, C, w, b)  # noqa: E731
-        return fwd, nn.layer_norm_backward
+        fwd = lambda: nbn.layer_norm_forward(xd, C, w, b)  # noqa: E731
+        return fwd, nbn.layer_norm_backward
     if op == "rms_norm":
-        return (lambda: nn.rms_norm_forward(xd, C, w)), nn.rms_norm_backward
+        return (lambda: nbn.rms_norm_forward(xd, C, w)), nbn.rms_norm_backward
     if op == "group_norm":
-        return (lambda: nn.group_norm_forward(xd, 32, w, b)), nn.group_norm_backward
+        return (lambda: nbn.group_norm_forward(xd, 32, w, b)), nbn.group_norm_backward
     if op == "instance_norm":
-        return (lambda: nn.instance_norm_forward(xd, weight=w, bias=b)), \
-            nn.instance_norm_backward
+        return (lambda: nbn.instance_norm_forward(xd, weight=w, bias=b)), \
+            nbn.instance_norm_backward
     if op == "switch_norm":
-        return (lambda: nn.switch_norm_forward(xd, MEAN_WEIGHT, VAR_WEIGHT, None, None, w, b,
-                                               training=True)), nn.switch_norm_backward
+        return (lambda: nbn.switch_norm_forward(xd, MEAN_WEIGHT, VAR_WEIGHT, None, None, w, b,
+                                               training=True)), nbn.switch_norm_backward
     if op == "batch_instance_norm":
         gate = _gate(C).astype(np.float32)
-        return (lambda: nn.batch_instance_norm_forward(xd, gate, None, None, w, b, True)), \
-            nn.batch_instance_norm_backward
+        return (lambda: nbn.batch_instance_norm_forward(xd, gate, None, None, w, b, True)), \
+            nbn.batch_instance_norm_backward
     if op == "local_response_norm":
-        return (lambda: nn.local_response_norm_forward(xd, *LRN)), \
-            lambda dy, saved: (nn.local_response_norm_backward(dy, saved),)
-    return (lambda: nn.batch_norm_forward(xd, None, None, w, b, training=True)), \
-        nn.batch_norm_backward
+        return (lambda: nbn.local_response_norm_forward(xd, *LRN)), \
+            lambda dy, saved: (nbn.local_response_norm_backward(dy, saved),)
+    return (lambda: nbn.batch_norm_forward(xd, None, None, w, b, training=True)), \
+        nbn.batch_norm_backward
 
 
 def _torch(op, x, w, b, dy, dtype):
@@ -136,11 +136,11 @@ def _torch(op, x, w, b, dy, dtype):
 
 def _data_case(op, x, repeats, min_run, bandwidth, with_torch, dtype):
     """A data function's forward on the device against its PyTorch CUDA expression."""
-    import numbanorm as nn
+    import numbanorm as nbn
     from numba import cuda
     ours, expr = DATA[op]
     xd = cuda.to_device(x)
-    impls = {"numbanorm": lambda: ours(nn, xd)}
+    impls = {"numbanorm": lambda: ours(nbn, xd)}
     if with_torch:
         import torch
         xt = torch.tensor(x, device="cuda")

@@ -41,13 +41,13 @@ def _installed(name):
 
 
 def _ours(fn, x, axis, nan, out):
-    import numbanorm as nn
+    import numbanorm as nbn
     if fn == "zscore":
         policy = "omit" if nan else "propagate"
-        return lambda: nn.zscore(x, axis, nan_policy=policy, out=out)
+        return lambda: nbn.zscore(x, axis, nan_policy=policy, out=out)
     if fn == "minmax_scale":
-        return lambda: nn.minmax_scale(x, axis=axis, out=out)
-    return lambda: nn.normalize(x, 2.0, axis, out=out)
+        return lambda: nbn.minmax_scale(x, axis=axis, out=out)
+    return lambda: nbn.normalize(x, 2.0, axis, out=out)
 
 
 def _numpy(fn, x, ax, nan):
@@ -64,14 +64,14 @@ def _numpy(fn, x, ax, nan):
 
 def _half_alternatives(fn, x, axis, nan, out):
     """The 16-bit case's alternatives (see the module docstring)."""
-    import numbanorm as nn
+    import numbanorm as nbn
     x32 = x.astype(np.float32)
     alt = {}
     if fn == "stream":
         chunks = np.array_split(x32, STREAM_CHUNKS)
 
         def stream32():
-            s = nn.StandardScaler()
+            s = nbn.StandardScaler()
             for c in chunks:
                 s.partial_fit(c)
             return [s.transform(c)[0, 0] for c in chunks]
@@ -158,7 +158,7 @@ def _stream(x):
     (a streaming pipeline writes it out and drops it; here its first value is kept, so both
     scalers reuse freed memory rather than fault in 100 fresh outputs). Returns the
     transformed chunks of a first, untimed pass for the accuracy column."""
-    import numbanorm as nn
+    import numbanorm as nbn
     chunks = np.array_split(x, STREAM_CHUNKS)
 
     def stream(cls):
@@ -168,7 +168,7 @@ def _stream(x):
                 s.partial_fit(c)
             return [s.transform(c)[0, 0] for c in chunks], s
         return run
-    ours = stream(nn.StandardScaler)
+    ours = stream(nbn.StandardScaler)
     alt = {}
     if _installed("sklearn") and x.dtype.itemsize > 2:
         from sklearn.preprocessing import StandardScaler

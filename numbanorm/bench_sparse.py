@@ -55,14 +55,14 @@ def _chunks(X):
 
 
 def _ours(fn, X):
-    import numbanorm as nn
+    import numbanorm as nbn
     if fn == "normalize":
-        return lambda: nn.normalize(X, 2.0, 1)
+        return lambda: nbn.normalize(X, 2.0, 1)
     if fn == "standard":
-        return lambda: nn.StandardScaler(with_mean=False).fit_transform(X)
+        return lambda: nbn.StandardScaler(with_mean=False).fit_transform(X)
     if fn == "maxabs":
-        return lambda: nn.MaxAbsScaler().fit_transform(X)
-    return _stream(nn.StandardScaler, _chunks(X))
+        return lambda: nbn.MaxAbsScaler().fit_transform(X)
+    return _stream(nbn.StandardScaler, _chunks(X))
 
 
 def _stream(cls, chunks):
@@ -134,8 +134,8 @@ def run_case(fn, shape, density, dtype, repeats, min_run, bandwidth):
     alt = _alternatives(fn, X)
     y = ours()
     if fn == "stream":
-        import numbanorm as nn
-        y = nn.StandardScaler(with_mean=False).fit(X).transform(X)  # (the fit is checked)
+        import numbanorm as nbn
+        y = nbn.StandardScaler(with_mean=False).fit(X).transform(X)  # (the fit is checked)
     ref = _reference(fn, X)
     err = float(np.max(np.abs(y.data.astype(np.float64) - ref)) / np.max(np.abs(ref)))
     samples = _time_paired({"numbanorm": ours, **alt}, repeats, min_run)

@@ -37,6 +37,7 @@ import numpy as np
 
 from . import _device
 from . import _validate as V
+from ._docs import fill
 from ._layout import ChannelsLast, channels_last
 from ._placement import CPU, place
 from ._saved import Saved
@@ -262,35 +263,138 @@ def _moved(y, saved, x, axis, where):
     return _public(y, axis, where.lazy), saved
 
 
+@fill
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5, *, out=None, device=None, channel_axis=1):
-    """Batch normalization over (N, C) or (N, C, *spatial) input, as torch.nn.functional.batch_norm.
+    """Batch normalization, as ``torch.nn.functional.batch_norm``.
 
-    Training mode normalises each channel with the batch's mean and biased variance and, when
-    running buffers are given, updates them in place:
-    running = (1 - momentum)*running + momentum*batch_stat (unbiased variance into running_var).
-    Eval mode (training=False) normalises with running_mean and running_var.
-    `out` may be x itself for an in-place result.
+    ``y = (x - mean)/sqrt(var + eps)*weight + bias`` per channel, the statistics over the batch
+    and spatial positions (training), or from the running buffers (eval).
 
-    channel_axis: 1 (default, PyTorch's (N, C, *spatial)) or -1 ((N, *spatial, C), as Keras
-    and Flax). Channels-last memory, either way round (an (N, H, W, C) array, its
-    transpose(0, 3, 1, 2), PyTorch's channels_last strides), is computed where it lies,
-    without a copy, and y keeps x's memory layout (see the README's "Channels-last images").
+    Parameters
+    ----------
+    x : ndarray of shape (N, C) or ``(N, C, *spatial)``
+        With channel_axis=-1, ``(N, *spatial, C)``.
+    running_mean, running_var : ndarray of shape (C,), optional
+        The running statistics: read in eval mode (required there); in training mode updated
+        in place, ``running = (1 - momentum)*running + momentum*batch_statistic``, with the batch's
+        unbiased variance going into running_var (as PyTorch).
+    weight, bias : ndarray of shape (C,), optional
+        The affine transform after the normalization (None: 1 and 0).
+    training : bool, default False
+        Batch statistics (True) or the running buffers (False).
+    momentum : float, default 0.1
+    eps : float, default 1e-5
+        Added to the variance.
+    %(out)s
+    %(device)s
+    %(channel_axis)s
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+
+    %(raises)s
+
+    See Also
+    --------
+    batch_norm_forward, batch_norm_backward, BatchNorm2d
+
+    Notes
+    -----
+    %(dtypes)s
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 10.0], [3.0, 20.0], [5.0, 30.0]])
+    >>> running_mean, running_var = np.zeros(2), np.ones(2)
+    >>> nbn.batch_norm(x, running_mean, running_var, training=True).round(4)
+    array([[-1.2247, -1.2247],
+           [ 0.    ,  0.    ],
+           [ 1.2247,  1.2247]])
+    >>> running_mean, running_var
+    (array([0.3, 2. ]), array([ 1.3, 10.9]))
     """
     return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out,
                        keep=False, device=device, channel_axis=channel_axis)[0]
 
 
+@fill
 def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None,
                        training=False, momentum=0.1, eps=1e-5, *, out=None, device=None,
                        channel_axis=1):
-    """`batch_norm` returning (y, saved); saved.mean and saved.rstd have shape (C,)."""
+    """`batch_norm` returning what the backward needs as well.
+
+    Parameters
+    ----------
+    x, running_mean, running_var, weight, bias, training, momentum, eps
+        As `batch_norm`.
+    %(out)s
+    %(device)s
+    %(channel_axis)s
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+    %(saved_returns)s
+        Both have shape (C,).
+
+    %(raises)s
+
+    See Also
+    --------
+    batch_norm, batch_norm_backward
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 10.0], [3.0, 20.0], [5.0, 30.0]])
+    >>> y, saved = nbn.batch_norm_forward(x, training=True)
+    >>> saved.mean, saved.rstd.round(4)
+    (array([ 3., 20.]), array([0.6124, 0.1225]))
+    """
     return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out,
                        keep=True, device=device, channel_axis=channel_axis)
 
 
+@fill
 def batch_norm_backward(dy, saved, *, dx_out=None):
-    """(dx, dweight, dbias) of a `batch_norm_forward`, in training or eval mode."""
+    """The gradients of a `batch_norm_forward`, in training or eval mode.
+
+    Parameters
+    ----------
+    dy : ndarray
+        The gradient of y: y's shape and dtype.
+    %(saved)s
+    %(dx_out)s
+
+    Returns
+    -------
+    dx : ndarray
+        x's shape and dtype (dy's memory layout).
+    dweight, dbias : ndarray of shape (C,) or None
+        The parameters' dtype; None where the forward had no weight (bias).
+
+    %(raises_backward)s
+
+    See Also
+    --------
+    batch_norm_forward
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 10.0], [3.0, 20.0], [5.0, 30.0]])
+    >>> y, saved = nbn.batch_norm_forward(x, None, None, np.ones(2), np.zeros(2), training=True)
+    >>> dy = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    >>> dx, dweight, dbias = nbn.batch_norm_backward(dy, saved)
+    >>> dx.round(4)
+    array([[ 0.1021,  0.0204],
+           [-0.2041, -0.0408],
+           [ 0.1021,  0.0204]])
+    >>> dweight.round(4), dbias
+    (array([-1.2247,  1.2247]), array([1., 1.]))
+    """
     return _backward(dy, saved, ("batch_norm",), dx_out)
 
 
@@ -322,41 +426,240 @@ def _trailing_norm(op, x, normalized_shape, weight, bias, eps, out, keep, center
     return _rows(op, x, geometry, weight, bias, eps, out, lead, keep, where)
 
 
+@fill
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None, device=None):
-    """Layer normalization over the trailing `normalized_shape` dimensions, as
-    torch.nn.functional.layer_norm: y = (x - mean)/sqrt(var + eps)*weight + bias."""
+    """Layer normalization, as ``torch.nn.functional.layer_norm``.
+
+    ``y = (x - mean)/sqrt(var + eps)*weight + bias``, the statistics over the trailing
+    `normalized_shape` dimensions of each sample (biased variance).
+
+    Parameters
+    ----------
+    x : ndarray of shape ``(..., *normalized_shape)``
+    normalized_shape : int or tuple of int
+        The trailing dimensions to normalise over.
+    weight, bias : ndarray of shape normalized_shape, optional
+        The elementwise affine transform (None: 1 and 0).
+    eps : float, default 1e-5
+    %(out)s
+    %(device)s
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+
+    %(raises)s
+
+    See Also
+    --------
+    layer_norm_forward, layer_norm_backward, add_layer_norm, LayerNorm
+
+    Notes
+    -----
+    %(dtypes)s
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]])
+    >>> nbn.layer_norm(x, 3).round(4)
+    array([[-1.2247,  0.    ,  1.2247],
+           [-1.2247,  0.    ,  1.2247]])
+    """
     return _trailing_norm("layer_norm", x, normalized_shape, weight, bias, eps, out, False,
                           True, device)[0]
 
 
+@fill
 def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None,
                        device=None):
-    """`layer_norm` returning (y, saved); saved.mean/rstd have shape
-    x.shape[:-len(normalized_shape)]."""
+    """`layer_norm` returning what the backward needs as well.
+
+    Parameters
+    ----------
+    x, normalized_shape, weight, bias, eps
+        As `layer_norm`.
+    %(out)s
+    %(device)s
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+    %(saved_returns)s
+        Both have shape ``x.shape[:-len(normalized_shape)]``.
+
+    %(raises)s
+
+    See Also
+    --------
+    layer_norm, layer_norm_backward
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]])
+    >>> y, saved = nbn.layer_norm_forward(x, 3)
+    >>> saved.mean, saved.rstd.round(4)
+    (array([2., 4.]), array([1.2247, 0.6124]))
+    """
     return _trailing_norm("layer_norm", x, normalized_shape, weight, bias, eps, out, True, True,
                           device)
 
 
+@fill
 def layer_norm_backward(dy, saved, *, dx_out=None):
-    """(dx, dweight, dbias) of a `layer_norm_forward`."""
+    """The gradients of a `layer_norm_forward`.
+
+    Parameters
+    ----------
+    dy : ndarray
+        The gradient of y: y's shape and dtype.
+    %(saved)s
+    %(dx_out)s
+
+    Returns
+    -------
+    dx : ndarray
+        x's shape and dtype.
+    dweight, dbias : ndarray of shape normalized_shape or None
+        The parameters' dtype; None where the forward had no weight (bias).
+
+    %(raises_backward)s
+
+    See Also
+    --------
+    layer_norm_forward
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]])
+    >>> y, saved = nbn.layer_norm_forward(x, 3, np.ones(3), np.zeros(3))
+    >>> dx, dweight, dbias = nbn.layer_norm_backward(np.array([[1.0, 0.0, 0.0]] * 2), saved)
+    >>> dx.round(4)
+    array([[ 0.2041, -0.4082,  0.2041],
+           [ 0.1021, -0.2041,  0.1021]])
+    >>> dweight.round(4), dbias
+    (array([-2.4495,  0.    ,  0.    ]), array([2., 0., 0.]))
+    """
     return _backward(dy, saved, ("layer_norm",), dx_out)
 
 
+@fill
 def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, device=None):
-    """RMS normalization, as torch.nn.functional.rms_norm: y = x/sqrt(mean(x^2) + eps)*weight;
-    eps=None means np.finfo(x.dtype).eps."""
+    """RMS normalization, as ``torch.nn.functional.rms_norm``.
+
+    ``y = x/sqrt(mean(x^2) + eps)*weight``, the mean over the trailing `normalized_shape`
+    dimensions of each sample.
+
+    Parameters
+    ----------
+    x : ndarray of shape ``(..., *normalized_shape)``
+    normalized_shape : int or tuple of int
+        The trailing dimensions to normalise over.
+    weight : ndarray of shape normalized_shape, optional
+        The elementwise scale (None: 1).
+    eps : float, optional
+        None (default): ``np.finfo(x.dtype).eps`` (float32's for 16-bit x), as PyTorch.
+    %(out)s
+    %(device)s
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+
+    %(raises)s
+
+    See Also
+    --------
+    rms_norm_forward, rms_norm_backward, add_rms_norm, RMSNorm
+
+    Notes
+    -----
+    %(dtypes)s
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]])
+    >>> nbn.rms_norm(x, 3).round(4)
+    array([[0.4629, 0.9258, 1.3887],
+           [0.4629, 0.9258, 1.3887]])
+    """
     return _trailing_norm("rms_norm", x, normalized_shape, weight, None, eps, out, False,
                           False, device)[0]
 
 
+@fill
 def rms_norm_forward(x, normalized_shape, weight=None, eps=None, *, out=None, device=None):
-    """`rms_norm` returning (y, saved); saved.mean is None, saved.rstd = 1/sqrt(mean(x^2)+eps)."""
+    """`rms_norm` returning what the backward needs as well.
+
+    Parameters
+    ----------
+    x, normalized_shape, weight, eps
+        As `rms_norm`.
+    %(out)s
+    %(device)s
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+    saved : Saved
+        What the backward needs. saved.mean is None; saved.rstd = 1/sqrt(mean(x^2) + eps),
+        of shape ``x.shape[:-len(normalized_shape)]``.
+
+    %(raises)s
+
+    See Also
+    --------
+    rms_norm, rms_norm_backward
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]])
+    >>> y, saved = nbn.rms_norm_forward(x, 3)
+    >>> saved.rstd.round(4)
+    array([0.4629, 0.2315])
+    """
     return _trailing_norm("rms_norm", x, normalized_shape, weight, None, eps, out, True, False,
                           device)
 
 
+@fill
 def rms_norm_backward(dy, saved, *, dx_out=None):
-    """(dx, dweight) of an `rms_norm_forward`."""
+    """The gradients of an `rms_norm_forward`.
+
+    Parameters
+    ----------
+    dy : ndarray
+        The gradient of y: y's shape and dtype.
+    %(saved)s
+    %(dx_out)s
+
+    Returns
+    -------
+    dx : ndarray
+        x's shape and dtype.
+    dweight : ndarray of shape normalized_shape or None
+        The weight's dtype; None where the forward had no weight.
+
+    %(raises_backward)s
+
+    See Also
+    --------
+    rms_norm_forward
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]])
+    >>> y, saved = nbn.rms_norm_forward(x, 3, np.ones(3))
+    >>> dx, dweight = nbn.rms_norm_backward(np.array([[1.0, 0.0, 0.0]] * 2), saved)
+    >>> dx.round(4)
+    array([[ 0.4298, -0.0661, -0.0992],
+           [ 0.2149, -0.0331, -0.0496]])
+    >>> dweight.round(4)
+    array([0.9258, 0.    , 0.    ])
+    """
     dx, dweight, _ = _backward(dy, saved, ("rms_norm",), dx_out)
     return dx, dweight
 
@@ -454,105 +757,270 @@ def _add_backward(dy, saved, dh, dx_out, op):
     return dx, dres, dweight, dbias
 
 
+@fill
 def add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None,
                    residual_out=None, residual_dtype=None, device=None):
-    """Fused residual add + layer_norm, the pre-norm Transformer step: (y, h) with
-    h = x + residual and y = layer_norm(h), by one read of x and residual and one write of y
-    and h (numbanorm.cpu.rows.add_forward).
+    """Fused residual add + layer norm, the step of a pre-norm Transformer block.
+
+    ``h = x + residual`` and ``y = layer_norm(h)``, by one read of x and residual and one write of y
+    and h (no pass for the sum alone). Liger's, vLLM's and flash-attn's fused forms.
 
     Parameters
     ----------
-    x, residual : NumPy arrays of one shape (..., *normalized_shape)
-        residual has x's dtype, or residual_dtype's.
+    x, residual : ndarray of one shape ``(..., *normalized_shape)``
+        NumPy or GPU arrays; residual has x's dtype, or residual_dtype's.
     normalized_shape, weight, bias, eps
         As `layer_norm`.
-    out, residual_out : arrays, optional
-        Where y (x's dtype) and h (residual_dtype, default x's) go. out=x together with
-        residual_out=residual is the in-place pattern of vLLM and FlashInfer: y over x, h over
-        the residual stream, in one call. Each may be exactly x or exactly residual, never a
-        partial overlap, and never the same memory as the other.
+    out, residual_out : ndarray, optional
+        Where y (x's dtype) and h (residual_dtype, default x's) go. ``out=x`` together with
+        ``residual_out=residual`` is the in-place pattern of vLLM and FlashInfer: y over x, h
+        over the residual stream, in one call. Each may be exactly x or exactly residual,
+        never a partial overlap, and never the same memory as the other.
     residual_dtype : dtype, optional
         flash-attn's residual_in_fp32: float32 for float16/bfloat16 x stores h in float32.
         The statistics always come from the sum in the dtype x computes in (float32 for
-        16-bit x) before h is rounded.
+        16-bit x), before h is rounded.
+    %(device)s
 
     Returns
     -------
-    y, h : arrays of x's shape
+    y : ndarray
+        x's shape and dtype.
+    h : ndarray
+        x + residual: x's shape, residual_dtype (default x's dtype).
+
+    %(raises)s
+
+    See Also
+    --------
+    add_layer_norm_forward, add_layer_norm_backward, LayerNorm
+
+    Notes
+    -----
+    Dask arrays are refused (the fusion is a memory-traffic saving a lazy graph would not
+    keep).
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]])
+    >>> y, h = nbn.add_layer_norm(x, np.ones_like(x), 3)
+    >>> h
+    array([[2., 3., 4.],
+           [3., 5., 7.]])
+    >>> y.round(4)
+    array([[-1.2247,  0.    ,  1.2247],
+           [-1.2247,  0.    ,  1.2247]])
     """
     y, h, _ = _add_norm("add_layer_norm", x, residual, normalized_shape, weight, bias, eps, out,
                         residual_out, residual_dtype, False, True, device)
     return y, h
 
 
+@fill
 def add_layer_norm_forward(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *,
                            out=None, residual_out=None, residual_dtype=None, device=None):
-    """`add_layer_norm` returning (y, h, saved); out and residual_out may not overlap x or
-    residual (the backward reads them). saved.mean/rstd have x's leading shape."""
+    """`add_layer_norm` returning what the backward needs as well.
+
+    Parameters
+    ----------
+    x, residual, normalized_shape, weight, bias, eps, residual_dtype
+        As `add_layer_norm`.
+    out, residual_out : ndarray, optional
+        As `add_layer_norm`, but neither may be x's or residual's memory (the backward reads
+        them).
+    %(device)s
+
+    Returns
+    -------
+    y, h : ndarray
+        As `add_layer_norm`.
+    saved : Saved
+        What the backward needs; saved.mean and saved.rstd have x's leading shape.
+
+    %(raises)s
+
+    See Also
+    --------
+    add_layer_norm, add_layer_norm_backward
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]])
+    >>> y, h, saved = nbn.add_layer_norm_forward(x, np.ones_like(x), 3)
+    >>> saved.mean
+    array([3., 5.])
+    """
     return _add_norm("add_layer_norm", x, residual, normalized_shape, weight, bias, eps, out,
                      residual_out, residual_dtype, True, True, device)
 
 
+@fill
 def add_layer_norm_backward(dy, saved, dh=None, *, dx_out=None):
-    """The gradients of an `add_layer_norm_forward`: the gradient of the unrounded sum
-    x + residual, dx = d layer_norm/d h + dh, by one read of dy, h and dh (x and residual
-    where h was rounded to 16 bits).
+    """The gradients of an `add_layer_norm_forward`.
+
+    The gradient of the unrounded sum s = x + residual: dx = d layer_norm/ds + dh, by one
+    read of dy, h and dh (of x and residual where h was rounded to 16 bits).
 
     Parameters
     ----------
-    dy : array of x's shape and dtype
-        The gradient of y.
-    saved : Saved
-        The record of the forward.
-    dh : array of h's shape and dtype, optional
-        The gradient flowing into the residual stream h from later blocks.
-    dx_out : array, optional
-        Where dx goes (x's shape and dtype; overlapping neither dy, dh nor the saved arrays).
+    dy : ndarray
+        The gradient of y: x's shape and dtype.
+    %(saved)s
+    dh : ndarray, optional
+        The gradient flowing into the residual stream h from later blocks (h's shape and
+        dtype); None: 0.
+    %(dx_out)s
 
     Returns
     -------
-    dx : array of x's dtype
-    dresidual : dx itself where the residual has x's dtype (as flash-attn returns it), else
-        an array of the residual's dtype with the same values
-    dweight, dbias : arrays of the parameters' shape and dtype, or None where absent
+    dx : ndarray
+        x's dtype.
+    dresidual : ndarray
+        dx itself where the residual has x's dtype (as flash-attn returns it), else an array
+        of the residual's dtype with the same values.
+    dweight, dbias : ndarray of shape normalized_shape or None
+        The parameters' dtype; None where absent.
+
+    %(raises_backward)s
+
+    See Also
+    --------
+    add_layer_norm_forward
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]])
+    >>> y, h, saved = nbn.add_layer_norm_forward(x, np.ones_like(x), 3)
+    >>> dx, dresidual, dweight, dbias = nbn.add_layer_norm_backward(
+    ...     np.array([[1.0, 0.0, 0.0]] * 2), saved, dh=np.ones_like(x))
+    >>> dx.round(4)
+    array([[1.2041, 0.5918, 1.2041],
+           [1.1021, 0.7959, 1.1021]])
+    >>> dresidual is dx
+    True
     """
     return _add_backward(dy, saved, dh, dx_out, "add_layer_norm")
 
 
+@fill
 def add_rms_norm(x, residual, normalized_shape, weight=None, eps=None, *, out=None,
                  residual_out=None, residual_dtype=None, device=None):
-    """Fused residual add + rms_norm: (y, h), h = x + residual, y = rms_norm(h), by one read
-    of x and residual and one write of y and h.
+    """Fused residual add + RMS norm: h = x + residual, y = rms_norm(h).
+
+    One read of x and residual and one write of y and h, as `add_layer_norm`.
 
     Parameters
     ----------
-    x, residual : arrays of one shape (..., *normalized_shape)
+    x, residual : ndarray of one shape ``(..., *normalized_shape)``
         NumPy or GPU arrays; residual has x's dtype, or residual_dtype's.
     normalized_shape, weight
         As `rms_norm`.
     eps : float, optional
         None: x's machine epsilon (float32's for 16-bit x), as `rms_norm`.
-    out, residual_out, residual_dtype, device
+    out, residual_out, residual_dtype
         As `add_layer_norm`.
+    %(device)s
 
     Returns
     -------
-    y, h : arrays of x's shape (h in residual_dtype, default x's dtype)
+    y : ndarray
+        x's shape and dtype.
+    h : ndarray
+        x + residual: x's shape, residual_dtype (default x's dtype).
+
+    %(raises)s
+
+    See Also
+    --------
+    add_rms_norm_forward, add_rms_norm_backward, RMSNorm
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]])
+    >>> y, h = nbn.add_rms_norm(x, np.ones_like(x), 3)
+    >>> y.round(4)
+    array([[0.6433, 0.9649, 1.2865],
+           [0.5704, 0.9506, 1.3308]])
     """
     y, h, _ = _add_norm("add_rms_norm", x, residual, normalized_shape, weight, None, eps, out,
                         residual_out, residual_dtype, False, False, device)
     return y, h
 
 
+@fill
 def add_rms_norm_forward(x, residual, normalized_shape, weight=None, eps=None, *, out=None,
                          residual_out=None, residual_dtype=None, device=None):
-    """`add_rms_norm` returning (y, h, saved); saved.mean is None."""
+    """`add_rms_norm` returning what the backward needs as well.
+
+    Parameters
+    ----------
+    x, residual, normalized_shape, weight, eps, residual_dtype
+        As `add_rms_norm`.
+    out, residual_out : ndarray, optional
+        As `add_layer_norm_forward`.
+    %(device)s
+
+    Returns
+    -------
+    y, h : ndarray
+        As `add_rms_norm`.
+    saved : Saved
+        What the backward needs; saved.mean is None, saved.rstd has x's leading shape.
+
+    %(raises)s
+
+    See Also
+    --------
+    add_rms_norm, add_rms_norm_backward
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]])
+    >>> y, h, saved = nbn.add_rms_norm_forward(x, np.ones_like(x), 3)
+    >>> saved.rstd.round(4)
+    array([0.3216, 0.1901])
+    """
     return _add_norm("add_rms_norm", x, residual, normalized_shape, weight, None, eps, out,
                      residual_out, residual_dtype, True, False, device)
 
 
+@fill
 def add_rms_norm_backward(dy, saved, dh=None, *, dx_out=None):
-    """(dx, dresidual, dweight) of an `add_rms_norm_forward` (see `add_layer_norm_backward`)."""
+    """The gradients of an `add_rms_norm_forward` (see `add_layer_norm_backward`).
+
+    Parameters
+    ----------
+    dy : ndarray
+        The gradient of y: x's shape and dtype.
+    %(saved)s
+    dh : ndarray, optional
+        The gradient flowing into h from later blocks; None: 0.
+    %(dx_out)s
+
+    Returns
+    -------
+    dx : ndarray
+        x's dtype.
+    dresidual : ndarray
+        dx itself where the residual has x's dtype, else the residual's dtype.
+    dweight : ndarray of shape normalized_shape or None
+        None where the forward had no weight.
+
+    %(raises_backward)s
+
+    See Also
+    --------
+    add_rms_norm_forward
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]])
+    >>> y, h, saved = nbn.add_rms_norm_forward(x, np.ones_like(x), 3, np.ones(3))
+    >>> dx, dresidual, dweight = nbn.add_rms_norm_backward(np.ones_like(x), saved)
+    >>> dx.round(4)
+    array([[ 0.122 ,  0.0222, -0.0776],
+           [ 0.087 ,  0.0183, -0.0504]])
+    """
     dx, dres, dweight, _ = _add_backward(dy, saved, dh, dx_out, "add_rms_norm")
     return dx, dres, dweight
 
@@ -583,22 +1051,130 @@ def _group_norm(x, num_groups, weight, bias, eps, out, keep, device, channel_axi
     return _moved(y, saved, x, axis, where)
 
 
+@fill
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None, device=None,
                channel_axis=1):
-    """Group normalization, as torch.nn.functional.group_norm: the C channels of each sample
-    split into num_groups groups, each normalised over its channels and spatial positions.
-    channel_axis as in `batch_norm` (channels-last memory computed where it lies)."""
+    """Group normalization, as ``torch.nn.functional.group_norm``.
+
+    The C channels of each sample are split into num_groups groups of consecutive channels;
+    each group is normalised over its channels and spatial positions, then the per-channel
+    affine transform applies.
+
+    Parameters
+    ----------
+    x : ndarray of shape ``(N, C, *spatial)``
+        With channel_axis=-1, ``(N, *spatial, C)``.
+    num_groups : int
+        Divides C.
+    weight, bias : ndarray of shape (C,), optional
+        None: 1 and 0.
+    eps : float, default 1e-5
+    %(out)s
+    %(device)s
+    %(channel_axis)s
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+
+    %(raises)s
+
+    See Also
+    --------
+    group_norm_forward, group_norm_backward, GroupNorm
+
+    Notes
+    -----
+    %(dtypes)s
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(1, 4, 2)
+    >>> nbn.group_norm(x, 2).round(4)
+    array([[[-1.3416, -0.4472],
+            [ 0.4472,  1.3416],
+            [-1.3416, -0.4472],
+            [ 0.4472,  1.3416]]])
+
+    Channels last: the same numbers from ``(N, *spatial, C)`` memory, without a copy.
+
+    >>> x_last = np.ascontiguousarray(x.transpose(0, 2, 1))
+    >>> np.allclose(nbn.group_norm(x_last, 2, channel_axis=-1),
+    ...             nbn.group_norm(x, 2).transpose(0, 2, 1))
+    True
+    """
     return _group_norm(x, num_groups, weight, bias, eps, out, False, device, channel_axis)[0]
 
 
+@fill
 def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None, device=None,
                        channel_axis=1):
-    """`group_norm` returning (y, saved); saved.mean/rstd have shape (N, num_groups)."""
+    """`group_norm` returning what the backward needs as well.
+
+    Parameters
+    ----------
+    x, num_groups, weight, bias, eps
+        As `group_norm`.
+    %(out)s
+    %(device)s
+    %(channel_axis)s
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+    %(saved_returns)s
+        Both have shape (N, num_groups).
+
+    %(raises)s
+
+    See Also
+    --------
+    group_norm, group_norm_backward
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(1, 4, 2)
+    >>> y, saved = nbn.group_norm_forward(x, 2)
+    >>> saved.mean
+    array([[1.5, 5.5]])
+    """
     return _group_norm(x, num_groups, weight, bias, eps, out, True, device, channel_axis)
 
 
+@fill
 def group_norm_backward(dy, saved, *, dx_out=None):
-    """(dx, dweight, dbias) of a `group_norm_forward`."""
+    """The gradients of a `group_norm_forward`.
+
+    Parameters
+    ----------
+    dy : ndarray
+        The gradient of y: y's shape and dtype.
+    %(saved)s
+    %(dx_out)s
+
+    Returns
+    -------
+    dx : ndarray
+        x's shape and dtype (dy's memory layout).
+    dweight, dbias : ndarray of shape (C,) or None
+        None where the forward had no weight (bias).
+
+    %(raises_backward)s
+
+    See Also
+    --------
+    group_norm_forward
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(1, 4, 2)
+    >>> y, saved = nbn.group_norm_forward(x, 2, np.ones(4), np.zeros(4))
+    >>> dx, dweight, dbias = nbn.group_norm_backward(y, saved)
+    >>> dweight.round(4), dbias.round(4)
+    (array([2., 2., 2., 2.]), array([-1.7888,  1.7888, -1.7888,  1.7888]))
+    """
     return _backward(dy, saved, ("group_norm",), dx_out)
 
 
@@ -644,26 +1220,127 @@ def _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, 
     return y, saved
 
 
+@fill
 def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
                   use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None, device=None,
                   channel_axis=1):
-    """Instance normalization, as torch.nn.functional.instance_norm: each (sample, channel)
-    normalised over its spatial positions; with use_input_stats=False, the running buffers.
-    channel_axis as in `batch_norm` (channels-last memory computed where it lies)."""
+    """Instance normalization, as ``torch.nn.functional.instance_norm``.
+
+    Each (sample, channel) is normalised over its spatial positions; with
+    use_input_stats=False, with the running buffers instead.
+
+    Parameters
+    ----------
+    x : ndarray of shape ``(N, C, *spatial)``, at least one spatial dimension
+        With channel_axis=-1, ``(N, *spatial, C)``.
+    running_mean, running_var : ndarray of shape (C,), optional
+        Updated in place from the batch's mean over samples of each channel's statistics when
+        use_input_stats (as PyTorch); read when not (required then).
+    weight, bias : ndarray of shape (C,), optional
+        None: 1 and 0.
+    use_input_stats : bool, default True
+    momentum : float, default 0.1
+    eps : float, default 1e-5
+    %(out)s
+    %(device)s
+    %(channel_axis)s
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+
+    %(raises)s
+
+    See Also
+    --------
+    instance_norm_forward, instance_norm_backward, InstanceNorm2d
+
+    Notes
+    -----
+    %(dtypes)s
+
+    Examples
+    --------
+    >>> x = np.array([[[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 5.0, 5.0]]])
+    >>> nbn.instance_norm(x).round(4)
+    array([[[-1.3416, -0.4472,  0.4472,  1.3416],
+            [-1.    , -1.    ,  1.    ,  1.    ]]])
+    """
     return _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum,
                           eps, out, False, device, channel_axis)[0]
 
 
+@fill
 def instance_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None,
                           use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None,
                           device=None, channel_axis=1):
-    """`instance_norm` returning (y, saved); saved.mean/rstd have shape (N, C)."""
+    """`instance_norm` returning what the backward needs as well.
+
+    Parameters
+    ----------
+    x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps
+        As `instance_norm`.
+    %(out)s
+    %(device)s
+    %(channel_axis)s
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+    %(saved_returns)s
+        Both have shape (N, C).
+
+    %(raises)s
+
+    See Also
+    --------
+    instance_norm, instance_norm_backward
+
+    Examples
+    --------
+    >>> x = np.array([[[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 5.0, 5.0]]])
+    >>> y, saved = nbn.instance_norm_forward(x)
+    >>> saved.mean, saved.rstd.round(4)
+    (array([[2.5, 2.5]]), array([[0.8944, 0.4   ]]))
+    """
     return _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum,
                           eps, out, True, device, channel_axis)
 
 
+@fill
 def instance_norm_backward(dy, saved, *, dx_out=None):
-    """(dx, dweight, dbias) of an `instance_norm_forward`."""
+    """The gradients of an `instance_norm_forward`.
+
+    Parameters
+    ----------
+    dy : ndarray
+        The gradient of y: y's shape and dtype.
+    %(saved)s
+    %(dx_out)s
+
+    Returns
+    -------
+    dx : ndarray
+        x's shape and dtype (dy's memory layout).
+    dweight, dbias : ndarray of shape (C,) or None
+        None where the forward had no weight (bias).
+
+    %(raises_backward)s
+
+    See Also
+    --------
+    instance_norm_forward
+
+    Examples
+    --------
+    >>> x = np.array([[[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 5.0, 5.0]]])
+    >>> y, saved = nbn.instance_norm_forward(x)
+    >>> dx, _, _ = nbn.instance_norm_backward(np.array([[[1.0, 0, 0, 0], [1.0, 0, 0, 0]]]), saved)
+    >>> dx[0, 0].round(4)
+    array([ 0.2683, -0.3578, -0.0894,  0.1789])
+    """
     return _backward(dy, saved, ("instance_norm",), dx_out)
 
 
@@ -695,41 +1372,116 @@ def _local_response_norm(x, size, alpha, beta, k, out, keep, device):
     return where.deliver(y3.reshape(x.shape), out), saved
 
 
+@fill
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, out=None, device=None):
-    """Local response normalization across channels, as torch.nn.functional.local_response_norm.
+    """Local response normalization across channels, as
+    ``torch.nn.functional.local_response_norm``.
 
-    y[c] = x[c] / (k + alpha/size * sum of x[c']^2)^beta over c' in [c - size//2,
-    c + (size - 1)//2], zero padded; the divisor is always `size`. The window sums are O(1)
-    per value and never subtract (numbanorm.cpu.window).
+    ``y[c] = x[c]/(k + alpha/size*sum(x[c']^2))^beta`` over ``c'`` in
+    ``[c - size//2, c + (size - 1)//2]``, zero padded; the divisor is always `size`. The
+    window sums are O(1) per value and never subtract (no cancellation).
 
     Parameters
     ----------
-    x : array of shape (N, C, *spatial), at least 3 dimensions
+    x : ndarray of shape ``(N, C, *spatial)``, at least 3 dimensions
         An empty x is returned as it is (PyTorch returns the same tensor). A Dask x gives a
         lazy y (each block with its neighbouring channels; the NumPy result bit for bit).
     size : int
         Channels in the window, at least 1.
-    alpha, beta, k : float
-        Finite real numbers (PyTorch's defaults 1e-4, 0.75, 1.0).
-    out : array, optional
-        Where y goes (may be x itself).
-    device : None, "cpu" or "cuda"
+    alpha : float, default 1e-4
+    beta : float, default 0.75
+    k : float, default 1.0
+    %(out)s
+    %(device)s
 
     Returns
     -------
-    y : array of x's shape and dtype
+    y : ndarray
+        x's shape and dtype.
+
+    %(raises)s
+
+    See Also
+    --------
+    local_response_norm_forward, local_response_norm_backward, LocalResponseNorm
+
+    Examples
+    --------
+    >>> x = np.array([[[1.0], [2.0], [3.0]]])
+    >>> nbn.local_response_norm(x, 2, alpha=1.0, beta=1.0).round(4)
+    array([[[0.6667],
+            [0.5714],
+            [0.4   ]]])
     """
     return _local_response_norm(x, size, alpha, beta, k, out, False, device)[0]
 
 
+@fill
 def local_response_norm_forward(x, size, alpha=1e-4, beta=0.75, k=1.0, *, out=None,
                                 device=None):
-    """`local_response_norm` returning (y, saved); saved.mean and saved.rstd are None."""
+    """`local_response_norm` returning what the backward needs as well.
+
+    Parameters
+    ----------
+    x, size, alpha, beta, k
+        As `local_response_norm`.
+    %(out)s
+    %(device)s
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+    saved : Saved
+        What the backward needs; saved.mean and saved.rstd are None.
+
+    %(raises)s
+
+    See Also
+    --------
+    local_response_norm, local_response_norm_backward
+
+    Examples
+    --------
+    >>> x = np.array([[[1.0], [2.0], [3.0]]])
+    >>> y, saved = nbn.local_response_norm_forward(x, 2, alpha=1.0, beta=1.0)
+    >>> saved.op
+    'local_response_norm'
+    """
     return _local_response_norm(x, size, alpha, beta, k, out, True, device)
 
 
+@fill
 def local_response_norm_backward(dy, saved, *, dx_out=None):
-    """dx of a `local_response_norm_forward`."""
+    """The gradient of a `local_response_norm_forward`.
+
+    Parameters
+    ----------
+    dy : ndarray
+        The gradient of y: y's shape and dtype.
+    %(saved)s
+    %(dx_out)s
+
+    Returns
+    -------
+    dx : ndarray
+        x's shape and dtype.
+
+    %(raises_backward)s
+
+    See Also
+    --------
+    local_response_norm_forward
+
+    Examples
+    --------
+    >>> x = np.array([[[1.0], [2.0], [3.0]]])
+    >>> y, saved = nbn.local_response_norm_forward(x, 2, alpha=1.0, beta=1.0)
+    >>> nbn.local_response_norm_backward(np.ones_like(y), saved).round(4)
+    array([[[ 0.059 ],
+            [-0.1475],
+            [-0.0267]]])
+    """
     return _backward(dy, saved, ("local_response_norm",), dx_out)[0]
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _device
 from . import _validate as V
+from ._docs import fill
 from . import adaptive as A
 from . import functional as F
 from ._dtypes import ACCEPTED, is_float, is_half
@@ -71,10 +72,28 @@ class _Norm:
         self._unbatched = False
 
     def train(self, mode=True):
+        """Set training mode (mode=True) or eval mode (mode=False).
+
+        Parameters
+        ----------
+        mode : bool, default True
+
+        Returns
+        -------
+        layer
+            self.
+        """
         self.training = bool(mode)
         return self
 
     def eval(self):
+        """Set eval mode (running statistics where the layer keeps them); ``train(False)``.
+
+        Returns
+        -------
+        layer
+            self.
+        """
         return self.train(False)
 
     def __call__(self, x):
@@ -91,10 +110,21 @@ class _Norm:
             self.to(device)
 
     def to(self, device):
-        """Move the parameters and buffers to "cuda" (numba device arrays) or back to "cpu"
-        (NumPy arrays); returns the layer. On the GPU the layer takes GPU input, and training
-        updates the running buffers in place there. A torch.device("cpu"/"cuda") is taken by
-        its type."""
+        """Move the parameters and buffers to the GPU or back.
+
+        On the GPU (numba device arrays) the layer takes GPU input, and training updates the
+        running buffers in place there.
+
+        Parameters
+        ----------
+        device : {'cpu', 'cuda'} or torch.device
+            A torch.device is taken by its type.
+
+        Returns
+        -------
+        layer
+            self.
+        """
         device = _device.requested(_device_name(device))
         if device is None:
             raise ValueError("device must be 'cpu' or 'cuda', got None")
@@ -114,7 +144,18 @@ class _Norm:
         return self
 
     def forward(self, x):
-        """y for x; keeps the saved statistics for `backward`."""
+        """y for x; keeps what `backward` needs (also ``layer(x)``).
+
+        Parameters
+        ----------
+        x : ndarray
+            NumPy, GPU (after ``to('cuda')``) or Dask (inference only) array.
+
+        Returns
+        -------
+        y : ndarray
+            x's shape and dtype.
+        """
         try:
             y, saved = self._forward(x)
         except TypeError as exc:
@@ -124,7 +165,22 @@ class _Norm:
         return y
 
     def backward(self, dy):
-        """dx for the gradient dy of the last forward's output; sets grad_weight, grad_bias."""
+        """dx for the gradient dy of the last forward's output; sets grad_weight and grad_bias.
+
+        Parameters
+        ----------
+        dy : ndarray
+            y's shape and dtype.
+
+        Returns
+        -------
+        dx : ndarray
+
+        Raises
+        ------
+        RuntimeError
+            No forward ran before (or it ran on a Dask array: inference only).
+        """
         if self._saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward(), or "
                                "after a forward on a Dask array (the Dask path is inference "
@@ -157,7 +213,13 @@ class _Norm:
                 yield key, value
 
     def state_dict(self):
-        """Copies of the parameters and buffers under PyTorch's key names."""
+        """Copies of the parameters and buffers under PyTorch's key names.
+
+        Returns
+        -------
+        collections.OrderedDict
+            NumPy arrays (host copies of GPU ones); num_batches_tracked as an int64 array.
+        """
         state = OrderedDict()
         for key, value in self._present_state():
             if key == "num_batches_tracked":
@@ -169,8 +231,22 @@ class _Norm:
         return state
 
     def load_state_dict(self, state_dict, strict=True):
-        """Load parameters and buffers (NumPy arrays or PyTorch tensors). Everything is checked
-        before anything is written."""
+        """Load parameters and buffers, checked before anything is written.
+
+        Parameters
+        ----------
+        state_dict : mapping
+            NumPy arrays or PyTorch tensors under PyTorch's key names (``model.state_dict()``).
+        strict : bool, default True
+            Whether missing or unexpected keys are an error.
+
+        Raises
+        ------
+        ValueError
+            Missing or unexpected keys (strict), or a value of the wrong shape.
+        TypeError
+            A value that is not floating point (num_batches_tracked: one integer).
+        """
         expected = dict(self._present_state())
         missing = [k for k in expected if k not in state_dict]
         unexpected = [k for k in state_dict if k not in expected]
@@ -208,7 +284,7 @@ class _Norm:
 
 
 def _channel_axis(axis):
-    """A layer's channel_axis: 1 (PyTorch's (N, C, *spatial)) or -1 ((N, *spatial, C))."""
+    """A layer's channel_axis: 1 (PyTorch's ``(N, C, *spatial)``) or -1 (``(N, *spatial, C)``)."""
     if isinstance(axis, bool) or axis not in (1, -1):
         raise ValueError(f"channel_axis must be 1 (channels first) or -1 (channels last), got "
                          f"{axis!r}")
@@ -217,7 +293,7 @@ def _channel_axis(axis):
 
 class _ChannelNorm(_Norm):
     """Common constructor of the batch and instance norms. channel_axis: 1 (PyTorch's layout)
-    or -1 ((N, *spatial, C) input, as Keras and Flax); channels-last memory is computed where it
+    or -1 (``(N, *spatial, C)`` input, as Keras and Flax); channels-last memory is computed where it
     lies either way (numbanorm.functional.batch_norm)."""
 
     def __init__(self, num_features, eps, momentum, affine, track_running_stats, device, dtype,
@@ -242,6 +318,7 @@ class _ChannelNorm(_Norm):
         self._place_on(device)
 
     def reset_running_stats(self):
+        """running_mean to zeros, running_var to ones, num_batches_tracked to 0."""
         if self.track_running_stats:
             for buf, value in ((self.running_mean, 0.0), (self.running_var, 1.0)):
                 if isinstance(buf, np.ndarray):
@@ -295,18 +372,132 @@ class _BatchNorm(_ChannelNorm):
     _backward = staticmethod(F.batch_norm_backward)
 
 
+@fill
 class BatchNorm1d(_BatchNorm):
-    """Batch normalization of (N, C) or (N, C, L) input, as torch.nn.BatchNorm1d."""
+    """Batch normalization of (N, C) or (N, C, L) input, as ``torch.nn.BatchNorm1d``.
+
+    Parameters
+    ----------
+    %(channel_params)s
+    affine : bool, default True
+        Whether the layer has weight (ones) and bias (zeros).
+    track_running_stats : bool, default True
+        Whether the layer keeps running_mean, running_var and num_batches_tracked: updated in
+        training mode, used in eval mode (without them, batch statistics in both modes).
+    %(layer_device_dtype)s
+    %(channel_keywords)s
+
+    Attributes
+    ----------
+    %(layer_attributes)s
+    %(running_attributes)s
+
+    Notes
+    -----
+    %(layer_methods)s
+
+    See Also
+    --------
+    batch_norm
+
+    Examples
+    --------
+    >>> x = np.arange(6.0).reshape(3, 2)
+    >>> bn = nbn.BatchNorm1d(2, dtype=np.float64)
+    >>> y = bn(x)                            # training: batch statistics, buffers updated
+    >>> bn.running_mean
+    array([...])
+    >>> dx = bn.backward(np.ones_like(y))    # sets bn.grad_weight, bn.grad_bias
+    >>> bn.grad_bias
+    array([...])
+    >>> y_eval = bn.eval()(x)                # the running statistics from now on
+    """
     _ndims = (2, 3)
 
 
+@fill
 class BatchNorm2d(_BatchNorm):
-    """Batch normalization of (N, C, H, W) input, as torch.nn.BatchNorm2d."""
+    """Batch normalization of (N, C, H, W) input, as ``torch.nn.BatchNorm2d``.
+
+    Parameters
+    ----------
+    %(channel_params)s
+    affine : bool, default True
+        Whether the layer has weight (ones) and bias (zeros).
+    track_running_stats : bool, default True
+        Whether the layer keeps running_mean, running_var and num_batches_tracked: updated in
+        training mode, used in eval mode (without them, batch statistics in both modes).
+    %(layer_device_dtype)s
+    %(channel_keywords)s
+
+    Attributes
+    ----------
+    %(layer_attributes)s
+    %(running_attributes)s
+
+    Notes
+    -----
+    %(layer_methods)s
+
+    See Also
+    --------
+    batch_norm
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(2, 2, 1, 2)
+    >>> bn = nbn.BatchNorm2d(2, dtype=np.float64)
+    >>> y = bn(x)                            # training: batch statistics, buffers updated
+    >>> bn.running_mean
+    array([...])
+    >>> dx = bn.backward(np.ones_like(y))    # sets bn.grad_weight, bn.grad_bias
+    >>> bn.grad_bias
+    array([...])
+    >>> y_eval = bn.eval()(x)                # the running statistics from now on
+    """
     _ndims = (4,)
 
 
+@fill
 class BatchNorm3d(_BatchNorm):
-    """Batch normalization of (N, C, D, H, W) input, as torch.nn.BatchNorm3d."""
+    """Batch normalization of (N, C, D, H, W) input, as ``torch.nn.BatchNorm3d``.
+
+    Parameters
+    ----------
+    %(channel_params)s
+    affine : bool, default True
+        Whether the layer has weight (ones) and bias (zeros).
+    track_running_stats : bool, default True
+        Whether the layer keeps running_mean, running_var and num_batches_tracked: updated in
+        training mode, used in eval mode (without them, batch statistics in both modes).
+    %(layer_device_dtype)s
+    %(channel_keywords)s
+
+    Attributes
+    ----------
+    %(layer_attributes)s
+    %(running_attributes)s
+
+    Notes
+    -----
+    %(layer_methods)s
+
+    See Also
+    --------
+    batch_norm
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(2, 2, 1, 1, 2)
+    >>> bn = nbn.BatchNorm3d(2, dtype=np.float64)
+    >>> y = bn(x)                            # training: batch statistics, buffers updated
+    >>> bn.running_mean
+    array([...])
+    >>> dx = bn.backward(np.ones_like(y))    # sets bn.grad_weight, bn.grad_bias
+    >>> bn.grad_bias
+    array([...])
+    >>> y_eval = bn.eval()(x)                # the running statistics from now on
+    """
     _ndims = (5,)
 
 
@@ -340,19 +531,129 @@ class _InstanceNorm(_ChannelNorm):
     _backward = staticmethod(F.instance_norm_backward)
 
 
+@fill
 class InstanceNorm1d(_InstanceNorm):
-    """Instance normalization of (N, C, L) or unbatched (C, L) input, as torch.nn.InstanceNorm1d."""
+    """Instance normalization of (N, C, L) or unbatched (C, L) input, as
+    ``torch.nn.InstanceNorm1d``.
+
+    Parameters
+    ----------
+    %(channel_params)s
+    affine : bool, default False
+        Whether the layer has weight (ones) and bias (zeros).
+    track_running_stats : bool, default False
+        Whether the layer keeps running_mean, running_var and num_batches_tracked: updated in
+        training mode and used in eval mode (without them, instance statistics in both modes).
+    %(layer_device_dtype)s
+    %(channel_keywords)s
+
+    Attributes
+    ----------
+    %(layer_attributes)s
+    %(running_attributes)s
+
+    Notes
+    -----
+    %(layer_methods)s
+    Unbatched input (without N) is taken, as PyTorch takes it.
+
+    See Also
+    --------
+    instance_norm
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(1, 2, 4)
+    >>> layer = nbn.InstanceNorm1d(2, affine=True, dtype=np.float64)
+    >>> y = layer(x)
+    >>> y.shape == x.shape
+    True
+    >>> dx = layer.backward(np.ones_like(y))  # sets grad_weight, grad_bias
+    """
     _ndims = (2, 3)
 
 
+@fill
 class InstanceNorm2d(_InstanceNorm):
-    """Instance normalization of (N, C, H, W) or (C, H, W) input, as torch.nn.InstanceNorm2d."""
+    """Instance normalization of (N, C, H, W) or unbatched (C, H, W) input, as
+    ``torch.nn.InstanceNorm2d``.
+
+    Parameters
+    ----------
+    %(channel_params)s
+    affine : bool, default False
+        Whether the layer has weight (ones) and bias (zeros).
+    track_running_stats : bool, default False
+        Whether the layer keeps running_mean, running_var and num_batches_tracked: updated in
+        training mode and used in eval mode (without them, instance statistics in both modes).
+    %(layer_device_dtype)s
+    %(channel_keywords)s
+
+    Attributes
+    ----------
+    %(layer_attributes)s
+    %(running_attributes)s
+
+    Notes
+    -----
+    %(layer_methods)s
+    Unbatched input (without N) is taken, as PyTorch takes it.
+
+    See Also
+    --------
+    instance_norm
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(1, 2, 2, 2)
+    >>> layer = nbn.InstanceNorm2d(2, affine=True, dtype=np.float64)
+    >>> y = layer(x)
+    >>> y.shape == x.shape
+    True
+    >>> dx = layer.backward(np.ones_like(y))  # sets grad_weight, grad_bias
+    """
     _ndims = (3, 4)
 
 
+@fill
 class InstanceNorm3d(_InstanceNorm):
-    """Instance normalization of (N, C, D, H, W) or (C, D, H, W) input, as
-    torch.nn.InstanceNorm3d."""
+    """Instance normalization of (N, C, D, H, W) or unbatched (C, D, H, W) input, as
+    ``torch.nn.InstanceNorm3d``.
+
+    Parameters
+    ----------
+    %(channel_params)s
+    affine : bool, default False
+        Whether the layer has weight (ones) and bias (zeros).
+    track_running_stats : bool, default False
+        Whether the layer keeps running_mean, running_var and num_batches_tracked: updated in
+        training mode and used in eval mode (without them, instance statistics in both modes).
+    %(layer_device_dtype)s
+    %(channel_keywords)s
+
+    Attributes
+    ----------
+    %(layer_attributes)s
+    %(running_attributes)s
+
+    Notes
+    -----
+    %(layer_methods)s
+    Unbatched input (without N) is taken, as PyTorch takes it.
+
+    See Also
+    --------
+    instance_norm
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(1, 2, 1, 2, 2)
+    >>> layer = nbn.InstanceNorm3d(2, affine=True, dtype=np.float64)
+    >>> y = layer(x)
+    >>> y.shape == x.shape
+    True
+    >>> dx = layer.backward(np.ones_like(y))  # sets grad_weight, grad_bias
+    """
     _ndims = (4, 5)
 
 
@@ -367,6 +668,21 @@ class _ResidualForm:
         return self.forward(x, residual)
 
     def forward(self, x, residual=None):
+        """y for x, or (y, h) for the fused residual add: h = x + residual, y = norm(h).
+
+        Parameters
+        ----------
+        x : ndarray
+        residual : ndarray, optional
+            The residual stream, x's shape (see `add_layer_norm` for the dtypes).
+
+        Returns
+        -------
+        y : ndarray
+            Without residual.
+        (y, h) : tuple of ndarray
+            With residual.
+        """
         if residual is None:
             self._fused = False
             return _Norm.forward(self, x)
@@ -380,6 +696,22 @@ class _ResidualForm:
         return y, h
 
     def backward(self, dy, dh=None):
+        """The gradients of the last forward; sets grad_weight and grad_bias.
+
+        Parameters
+        ----------
+        dy : ndarray
+            The gradient of y.
+        dh : ndarray, optional
+            The gradient of h (fused form only; None: 0).
+
+        Returns
+        -------
+        dx : ndarray
+            After a plain forward.
+        (dx, dresidual) : tuple of ndarray
+            After a fused forward.
+        """
         if not getattr(self, "_fused", False):
             if dh is not None:
                 raise ValueError("dh is the gradient of h, which only forward(x, residual) "
@@ -390,9 +722,51 @@ class _ResidualForm:
         return dx, dresidual
 
 
+@fill
 class LayerNorm(_ResidualForm, _Norm):
-    """Layer normalization over the trailing normalized_shape, as torch.nn.LayerNorm; with a
-    residual, the fused residual add + layer_norm (see _ResidualForm)."""
+    """Layer normalization over the trailing normalized_shape, as ``torch.nn.LayerNorm``.
+
+    Called with a residual, ``layer(x, residual)``, it is the fused residual add + layer norm
+    of a pre-norm Transformer block (vLLM's convention): it returns (y, h), h = x + residual
+    and y = layer_norm(h) in one pass (`add_layer_norm`), and the next
+    ``backward(dy, dh=None)`` returns (dx, dresidual).
+
+    Parameters
+    ----------
+    normalized_shape : int or tuple of int
+        The trailing dimensions normalised over.
+    eps : float, default 1e-5
+    elementwise_affine : bool, default True
+        Whether the layer has weight (ones) and bias (zeros) of shape normalized_shape.
+    bias : bool, default True
+        False leaves the bias out.
+    %(layer_device_dtype)s
+
+    Attributes
+    ----------
+    %(layer_attributes)s
+
+    Notes
+    -----
+    %(layer_methods)s
+
+    See Also
+    --------
+    layer_norm, add_layer_norm
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]])
+    >>> ln = nbn.LayerNorm(3, dtype=np.float64)
+    >>> ln(x).round(4)
+    array([[-1.2247,  0.    ,  1.2247],
+           [-1.2247,  0.    ,  1.2247]])
+    >>> dx = ln.backward(np.ones_like(x))
+    >>> ln.grad_bias
+    array([2., 2., 2.])
+    >>> y, h = ln(x, np.ones_like(x))          # fused: h = x + residual, y = layer_norm(h)
+    >>> dx, dresidual = ln.backward(np.ones_like(y), np.zeros_like(h))
+    """
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
                  device=None, dtype=None):
@@ -422,8 +796,47 @@ class LayerNorm(_ResidualForm, _Norm):
                 f"elementwise_affine={self.elementwise_affine}{_bias_repr(self)}")
 
 
+@fill
 class GroupNorm(_Norm):
-    """Group normalization of (N, C, *) input, as torch.nn.GroupNorm."""
+    """Group normalization of ``(N, C, *)`` input, as ``torch.nn.GroupNorm``.
+
+    Parameters
+    ----------
+    num_groups : int
+        Divides num_channels.
+    num_channels : int
+        C.
+    eps : float, default 1e-5
+    affine : bool, default True
+        Whether the layer has weight (ones) and bias (zeros) of shape (C,).
+    %(layer_device_dtype)s
+    %(channel_keywords)s
+
+    Attributes
+    ----------
+    %(layer_attributes)s
+
+    Notes
+    -----
+    %(layer_methods)s
+
+    See Also
+    --------
+    group_norm
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(1, 4, 2)
+    >>> gn = nbn.GroupNorm(2, 4, dtype=np.float64)
+    >>> gn(x).round(4)
+    array([[[-1.3416, -0.4472],
+            [ 0.4472,  1.3416],
+            [-1.3416, -0.4472],
+            [ 0.4472,  1.3416]]])
+    >>> dx = gn.backward(np.ones_like(x))
+    >>> gn.grad_weight.round(4)
+    array([-1.7888,  1.7888, -1.7888,  1.7888])
+    """
 
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None,
                  *, bias=True, channel_axis=1):
@@ -458,10 +871,50 @@ class GroupNorm(_Norm):
                 f"affine={self.affine}{_bias_repr(self)}")
 
 
+@fill
 class RMSNorm(_ResidualForm, _Norm):
-    """RMS normalization over the trailing normalized_shape, as torch.nn.RMSNorm
-    (eps=None: np.finfo(x.dtype).eps); with a residual, the fused residual add + rms_norm (see
-    _ResidualForm)."""
+    """RMS normalization over the trailing normalized_shape, as ``torch.nn.RMSNorm``.
+
+    Called with a residual, ``layer(x, residual)`` is the fused residual add + RMS norm
+    (`add_rms_norm`), as `LayerNorm`'s.
+
+    Parameters
+    ----------
+    normalized_shape : int or tuple of int
+        The trailing dimensions normalised over.
+    eps : float, optional
+        None (default): ``np.finfo(x.dtype).eps``, as PyTorch.
+    elementwise_affine : bool, default True
+        Whether the layer has a weight (ones) of shape normalized_shape.
+    %(layer_device_dtype)s
+
+    Attributes
+    ----------
+    weight : ndarray or None
+        The scale (None without elementwise_affine).
+    grad_weight : ndarray or None
+        Its gradient, set by `backward`.
+    bias, grad_bias : None
+        Always None (kept for a uniform interface).
+    training : bool
+        Training mode.
+
+    Notes
+    -----
+    %(layer_methods)s
+
+    See Also
+    --------
+    rms_norm, add_rms_norm
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]])
+    >>> rms = nbn.RMSNorm(3, dtype=np.float64)
+    >>> rms(x).round(4)
+    array([[0.4629, 0.9258, 1.3887],
+           [0.4629, 0.9258, 1.3887]])
+    """
 
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None,
                  dtype=None):
@@ -496,8 +949,39 @@ class RMSNorm(_ResidualForm, _Norm):
 
 
 class LocalResponseNorm(_Norm):
-    """Local response normalization across channels, as torch.nn.LocalResponseNorm (no
-    parameters; backward returns dx)."""
+    """Local response normalization across channels, as ``torch.nn.LocalResponseNorm``.
+
+    No parameters: `backward` returns dx.
+
+    Parameters
+    ----------
+    size : int
+        Channels in the window.
+    alpha : float, default 1e-4
+    beta : float, default 0.75
+    k : float, default 1.0
+
+    Attributes
+    ----------
+    size, alpha, beta, k
+        As given.
+    training : bool
+        Training mode (no effect).
+
+    See Also
+    --------
+    local_response_norm
+
+    Examples
+    --------
+    >>> x = np.array([[[1.0], [2.0], [3.0]]])
+    >>> lrn = nbn.LocalResponseNorm(2, alpha=1.0, beta=1.0)
+    >>> lrn(x).round(4)
+    array([[[0.6667],
+            [0.5714],
+            [0.4   ]]])
+    >>> dx = lrn.backward(np.ones_like(x))
+    """
 
     _state_keys = ()
 
@@ -528,7 +1012,7 @@ class _MixNorm(_Norm):
         return None if value is None else value.reshape(-1)
 
     def backward(self, dy):
-        """dx for the gradient dy of the last forward's output; sets the grad_* attributes
+        """dx for the gradient dy of the last forward's output; sets the ``grad_*`` attributes
         (in the parameters' shapes)."""
         if self._saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
@@ -598,38 +1082,186 @@ class _SwitchNorm(_MixNorm):
                 f"using_bn={self.using_bn}, reference={self.reference}")
 
 
+@fill
 class SwitchNorm1d(_SwitchNorm):
-    """Switchable Normalization of (N, C) input: LN and BN statistics mixed (Luo et al.; the
-    reference's SwitchNorm1d). Parameters weight, bias (1, C), mean_weight, var_weight (2,) (1
-    with using_bn=False); buffers running_mean, running_var (1, C), zeros at first, as the
-    reference's state_dict has them.
+    """Switchable Normalization of (N, C) input: LN and BN statistics mixed (Luo et al., ICLR 2019).
 
-    momentum follows PyTorch's convention (new = (1 - momentum)*old + momentum*batch); the
-    default 0.003 is the reference's decay of 0.997. using_moving_average=False averages the
-    batch statistics over the batches seen (running = sum/count, with the unbiased variance;
-    num_batches_tracked counts them and is saved in the state_dict): the reference release adds
-    the raw batch means and mean^2 + var into the buffers and never divides by the count, so
-    its eval mode normalises with sums, not averages. reference=True reproduces the reference
-    code's variances (see numbanorm.switch_norm); the default computes exact biased ones."""
+    The reference code's parameters, buffers and state_dict keys and shapes
+    (switchablenorms/Switchable-Normalization), so its checkpoints load as they are (use
+    reference=True for its numbers).
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels.
+    eps : float, default 1e-5
+    momentum : float, optional
+        PyTorch's convention, ``new = (1 - momentum)*old + momentum*batch``; None: 0.003, the
+        reference's decay of 0.997.
+    using_moving_average : bool, default True
+        False averages the batch statistics over the batches seen instead (running =
+        sum/count, with the unbiased variance; num_batches_tracked counts them and is saved in
+        the state_dict). The reference release adds raw sums into its buffers and never divides
+        by the count, so its eval mode normalises with sums, not averages.
+    using_bn : bool, default True
+        Whether BN's statistics enter the mix.
+    last_gamma : bool, default False
+        Whether weight starts at zeros (the last layer of a residual block) instead of ones.
+    reference : bool, default False
+        The reference code's variances (see `switch_norm`); by default exact biased ones.
+    %(layer_device_dtype)s
+
+    Attributes
+    ----------
+    weight, bias : ndarray of shape (1, C)
+    mean_weight, var_weight : ndarray of shape (2,)
+        The mixing logits (ones at first).
+    running_mean, running_var : ndarray of shape (1, C) or None
+        BN's running statistics, zeros at first (None without using_bn).
+    grad_weight, grad_bias, grad_mean_weight, grad_var_weight : ndarray or None
+        Set by `backward`, in the parameters' shapes.
+    num_batches_tracked : int or None
+        The batches averaged (using_moving_average=False only).
+    training : bool
+        Training mode.
+
+    See Also
+    --------
+    switch_norm
+
+    Examples
+    --------
+    >>> x = np.arange(6.0).reshape(3, 2)
+    >>> layer = nbn.SwitchNorm1d(2, dtype=np.float64)
+    >>> y = layer(x)
+    >>> dx = layer.backward(np.ones_like(y))
+    >>> layer.grad_mean_weight.shape
+    (2,)
+    """
     _ndims = (2,)
     _momentum = 0.003
 
 
+@fill
 class SwitchNorm2d(_SwitchNorm):
     """Switchable Normalization of (N, C, H, W) input: IN, LN and BN statistics mixed (Luo et
-    al., ICLR 2019; reference: switchablenorms/Switchable-Normalization). Parameters weight,
-    bias (1, C, 1, 1), mean_weight, var_weight (3,) ((2,) with using_bn=False: IN and LN);
-    buffers running_mean, running_var (1, C, 1), zeros at first: the reference's state_dict
-    keys and shapes, so its checkpoints load as they are (use reference=True for its numbers).
-    momentum and using_moving_average as SwitchNorm1d's; the default momentum 0.1 is the
-    reference's decay of 0.9."""
+    al., ICLR 2019).
+
+    The reference code's parameters, buffers and state_dict keys and shapes
+    (switchablenorms/Switchable-Normalization), so its checkpoints load as they are (use
+    reference=True for its numbers). mean_weight and var_weight have 2 entries (IN, LN) with
+    using_bn=False.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels.
+    eps : float, default 1e-5
+    momentum : float, optional
+        PyTorch's convention, ``new = (1 - momentum)*old + momentum*batch``; None: 0.1, the
+        reference's decay of 0.9.
+    using_moving_average : bool, default True
+        False averages the batch statistics over the batches seen instead (running =
+        sum/count, with the unbiased variance; num_batches_tracked counts them and is saved in
+        the state_dict). The reference release adds raw sums into its buffers and never divides
+        by the count, so its eval mode normalises with sums, not averages.
+    using_bn : bool, default True
+        Whether BN's statistics enter the mix.
+    last_gamma : bool, default False
+        Whether weight starts at zeros (the last layer of a residual block) instead of ones.
+    reference : bool, default False
+        The reference code's variances (see `switch_norm`); by default exact biased ones.
+    %(layer_device_dtype)s
+
+    Attributes
+    ----------
+    weight, bias : ndarray of shape (1, C, 1, 1)
+    mean_weight, var_weight : ndarray of shape (3,)
+        The mixing logits (ones at first).
+    running_mean, running_var : ndarray of shape (1, C, 1) or None
+        BN's running statistics, zeros at first (None without using_bn).
+    grad_weight, grad_bias, grad_mean_weight, grad_var_weight : ndarray or None
+        Set by `backward`, in the parameters' shapes.
+    num_batches_tracked : int or None
+        The batches averaged (using_moving_average=False only).
+    training : bool
+        Training mode.
+
+    See Also
+    --------
+    switch_norm
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(2, 2, 1, 2)
+    >>> layer = nbn.SwitchNorm2d(2, dtype=np.float64)
+    >>> y = layer(x)
+    >>> dx = layer.backward(np.ones_like(y))
+    >>> layer.grad_mean_weight.shape
+    (3,)
+    """
     _ndims = (4,)
     _momentum = 0.1
 
 
+@fill
 class SwitchNorm3d(SwitchNorm2d):
-    """Switchable Normalization of (N, C, D, H, W) input (as SwitchNorm2d; weight and bias
-    (1, C, 1, 1, 1))."""
+    """Switchable Normalization of (N, C, D, H, W) input: IN, LN and BN statistics mixed (Luo
+    et al., ICLR 2019).
+
+    The reference code's parameters, buffers and state_dict keys and shapes
+    (switchablenorms/Switchable-Normalization), so its checkpoints load as they are (use
+    reference=True for its numbers). mean_weight and var_weight have 2 entries (IN, LN) with
+    using_bn=False.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels.
+    eps : float, default 1e-5
+    momentum : float, optional
+        PyTorch's convention, ``new = (1 - momentum)*old + momentum*batch``; None: 0.1, the
+        reference's decay of 0.9.
+    using_moving_average : bool, default True
+        False averages the batch statistics over the batches seen instead (running =
+        sum/count, with the unbiased variance; num_batches_tracked counts them and is saved in
+        the state_dict). The reference release adds raw sums into its buffers and never divides
+        by the count, so its eval mode normalises with sums, not averages.
+    using_bn : bool, default True
+        Whether BN's statistics enter the mix.
+    last_gamma : bool, default False
+        Whether weight starts at zeros (the last layer of a residual block) instead of ones.
+    reference : bool, default False
+        The reference code's variances (see `switch_norm`); by default exact biased ones.
+    %(layer_device_dtype)s
+
+    Attributes
+    ----------
+    weight, bias : ndarray of shape (1, C, 1, 1, 1)
+    mean_weight, var_weight : ndarray of shape (3,)
+        The mixing logits (ones at first).
+    running_mean, running_var : ndarray of shape (1, C, 1) or None
+        BN's running statistics, zeros at first (None without using_bn).
+    grad_weight, grad_bias, grad_mean_weight, grad_var_weight : ndarray or None
+        Set by `backward`, in the parameters' shapes.
+    num_batches_tracked : int or None
+        The batches averaged (using_moving_average=False only).
+    training : bool
+        Training mode.
+
+    See Also
+    --------
+    switch_norm
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(2, 2, 1, 1, 2)
+    >>> layer = nbn.SwitchNorm3d(2, dtype=np.float64)
+    >>> y = layer(x)
+    >>> dx = layer.backward(np.ones_like(y))
+    >>> layer.grad_mean_weight.shape
+    (3,)
+    """
     _ndims = (5,)
 
 
@@ -648,8 +1280,14 @@ class _BatchInstanceNorm(_MixNorm, _ChannelNorm):
         self._place_on(device)
 
     def clamp_gate(self):
-        """Clip the gate into [0, 1] in place, as the reference's training loop does after
-        every optimiser step (a forward in training mode refuses a gate outside [0, 1])."""
+        """Clip the gate into [0, 1] in place, as the reference's training loop does after every
+        optimiser step.
+
+        Returns
+        -------
+        layer
+            self.
+        """
         if isinstance(self.gate, np.ndarray):
             np.clip(self.gate, 0.0, 1.0, out=self.gate)
         else:
@@ -675,19 +1313,124 @@ class _BatchInstanceNorm(_MixNorm, _ChannelNorm):
         return result
 
 
+@fill
 class BatchInstanceNorm1d(_BatchInstanceNorm):
-    """Batch-Instance Normalization of (N, C, L) input (Nam & Kim, NeurIPS 2018; reference:
-    hyseob/Batch-Instance-Normalization): BatchNorm1d's parameters, buffers and state_dict
-    keys, and the per-channel `gate` (ones at first). Call clamp_gate() after each optimiser
-    step, as the reference does."""
+    """Batch-Instance Normalization of (N, C, L) input (Nam & Kim, NeurIPS 2018).
+
+    ``y = (gate*BN(x) + (1 - gate)*IN(x))*weight + bias``: BatchNorm's parameters, buffers and
+    state_dict keys, and the per-channel ``gate`` (ones at first), as the reference
+    (hyseob/Batch-Instance-Normalization). Call `clamp_gate` after each optimiser step, as the
+    reference does: a forward in training mode refuses a gate outside [0, 1].
+
+    Parameters
+    ----------
+    %(channel_params)s
+    affine : bool, default True
+        Whether the layer has weight (ones) and bias (zeros).
+    track_running_stats : bool, default True
+        Whether the layer keeps BN's running statistics.
+    %(layer_device_dtype)s
+
+    Attributes
+    ----------
+    %(layer_attributes)s
+    gate, grad_gate : ndarray of shape (C,)
+        The gate and its gradient (set by `backward`).
+    %(running_attributes)s
+
+    See Also
+    --------
+    batch_instance_norm
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(2, 2, 2)
+    >>> layer = nbn.BatchInstanceNorm1d(2, dtype=np.float64)
+    >>> y = layer(x)
+    >>> dx = layer.backward(np.ones_like(y))
+    >>> layer.gate -= 0.1 * layer.grad_gate      # an optimiser step
+    >>> layer = layer.clamp_gate()
+    """
     _ndims = (3,)
 
 
+@fill
 class BatchInstanceNorm2d(_BatchInstanceNorm):
-    """Batch-Instance Normalization of (N, C, H, W) input (see BatchInstanceNorm1d)."""
+    """Batch-Instance Normalization of (N, C, H, W) input (Nam & Kim, NeurIPS 2018).
+
+    ``y = (gate*BN(x) + (1 - gate)*IN(x))*weight + bias``: BatchNorm's parameters, buffers and
+    state_dict keys, and the per-channel ``gate`` (ones at first), as the reference
+    (hyseob/Batch-Instance-Normalization). Call `clamp_gate` after each optimiser step, as the
+    reference does: a forward in training mode refuses a gate outside [0, 1].
+
+    Parameters
+    ----------
+    %(channel_params)s
+    affine : bool, default True
+        Whether the layer has weight (ones) and bias (zeros).
+    track_running_stats : bool, default True
+        Whether the layer keeps BN's running statistics.
+    %(layer_device_dtype)s
+
+    Attributes
+    ----------
+    %(layer_attributes)s
+    gate, grad_gate : ndarray of shape (C,)
+        The gate and its gradient (set by `backward`).
+    %(running_attributes)s
+
+    See Also
+    --------
+    batch_instance_norm
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(2, 2, 1, 2)
+    >>> layer = nbn.BatchInstanceNorm2d(2, dtype=np.float64)
+    >>> y = layer(x)
+    >>> dx = layer.backward(np.ones_like(y))
+    >>> layer.gate -= 0.1 * layer.grad_gate      # an optimiser step
+    >>> layer = layer.clamp_gate()
+    """
     _ndims = (4,)
 
 
+@fill
 class BatchInstanceNorm3d(_BatchInstanceNorm):
-    """Batch-Instance Normalization of (N, C, D, H, W) input (see BatchInstanceNorm1d)."""
+    """Batch-Instance Normalization of (N, C, D, H, W) input (Nam & Kim, NeurIPS 2018).
+
+    ``y = (gate*BN(x) + (1 - gate)*IN(x))*weight + bias``: BatchNorm's parameters, buffers and
+    state_dict keys, and the per-channel ``gate`` (ones at first), as the reference
+    (hyseob/Batch-Instance-Normalization). Call `clamp_gate` after each optimiser step, as the
+    reference does: a forward in training mode refuses a gate outside [0, 1].
+
+    Parameters
+    ----------
+    %(channel_params)s
+    affine : bool, default True
+        Whether the layer has weight (ones) and bias (zeros).
+    track_running_stats : bool, default True
+        Whether the layer keeps BN's running statistics.
+    %(layer_device_dtype)s
+
+    Attributes
+    ----------
+    %(layer_attributes)s
+    gate, grad_gate : ndarray of shape (C,)
+        The gate and its gradient (set by `backward`).
+    %(running_attributes)s
+
+    See Also
+    --------
+    batch_instance_norm
+
+    Examples
+    --------
+    >>> x = np.arange(8.0).reshape(2, 2, 1, 1, 2)
+    >>> layer = nbn.BatchInstanceNorm3d(2, dtype=np.float64)
+    >>> y = layer(x)
+    >>> dx = layer.backward(np.ones_like(y))
+    >>> layer.gate -= 0.1 * layer.grad_gate      # an optimiser step
+    >>> layer = layer.clamp_gate()
+    """
     _ndims = (5,)

@@ -23,6 +23,7 @@ and the Dask backend (numbanorm.dask._host) all stand on it.
 import numpy as np
 
 from . import _validate as V
+from ._docs import fill
 from ._device import is_dask_array, is_sparse, requested
 from ._chan import merge_arrays
 from ._placement import place
@@ -33,10 +34,63 @@ _FIELDS = ("count", "mean", "m2", "min", "max")
 
 
 class Moments:
-    """Mergeable count, mean, M2, min and max per output position (see the module docstring).
+    """Mergeable statistics: count, mean, M2, min and max per output position.
 
-    axis and nan_policy record how the statistics were taken: `update(chunk)` reduces each new
-    chunk over the same axes with the same policy."""
+    Computed by `moments` (one read of the data by the blocked Welford/Chan kernels), and
+    merged exactly with Chan's formula: ``n = na + nb``, ``delta = mean_b - mean_a``,
+    ``mean = mean_a + delta*nb/n``, ``m2 = m2_a + m2_b + delta^2*na*nb/n``. So the statistics of
+    chunks, threads, processes and Dask tasks combine into those of the whole: ``m1 + m2``,
+    ``m.update(chunk)`` for a stream. A Moments pickles, and converts to and from plain arrays
+    (`to_arrays`/`from_arrays`, `stack`/`unstack`) for whatever carries it.
+
+    Parameters
+    ----------
+    count, mean, m2, min, max : array_like
+        One shape, converted to float64 (counts are float64 so that weights and merges stay
+        exact up to 2^53 values).
+    axis : int, tuple of int or None, default 0
+        The axes the statistics were taken over: `update` reduces new chunks over them.
+    nan_policy : {'propagate', 'omit', 'raise'}, default 'propagate'
+        How they were taken: `update` takes new chunks the same way.
+
+    Attributes
+    ----------
+    count : ndarray
+        The values that entered per position (with nan_policy='omit', the non-NaN ones).
+    mean : ndarray
+        Their mean (NaN for no values; +inf or -inf where an infinity entered, as NumPy).
+    m2 : ndarray
+        The sum of their squared deviations from the mean: the variance is m2/(count - ddof).
+    min, max : ndarray
+        NaN ignored with 'omit'; NaN where a NaN entered with 'propagate'.
+    axis, nan_policy
+        As given.
+    shape : tuple
+        The positions' shape.
+    lazy : bool
+        Whether the fields are Dask arrays not yet computed (`compute` computes them).
+
+    Raises
+    ------
+    ValueError
+        Fields of different shapes, or an unknown nan_policy.
+
+    See Also
+    --------
+    moments, StandardScaler
+
+    Examples
+    --------
+    >>> a = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 60.0]])
+    >>> m = nbn.moments(a[:2]) + nbn.moments(a[2:])
+    >>> m.mean, m.var(ddof=1)
+    (array([ 2., 30.]), array([  1., 700.]))
+    >>> stream = nbn.Moments.empty((2,), axis=0)
+    >>> for chunk in (a[:1], a[1:]):
+    ...     _ = stream.update(chunk)
+    >>> stream.count, stream.min, stream.max
+    (array([3., 3.]), array([ 1., 10.]), array([ 3., 60.]))
+    """
 
     __slots__ = _FIELDS + ("axis", "nan_policy")
 
@@ -68,8 +122,21 @@ class Moments:
         return is_dask_array(self.count)
 
     def compute(self, **kwargs):
-        """The statistics as NumPy arrays: for lazy (Dask) fields one computation of all five
-        (the data read once); self when they are NumPy already."""
+        """The statistics as NumPy arrays.
+
+        For lazy (Dask) fields, one computation of all five (the data read once); self where
+        they are NumPy already.
+
+        Parameters
+        ----------
+        **kwargs
+            Passed to ``dask.compute``.
+
+        Returns
+        -------
+        Moments
+            With NumPy fields.
+        """
         if not self.lazy:
             return self
         import dask
@@ -78,27 +145,85 @@ class Moments:
 
     @classmethod
     def empty(cls, shape=(), axis=0, nan_policy="propagate"):
-        """The statistics of no values (count 0, mean NaN, m2 0, min +inf, max -inf): the
-        identity of merge."""
+        """The statistics of no values: count 0, mean NaN, m2 0, min +inf, max -inf.
+
+        The identity of `merge`: the start of a stream.
+
+        Parameters
+        ----------
+        shape : tuple of int, default ()
+            The positions' shape.
+        axis, nan_policy
+            As the constructor's.
+
+        Returns
+        -------
+        Moments
+
+        Examples
+        --------
+        >>> m = nbn.Moments.empty((2,))
+        >>> (m + nbn.moments(np.array([[1.0, 2.0]]))).mean
+        array([1., 2.])
+        """
         z = np.zeros(shape)
         return cls(z, np.full(shape, np.nan), z, np.full(shape, np.inf), np.full(shape, -np.inf),
                    axis, nan_policy)
 
     @classmethod
     def from_arrays(cls, count, mean, m2, min, max, axis=0, nan_policy="propagate"):
+        """A Moments from its five fields (the inverse of `to_arrays`).
+
+        Parameters
+        ----------
+        count, mean, m2, min, max, axis, nan_policy
+            As the constructor's.
+
+        Returns
+        -------
+        Moments
+        """
         return cls(count, mean, m2, min, max, axis, nan_policy)
 
     def to_arrays(self):
-        """(count, mean, m2, min, max), copies."""
+        """The five fields as copies.
+
+        Returns
+        -------
+        tuple of ndarray
+            (count, mean, m2, min, max).
+        """
         return tuple(getattr(self, f).copy() for f in _FIELDS)
 
     def stack(self):
-        """The five fields as one float64 array of shape (5,) + self.shape."""
+        """The five fields as one float64 array.
+
+        Returns
+        -------
+        ndarray
+            Shape (5,) + self.shape, in the order count, mean, m2, min, max.
+        """
         return np.stack([getattr(self, f) for f in _FIELDS])
 
     @classmethod
     def unstack(cls, a, axis=0, nan_policy="propagate"):
-        """The inverse of stack."""
+        """The inverse of `stack`.
+
+        Parameters
+        ----------
+        a : array_like of shape (5, ...)
+        axis, nan_policy
+            As the constructor's.
+
+        Returns
+        -------
+        Moments
+
+        Raises
+        ------
+        ValueError
+            a's first dimension is not 5.
+        """
         a = np.asarray(a, dtype=np.float64)
         if a.ndim < 1 or a.shape[0] != 5:
             raise ValueError(f"a stacked Moments has shape (5, ...), got {a.shape}")
@@ -122,19 +247,60 @@ class Moments:
     # -- statistics ------------------------------------------------------------------------
 
     def var(self, ddof=0):
-        """m2/(count - ddof); NaN where count - ddof <= 0."""
+        """The variance m2/(count - ddof); NaN where count - ddof <= 0.
+
+        Parameters
+        ----------
+        ddof : int, default 0
+            Delta degrees of freedom.
+
+        Returns
+        -------
+        ndarray
+            float64, self.shape.
+        """
         ddof = V.ddof(ddof)
         dof = self.count - ddof
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(dof > 0, self.m2 / np.where(dof > 0, dof, 1.0), np.nan)
 
     def std(self, ddof=0):
+        """The standard deviation sqrt(var(ddof)).
+
+        Parameters
+        ----------
+        ddof : int, default 0
+            Delta degrees of freedom.
+
+        Returns
+        -------
+        ndarray
+            float64, self.shape.
+        """
         return np.sqrt(self.var(ddof))
 
     # -- merging ---------------------------------------------------------------------------
 
     def merge(self, other):
-        """The statistics of both sets of values, as a new Moments (Chan's formula)."""
+        """The statistics of both sets of values, as a new Moments (Chan's formula; also ``+``).
+
+        Parameters
+        ----------
+        other : Moments
+            Of the same shape.
+
+        Returns
+        -------
+        Moments
+            Lazy where either is lazy.
+
+        Raises
+        ------
+        TypeError
+            other is not a Moments.
+        ValueError
+            The shapes differ.
+        """
         if not isinstance(other, Moments):
             raise TypeError(f"can only merge a Moments, got {type(other).__name__}")
         if other.shape != self.shape:
@@ -149,8 +315,25 @@ class Moments:
     __add__ = merge
 
     def update(self, chunk):
-        """Merge the statistics of a new chunk (reduced over self.axis with self.nan_policy)
-        into this record, in place; returns self."""
+        """Merge the statistics of a new chunk into this record, in place.
+
+        The chunk is reduced over self.axis with self.nan_policy, as `moments` would.
+
+        Parameters
+        ----------
+        chunk : array_like
+            NumPy, GPU, Dask or scipy.sparse data whose reduction has self.shape.
+
+        Returns
+        -------
+        Moments
+            self.
+
+        Raises
+        ------
+        ValueError
+            The chunk's statistics have another shape.
+        """
         m = moments(chunk, self.axis, self.nan_policy)
         if m.shape != self.shape:
             raise ValueError(f"a chunk of shape {np.shape(chunk)} reduced over axis "
@@ -173,15 +356,47 @@ def read(x, where, axes):
     return where.host.data_view(where.x if where.gpu else x, axes)
 
 
+@fill
 def moments(a, axis=0, nan_policy="propagate", *, device=None):
-    """The `Moments` of a over `axis` (an int, a tuple of ints, or None for all), from one read
-    of the data: count, mean, M2, min and max per output position. nan_policy: 'propagate' (a
-    NaN makes its position's mean, M2, min and max NaN), 'omit' (NaN left out, counted per
-    position) or 'raise' (ValueError). NumPy a runs on the CPU, GPU a (or device='cuda') on
-    the GPU (the statistics come back as NumPy arrays), Dask a as a lazy reduction (the
-    fields are lazy Dask arrays: Moments.compute()). A scipy.sparse a (CSR, CSC, or a format
-    converted to CSR once; 2-d) runs on the CPU's sparse kernels with its implicit zeros
-    counted as values, as scikit-learn's mean_variance_axis counts them."""
+    """The `Moments` of a over `axis`, from one read of the data.
+
+    Count, mean, M2, min and max per output position, by the blocked Welford/Chan kernels
+    (no E[x^2] - mean^2 anywhere).
+
+    Parameters
+    ----------
+    a : array_like
+        NumPy (CPU), a GPU array (the statistics come back as NumPy arrays), a Dask array (a
+        lazy reduction: the fields are lazy Dask arrays, `Moments.compute`), or a scipy.sparse
+        matrix or array (CSR, CSC, other formats converted to CSR once; 2-d), whose implicit
+        zeros count as values, as scikit-learn's mean_variance_axis counts them.
+    axis : int, tuple of int or None, default 0
+        The axes reduced; None: all.
+    nan_policy : {'propagate', 'omit', 'raise'}, default 'propagate'
+        'propagate': a NaN makes its position's mean, M2, min and max NaN. 'omit': NaN left
+        out, counted per position. 'raise': a ValueError if a holds NaN.
+    %(device)s
+
+    Returns
+    -------
+    Moments
+        float64 fields of a's shape without the reduced axes.
+
+    %(raises)s
+
+    See Also
+    --------
+    Moments, zscore
+
+    Examples
+    --------
+    >>> a = np.array([[1.0, 10.0], [2.0, np.nan], [3.0, 60.0]])
+    >>> m = nbn.moments(a, axis=0, nan_policy="omit")
+    >>> m.count, m.mean, m.min, m.max
+    (array([3., 2.]), array([ 2., 35.]), array([ 1., 10.]), array([ 3., 60.]))
+    >>> m.var(ddof=1)
+    array([1.00e+00, 1.25e+03])
+    """
     if is_sparse(a):
         return _sparse_moments(a, axis, nan_policy, device)
     x, where, axes = place_data(a, axis, device)

@@ -10,7 +10,7 @@ the same array and scheduler. A script, not a test: it writes tens of GiB.
 2. Runs each job in a child process confined to --memory GiB by a Linux memory cgroup (v1 or
    v2, where writable; the limit covers the page cache too) and reports its wall time, peak
    resident memory (getrusage) and the cgroup's peak:
-   - numbanorm: nn.zscore(x, axis=0) -> to_zarr; nn.moments(x, 0) stored beside it;
+   - numbanorm: nbn.zscore(x, axis=0) -> to_zarr; nbn.moments(x, 0) stored beside it;
    - dask: ((x - x.mean(0)) / x.std(0)) -> to_zarr;
    - dask-ml (when installed): StandardScaler().fit(x).transform(x) -> to_zarr.
    The threaded scheduler, as many threads as cores, for all three.
@@ -57,15 +57,15 @@ def job(kind, src, dst, stats_path):
     """Runs in the confined child: one job, its report on stdout as JSON."""
     import dask
     import dask.array as da
-    import numbanorm as nn
+    import numbanorm as nbn
     x = da.from_zarr(src)
     t0 = time.perf_counter()
     with dask.config.set(scheduler="threads"):
         if kind == "numbanorm":
             # the statistics the check reads are the zscore's own: one shared reduction
-            m = nn.moments(x, 0)
+            m = nbn.moments(x, 0)
             count, mean, m2, _ = dask.compute(m.count, m.mean, m.m2,
-                                              nn.zscore(x, 0).to_zarr(dst, overwrite=True,
+                                              nbn.zscore(x, 0).to_zarr(dst, overwrite=True,
                                                                       compute=False))
             np.savez(stats_path, count=count, mean=mean, m2=m2)
             t_stats = None
@@ -170,7 +170,7 @@ def in_memory(gib, rounds):
     time."""
     import dask
     import dask.array as da
-    import numbanorm as nn
+    import numbanorm as nbn
     rows = int(gib * 2 ** 30 // (COLS * 4)) // ROWS_PER_CHUNK * ROWS_PER_CHUNK
     rng = np.random.default_rng(0)
     host = (rng.standard_normal((rows, COLS), dtype=np.float32)
@@ -178,7 +178,7 @@ def in_memory(gib, rounds):
             + np.linspace(-1e4, 1e4, COLS).astype(np.float32))
     x = da.from_array(host, chunks=(ROWS_PER_CHUNK, COLS))
     out = np.empty_like(host)
-    jobs = {"numbanorm": lambda: nn.zscore(x, 0),
+    jobs = {"numbanorm": lambda: nbn.zscore(x, 0),
             "dask": lambda: (x - x.mean(0)) / x.std(0)}
     try:
         from dask_ml.preprocessing import StandardScaler

@@ -21,12 +21,12 @@ def main():
     import dask.array as da
     import numba
 
-    import numbanorm as nn
+    import numbanorm as nbn
     from numbanorm import dask as nd
     x = da.from_array(np.random.default_rng(0).standard_normal((a.rows, 32), dtype=np.float32),
                       chunks=(262144, 32))
-    jobs = {"zscore": lambda: nn.zscore(x, 0).sum().compute(),
-            "moments": lambda: nn.moments(x, 0).compute()}
+    jobs = {"zscore": lambda: nbn.zscore(x, 0).sum().compute(),
+            "moments": lambda: nbn.moments(x, 0).compute()}
     settings = {"1 thread a task": 1, f"{numba.config.NUMBA_NUM_THREADS} threads a task": 0}
     times = {(j, s): [] for j in jobs for s in settings}
     with dask.config.set(scheduler="threads", num_workers=os.cpu_count()):

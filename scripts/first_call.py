@@ -29,35 +29,36 @@ X = rng.standard_normal((100_000, 32)).astype(np.float32)
 """
 
 FORWARD = {
-    "layer_norm": "nn.layer_norm(x4, (32, 32))",
-    "rms_norm": "nn.rms_norm(x4, 32)",
-    "batch_norm": "nn.batch_norm(x4, None, None, w64, b64, training=True)",
-    "group_norm": "nn.group_norm(x4, 8, w64, b64)",
-    "instance_norm": "nn.instance_norm(x4)",
-    "zscore": "nn.zscore(X, axis=0)",
-    "minmax_scale": "nn.minmax_scale(X)",
-    "normalize": "nn.normalize(X, dim=1)",
-    "moments": "nn.moments(X, 0)",
-    "StandardScaler": "nn.StandardScaler().fit_transform(X)",
-    "switch_norm": "nn.switch_norm(x4, mw3, mw3, None, None, w64, b64, training=True)",
-    "batch_instance_norm": "nn.batch_instance_norm(x4, g64, None, None, w64, b64, True)",
-    "local_response_norm": "nn.local_response_norm(x4, 5)",
+    "layer_norm": "nbn.layer_norm(x4, (32, 32))",
+    "rms_norm": "nbn.rms_norm(x4, 32)",
+    "batch_norm": "nbn.batch_norm(x4, None, None, w64, b64, training=True)",
+    "group_norm": "nbn.group_norm(x4, 8, w64, b64)",
+    "instance_norm": "nbn.instance_norm(x4)",
+    "zscore": "nbn.zscore(X, axis=0)",
+    "minmax_scale": "nbn.minmax_scale(X)",
+    "normalize": "nbn.normalize(X, dim=1)",
+    "moments": "nbn.moments(X, 0)",
+    "StandardScaler": "nbn.StandardScaler().fit_transform(X)",
+    "switch_norm": "nbn.switch_norm(x4, mw3, mw3, None, None, w64, b64, training=True)",
+    "batch_instance_norm": "nbn.batch_instance_norm(x4, g64, None, None, w64, b64, True)",
+    "local_response_norm": "nbn.local_response_norm(x4, 5)",
 }
 PAIRS = {
-    "layer_norm fwd+bwd": "y, s = nn.layer_norm_forward(x4, (32, 32)); "
-                          "nn.layer_norm_backward(d4, s)",
-    "rms_norm fwd+bwd": "y, s = nn.rms_norm_forward(x4, 32); nn.rms_norm_backward(d4, s)",
-    "batch_norm fwd+bwd": "y, s = nn.batch_norm_forward(x4, None, None, w64, b64, "
-                          "training=True); nn.batch_norm_backward(d4, s)",
-    "group_norm fwd+bwd": "y, s = nn.group_norm_forward(x4, 8, w64, b64); "
-                          "nn.group_norm_backward(d4, s)",
-    "instance_norm fwd+bwd": "y, s = nn.instance_norm_forward(x4); "
-                             "nn.instance_norm_backward(d4, s)",
-    "zscore fwd+bwd": "z, s = nn.zscore_forward(X, axis=0); nn.zscore_backward(np.ones_like(z), s)",
-    "switch_norm fwd+bwd": "y, s = nn.switch_norm_forward(x4, mw3, mw3, None, None, w64, b64, "
-                           "training=True); nn.switch_norm_backward(d4, s)",
-    "local_response_norm fwd+bwd": "y, s = nn.local_response_norm_forward(x4, 5); "
-                                   "nn.local_response_norm_backward(d4, s)",
+    "layer_norm fwd+bwd": "y, s = nbn.layer_norm_forward(x4, (32, 32)); "
+                          "nbn.layer_norm_backward(d4, s)",
+    "rms_norm fwd+bwd": "y, s = nbn.rms_norm_forward(x4, 32); nbn.rms_norm_backward(d4, s)",
+    "batch_norm fwd+bwd": "y, s = nbn.batch_norm_forward(x4, None, None, w64, b64, "
+                          "training=True); nbn.batch_norm_backward(d4, s)",
+    "group_norm fwd+bwd": "y, s = nbn.group_norm_forward(x4, 8, w64, b64); "
+                          "nbn.group_norm_backward(d4, s)",
+    "instance_norm fwd+bwd": "y, s = nbn.instance_norm_forward(x4); "
+                             "nbn.instance_norm_backward(d4, s)",
+    "zscore fwd+bwd": "z, s = nbn.zscore_forward(X, axis=0); "
+                      "nbn.zscore_backward(np.ones_like(z), s)",
+    "switch_norm fwd+bwd": "y, s = nbn.switch_norm_forward(x4, mw3, mw3, None, None, w64, b64, "
+                           "training=True); nbn.switch_norm_backward(d4, s)",
+    "local_response_norm fwd+bwd": "y, s = nbn.local_response_norm_forward(x4, 5); "
+                                   "nbn.local_response_norm_backward(d4, s)",
 }
 README_SECTIONS = ("## Functional API", "## Layers", "## For scientific code")
 
@@ -75,7 +76,7 @@ def _readme_blocks():
 def _program(call, kind):
     """A program printing the seconds of `call`, everything else before the clock."""
     pre = "import torch, sklearn.linear_model, sklearn.pipeline\n" if kind == "readme" else ""
-    return (f"{pre}import time\nimport numbanorm as nn\n{SETUP}\nt0 = time.perf_counter()\n"
+    return (f"{pre}import time\nimport numbanorm as nbn\n{SETUP}\nt0 = time.perf_counter()\n"
             f"{call}\nprint(time.perf_counter() - t0)\n")
 
 

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-import numbanorm as nn
+import numbanorm as nbn
 
 try:
     import ml_dtypes
@@ -82,13 +82,13 @@ def reference(op, x, w, b, dy):
 
 
 def ours(op, x, w, b, dy):
-    fwd = {"layer_norm": lambda: nn.layer_norm_forward(x, x.shape[-1], w, b, EPS),
-           "rms_norm": lambda: nn.rms_norm_forward(x, x.shape[-1], w),
-           "group_norm": lambda: nn.group_norm_forward(x, 4, w, b, EPS),
-           "instance_norm": lambda: nn.instance_norm_forward(x, weight=w, bias=b, eps=EPS),
-           "batch_norm": lambda: nn.batch_norm_forward(x, None, None, w, b, True, eps=EPS)}[op]
+    fwd = {"layer_norm": lambda: nbn.layer_norm_forward(x, x.shape[-1], w, b, EPS),
+           "rms_norm": lambda: nbn.rms_norm_forward(x, x.shape[-1], w),
+           "group_norm": lambda: nbn.group_norm_forward(x, 4, w, b, EPS),
+           "instance_norm": lambda: nbn.instance_norm_forward(x, weight=w, bias=b, eps=EPS),
+           "batch_norm": lambda: nbn.batch_norm_forward(x, None, None, w, b, True, eps=EPS)}[op]
     y, saved = fwd()
-    return y, getattr(nn, op + "_backward")(dy, saved)[0]
+    return y, getattr(nbn, op + "_backward")(dy, saved)[0]
 
 
 def theirs(op, x, w, b, dy):

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-import numbanorm as nn
+import numbanorm as nbn
 
 
 def _median(f, repeats):
@@ -35,12 +35,12 @@ def channels_last(repeats, torch):
         y = np.empty_like(x)
         yc = np.empty_like(xc)
         ops = {
-            "batch_norm": (lambda a, **k: nn.batch_norm_forward(a, None, None, w, b, True, **k),
-                           nn.batch_norm_backward),
-            "group_norm": (lambda a, **k: nn.group_norm_forward(a, 32, w, b, **k),
-                           nn.group_norm_backward),
-            "instance_norm": (lambda a, **k: nn.instance_norm_forward(a, weight=w, bias=b, **k),
-                              nn.instance_norm_backward),
+            "batch_norm": (lambda a, **k: nbn.batch_norm_forward(a, None, None, w, b, True, **k),
+                           nbn.batch_norm_backward),
+            "group_norm": (lambda a, **k: nbn.group_norm_forward(a, 32, w, b, **k),
+                           nbn.group_norm_backward),
+            "instance_norm": (lambda a, **k: nbn.instance_norm_forward(a, weight=w, bias=b, **k),
+                              nbn.instance_norm_backward),
         }
         for name, (fwd, bwd) in ops.items():
             _, s_cl = fwd(x, channel_axis=-1)
@@ -92,27 +92,27 @@ def fused(repeats, torch):
         y, h, dxo = np.empty_like(x), np.empty_like(x), np.empty_like(x)
         for name, centered in (("add_layer_norm", True), ("add_rms_norm", False)):
             if centered:
-                fwd = lambda **k: nn.add_layer_norm(x, r, L, w, b, **k)  # noqa: E731
-                ref = lambda: nn.layer_norm(x + r, L, w, b)  # noqa: E731
-                _, _, s = nn.add_layer_norm_forward(x, r, L, w, b)
-                _, s0 = nn.layer_norm_forward(x + r, L, w, b)
-                bwd = lambda **k: nn.add_layer_norm_backward(dy, s, dh, **k)  # noqa: E731
-                bref = lambda: nn.layer_norm_backward(dy, s0)[0] + dh  # noqa: E731
-                brefo = lambda: np.add(nn.layer_norm_backward(dy, s0, dx_out=dxo)[0], dh,  # noqa
+                fwd = lambda **k: nbn.add_layer_norm(x, r, L, w, b, **k)  # noqa: E731
+                ref = lambda: nbn.layer_norm(x + r, L, w, b)  # noqa: E731
+                _, _, s = nbn.add_layer_norm_forward(x, r, L, w, b)
+                _, s0 = nbn.layer_norm_forward(x + r, L, w, b)
+                bwd = lambda **k: nbn.add_layer_norm_backward(dy, s, dh, **k)  # noqa: E731
+                bref = lambda: nbn.layer_norm_backward(dy, s0)[0] + dh  # noqa: E731
+                brefo = lambda: np.add(nbn.layer_norm_backward(dy, s0, dx_out=dxo)[0], dh,  # noqa
                                        out=dxo)
             else:
-                fwd = lambda **k: nn.add_rms_norm(x, r, L, w, **k)  # noqa: E731
-                ref = lambda: nn.rms_norm(x + r, L, w)  # noqa: E731
-                _, _, s = nn.add_rms_norm_forward(x, r, L, w)
-                _, s0 = nn.rms_norm_forward(x + r, L, w)
-                bwd = lambda **k: nn.add_rms_norm_backward(dy, s, dh, **k)  # noqa: E731
-                bref = lambda: nn.rms_norm_backward(dy, s0)[0] + dh  # noqa: E731
-                brefo = lambda: np.add(nn.rms_norm_backward(dy, s0, dx_out=dxo)[0], dh,  # noqa
+                fwd = lambda **k: nbn.add_rms_norm(x, r, L, w, **k)  # noqa: E731
+                ref = lambda: nbn.rms_norm(x + r, L, w)  # noqa: E731
+                _, _, s = nbn.add_rms_norm_forward(x, r, L, w)
+                _, s0 = nbn.rms_norm_forward(x + r, L, w)
+                bwd = lambda **k: nbn.add_rms_norm_backward(dy, s, dh, **k)  # noqa: E731
+                bref = lambda: nbn.rms_norm_backward(dy, s0)[0] + dh  # noqa: E731
+                brefo = lambda: np.add(nbn.rms_norm_backward(dy, s0, dx_out=dxo)[0], dh,  # noqa
                                        out=dxo)
             tt = {"f": _median(fwd, repeats), "ref": _median(ref, repeats),
                   "fo": _median(lambda: fwd(out=y, residual_out=h), repeats),
-                  "refo": _median(lambda: nn.layer_norm(np.add(x, r, out=h), L, w, b, out=y)
-                                  if centered else nn.rms_norm(np.add(x, r, out=h), L, w, out=y),
+                  "refo": _median(lambda: nbn.layer_norm(np.add(x, r, out=h), L, w, b, out=y)
+                                  if centered else nbn.rms_norm(np.add(x, r, out=h), L, w, out=y),
                                   repeats),
                   "bf": _median(bwd, repeats), "bref": _median(bref, repeats),
                   "bfo": _median(lambda: bwd(dx_out=dxo), repeats),

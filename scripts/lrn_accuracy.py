@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-import numbanorm as nn
+import numbanorm as nbn
 
 
 def exact(x, size):
@@ -66,7 +66,7 @@ def main():
         ref = exact(x, size)
         with np.errstate(invalid="ignore", divide="ignore"):  # the cancelled sums hit 0
             methods = {
-                "numbanorm (block sums)": nn.local_response_norm(x, size, 1.0, 1.0, 0.0),
+                "numbanorm (block sums)": nbn.local_response_norm(x, size, 1.0, 1.0, 0.0),
                 "running add/subtract": running(x, size),
                 "cumulative-sum difference": cumulative(x, size),
             }

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-import numbanorm as nn
+import numbanorm as nbn
 
 try:
     import torch
@@ -69,8 +69,8 @@ def _data(shape, mean, std, dtype=np.float32, seed=0):
 def nb_batch_norm(x, dy):
     C = x.shape[1]
     rm, rv = np.zeros(C, x.dtype), np.ones(C, x.dtype)
-    y, saved = nn.batch_norm_forward(x, rm, rv, training=True, momentum=1.0, eps=EPS)
-    return y, rv, nn.batch_norm_backward(dy, saved)[0]
+    y, saved = nbn.batch_norm_forward(x, rm, rv, training=True, momentum=1.0, eps=EPS)
+    return y, rv, nbn.batch_norm_backward(dy, saved)[0]
 
 
 def torch_batch_norm(x, dy):
@@ -83,8 +83,8 @@ def torch_batch_norm(x, dy):
 
 
 def nb_layer_norm(x, dy):
-    y, saved = nn.layer_norm_forward(x, x.shape[-1], eps=EPS)
-    return y, 1.0 / saved._rstd64 ** 2 - EPS, nn.layer_norm_backward(dy, saved)[0]
+    y, saved = nbn.layer_norm_forward(x, x.shape[-1], eps=EPS)
+    return y, 1.0 / saved._rstd64 ** 2 - EPS, nbn.layer_norm_backward(dy, saved)[0]
 
 
 def torch_layer_norm(x, dy):
@@ -95,8 +95,8 @@ def torch_layer_norm(x, dy):
 
 
 def nb_group_norm(x, dy):
-    y, saved = nn.group_norm_forward(x, 4, eps=EPS)
-    return y, 1.0 / saved._rstd64 ** 2 - EPS, nn.group_norm_backward(dy, saved)[0]
+    y, saved = nbn.group_norm_forward(x, 4, eps=EPS)
+    return y, 1.0 / saved._rstd64 ** 2 - EPS, nbn.group_norm_backward(dy, saved)[0]
 
 
 def torch_group_norm(x, dy):
@@ -115,8 +115,8 @@ def _channels_last(x):
 
 
 def nb_group_norm_cl(x, dy):
-    y, saved = nn.group_norm_forward(_channels_last(x), 4, eps=EPS)
-    return y, 1.0 / saved._rstd64 ** 2 - EPS, nn.group_norm_backward(_channels_last(dy), saved)[0]
+    y, saved = nbn.group_norm_forward(_channels_last(x), 4, eps=EPS)
+    return y, 1.0 / saved._rstd64 ** 2 - EPS, nbn.group_norm_backward(_channels_last(dy), saved)[0]
 
 
 def torch_group_norm_cl(x, dy):

@@ -12,7 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.preprocessing import StandardScaler as SkStandardScaler
 
-import numbanorm as nn
+import numbanorm as nbn
 
 
 def main():
@@ -30,7 +30,7 @@ def main():
     exact = dense.astype(np.float64).var(axis=0)
     print(f"float32 CSR {n} x {d}, values of mean 1e6 and std 1, {args.zeros:g} of them implicit "
           "zeros: largest relative error of var_")
-    for name, cls in (("numbanorm", nn.StandardScaler), ("scikit-learn", SkStandardScaler)):
+    for name, cls in (("numbanorm", nbn.StandardScaler), ("scikit-learn", SkStandardScaler)):
         fit = cls(with_mean=False).fit(X)
         print(f"  {name:<13} fit            {np.max(np.abs(fit.var_ - exact) / exact):.1e}")
         for chunks in (10, 100):

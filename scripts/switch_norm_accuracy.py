@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-import numbanorm as nn
+import numbanorm as nbn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import oracle  # noqa: E402
@@ -34,8 +34,8 @@ def main():
         x = (rng.standard_normal((8, 16, 14, 14)) * std + mean).astype(np.float32)
         exact = oracle.switch_norm(x, mw, vw, training=True)["y"]
         ref = oracle.switch_norm(x, mw, vw, training=True, reference=True)["y"]
-        pairs = [(nn.switch_norm(x, mw, vw, training=True), exact),
-                 (nn.switch_norm(x, mw, vw, training=True, reference=True), ref)]
+        pairs = [(nbn.switch_norm(x, mw, vw, training=True), exact),
+                 (nbn.switch_norm(x, mw, vw, training=True, reference=True), ref)]
         try:
             pairs.append((torch_reference(x, mw, vw), ref))
         except ImportError:

@@ -14,6 +14,8 @@ as separate processes (the simulator is chosen at import):
         assembles it and prints registers, spills and shared memory per kernel; with I/N only
         the signatures whose index is I modulo N (N processes share the work).
 
+`python tests/cuda_ptx.py probe -` only checks that a CUDA compiler is here (exit 0 or 3).
+
 Exit status of `compile`: 0 all compiled, 1 a kernel failed, 3 no CUDA compiler here (NVVM or
 NVRTC missing). tests/test_cuda_ptx.py runs both steps.
 """
@@ -47,7 +49,7 @@ def _record(path, dtypes=",".join(DTYPES)):
 
     import numba
 
-    import numbanorm as nn
+    import numbanorm as nbn
     from numbanorm.cuda import _host
 
     seen = set()
@@ -83,44 +85,44 @@ def _record(path, dtypes=",".join(DTYPES)):
         # a block (or part of one) per row, then rows split into chunks of a block each
         for chunk, target in (defaults, (4, 32)):
             _host.CUDA_ROW_CHUNK, _host.CUDA_TARGET_BLOCKS = chunk, target
-            for fwd in (lambda: nn.layer_norm_forward(d(3, 12), 12, d(12), d(12)),
-                        lambda: nn.rms_norm_forward(d(3, 12), 12, d(12)),
-                        lambda: nn.group_norm_forward(d(2, 6, 4), 3, d(6), d(6)),
-                        lambda: nn.instance_norm_forward(d(2, 3, 8))):
+            for fwd in (lambda: nbn.layer_norm_forward(d(3, 12), 12, d(12), d(12)),
+                        lambda: nbn.rms_norm_forward(d(3, 12), 12, d(12)),
+                        lambda: nbn.group_norm_forward(d(2, 6, 4), 3, d(6), d(6)),
+                        lambda: nbn.instance_norm_forward(d(2, 3, 8))):
                 y, saved = fwd()
-                getattr(nn, saved.op + "_backward")(d(*y.shape), saved)
+                getattr(nbn, saved.op + "_backward")(d(*y.shape), saved)
         rm, rv = d(3), cuda.to_device(np.ones(3, dtype))
-        nn.instance_norm(d(2, 3, 8), rm, rv)
-        nn.batch_norm(d(5, 3), training=True)  # no running buffers
+        nbn.instance_norm(d(2, 3, 8), rm, rv)
+        nbn.batch_norm(d(5, 3), training=True)  # no running buffers
         for shape in ((5, 3, 2, 3), (13, 3)):
-            y, saved = nn.batch_norm_forward(d(*shape), rm, rv, d(3), d(3), training=True)
-            nn.batch_norm_backward(d(*shape), saved)
-            y, saved = nn.batch_norm_forward(d(*shape), rm, rv, d(3), d(3), training=False)
-            nn.batch_norm_backward(d(*shape), saved)
+            y, saved = nbn.batch_norm_forward(d(*shape), rm, rv, d(3), d(3), training=True)
+            nbn.batch_norm_backward(d(*shape), saved)
+            y, saved = nbn.batch_norm_forward(d(*shape), rm, rv, d(3), d(3), training=False)
+            nbn.batch_norm_backward(d(*shape), saved)
         # the fused residual add + norm (h in x's dtype, and in float32 for 16-bit x), dh given;
         # channel_axis=-1 (batch_norm on columns, group norm through device copies)
         for rdt in (None, np.float32) if dtype.itemsize == 2 else (None,):
             r = d(3, 12) if rdt is None else cuda.to_device(
                 rng.standard_normal((3, 12)).astype(rdt))
-            y, h, saved = nn.add_layer_norm_forward(d(3, 12), r, 12, d(12), d(12),
+            y, h, saved = nbn.add_layer_norm_forward(d(3, 12), r, 12, d(12), d(12),
                                                     residual_dtype=rdt)
-            nn.add_layer_norm_backward(d(3, 12), saved, cuda.to_device(
+            nbn.add_layer_norm_backward(d(3, 12), saved, cuda.to_device(
                 rng.standard_normal((3, 12)).astype(h.dtype)))
-        for fwd in (lambda: nn.group_norm_forward(d(2, 4, 3, 6), 3, d(6), d(6), channel_axis=-1),
-                    lambda: nn.batch_norm_forward(d(2, 4, 3, 6), None, None, d(6), d(6), True,
+        for fwd in (lambda: nbn.group_norm_forward(d(2, 4, 3, 6), 3, d(6), d(6), channel_axis=-1),
+                    lambda: nbn.batch_norm_forward(d(2, 4, 3, 6), None, None, d(6), d(6), True,
                                                   channel_axis=-1)):
             y, saved = fwd()
-            getattr(nn, saved.op + "_backward")(d(*y.shape), saved)
+            getattr(nbn, saved.op + "_backward")(d(*y.shape), saved)
         # the data functions on rows, columns (A > 1), slabs and interleaved axes (a device
         # copy), forward and backward; moments (both NaN policies)
         for shape, axis in (((3, 12), 1), ((2, 5, 3), 1), ((4, 3, 5), (0, 2)),
                             ((3, 4, 5, 2), (0, 2))):
-            for fwd, kw in ((nn.zscore_forward, {"axis": axis}),
-                            (nn.minmax_scale_forward, {"axis": axis}),
-                            (nn.normalize_forward, {"dim": axis})):
+            for fwd, kw in ((nbn.zscore_forward, {"axis": axis}),
+                            (nbn.minmax_scale_forward, {"axis": axis}),
+                            (nbn.normalize_forward, {"dim": axis})):
                 y, saved = fwd(d(*shape), **kw)
-                getattr(nn, saved.op + "_backward")(d(*shape), saved)
-        nn.moments(d(3, 12), 1, "omit")
+                getattr(nbn, saved.op + "_backward")(d(*shape), saved)
+        nbn.moments(d(3, 12), 1, "omit")
     launched = {(m, n) for m, n, _ in seen}
     missing = sorted(expected - launched)
     with open(path, "w") as f:
@@ -192,7 +194,8 @@ def _assemble(ptxas, ptx):
                      if "Used" in line or "spill" in line)
 
 
-def _compile(path, part="0/1"):
+def _probe(path=None):
+    """0 where a one-line kernel compiles for sm_90 here, 3 (and why) where it cannot."""
     from numba import cuda
     import numba.cuda.dispatcher as dispatcher
 
@@ -206,6 +209,13 @@ def _compile(path, part="0/1"):
         cuda.compile_ptx(probe, (_numba_type("array(float64, 1d, C)"),), cc=COMPUTE_CAPABILITY)
     except Exception as e:  # no NVVM/NVRTC: nothing here can compile CUDA code
         print(f"no CUDA compiler: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        return 3
+    return 0
+
+
+def _compile(path, part="0/1"):
+    from numba import cuda
+    if _probe():
         return 3
 
     import importlib
@@ -236,4 +246,5 @@ def _compile(path, part="0/1"):
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     step, path = sys.argv[1], sys.argv[2]
-    sys.exit((_record if step == "record" else _compile)(path, *sys.argv[3:4]))
+    steps = {"record": _record, "compile": _compile, "probe": _probe}
+    sys.exit(steps[step](path, *sys.argv[3:4]))

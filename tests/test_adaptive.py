@@ -7,7 +7,7 @@ errors."""
 import numpy as np
 import pytest
 
-import numbanorm as nn
+import numbanorm as nbn
 import oracle
 from conftest import assert_close
 
@@ -43,7 +43,7 @@ def test_switch_norm_matches_oracle(rng, shape, dtype):
             for reference in (False, True):
                 a = _sn_args(rng, shape, using_bn, dtype)
                 rm, rv = a["running_mean"].copy(), a["running_var"].copy()
-                y = nn.switch_norm(x, a["mean_weight"], a["var_weight"], rm, rv, a["weight"],
+                y = nbn.switch_norm(x, a["mean_weight"], a["var_weight"], rm, rv, a["weight"],
                                    a["bias"], training, 0.25, 1e-5, using_bn, reference)
                 ref = oracle.switch_norm(x, a["mean_weight"], a["var_weight"],
                                          a["running_mean"], a["running_var"], a["weight"],
@@ -106,11 +106,11 @@ def test_switch_norm_backward_matches_autograd(rng, shape):
         for using_bn in (True, False):
             for reference in (False, True):
                 a = _sn_args(rng, shape, using_bn, np.float64)
-                y, saved = nn.switch_norm_forward(
+                y, saved = nbn.switch_norm_forward(
                     x, a["mean_weight"], a["var_weight"], a["running_mean"].copy(),
                     a["running_var"].copy(), a["weight"], a["bias"], training, 0.1, 1e-5,
                     using_bn, reference)
-                grads = nn.switch_norm_backward(dy, saved)
+                grads = nbn.switch_norm_backward(dy, saved)
                 ts = {k: torch.tensor(v, requires_grad=True) for k, v in a.items()}
                 xt = torch.tensor(x, requires_grad=True)
                 yt = _sn_torch(torch, xt, ts["mean_weight"], ts["var_weight"],
@@ -151,19 +151,19 @@ def test_switch_norm_and_batch_instance_norm_gradients_by_finite_differences(rng
     mw, vw, w = a["mean_weight"], a["var_weight"], a["weight"]
 
     def loss():
-        return np.sum(nn.switch_norm(x, mw, vw, None, None, w, a["bias"], True,
+        return np.sum(nbn.switch_norm(x, mw, vw, None, None, w, a["bias"], True,
                                      reference=reference) * dy)
-    y, saved = nn.switch_norm_forward(x, mw, vw, None, None, w, a["bias"], True,
+    y, saved = nbn.switch_norm_forward(x, mw, vw, None, None, w, a["bias"], True,
                                       reference=reference)
-    dx, dw, _, dmw, dvw = nn.switch_norm_backward(dy, saved)
+    dx, dw, _, dmw, dvw = nbn.switch_norm_backward(dy, saved)
     for ours, arr in ((dx, x), (dw, w), (dmw, mw), (dvw, vw)):
         np.testing.assert_allclose(ours, _numeric_grad(loss, arr), rtol=1e-5, atol=1e-7)
     gate = rng.uniform(0.1, 0.9, shape[1])
 
     def loss_bin():
-        return np.sum(nn.batch_instance_norm(x, gate, None, None, w, a["bias"], True) * dy)
-    _, saved = nn.batch_instance_norm_forward(x, gate, None, None, w, a["bias"], True)
-    dx, dw, _, dgate = nn.batch_instance_norm_backward(dy, saved)
+        return np.sum(nbn.batch_instance_norm(x, gate, None, None, w, a["bias"], True) * dy)
+    _, saved = nbn.batch_instance_norm_forward(x, gate, None, None, w, a["bias"], True)
+    dx, dw, _, dgate = nbn.batch_instance_norm_backward(dy, saved)
     for ours, arr in ((dx, x), (dw, w), (dgate, gate)):
         np.testing.assert_allclose(ours, _numeric_grad(loss_bin, arr), rtol=1e-5, atol=1e-7)
 
@@ -174,10 +174,10 @@ def test_switch_norm_statistics_are_exact_where_the_reference_cancels(rng):
     x = rng.standard_normal((4, 3, 64)) + 1e8
     mw = np.array([-9.0, 9.0, -9.0])  # LN's statistics
     vw = mw.copy()
-    y = nn.switch_norm(x, mw, vw, training=True)
+    y = nbn.switch_norm(x, mw, vw, training=True)
     ref = oracle.switch_norm(x, mw, vw, training=True)["y"]
     np.testing.assert_allclose(y, ref, rtol=1e-7, atol=1e-7)
-    bad = nn.switch_norm(x, mw, vw, training=True, reference=True)
+    bad = nbn.switch_norm(x, mw, vw, training=True, reference=True)
     assert np.nanmax(np.abs(bad - ref)) > 1e-3  # the reference's numbers are wrong here
 
 
@@ -186,7 +186,7 @@ def test_switch_norm_layers_load_reference_state_dict_and_average_batches(rng):
     reference's numbers. using_moving_average=False: running statistics are the average of
     the batches' (unbiased variance), after any number of batches."""
     C = 3
-    layer = nn.SwitchNorm2d(C, reference=True, dtype=np.float64)
+    layer = nbn.SwitchNorm2d(C, reference=True, dtype=np.float64)
     state = layer.state_dict()
     assert list(state) == ["weight", "bias", "mean_weight", "var_weight", "running_mean",
                            "running_var"]
@@ -206,7 +206,7 @@ def test_switch_norm_layers_load_reference_state_dict_and_average_batches(rng):
     assert dx.shape == x.shape and layer.grad_weight.shape == (1, C, 1, 1)
     assert layer.grad_mean_weight.shape == (3,)
 
-    avg = nn.SwitchNorm1d(4, using_moving_average=False, dtype=np.float64)
+    avg = nbn.SwitchNorm1d(4, using_moving_average=False, dtype=np.float64)
     assert "num_batches_tracked" in avg.state_dict()
     batches = [rng.standard_normal((6, 4)) * (k + 1) for k in range(3)]
     for b in batches:
@@ -239,12 +239,12 @@ def test_batch_instance_norm_matches_oracle_and_reference(rng, shape, dtype):
         gate = rng.uniform(0, 1, C).astype(dtype)
         a = _sn_args(rng, shape, True, dtype)
         rm, rv = a["running_mean"].copy(), a["running_var"].copy()
-        y, saved = nn.batch_instance_norm_forward(x, gate, rm, rv, a["weight"], a["bias"],
+        y, saved = nbn.batch_instance_norm_forward(x, gate, rm, rv, a["weight"], a["bias"],
                                                   training, 0.1)
         ref = oracle.batch_instance_norm(x, gate, a["running_mean"], a["running_var"],
                                          a["weight"], a["bias"], training)
         assert_close(y, ref["y"], dtype, scale=4.0, name=f"{training=}")
-        grads = nn.batch_instance_norm_backward(dy, saved)
+        grads = nbn.batch_instance_norm_backward(dy, saved)
         torch = pytest.importorskip("torch")
         T = {k: torch.tensor(np.asarray(v, np.float64), requires_grad=True)
              for k, v in dict(x=x, gate=gate, w=a["weight"], b=a["bias"]).items()}
@@ -261,7 +261,7 @@ def test_batch_instance_norm_matches_oracle_and_reference(rng, shape, dtype):
 
 
 def test_batch_instance_norm_layer_gate(rng):
-    layer = nn.BatchInstanceNorm2d(3, dtype=np.float64)
+    layer = nbn.BatchInstanceNorm2d(3, dtype=np.float64)
     assert list(layer.state_dict()) == ["weight", "bias", "gate", "running_mean",
                                         "running_var", "num_batches_tracked"]
     x = rng.standard_normal((4, 3, 5, 5))
@@ -295,8 +295,8 @@ def test_local_response_norm_matches_oracle_and_torch(rng, case, dtype):
     shape, size, alpha, beta, k = case
     x = (rng.standard_normal(shape) * 3.0).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
-    y, saved = nn.local_response_norm_forward(x, size, alpha, beta, k)
-    dx = nn.local_response_norm_backward(dy, saved)
+    y, saved = nbn.local_response_norm_forward(x, size, alpha, beta, k)
+    dx = nbn.local_response_norm_backward(dy, saved)
     ref = oracle.local_response_norm(x, size, alpha, beta, k, dy)
     assert saved.mean is None and saved.rstd is None
     assert_close(y, ref["y"], dtype, scale=2.0, name="y")
@@ -311,26 +311,26 @@ def test_local_response_norm_matches_oracle_and_torch(rng, case, dtype):
 
 
 def test_local_response_norm_on_pytorch_opinfo_samples():
-    """PyTorch 2.13's own sample inputs for nn.functional.local_response_norm (the OpInfo in
+    """PyTorch 2.13's own sample inputs for nbn.functional.local_response_norm (the OpInfo in
     torch.testing._internal.common_methods_invocations), forward and autograd backward."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("expecttest")
     from torch.testing._internal.common_methods_invocations import op_db
-    op = next(o for o in op_db if o.name == "nn.functional.local_response_norm")
+    op = next(o for o in op_db if o.name == "nbn.functional.local_response_norm")
     seen = 0
     for dtype, tdtype in ((np.float32, torch.float32), (np.float64, torch.float64)):
         for sample in op.sample_inputs("cpu", tdtype, requires_grad=True):
             xt = sample.input
             yt = op(xt, *sample.args, **sample.kwargs)
             x = xt.detach().numpy()
-            y, saved = nn.local_response_norm_forward(x, *sample.args, **sample.kwargs)
+            y, saved = nbn.local_response_norm_forward(x, *sample.args, **sample.kwargs)
             tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12,
                                                                              atol=1e-14)
             np.testing.assert_allclose(y, yt.detach().numpy(), **tol)
             if xt.numel():
                 dy = torch.ones_like(yt) * 0.5 + yt.detach()
                 (gx,) = torch.autograd.grad(yt, xt, dy)
-                dx = nn.local_response_norm_backward(dy.numpy(), saved)
+                dx = nbn.local_response_norm_backward(dy.numpy(), saved)
                 np.testing.assert_allclose(dx, gx.numpy(), **tol)
             seen += 1
     assert seen >= 10
@@ -345,7 +345,7 @@ def test_local_response_norm_window_sums_do_not_cancel(rng):
         x = (rng.uniform(0.5, 1.5, (2, 40, 3))).astype(dtype)
         x[:, 3] = big
         x[:, 22] = big
-        y = nn.local_response_norm(x, 3, alpha=1.0, beta=1.0, k=0.0)
+        y = nbn.local_response_norm(x, 3, alpha=1.0, beta=1.0, k=0.0)
         ref = oracle.local_response_norm(x, 3, 1.0, 1.0, 0.0)["y"]
         rel = np.abs(y - ref) / np.abs(ref)
         assert rel.max() < 8 * np.finfo(dtype).eps, (dtype, rel.max())
@@ -353,12 +353,12 @@ def test_local_response_norm_window_sums_do_not_cancel(rng):
 
 def test_local_response_norm_layer_and_in_place(rng):
     x = rng.standard_normal((2, 6, 4, 4)).astype(np.float32)
-    layer = nn.LocalResponseNorm(3, alpha=0.1)
+    layer = nbn.LocalResponseNorm(3, alpha=0.1)
     y = layer(x)
     dx = layer.backward(np.ones_like(x))
     assert dx.shape == x.shape and layer.state_dict() == {}
     z = x.copy()
-    nn.local_response_norm(z, 3, alpha=0.1, out=z)
+    nbn.local_response_norm(z, 3, alpha=0.1, out=z)
     np.testing.assert_array_equal(z, y)
     assert repr(layer) == "LocalResponseNorm(3, alpha=0.1, beta=0.75, k=1.0)"
 
@@ -370,39 +370,39 @@ def test_errors_name_the_argument(rng):
     x = rng.standard_normal((3, 4, 5))
     w3 = np.zeros(3)
     with pytest.raises(ValueError, match=r"mean_weight must have shape \(3,\).*IN, LN, BN"):
-        nn.switch_norm(x, np.zeros(2), w3, training=True)
+        nbn.switch_norm(x, np.zeros(2), w3, training=True)
     with pytest.raises(ValueError, match=r"var_weight must have shape \(2,\)"):
-        nn.switch_norm(x, np.zeros(2), w3, training=True, using_bn=False)
+        nbn.switch_norm(x, np.zeros(2), w3, training=True, using_bn=False)
     with pytest.raises(ValueError, match="running_mean and running_var are required"):
-        nn.switch_norm(x, w3, w3, training=False)
+        nbn.switch_norm(x, w3, w3, training=False)
     with pytest.raises(ValueError, match="at least 2 dimensions"):
-        nn.switch_norm(np.zeros(4), np.zeros(2), np.zeros(2))
+        nbn.switch_norm(np.zeros(4), np.zeros(2), np.zeros(2))
     with pytest.raises(ValueError, match=r"gate must lie in \[0, 1\]"):
-        nn.batch_instance_norm(x, np.full(4, 1.5), training=True)
+        nbn.batch_instance_norm(x, np.full(4, 1.5), training=True)
     with pytest.raises(TypeError, match="gate must have"):
-        nn.batch_instance_norm(x, np.zeros(4, np.float32), training=True)
+        nbn.batch_instance_norm(x, np.zeros(4, np.float32), training=True)
     with pytest.raises(ValueError, match="more than 1 spatial element"):
-        nn.batch_instance_norm(x[:, :, :1], np.zeros(4), training=True)
+        nbn.batch_instance_norm(x[:, :, :1], np.zeros(4), training=True)
     with pytest.raises(ValueError, match="size must be positive"):
-        nn.local_response_norm(x, 0)
+        nbn.local_response_norm(x, 0)
     with pytest.raises(TypeError, match="size must be an int"):
-        nn.local_response_norm(x, 2.5)
+        nbn.local_response_norm(x, 2.5)
     with pytest.raises(ValueError, match="beta must be finite"):
-        nn.local_response_norm(x, 2, beta=np.inf)
+        nbn.local_response_norm(x, 2, beta=np.inf)
     with pytest.raises(ValueError, match="at least 3 dimensions"):
-        nn.local_response_norm(x[0], 2)
-    _, saved = nn.local_response_norm_forward(x, 2)
+        nbn.local_response_norm(x[0], 2)
+    _, saved = nbn.local_response_norm_forward(x, 2)
     with pytest.raises(ValueError, match="dy must have the forward output's shape"):
-        nn.local_response_norm_backward(x[:2], saved)
+        nbn.local_response_norm_backward(x[:2], saved)
     with pytest.raises(TypeError, match="saved comes from local_response_norm_forward"):
-        nn.layer_norm_backward(x, saved)
-    _, saved = nn.switch_norm_forward(x, w3, w3, training=True)
+        nbn.layer_norm_backward(x, saved)
+    _, saved = nbn.switch_norm_forward(x, w3, w3, training=True)
     with pytest.raises(TypeError, match="saved comes from switch_norm_forward"):
-        nn.batch_instance_norm_backward(x, saved)
+        nbn.batch_instance_norm_backward(x, saved)
     with pytest.raises(ValueError, match="dx_out"):
-        nn.switch_norm_backward(x, saved, dx_out=np.zeros((3, 4, 6)))
+        nbn.switch_norm_backward(x, saved, dx_out=np.zeros((3, 4, 6)))
     before = x.copy()
-    nn.switch_norm(x, w3, w3, training=True)
+    nbn.switch_norm(x, w3, w3, training=True)
     np.testing.assert_array_equal(x, before)  # inputs never modified
 
 
@@ -416,14 +416,14 @@ def test_half_precision_within_one_ulp(rng):
         w = rng.standard_normal(4).astype(np.float32)
         b = rng.standard_normal(4).astype(np.float32)
         mw, vw = rng.standard_normal(3), rng.standard_normal(3)
-        y = nn.switch_norm(x, mw, vw, None, None, w, b, True)
+        y = nbn.switch_norm(x, mw, vw, None, None, w, b, True)
         ref = oracle.switch_norm(x, mw, vw, None, None, w, b, True)["y"]
         assert_half(y, ref, dtype, name=f"switch_norm {dtype}")
         gate = rng.uniform(0, 1, 4).astype(np.float32)
-        y = nn.batch_instance_norm(x, gate, None, None, w, b, True)
+        y = nbn.batch_instance_norm(x, gate, None, None, w, b, True)
         ref = oracle.batch_instance_norm(x, gate, None, None, w, b, True)["y"]
         assert_half(y, ref, dtype, name=f"batch_instance_norm {dtype}")
-        y = nn.local_response_norm(x, 3, 0.5)
+        y = nbn.local_response_norm(x, 3, 0.5)
         assert_half(y, oracle.local_response_norm(x, 3, 0.5)["y"], dtype, name=f"lrn {dtype}")
 
 
@@ -435,23 +435,23 @@ def test_local_response_norm_on_dask_is_bitwise_the_numpy_result(rng):
     x = rng.standard_normal((4, 11, 5, 6)).astype(np.float32)
     for chunks in [(2, 11, 5, 6), (2, 3, 5, 3), (4, 1, 5, 6), (2, (1, 6, 1, 3), 5, 6)]:
         for size in (1, 2, 5, 12):
-            want = nn.local_response_norm(x, size, 0.3)
-            y, saved = nn.local_response_norm_forward(da.from_array(x, chunks=chunks), size,
+            want = nbn.local_response_norm(x, size, 0.3)
+            y, saved = nbn.local_response_norm_forward(da.from_array(x, chunks=chunks), size,
                                                       0.3)
             assert saved is None
             np.testing.assert_array_equal(y.compute(), want, err_msg=f"{chunks} {size}")
     xd = da.from_array(x, chunks=(2, 11, 5, 6))
     with pytest.raises(TypeError, match="switch_norm does not take Dask arrays"):
-        nn.switch_norm(xd, np.zeros(3), np.zeros(3), training=True)
+        nbn.switch_norm(xd, np.zeros(3), np.zeros(3), training=True)
     with pytest.raises(TypeError, match="batch_instance_norm does not take Dask arrays"):
-        nn.batch_instance_norm(xd, np.zeros(11, np.float32), training=True)
+        nbn.batch_instance_norm(xd, np.zeros(11, np.float32), training=True)
 
 
 def test_local_response_norm_returns_empty_input_as_it_is():
     """As torch.nn.functional.local_response_norm: empty input comes back itself; its
     backward is an empty dx."""
     x = np.zeros((0, 4, 3), np.float32)
-    assert nn.local_response_norm(x, 3) is x
-    y, saved = nn.local_response_norm_forward(x, 3)
+    assert nbn.local_response_norm(x, 3) is x
+    y, saved = nbn.local_response_norm_forward(x, 3)
     assert y is x
-    assert nn.local_response_norm_backward(x, saved).shape == x.shape
+    assert nbn.local_response_norm_backward(x, saved).shape == x.shape

@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 import pytest
 
-import numbanorm as nn
+import numbanorm as nbn
 from numbanorm import _device
 from conftest import assert_close
 import oracle
@@ -16,7 +16,7 @@ import oracle
 da = pytest.importorskip("dask.array")
 cuda = _device.cuda()  # the simulator stands in when there is no GPU
 
-ROOT = pathlib.Path(nn.__file__).parent
+ROOT = pathlib.Path(nbn.__file__).parent
 API = {"numbanorm", "numbanorm.functional", "numbanorm.layers", "numbanorm.scaling",
        "numbanorm.stats", "numbanorm.preprocessing"}
 
@@ -41,19 +41,19 @@ def _back(y):
 
 # (name, call, oracle): every data function, a few deep-learning ops
 CASES = [
-    ("zscore", lambda x: nn.zscore(x, (0, 2)), lambda x: oracle.zscore(x, (0, 2))),
-    ("zscore_omit", lambda x: nn.zscore(x, 1, nan_policy="omit"),
+    ("zscore", lambda x: nbn.zscore(x, (0, 2)), lambda x: oracle.zscore(x, (0, 2))),
+    ("zscore_omit", lambda x: nbn.zscore(x, 1, nan_policy="omit"),
      lambda x: oracle.zscore(x, 1, omit=True)),
-    ("minmax_scale", lambda x: nn.minmax_scale(x, axis=(1, 2)),
+    ("minmax_scale", lambda x: nbn.minmax_scale(x, axis=(1, 2)),
      lambda x: oracle.minmax_scale(x, axis=(1, 2))),
-    ("normalize", lambda x: nn.normalize(np.nan_to_num(x) if isinstance(x, np.ndarray) else x,
+    ("normalize", lambda x: nbn.normalize(np.nan_to_num(x) if isinstance(x, np.ndarray) else x,
                                          2.0, 0),
      lambda x: oracle.normalize(np.nan_to_num(x), 2.0, 0)),
-    ("layer_norm", lambda x: nn.layer_norm(x, (5, 4)), lambda x: oracle.layer_norm(
+    ("layer_norm", lambda x: nbn.layer_norm(x, (5, 4)), lambda x: oracle.layer_norm(
         x, (5, 4))["y"]),
-    ("batch_norm", lambda x: nn.batch_norm(x, training=True),
+    ("batch_norm", lambda x: nbn.batch_norm(x, training=True),
      lambda x: oracle.batch_norm_train(x)["y"]),
-    ("group_norm_channels_last", lambda x: nn.group_norm(x, 2, channel_axis=-1),
+    ("group_norm_channels_last", lambda x: nbn.group_norm(x, 2, channel_axis=-1),
      lambda x: oracle.group_norm(x.transpose(0, 2, 1), 2)["y"].transpose(0, 2, 1)),
 ]
 
@@ -80,9 +80,9 @@ def test_three_backends_one_set_of_cases(rng, name, dtype):
 def test_moments_on_three_backends(rng):
     x = rng.standard_normal((7, 3, 5))
     x[1, 1, 1] = np.nan
-    ref = nn.moments(x, (0, 2), "omit")
-    for m in (nn.moments(_on_gpu(x), (0, 2), "omit"),
-              nn.moments(_on_dask(x, (3, 2, 2)), (0, 2), "omit").compute()):
+    ref = nbn.moments(x, (0, 2), "omit")
+    for m in (nbn.moments(_on_gpu(x), (0, 2), "omit"),
+              nbn.moments(_on_dask(x, (3, 2, 2)), (0, 2), "omit").compute()):
         for f in ("count", "mean", "m2", "min", "max"):
             np.testing.assert_allclose(getattr(m, f), getattr(ref, f), rtol=1e-12, err_msg=f)
 
@@ -147,14 +147,14 @@ def test_empty_and_degenerate_shapes_on_three_backends(shape, axis):
     column kernels once divided by a zero column count)."""
     x = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape) * 0.5 - 1.0
     dim = tuple(range(len(shape))) if axis is None else axis
-    for name, f in (("zscore", lambda a: nn.zscore(a, axis)),
-                    ("minmax_scale", lambda a: nn.minmax_scale(a, axis=axis)),
-                    ("normalize", lambda a: nn.normalize(a, 2.0, dim))):
+    for name, f in (("zscore", lambda a: nbn.zscore(a, axis)),
+                    ("minmax_scale", lambda a: nbn.minmax_scale(a, axis=axis)),
+                    ("normalize", lambda a: nbn.normalize(a, 2.0, dim))):
         ref = f(x)
         assert ref.shape == shape
         for where, a in (("cuda", _on_gpu(x)), ("dask", _on_dask(x, x.shape))):
             np.testing.assert_allclose(_back(f(a)), ref, equal_nan=True, err_msg=f"{name} {where}")
-    m = nn.moments(x, axis)
-    for got in (nn.moments(_on_gpu(x), axis), nn.moments(_on_dask(x, x.shape), axis).compute()):
+    m = nbn.moments(x, axis)
+    for got in (nbn.moments(_on_gpu(x), axis), nbn.moments(_on_dask(x, x.shape), axis).compute()):
         for f in ("count", "mean", "m2", "min", "max"):
             np.testing.assert_array_equal(getattr(got, f), getattr(m, f), err_msg=f)

@@ -16,14 +16,14 @@ import numpy as np
 _CALLS = """
 import json, sys
 import numpy as np
-import numbanorm as nn
+import numbanorm as nbn
 from numbanorm import _cache
 rng = np.random.default_rng(int(sys.argv[1]))
 err = 0.0
 for shape, axis in (((1000, 32), 1), ((1000, 32), 0), ((40, 3, 16, 16), (2, 3)),
                     ((20, 5), 1)):
     x = rng.standard_normal(shape).astype(np.float32)
-    y = nn.normalize(x, dim=axis)
+    y = nbn.normalize(x, dim=axis)
     ref = x / np.maximum(np.sqrt((x.astype(np.float64) ** 2).sum(axis, keepdims=True)), 1e-12)
     err = max(err, float(np.abs(y - ref).max()))
 print(json.dumps({"err": err, "counts": _cache.counts()}))
@@ -88,7 +88,7 @@ def test_processes_share_an_empty_cache(tmp_path):
 
 def test_counts_see_this_process():
     from numbanorm import _cache
-    import numbanorm as nn
-    nn.normalize(np.ones((3, 4), np.float32))
+    import numbanorm as nbn
+    nbn.normalize(np.ones((3, 4), np.float32))
     assert _cache.compiled_signatures() > 0
     assert _cache.location()

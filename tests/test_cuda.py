@@ -5,7 +5,7 @@ and partial merges run on these tiny shapes)."""
 import numpy as np
 import pytest
 
-import numbanorm as nn
+import numbanorm as nbn
 from numbanorm import _device
 from conftest import (ACCEPTED, EPS32, TOLERANCES, assert_close, assert_half, dx_scale,
                       half_params, ulp16)
@@ -29,28 +29,28 @@ def _data(rng, shape, dtype, mean=0.0, std=1.0):
 
 # op -> (forward on device args, backward, oracle, parameter shape of x)
 CASES = {
-    "layer_norm": ((3, 4, 5), lambda x, w, b: nn.layer_norm_forward(x, (4, 5), w, b),
-                   nn.layer_norm_backward,
+    "layer_norm": ((3, 4, 5), lambda x, w, b: nbn.layer_norm_forward(x, (4, 5), w, b),
+                   nbn.layer_norm_backward,
                    lambda x, w, b, dy: oracle.layer_norm(x, (4, 5), w, b, 1e-5, dy), (4, 5)),
-    "layer_norm_long": ((2, 37), lambda x, w, b: nn.layer_norm_forward(x, 37, w, b),
-                        nn.layer_norm_backward,
+    "layer_norm_long": ((2, 37), lambda x, w, b: nbn.layer_norm_forward(x, 37, w, b),
+                        nbn.layer_norm_backward,
                         lambda x, w, b, dy: oracle.layer_norm(x, 37, w, b, 1e-5, dy), (37,)),
-    "rms_norm": ((3, 2, 13), lambda x, w, b: nn.rms_norm_forward(x, 13, w),
-                 nn.rms_norm_backward,
+    "rms_norm": ((3, 2, 13), lambda x, w, b: nbn.rms_norm_forward(x, 13, w),
+                 nbn.rms_norm_backward,
                  lambda x, w, b, dy: oracle.rms_norm(x, 13, w, None, dy), (13,)),
-    "group_norm": ((2, 6, 3, 5), lambda x, w, b: nn.group_norm_forward(x, 3, w, b),
-                   nn.group_norm_backward,
+    "group_norm": ((2, 6, 3, 5), lambda x, w, b: nbn.group_norm_forward(x, 3, w, b),
+                   nbn.group_norm_backward,
                    lambda x, w, b, dy: oracle.group_norm(x, 3, w, b, 1e-5, dy), (6,)),
-    "instance_norm": ((2, 3, 11), lambda x, w, b: nn.instance_norm_forward(x, weight=w, bias=b),
-                      nn.instance_norm_backward,
+    "instance_norm": ((2, 3, 11), lambda x, w, b: nbn.instance_norm_forward(x, weight=w, bias=b),
+                      nbn.instance_norm_backward,
                       lambda x, w, b, dy: oracle.instance_norm(x, w, b, 1e-5, dy), (3,)),
-    "batch_norm": ((5, 3, 2, 3), lambda x, w, b: nn.batch_norm_forward(x, None, None, w, b,
+    "batch_norm": ((5, 3, 2, 3), lambda x, w, b: nbn.batch_norm_forward(x, None, None, w, b,
                                                                        training=True),
-                   nn.batch_norm_backward,
+                   nbn.batch_norm_backward,
                    lambda x, w, b, dy: oracle.batch_norm_train(x, w, b, 1e-5, dy), (3,)),
-    "batch_norm_nc": ((13, 7), lambda x, w, b: nn.batch_norm_forward(x, None, None, w, b,
+    "batch_norm_nc": ((13, 7), lambda x, w, b: nbn.batch_norm_forward(x, None, None, w, b,
                                                                      training=True),
-                      nn.batch_norm_backward,
+                      nbn.batch_norm_backward,
                       lambda x, w, b, dy: oracle.batch_norm_train(x, w, b, 1e-5, dy), (7,)),
 }
 
@@ -97,8 +97,8 @@ def test_layer_norm_bias_without_weight_keeps_its_shape(rng):
     x = _data(rng, (3, 4, 5), np.float32)
     dy = _data(rng, (3, 4, 5), np.float32)
     b = _data(rng, (4, 5), np.float32)
-    y, saved = nn.layer_norm_forward(dev(x), (4, 5), None, dev(b))
-    dx, dw, db = nn.layer_norm_backward(dev(dy), saved)
+    y, saved = nbn.layer_norm_forward(dev(x), (4, 5), None, dev(b))
+    dx, dw, db = nbn.layer_norm_backward(dev(dy), saved)
     ref = oracle.layer_norm(x, (4, 5), None, b, 1e-5, dy)
     assert dw is None and host(db).shape == (4, 5)
     assert_close(host(db), ref["dbias"], np.float32, np.sqrt(x.size), name="dbias")
@@ -110,13 +110,13 @@ def test_batch_norm_running_buffers_on_device_and_eval(rng, dtype):
     dy = _data(rng, x.shape, dtype)
     rm, rv = _data(rng, 4, dtype), np.abs(_data(rng, 4, dtype)) + 0.5
     rm_d, rv_d = dev(rm), dev(rv)
-    nn.batch_norm(dev(x), rm_d, rv_d, training=True, momentum=0.3)
+    nbn.batch_norm(dev(x), rm_d, rv_d, training=True, momentum=0.3)
     ref = oracle.batch_norm_train(x)
     assert_close(host(rm_d), 0.7 * rm + 0.3 * ref["mean"], dtype, name="running_mean")
     assert_close(host(rv_d), 0.7 * rv + 0.3 * ref["var_unbiased"], dtype, name="running_var")
     # eval mode reads the (device) running buffers
-    y, saved = nn.batch_norm_forward(dev(x), rm_d, rv_d, training=False)
-    dx = nn.batch_norm_backward(dev(dy), saved)[0]
+    y, saved = nbn.batch_norm_forward(dev(x), rm_d, rv_d, training=False)
+    dx = nbn.batch_norm_backward(dev(dy), saved)[0]
     ref = oracle.batch_norm_eval(x, host(rm_d), host(rv_d), dy=dy)
     assert_close(host(y), ref["y"], dtype, name="eval y")
     assert_close(host(dx), ref["dx"], dtype, name="eval dx")
@@ -127,13 +127,13 @@ def test_instance_norm_running_buffers(rng, dtype):
     x = _data(rng, (3, 4, 9), dtype, mean=-1.0)
     rm, rv = np.zeros(4, dtype), np.ones(4, dtype)
     rm_cpu, rv_cpu = rm.copy(), rv.copy()
-    y = nn.instance_norm(x, rm, rv, momentum=0.5, device="cuda")   # NumPy in, NumPy out
-    y_cpu = nn.instance_norm(x, rm_cpu, rv_cpu, momentum=0.5)
+    y = nbn.instance_norm(x, rm, rv, momentum=0.5, device="cuda")   # NumPy in, NumPy out
+    y_cpu = nbn.instance_norm(x, rm_cpu, rv_cpu, momentum=0.5)
     assert isinstance(y, np.ndarray)
     np.testing.assert_allclose(y, y_cpu, rtol=TOLERANCES[dtype][0], atol=TOLERANCES[dtype][1])
     np.testing.assert_allclose(rm, rm_cpu, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(rv, rv_cpu, rtol=1e-6, atol=1e-7)
-    y_eval = nn.instance_norm(x, rm, rv, use_input_stats=False, device="cuda")
+    y_eval = nbn.instance_norm(x, rm, rv, use_input_stats=False, device="cuda")
     ref = oracle.batch_norm_eval(x.reshape(1, 12, 9).reshape(3, 4, 9), rm, rv)
     assert_close(y_eval, ref["y"], dtype, name="eval y")
 
@@ -142,20 +142,20 @@ def test_device_keyword_and_environment(rng, monkeypatch):
     x = _data(rng, (4, 6, 5), np.float32)
     dy = _data(rng, x.shape, np.float32)
     w = _data(rng, 6, np.float32)
-    y, saved = nn.group_norm_forward(x, 2, w, device="cuda")
+    y, saved = nbn.group_norm_forward(x, 2, w, device="cuda")
     assert isinstance(y, np.ndarray) and isinstance(saved.rstd, np.ndarray)
-    dx, dw, db = nn.group_norm_backward(dy, saved)
+    dx, dw, db = nbn.group_norm_backward(dy, saved)
     assert isinstance(dx, np.ndarray) and db is None
     ref = oracle.group_norm(x, 2, w, dy=dy)
     assert_close(dx, ref["dx"], np.float32, name="dx")
     assert_close(dw, ref["dweight"], np.float32, np.sqrt(x.size), name="dweight")
     monkeypatch.setenv("NUMBANORM_DEVICE", "cuda")
     out = np.empty_like(x)
-    assert nn.group_norm(x, 2, w, out=out) is out
+    assert nbn.group_norm(x, 2, w, out=out) is out
     assert_close(out, ref["y"], np.float32, name="env y")
     monkeypatch.setenv("NUMBANORM_DEVICE", "tpu")
     with pytest.raises(ValueError, match="NUMBANORM_DEVICE environment variable must be"):
-        nn.group_norm(x, 2)
+        nbn.group_norm(x, 2)
 
 
 def test_out_on_device(rng):
@@ -163,14 +163,14 @@ def test_out_on_device(rng):
     ref = oracle.layer_norm(x, 8)["y"]
     x_d = dev(x)
     out = cuda.device_array_like(x_d)
-    assert nn.layer_norm(x_d, 8, out=out) is out
+    assert nbn.layer_norm(x_d, 8, out=out) is out
     assert_close(host(out), ref, np.float32, name="out")
-    assert nn.layer_norm(x_d, 8, out=x_d) is x_d  # in place
+    assert nbn.layer_norm(x_d, 8, out=x_d) is x_d  # in place
     assert_close(host(x_d), ref, np.float32, name="in place")
     with pytest.raises(ValueError, match="out overlaps the input"):
-        nn.layer_norm_forward(x_d, 8, out=x_d)
+        nbn.layer_norm_forward(x_d, 8, out=x_d)
     with pytest.raises(TypeError, match="out must be a GPU array"):
-        nn.layer_norm(x_d, 8, out=np.empty_like(x))
+        nbn.layer_norm(x_d, 8, out=np.empty_like(x))
 
 
 @pytest.mark.parametrize("op", ["layer_norm", "batch_norm"])
@@ -190,8 +190,8 @@ def test_dx_out_on_device_and_host(rng, op):
         bwd(dy_d, saved, dx_out=dy_d)
     with pytest.raises(TypeError, match="dx_out must be a GPU array"):
         bwd(dy_d, saved, dx_out=np.empty_like(dy))
-    _, saved_h = (nn.layer_norm_forward(x, shape[1:], device="cuda") if op == "layer_norm"
-                  else nn.batch_norm_forward(x, training=True, device="cuda"))
+    _, saved_h = (nbn.layer_norm_forward(x, shape[1:], device="cuda") if op == "layer_norm"
+                  else nbn.batch_norm_forward(x, training=True, device="cuda"))
     dx_h = np.full(shape, np.nan, np.float32)
     assert bwd(dy, saved_h, dx_out=dx_h)[0] is dx_h
     assert_close(dx_h, ref, np.float32, name="host dx_out")
@@ -206,8 +206,8 @@ def test_out_and_dx_out_written_in_place_on_device(rng, monkeypatch, op):
     x = _data(rng, shape, np.float32)
     dy = _data(rng, shape, np.float32)
     ref = ref_fn(x, None, None, dy)
-    plain = {"layer_norm": lambda a, **k: nn.layer_norm(a, shape[1:], **k),
-             "batch_norm": lambda a, **k: nn.batch_norm(a, training=True, **k)}[op]
+    plain = {"layer_norm": lambda a, **k: nbn.layer_norm(a, shape[1:], **k),
+             "batch_norm": lambda a, **k: nbn.batch_norm(a, training=True, **k)}[op]
     sizes = []
     real_empty = _host.empty
 
@@ -234,23 +234,23 @@ def test_mixed_placement_errors(rng):
     w_d = dev(np.ones(3, np.float32))
     rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
     with pytest.raises(ValueError, match="weight is on the GPU but x is a NumPy array"):
-        nn.batch_norm(x, None, None, w_d, training=True)
+        nbn.batch_norm(x, None, None, w_d, training=True)
     with pytest.raises(ValueError, match="running_mean is a NumPy array but x is on the GPU"):
-        nn.batch_norm(x_d, rm, rv, training=True)
+        nbn.batch_norm(x_d, rm, rv, training=True)
     np.testing.assert_array_equal(rm, 0)
-    nn.batch_norm(x_d, rm, rv, training=False)  # read-only host buffers are copied over
+    nbn.batch_norm(x_d, rm, rv, training=False)  # read-only host buffers are copied over
     with pytest.raises(ValueError, match="device='cpu' was asked for"):
-        nn.layer_norm(x_d, 5, device="cpu")
+        nbn.layer_norm(x_d, 5, device="cpu")
     with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
-        nn.layer_norm(x, 5, device="gpu")
-    y, saved = nn.layer_norm_forward(x_d, 5)
+        nbn.layer_norm(x, 5, device="gpu")
+    y, saved = nbn.layer_norm_forward(x_d, 5)
     with pytest.raises(ValueError, match="dy is a NumPy array but the forward ran on the GPU"):
-        nn.layer_norm_backward(np.ones_like(x), saved)
-    y, saved = nn.layer_norm_forward(x, 5)
+        nbn.layer_norm_backward(np.ones_like(x), saved)
+    y, saved = nbn.layer_norm_forward(x, 5)
     with pytest.raises(ValueError, match="dy is on the GPU but the forward ran on the CPU"):
-        nn.layer_norm_backward(dev(np.ones_like(x)), saved)
+        nbn.layer_norm_backward(dev(np.ones_like(x)), saved)
     with pytest.raises(TypeError, match="x must have dtype " + ACCEPTED):
-        nn.layer_norm(dev(np.ones((2, 3), np.int32)), 3)
+        nbn.layer_norm(dev(np.ones((2, 3), np.int32)), 3)
 
 
 @pytest.mark.parametrize("op", ["layer_norm", "group_norm", "batch_norm", "batch_norm_nc"])
@@ -283,8 +283,8 @@ def test_short_rows_share_a_block(rng, L):
     x[3] *= scale
     x[5, L // 2] = np.nan
     normal = [r for r in range(R) if r not in (3, 5)]
-    y, saved = nn.layer_norm_forward(dev(x), L, dev(w))
-    dx = host(nn.layer_norm_backward(dev(dy), saved)[0])
+    y, saved = nbn.layer_norm_forward(dev(x), L, dev(w))
+    dx = host(nbn.layer_norm_backward(dev(dy), saved)[0])
     y = host(y)
     ref = oracle.layer_norm(x[normal], L, w, None, 1e-5, dy[normal])
     assert_close(y[normal], ref["y"], np.float64, name="y")
@@ -299,16 +299,16 @@ def test_short_rows_share_a_block(rng, L):
 
 
 SPLIT_CASES = {
-    "layer_norm": ((3, 37), lambda x, w, b: nn.layer_norm_forward(x, 37, w, b),
-                   nn.layer_norm_backward,
+    "layer_norm": ((3, 37), lambda x, w, b: nbn.layer_norm_forward(x, 37, w, b),
+                   nbn.layer_norm_backward,
                    lambda x, w, b, dy: oracle.layer_norm(x, 37, w, b, 1e-5, dy), (37,)),
-    "rms_norm": ((2, 40), lambda x, w, b: nn.rms_norm_forward(x, 40, w), nn.rms_norm_backward,
+    "rms_norm": ((2, 40), lambda x, w, b: nbn.rms_norm_forward(x, 40, w), nbn.rms_norm_backward,
                  lambda x, w, b, dy: oracle.rms_norm(x, 40, w, None, dy), (40,)),
-    "group_norm": ((1, 6, 3, 5), lambda x, w, b: nn.group_norm_forward(x, 3, w, b),
-                   nn.group_norm_backward,
+    "group_norm": ((1, 6, 3, 5), lambda x, w, b: nbn.group_norm_forward(x, 3, w, b),
+                   nbn.group_norm_backward,
                    lambda x, w, b, dy: oracle.group_norm(x, 3, w, b, 1e-5, dy), (6,)),
-    "instance_norm": ((1, 3, 20), lambda x, w, b: nn.instance_norm_forward(x, weight=w, bias=b),
-                      nn.instance_norm_backward,
+    "instance_norm": ((1, 3, 20), lambda x, w, b: nbn.instance_norm_forward(x, weight=w, bias=b),
+                      nbn.instance_norm_backward,
                       lambda x, w, b, dy: oracle.instance_norm(x, w, b, 1e-5, dy), (3,)),
 }
 
@@ -347,8 +347,8 @@ def test_split_rows_huge_and_nan(rng, monkeypatch):
     scale = 1e300
     x[0] *= scale
     x[1, 5] = np.nan
-    y, saved = nn.layer_norm_forward(dev(x), 37)
-    dx = host(nn.layer_norm_backward(dev(dy), saved)[0])
+    y, saved = nbn.layer_norm_forward(dev(x), 37)
+    dx = host(nbn.layer_norm_backward(dev(dy), saved)[0])
     y = host(y)
     ref0 = oracle.layer_norm(x[:1] / scale, 37, None, None, 0.0, dy[:1])
     np.testing.assert_allclose(y[:1], ref0["y"], rtol=1e-9, atol=1e-12)
@@ -376,7 +376,7 @@ def test_nan_and_constant_groups(rng):
     x[0, :2, 3] = np.nan          # group 0 of sample 0
     x[1, 2:] = 5.0                # group 1 of sample 1: constant
     b = _data(rng, 4, np.float32)
-    y = host(nn.group_norm(dev(x), 2, None, b))
+    y = host(nbn.group_norm(dev(x), 2, None, b))
     assert np.isnan(y[0, :2]).all()
     assert np.isfinite(y[0, 2:]).all() and np.isfinite(y[1]).all()
     np.testing.assert_array_equal(y[1, 2:], np.broadcast_to(b[2:, None], (2, 6)))
@@ -388,14 +388,14 @@ def test_cuda_unavailable_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(_device, "_state", {})
     monkeypatch.setattr(cuda, "is_available", lambda: False)
     with pytest.raises(_device.CudaUnavailableError, match="needs an NVIDIA GPU"):
-        nn.layer_norm(np.ones((2, 3), np.float32), 3, device="cuda")
-    np.testing.assert_allclose(nn.layer_norm(np.ones((2, 3), np.float32) * [1, 2, 3], 3)[0],
+        nbn.layer_norm(np.ones((2, 3), np.float32), 3, device="cuda")
+    np.testing.assert_allclose(nbn.layer_norm(np.ones((2, 3), np.float32) * [1, 2, 3], 3)[0],
                                [-1.2247, 0, 1.2247], atol=1e-4)  # the CPU path still works
-    assert nn.info()["gpu"] is None
+    assert nbn.info()["gpu"] is None
 
 
 def test_info_reports_gpu():
-    facts = nn.info()
+    facts = nbn.info()
     assert facts["gpu"] and facts["numba"] and facts["threads"] >= 1
 
 
@@ -408,21 +408,21 @@ def test_cupy_and_torch_interop(rng):
     x = _data(rng, (8, 16), np.float32)
     ref = oracle.layer_norm(x, 16)["y"]
     cupy = pytest.importorskip("cupy")
-    y = nn.layer_norm(cupy.asarray(x), 16)
+    y = nbn.layer_norm(cupy.asarray(x), 16)
     assert isinstance(y, cupy.ndarray)
     assert_close(cupy.asnumpy(y), ref, np.float32)
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
-        y = nn.layer_norm(torch.tensor(x, device="cuda"), 16)
+        y = nbn.layer_norm(torch.tensor(x, device="cuda"), 16)
         assert isinstance(y, torch.Tensor) and y.is_cuda
         assert_close(y.cpu().numpy(), ref, np.float32)
 
 
 LAYERS = [
-    (nn.BatchNorm2d, (4,), (3, 4, 2, 3)), (nn.BatchNorm1d, (5,), (7, 5)),
-    (nn.InstanceNorm1d, (3,), (3, 6)),  # unbatched (C, L)
-    (nn.InstanceNorm2d, (3,), (2, 3, 2, 3)), (nn.LayerNorm, ((2, 3),), (4, 2, 3)),
-    (nn.GroupNorm, (2, 4), (2, 4, 5)), (nn.RMSNorm, (6,), (3, 6)),
+    (nbn.BatchNorm2d, (4,), (3, 4, 2, 3)), (nbn.BatchNorm1d, (5,), (7, 5)),
+    (nbn.InstanceNorm1d, (3,), (3, 6)),  # unbatched (C, L)
+    (nbn.InstanceNorm2d, (3,), (2, 3, 2, 3)), (nbn.LayerNorm, ((2, 3),), (4, 2, 3)),
+    (nbn.GroupNorm, (2, 4), (2, 4, 5)), (nbn.RMSNorm, (6,), (3, 6)),
 ]
 
 
@@ -431,7 +431,7 @@ def test_layers_on_device_match_cpu(rng, cls, args, shape):
     """A layer moved with .to("cuda") gives the CPU layer's outputs, gradients and running
     buffers over train and eval steps, and .to("cpu") brings its state back."""
     kwargs = {"track_running_stats": True, "affine": True} if cls in (
-        nn.InstanceNorm1d, nn.InstanceNorm2d) else {}
+        nbn.InstanceNorm1d, nbn.InstanceNorm2d) else {}
     cpu_layer, gpu_layer = cls(*args, **kwargs), cls(*args, **kwargs).to("cuda")
     assert gpu_layer.device == "cuda"
     for step in range(3):
@@ -497,7 +497,7 @@ def test_warp_exchanges_follow_the_shuffle_semantics():
 
 def test_numpy_layer_on_gpu_input_says_to_move_the_layer(rng):
     """A layer's user cannot pass buffers: the error names layer.to('cuda'), which works."""
-    layer = nn.BatchNorm1d(4)
+    layer = nbn.BatchNorm1d(4)
     x = dev(_data(rng, (6, 4), np.float32))
     with pytest.raises(ValueError, match=r"layer\.to\('cuda'\)"):
         layer(x)
@@ -510,11 +510,11 @@ def test_numpy_layer_on_gpu_input_says_to_move_the_layer(rng):
                                        ("InstanceNorm2d", (4,)), ("LayerNorm", (5,)),
                                        ("RMSNorm", (5,))])
 def test_device_cuda_in_constructor_is_to_cuda(rng, name, args):
-    layer = getattr(nn, name)(*args, device="cuda")
+    layer = getattr(nbn, name)(*args, device="cuda")
     assert layer.device == "cuda"
     x = _data(rng, (3, 4, 2, 5), np.float32)
     y = host(layer(dev(x)))
-    np.testing.assert_allclose(y, getattr(nn, name)(*args)(x), rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(y, getattr(nbn, name)(*args)(x), rtol=2e-6, atol=2e-6)
 
 
 @pytest.mark.parametrize("op", sorted(CASES))
@@ -551,17 +551,17 @@ def test_zscore_on_device(rng, shape, axis, dtype):
     dy = _data(rng, shape, dtype)
     # ddof=1 through forward and backward, ddof=0 against the oracle (the simulator is slow:
     # every launch runs its threads in Python)
-    y_d, saved = nn.zscore_forward(dev(x), axis, 1)
-    y_cpu, saved_cpu = nn.zscore_forward(x, axis, 1)
+    y_d, saved = nbn.zscore_forward(dev(x), axis, 1)
+    y_cpu, saved_cpu = nbn.zscore_forward(x, axis, 1)
     np.testing.assert_allclose(host(y_d), y_cpu, equal_nan=True,
                                rtol=TOLERANCES[dtype][0], atol=TOLERANCES[dtype][1])
     assert np.isnan(host(y_d)).sum() == np.isnan(y_cpu).sum() > 0
-    dx = host(nn.zscore_backward(dev(dy), saved))
-    dx_cpu = nn.zscore_backward(dy, saved_cpu)
+    dx = host(nbn.zscore_backward(dev(dy), saved))
+    dx_cpu = nbn.zscore_backward(dy, saved_cpu)
     ok = np.isfinite(dx_cpu)
     np.testing.assert_allclose(dx[ok], dx_cpu[ok], rtol=1e-5 if dtype == np.float32 else
                                1e-11, atol=1e-5 if dtype == np.float32 else 1e-11)
-    assert_close(host(nn.zscore(dev(x), axis)), oracle.zscore(x, axis), dtype)
+    assert_close(host(nbn.zscore(dev(x), axis)), oracle.zscore(x, axis), dtype)
 
 
 # (shape, axes): trailing (rows), leading (columns), kept-reduced-kept (columns, A > 1), both
@@ -581,18 +581,18 @@ def test_data_family_on_device(rng, shape, axis, dtype):
     d = dev(x)
     for omit in (False, True):
         policy = "omit" if omit else "propagate"
-        z = nn.zscore(d, axis, nan_policy=policy)
+        z = nbn.zscore(d, axis, nan_policy=policy)
         assert _device.is_device_array(z)
         assert_close(host(z), oracle.zscore(x, axis, omit=omit), dtype, name=policy)
-        m, m_cpu = nn.moments(d, axis, policy), nn.moments(x, axis, policy)
+        m, m_cpu = nbn.moments(d, axis, policy), nbn.moments(x, axis, policy)
         for f in ("count", "mean", "m2", "min", "max"):
             np.testing.assert_allclose(getattr(m, f), getattr(m_cpu, f), rtol=1e-12,
                                        equal_nan=True, err_msg=f)
-    assert_close(host(nn.minmax_scale(d, axis=axis)), oracle.minmax_scale(x, axis=axis), dtype)
+    assert_close(host(nbn.minmax_scale(d, axis=axis)), oracle.minmax_scale(x, axis=axis), dtype)
     dim = tuple(range(len(shape))) if axis is None else axis
     clean = dev(np.nan_to_num(x))
     for p in (1.0, 2.0, 3.5, np.inf):
-        assert_close(host(nn.normalize(clean, p, dim)),
+        assert_close(host(nbn.normalize(clean, p, dim)),
                      oracle.normalize(np.nan_to_num(x), p, dim), dtype, name=str(p))
 
 
@@ -603,22 +603,22 @@ def test_data_family_device_keyword_out_raise_and_backward(rng):
     max, every p)."""
     x = _data(rng, (6, 4, 5), np.float64, mean=1.0, std=3.0)
     dy = _data(rng, x.shape, np.float64)
-    y = nn.zscore(x, (0, 2), device="cuda")
+    y = nbn.zscore(x, (0, 2), device="cuda")
     assert isinstance(y, np.ndarray)
     assert_close(y, oracle.zscore(x, (0, 2)), np.float64)
     out = dev(np.zeros_like(x))
-    assert nn.minmax_scale(dev(x), axis=1, out=out) is out
+    assert nbn.minmax_scale(dev(x), axis=1, out=out) is out
     assert_close(host(out), oracle.minmax_scale(x, axis=1), np.float64)
     bad = x.copy()
     bad[1, 2, 3] = np.nan
     with pytest.raises(ValueError, match="nan values"):
-        nn.zscore(dev(bad), 0, nan_policy="raise")
+        nbn.zscore(dev(bad), 0, nan_policy="raise")
     x4 = np.round(_data(rng, (3, 4, 5, 2), np.float64), 1)  # ties at the min and max
     x4[0, 1, 2, 1] = np.nan
     dy4 = _data(rng, x4.shape, np.float64)
-    z, zb = nn.zscore_forward, nn.zscore_backward
-    mm, mb = nn.minmax_scale_forward, nn.minmax_scale_backward
-    no, nb = nn.normalize_forward, nn.normalize_backward
+    z, zb = nbn.zscore_forward, nbn.zscore_backward
+    mm, mb = nbn.minmax_scale_forward, nbn.minmax_scale_backward
+    no, nb = nbn.normalize_forward, nbn.normalize_backward
     for fwd, bwd, args, a, g in (
             (mm, mb, {"axis": 1}, x, dy), (mm, mb, {"axis": (0, 2)}, x4, dy4),
             (no, nb, {"dim": (0, 2)}, x, dy), (no, nb, {"dim": 1, "p": np.inf}, x4, dy4),
@@ -647,7 +647,7 @@ def test_normalize_on_device_rescales_huge_and_tiny(rng):
     x[1] *= 1e200
     x[2] *= 1e-200
     for p in (2.0, 3.0):
-        np.testing.assert_allclose(host(nn.normalize(dev(x), p, 1)), nn.normalize(x, p, 1),
+        np.testing.assert_allclose(host(nbn.normalize(dev(x), p, 1)), nbn.normalize(x, p, 1),
                                    rtol=1e-13)
 
 
@@ -695,7 +695,7 @@ def test_half_zscore_on_device(rng):
     ml_dtypes = pytest.importorskip("ml_dtypes")
     BF16 = np.dtype(ml_dtypes.bfloat16)
     x = _data(rng, (6, 40), BF16, mean=100.0, std=5.0)
-    z = host(nn.zscore(dev(x), axis=1))
+    z = host(nbn.zscore(dev(x), axis=1))
     assert z.dtype == BF16
     assert_half(z, oracle.zscore(x, axis=1), BF16, name="zscore")
 
@@ -705,9 +705,9 @@ def test_scalers_on_device(rng):
     CPU path's fitted attributes (NumPy) and results (a GPU array back)."""
     x = _data(rng, (40, 6), np.float64, mean=2.0, std=3.0)
     x[3, 2] = np.nan
-    for est, data in ((nn.StandardScaler(), x), (nn.MinMaxScaler((-1, 2)), x),
-                      (nn.MaxAbsScaler(), x), (nn.Normalizer("l1"), np.nan_to_num(x)),
-                      (nn.Normalizer("max"), np.nan_to_num(x))):
+    for est, data in ((nbn.StandardScaler(), x), (nbn.MinMaxScaler((-1, 2)), x),
+                      (nbn.MaxAbsScaler(), x), (nbn.Normalizer("l1"), np.nan_to_num(x)),
+                      (nbn.Normalizer("max"), np.nan_to_num(x))):
         ref = type(est)(**est.get_params()).fit(data)
         est.fit(dev(data))
         for attr in ("mean_", "var_", "scale_", "data_min_", "data_max_", "max_abs_",
@@ -720,11 +720,11 @@ def test_scalers_on_device(rng):
         assert_close(host(y), ref.transform(data), np.float64, name=type(est).__name__)
         if hasattr(ref, "inverse_transform"):
             assert_close(host(est.inverse_transform(y)), data, np.float64)
-    for cls in (nn.MinMaxScaler, nn.MaxAbsScaler):
+    for cls in (nbn.MinMaxScaler, nbn.MaxAbsScaler):
         with pytest.raises(ValueError, match="clip=True"):
             cls(clip=True).fit(x).transform(dev(x))
     with pytest.raises(TypeError, match="sample_weight"):
-        nn.StandardScaler().fit(dev(x), sample_weight=np.ones(40))
+        nbn.StandardScaler().fit(dev(x), sample_weight=np.ones(40))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -746,39 +746,39 @@ def test_adaptive_and_window_ops_on_device(rng, dtype):
     for reference in (False, True):
         rm, rv = np.zeros(C, dtype), np.ones(C, dtype)
         rm_d, rv_d = dev(rm), dev(rv)
-        y_cpu, s_cpu = nn.switch_norm_forward(x, mw, vw, rm, rv, w, b, True,
+        y_cpu, s_cpu = nbn.switch_norm_forward(x, mw, vw, rm, rv, w, b, True,
                                               reference=reference)
-        y_d, s_d = nn.switch_norm_forward(dev(x), mw, vw, rm_d, rv_d, dev(w), dev(b), True,
+        y_d, s_d = nbn.switch_norm_forward(dev(x), mw, vw, rm_d, rv_d, dev(w), dev(b), True,
                                           reference=reference)
         ref = oracle.switch_norm(x, mw, vw, None, None, w, b, True, 1e-5, True, reference)
         assert_close(host(y_d), ref["y"], dtype, scale=4.0, name="switch_norm y")
         np.testing.assert_allclose(host(rm_d), rm, rtol=1e-6)
         np.testing.assert_allclose(host(rv_d), rv, rtol=1e-6)
-        for ours, cpu in zip(nn.switch_norm_backward(dev(dy), s_d),
-                             nn.switch_norm_backward(dy, s_cpu)):
+        for ours, cpu in zip(nbn.switch_norm_backward(dev(dy), s_d),
+                             nbn.switch_norm_backward(dy, s_cpu)):
             ours = host(ours) if not isinstance(ours, np.ndarray) else ours
             np.testing.assert_allclose(ours, cpu, rtol=1e-4 if dtype == np.float32 else 1e-10,
                                        atol=1e-4 if dtype == np.float32 else 1e-10)
     gate = rng.uniform(0, 1, C).astype(dtype)
-    y_d, s_d = nn.batch_instance_norm_forward(dev(x), dev(gate), None, None, dev(w), dev(b),
+    y_d, s_d = nbn.batch_instance_norm_forward(dev(x), dev(gate), None, None, dev(w), dev(b),
                                               True)
-    y_cpu, s_cpu = nn.batch_instance_norm_forward(x, gate, None, None, w, b, True)
+    y_cpu, s_cpu = nbn.batch_instance_norm_forward(x, gate, None, None, w, b, True)
     ref = oracle.batch_instance_norm(x, gate, None, None, w, b, True)
     assert_close(host(y_d), ref["y"], dtype, scale=4.0, name="batch_instance_norm y")
-    for ours, cpu in zip(nn.batch_instance_norm_backward(dev(dy), s_d),
-                         nn.batch_instance_norm_backward(dy, s_cpu)):
+    for ours, cpu in zip(nbn.batch_instance_norm_backward(dev(dy), s_d),
+                         nbn.batch_instance_norm_backward(dy, s_cpu)):
         np.testing.assert_allclose(host(ours), cpu, rtol=1e-4 if dtype == np.float32 else 1e-10,
                                    atol=1e-4 if dtype == np.float32 else 1e-10)
     for size in (1, 3, 6):
-        y_d, s_d = nn.local_response_norm_forward(dev(x), size, 0.2, 0.75, 1.0)
+        y_d, s_d = nbn.local_response_norm_forward(dev(x), size, 0.2, 0.75, 1.0)
         ref = oracle.local_response_norm(x, size, 0.2, 0.75, 1.0, dy)
         assert_close(host(y_d), ref["y"], dtype, scale=2.0, name="lrn y")
-        assert_close(host(nn.local_response_norm_backward(dev(dy), s_d)), ref["dx"], dtype,
+        assert_close(host(nbn.local_response_norm_backward(dev(dy), s_d)), ref["dx"], dtype,
                      scale=4.0, name="lrn dx")
     xd = dev(x)
-    nn.local_response_norm(xd, 3, 0.2, out=xd)  # in place: no thread reads a written value
+    nbn.local_response_norm(xd, 3, 0.2, out=xd)  # in place: no thread reads a written value
     assert_close(host(xd), oracle.local_response_norm(x, 3, 0.2)["y"], dtype, scale=2.0)
-    y = nn.local_response_norm(x, 3, 0.2, device="cuda")
+    y = nbn.local_response_norm(x, 3, 0.2, device="cuda")
     assert isinstance(y, np.ndarray)
 
 
@@ -789,10 +789,10 @@ def test_channels_last_on_device(rng):
     x = _data(rng, (2, 3, 4, 6), np.float64, mean=2.0, std=3.0)
     dy = _data(rng, (2, 3, 4, 6), np.float64)
     w, b = _data(rng, 6, np.float64), _data(rng, 6, np.float64)
-    for fwd, bwd, args in ((nn.group_norm_forward, nn.group_norm_backward, (3, w, b)),
-                           (nn.instance_norm_forward, nn.instance_norm_backward,
+    for fwd, bwd, args in ((nbn.group_norm_forward, nbn.group_norm_backward, (3, w, b)),
+                           (nbn.instance_norm_forward, nbn.instance_norm_backward,
                             (None, None, w, b)),
-                           (nn.batch_norm_forward, nn.batch_norm_backward,
+                           (nbn.batch_norm_forward, nbn.batch_norm_backward,
                             (None, None, w, b, True))):
         y_cpu, s_cpu = fwd(x, *args, channel_axis=-1)
         dev_args = tuple(dev(a) if isinstance(a, np.ndarray) else a for a in args)
@@ -811,8 +811,8 @@ def test_fused_add_norm_on_device(rng, dtype):
     dy, dh = _data(rng, shape, dtype), _data(rng, shape, dtype)
     w, b = _data(rng, 37, dtype), _data(rng, 37, dtype)
     tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
-    for fwd, bwd, params in ((nn.add_layer_norm_forward, nn.add_layer_norm_backward, (w, b)),
-                             (nn.add_rms_norm_forward, nn.add_rms_norm_backward, (w,))):
+    for fwd, bwd, params in ((nbn.add_layer_norm_forward, nbn.add_layer_norm_backward, (w, b)),
+                             (nbn.add_rms_norm_forward, nbn.add_rms_norm_backward, (w,))):
         y, h, s = fwd(x, r, 37, *params)
         y_d, h_d, s_d = fwd(dev(x), dev(r), 37, *(dev(p) for p in params))
         np.testing.assert_allclose(host(y_d), y, **tol)
@@ -820,10 +820,10 @@ def test_fused_add_norm_on_device(rng, dtype):
         for ours, cpu in zip(bwd(dev(dy), s_d, dev(dh)), bwd(dy, s, dh)):
             np.testing.assert_allclose(host(ours), cpu, **tol)
     xd, rd = dev(x), dev(r)
-    y, h = nn.add_layer_norm(x, r, 37, w, b)
-    nn.add_layer_norm(xd, rd, 37, dev(w), dev(b), out=xd, residual_out=rd)
+    y, h = nbn.add_layer_norm(x, r, 37, w, b)
+    nbn.add_layer_norm(xd, rd, 37, dev(w), dev(b), out=xd, residual_out=rd)
     np.testing.assert_allclose(host(xd), y, **tol)
     np.testing.assert_array_equal(host(rd), h)
-    y2, h2 = nn.add_layer_norm(x, r, 37, w, b, device="cuda")
+    y2, h2 = nbn.add_layer_norm(x, r, 37, w, b, device="cuda")
     assert isinstance(y2, np.ndarray) and isinstance(h2, np.ndarray)
     np.testing.assert_allclose(y2, y, **tol)

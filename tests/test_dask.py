@@ -5,7 +5,7 @@ worker processes."""
 import numpy as np
 import pytest
 
-import numbanorm as nn
+import numbanorm as nbn
 from numbanorm._device import is_dask_array
 
 da = pytest.importorskip("dask.array")
@@ -42,18 +42,18 @@ def test_data_functions_match_numpy_for_any_chunking(data, size, chunks, dtype):
     d = da.from_array(x, chunks=chunks)
     for axis in (0, 1, None, (0, 1), -1):
         for policy in ("propagate", "omit"):
-            z = nn.zscore(d, axis, ddof=1, nan_policy=policy)
+            z = nbn.zscore(d, axis, ddof=1, nan_policy=policy)
             assert z.chunks == d.chunks  # lazy, chunked as the input
-            _close(z, nn.zscore(x, axis, ddof=1, nan_policy=policy), dtype)
-        _close(nn.minmax_scale(d, (-1, 2), axis=axis),
-               nn.minmax_scale(x, (-1, 2), axis=axis), dtype)
+            _close(z, nbn.zscore(x, axis, ddof=1, nan_policy=policy), dtype)
+        _close(nbn.minmax_scale(d, (-1, 2), axis=axis),
+               nbn.minmax_scale(x, (-1, 2), axis=axis), dtype)
         xx = np.nan_to_num(x)
         dim = axis if axis is not None else (0, 1)
-        _close(nn.normalize(da.from_array(xx, chunks=chunks), 3.0, dim),
-               nn.normalize(xx, 3.0, dim), dtype)
-        m = nn.moments(d, axis, "omit")
+        _close(nbn.normalize(da.from_array(xx, chunks=chunks), 3.0, dim),
+               nbn.normalize(xx, 3.0, dim), dtype)
+        m = nbn.moments(d, axis, "omit")
         assert m.lazy
-        got, ref = m.compute(), nn.moments(x, axis, "omit")
+        got, ref = m.compute(), nbn.moments(x, axis, "omit")
         for f in ("count", "mean", "m2", "min", "max"):
             np.testing.assert_allclose(getattr(got, f), getattr(ref, f), rtol=1e-13,
                                        atol=1e-13 * np.nanmax(np.abs(getattr(ref, f))),
@@ -62,9 +62,9 @@ def test_data_functions_match_numpy_for_any_chunking(data, size, chunks, dtype):
 
 def test_moments_of_a_dask_array_merge_and_read_once(data):
     d = da.from_array(data, chunks=(100, 6))
-    m = nn.moments(d[:500], 0, "omit") + nn.moments(d[500:], 0, "omit")
+    m = nbn.moments(d[:500], 0, "omit") + nbn.moments(d[500:], 0, "omit")
     assert m.lazy
-    ref = nn.moments(data, 0, "omit")
+    ref = nbn.moments(data, 0, "omit")
     np.testing.assert_allclose(m.compute().var(1), ref.var(1), rtol=1e-13, equal_nan=True)
     # one reduction feeds all five fields: the data are read by one task per chunk
     reads = []
@@ -73,7 +73,7 @@ def test_moments_of_a_dask_array_merge_and_read_once(data):
         reads.append(block_info[0]["chunk-location"])
         return block
     counted = da.from_array(data, chunks=(100, 6)).map_blocks(source, dtype=data.dtype)
-    nn.moments(counted, 0).compute()
+    nbn.moments(counted, 0).compute()
     assert len(reads) == len(set(reads)) == 20
 
 
@@ -92,24 +92,24 @@ def test_deep_learning_ops_match_numpy(shape, chunks):
     w8, b8 = rng.standard_normal(8), rng.standard_normal(8)
     rm, rv = rng.standard_normal(8), rng.random(8) + 0.5
     cases = [
-        (nn.layer_norm(d, 7, w7, b7), nn.layer_norm(x, 7, w7, b7)),
-        (nn.layer_norm(d, shape[2:]), nn.layer_norm(x, shape[2:])),
-        (nn.rms_norm(d, 7, w7), nn.rms_norm(x, 7, w7)),
-        (nn.group_norm(d, 4, w8, b8), nn.group_norm(x, 4, w8, b8)),
-        (nn.group_norm(d, 1), nn.group_norm(x, 1)),
-        (nn.instance_norm(d, weight=w8, bias=b8), nn.instance_norm(x, weight=w8, bias=b8)),
-        (nn.instance_norm(d, rm, rv, w8, b8, False), nn.instance_norm(x, rm, rv, w8, b8, False)),
-        (nn.batch_norm(d, None, None, w8, b8, True), nn.batch_norm(x, None, None, w8, b8, True)),
-        (nn.batch_norm(d, rm, rv, w8, b8, False), nn.batch_norm(x, rm, rv, w8, b8, False)),
+        (nbn.layer_norm(d, 7, w7, b7), nbn.layer_norm(x, 7, w7, b7)),
+        (nbn.layer_norm(d, shape[2:]), nbn.layer_norm(x, shape[2:])),
+        (nbn.rms_norm(d, 7, w7), nbn.rms_norm(x, 7, w7)),
+        (nbn.group_norm(d, 4, w8, b8), nbn.group_norm(x, 4, w8, b8)),
+        (nbn.group_norm(d, 1), nbn.group_norm(x, 1)),
+        (nbn.instance_norm(d, weight=w8, bias=b8), nbn.instance_norm(x, weight=w8, bias=b8)),
+        (nbn.instance_norm(d, rm, rv, w8, b8, False), nbn.instance_norm(x, rm, rv, w8, b8, False)),
+        (nbn.batch_norm(d, None, None, w8, b8, True), nbn.batch_norm(x, None, None, w8, b8, True)),
+        (nbn.batch_norm(d, rm, rv, w8, b8, False), nbn.batch_norm(x, rm, rv, w8, b8, False)),
     ]
     for lazy, ref in cases:
         assert lazy.chunks == d.chunks
         _close(lazy, ref, np.float64)
     x2 = rng.standard_normal((40, 8)).astype(np.float32)
     d2 = da.from_array(x2, chunks=(7, 3))
-    _close(nn.batch_norm(d2, None, None, None, None, True), nn.batch_norm(x2, training=True),
+    _close(nbn.batch_norm(d2, None, None, None, None, True), nbn.batch_norm(x2, training=True),
            np.float32)
-    _close(nn.group_norm(d2, 2), nn.group_norm(x2, 2), np.float32)
+    _close(nbn.group_norm(d2, 2), nbn.group_norm(x2, 2), np.float32)
 
 
 def test_running_buffers_rule_and_layers():
@@ -119,12 +119,12 @@ def test_running_buffers_rule_and_layers():
     x = rng.standard_normal((16, 4, 3, 3)).astype(np.float32)
     d = da.from_array(x, chunks=(4, 4, 3, 3))
     rm, rv = np.zeros(4, np.float32), np.ones(4, np.float32)
-    for fn in (lambda: nn.batch_norm(d, rm, rv, training=True),
-               lambda: nn.instance_norm(d, rm, rv, use_input_stats=True)):
+    for fn in (lambda: nbn.batch_norm(d, rm, rv, training=True),
+               lambda: nbn.instance_norm(d, rm, rv, use_input_stats=True)):
         with pytest.raises(ValueError, match="running_mean.*in place.*moments"):
             fn()
     np.testing.assert_array_equal(rm, 0.0)
-    bn = nn.BatchNorm2d(4)
+    bn = nbn.BatchNorm2d(4)
     bn.running_mean[:] = rng.standard_normal(4)
     bn.eval()
     ref = bn(x)
@@ -134,10 +134,10 @@ def test_running_buffers_rule_and_layers():
     bn.train()
     with pytest.raises(ValueError, match="in place"):
         bn(d)
-    for layer, xs in ((nn.LayerNorm(3), x), (nn.GroupNorm(2, 4), x), (nn.RMSNorm(3), x),
-                      (nn.InstanceNorm2d(4, affine=True), x)):
+    for layer, xs in ((nbn.LayerNorm(3), x), (nbn.GroupNorm(2, 4), x), (nbn.RMSNorm(3), x),
+                      (nbn.InstanceNorm2d(4, affine=True), x)):
         _close(layer(da.from_array(xs, chunks=(3, 2, 3, 3))), layer(xs), np.float32)
-    y, saved = nn.layer_norm_forward(d, 3)
+    y, saved = nbn.layer_norm_forward(d, 3)
     assert saved is None and is_dask_array(y)
 
 
@@ -150,29 +150,29 @@ def test_errors_when_the_graph_is_built_not_at_compute():
         return block
     d = da.from_array(np.ones((20, 4)), chunks=(5, 2)).map_blocks(
         never, dtype=np.float64, meta=np.empty((0, 0)))
-    for fn, exc in ((lambda: nn.zscore(d, axis=2), ValueError),
-                    (lambda: nn.zscore(d, nan_policy="skip"), ValueError),
-                    (lambda: nn.zscore(d, ddof=-1), ValueError),
-                    (lambda: nn.zscore(d.astype(np.complex64)), TypeError),
-                    (lambda: nn.minmax_scale(d, (1, 0)), ValueError),
-                    (lambda: nn.normalize(d, p=0), ValueError),
-                    (lambda: nn.moments(d, (0, 0)), ValueError),
-                    (lambda: nn.layer_norm(d, 3), ValueError),
-                    (lambda: nn.group_norm(d, 3), ValueError),
-                    (lambda: nn.batch_norm(d, np.zeros(3), np.ones(3)), ValueError),
-                    (lambda: nn.zscore(d, out=np.empty((20, 4))), ValueError),
-                    (lambda: nn.StandardScaler().fit(np.ones((5, 4))).transform(d[:, :3]),
+    for fn, exc in ((lambda: nbn.zscore(d, axis=2), ValueError),
+                    (lambda: nbn.zscore(d, nan_policy="skip"), ValueError),
+                    (lambda: nbn.zscore(d, ddof=-1), ValueError),
+                    (lambda: nbn.zscore(d.astype(np.complex64)), TypeError),
+                    (lambda: nbn.minmax_scale(d, (1, 0)), ValueError),
+                    (lambda: nbn.normalize(d, p=0), ValueError),
+                    (lambda: nbn.moments(d, (0, 0)), ValueError),
+                    (lambda: nbn.layer_norm(d, 3), ValueError),
+                    (lambda: nbn.group_norm(d, 3), ValueError),
+                    (lambda: nbn.batch_norm(d, np.zeros(3), np.ones(3)), ValueError),
+                    (lambda: nbn.zscore(d, out=np.empty((20, 4))), ValueError),
+                    (lambda: nbn.StandardScaler().fit(np.ones((5, 4))).transform(d[:, :3]),
                      ValueError)):
         with pytest.raises(exc):
             fn()
-    for lazy in (nn.zscore(d), nn.minmax_scale(d), nn.normalize(d), nn.layer_norm(d, 4),
-                 nn.batch_norm(d, training=True), nn.moments(d).mean,
-                 nn.StandardScaler().fit(np.ones((5, 4))).transform(d)):
+    for lazy in (nbn.zscore(d), nbn.minmax_scale(d), nbn.normalize(d), nbn.layer_norm(d, 4),
+                 nbn.batch_norm(d, training=True), nbn.moments(d).mean,
+                 nbn.StandardScaler().fit(np.ones((5, 4))).transform(d)):
         assert is_dask_array(lazy)
     assert not computed
     # NaN with 'raise' can only show when the data are read
     n = da.from_array(np.array([[1.0, np.nan], [2.0, 3.0]]), chunks=1)
-    lazy = nn.zscore(n, nan_policy="raise")
+    lazy = nbn.zscore(n, nan_policy="raise")
     with pytest.raises(ValueError, match="nan"):
         lazy.compute()
 
@@ -181,7 +181,7 @@ def test_errors_when_the_graph_is_built_not_at_compute():
 def test_scalers_on_dask(data, dtype):
     x = data.astype(dtype)
     d = da.from_array(x, chunks=(128, 5))
-    for cls in (nn.StandardScaler, nn.MinMaxScaler, nn.MaxAbsScaler):
+    for cls in (nbn.StandardScaler, nbn.MinMaxScaler, nbn.MaxAbsScaler):
         ours, ref = cls().fit(d), cls().fit(x)
         for attr in ("mean_", "var_", "scale_", "data_min_", "data_max_", "min_", "max_abs_",
                      "n_samples_seen_"):
@@ -198,8 +198,8 @@ def test_scalers_on_dask(data, dtype):
             s.partial_fit(d[start:start + 250])
         _close(s.transform(d), ref.transform(x), dtype)
     xx = np.nan_to_num(x)
-    _close(nn.Normalizer("l1").fit(da.from_array(xx, chunks=(100, 5))).transform(
-        da.from_array(xx, chunks=(100, 5))), nn.Normalizer("l1").fit_transform(xx), dtype)
+    _close(nbn.Normalizer("l1").fit(da.from_array(xx, chunks=(100, 5))).transform(
+        da.from_array(xx, chunks=(100, 5))), nbn.Normalizer("l1").fit_transform(xx), dtype)
 
 
 def test_task_threads_rule():
@@ -236,19 +236,19 @@ def test_distributed_local_cluster_with_worker_processes(data):
                                   dashboard_address=None, silence_logs=40) as cluster, \
             distributed.Client(cluster) as client:
         d = da.from_array(data, chunks=(150, 7))
-        z, m, ln, s = client.compute([nn.zscore(d, 0, nan_policy="omit"),
-                                      nn.moments(d, 1, "omit").m2,
-                                      nn.layer_norm(np.nan_to_num(d), 12),
-                                      nn.StandardScaler().fit(d).transform(d)], sync=True)
-        np.testing.assert_allclose(z, nn.zscore(data, 0, nan_policy="omit"), rtol=1e-13,
+        z, m, ln, s = client.compute([nbn.zscore(d, 0, nan_policy="omit"),
+                                      nbn.moments(d, 1, "omit").m2,
+                                      nbn.layer_norm(np.nan_to_num(d), 12),
+                                      nbn.StandardScaler().fit(d).transform(d)], sync=True)
+        np.testing.assert_allclose(z, nbn.zscore(data, 0, nan_policy="omit"), rtol=1e-13,
                                    atol=1e-13, equal_nan=True)
-        np.testing.assert_allclose(m, nn.moments(data, 1, "omit").m2, rtol=1e-13)
-        np.testing.assert_allclose(ln, nn.layer_norm(np.nan_to_num(data), 12), rtol=1e-13,
+        np.testing.assert_allclose(m, nbn.moments(data, 1, "omit").m2, rtol=1e-13)
+        np.testing.assert_allclose(ln, nbn.layer_norm(np.nan_to_num(data), 12), rtol=1e-13,
                                    atol=1e-13)
-        np.testing.assert_allclose(s, nn.StandardScaler().fit_transform(data), rtol=1e-12,
+        np.testing.assert_allclose(s, nbn.StandardScaler().fit_transform(data), rtol=1e-12,
                                    atol=1e-12, equal_nan=True)
         import pickle
-        mom = nn.moments(data, 0)
+        mom = nbn.moments(data, 0)
         back = client.submit(lambda m: m + m, mom).result()
         np.testing.assert_allclose(back.count, 2 * mom.count)
         assert pickle.loads(pickle.dumps(back)).shape == mom.shape
@@ -259,12 +259,12 @@ def test_composed_lazy_ops(data):
     scaler on a lazy result give the NumPy path's numbers."""
     x = np.nan_to_num(data)
     d = da.from_array(x, chunks=(128, 5))
-    for f in (lambda a: nn.zscore(nn.zscore(a, 0), 1),
-              lambda a: nn.minmax_scale(nn.normalize(a, dim=0)),
-              lambda a: nn.layer_norm(nn.zscore(a, 0), 12),
-              lambda a: nn.batch_norm(nn.zscore(a, 1), training=True),
-              lambda a: nn.StandardScaler().fit(x).inverse_transform(
-                  nn.StandardScaler().fit(x).transform(a))):
+    for f in (lambda a: nbn.zscore(nbn.zscore(a, 0), 1),
+              lambda a: nbn.minmax_scale(nbn.normalize(a, dim=0)),
+              lambda a: nbn.layer_norm(nbn.zscore(a, 0), 12),
+              lambda a: nbn.batch_norm(nbn.zscore(a, 1), training=True),
+              lambda a: nbn.StandardScaler().fit(x).inverse_transform(
+                  nbn.StandardScaler().fit(x).transform(a))):
         _close(f(d), f(x), np.float64)
 
 
@@ -277,5 +277,5 @@ def test_zscore_constant_column_is_silent_on_dask():
     d = da.from_array(x, chunks=(3, 3))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got = nn.zscore(d).compute()
-    np.testing.assert_array_equal(got, nn.zscore(x))
+        got = nbn.zscore(d).compute()
+    np.testing.assert_array_equal(got, nbn.zscore(x))

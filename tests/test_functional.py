@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import numbanorm as nn
+import numbanorm as nbn
 from conftest import assert_close
 import oracle
 
@@ -40,15 +40,15 @@ def test_layer_norm(rng, dtype, shape, nshape, affine):
     ns = (nshape,) if isinstance(nshape, int) else nshape
     w = _data(rng, ns, dtype) if affine in ("both", "weight") else None
     b = _data(rng, ns, dtype) if affine in ("both", "bias") else None
-    y, saved = nn.layer_norm_forward(x, nshape, w, b, eps=1e-5)
-    dx, dw, db = nn.layer_norm_backward(dy, saved)
+    y, saved = nbn.layer_norm_forward(x, nshape, w, b, eps=1e-5)
+    dx, dw, db = nbn.layer_norm_backward(dy, saved)
     ref = oracle.layer_norm(x, nshape, w, b, 1e-5, dy)
     assert_close(y, ref["y"], dtype, name="y")
     assert_close(saved.mean, ref["mean"], dtype, 3.0, name="mean")
     assert_close(saved.rstd, ref["rstd"], dtype, name="rstd")
     assert saved.mean.shape == shape[:len(shape) - len(ns)]
     assert_close(dx, ref["dx"], dtype, name="dx")
-    assert_close(nn.layer_norm(x, nshape, w, b), ref["y"], dtype, name="plain y")
+    assert_close(nbn.layer_norm(x, nshape, w, b), ref["y"], dtype, name="plain y")
     if w is not None:
         assert_close(dw, ref["dweight"], dtype, np.sqrt(x.size), name="dweight")
     else:
@@ -67,15 +67,15 @@ def test_rms_norm(rng, dtype, shape, nshape):
     dy = _data(rng, shape, dtype)
     ns = (nshape,) if isinstance(nshape, int) else nshape
     w = _data(rng, ns, dtype)
-    y, saved = nn.rms_norm_forward(x, nshape, w)
-    dx, dw = nn.rms_norm_backward(dy, saved)
+    y, saved = nbn.rms_norm_forward(x, nshape, w)
+    dx, dw = nbn.rms_norm_backward(dy, saved)
     ref = oracle.rms_norm(x, nshape, w, None, dy)
     assert saved.mean is None
     assert_close(y, ref["y"], dtype, name="y")
     assert_close(saved.rstd, ref["rstd"], dtype, name="rstd")
     assert_close(dx, ref["dx"], dtype, name="dx")
     assert_close(dw, ref["dweight"], dtype, np.sqrt(x.size), name="dweight")
-    y2 = nn.rms_norm(x, nshape, eps=1e-3)
+    y2 = nbn.rms_norm(x, nshape, eps=1e-3)
     assert_close(y2, oracle.rms_norm(x, nshape, None, 1e-3)["y"], dtype, name="eps")
 
 
@@ -96,14 +96,14 @@ def test_row_gradients_of_chunks_longer_than_a_block(rng, monkeypatch, dtype, ke
     dy = _data(rng, shape, dtype, mean=0.5)
     w = _data(rng, 6, dtype, mean=1.0)
     b = _data(rng, 6, dtype)
-    _, saved = nn.layer_norm_forward(x, 6, w, b)
-    dx, dw, db = nn.layer_norm_backward(dy, saved)
+    _, saved = nbn.layer_norm_forward(x, 6, w, b)
+    dx, dw, db = nbn.layer_norm_backward(dy, saved)
     ref = oracle.layer_norm(x, 6, w, b, 1e-5, dy)
     assert_close(dx, ref["dx"], dtype, name="dx")
     assert_close(dw, ref["dweight"], dtype, np.sqrt(shape[0]), name="dweight")
     assert_close(db, ref["dbias"], dtype, np.sqrt(shape[0]), name="dbias")
-    _, saved = nn.rms_norm_forward(x, 6, w)
-    dx, dw = nn.rms_norm_backward(dy, saved)
+    _, saved = nbn.rms_norm_forward(x, 6, w)
+    dx, dw = nbn.rms_norm_backward(dy, saved)
     ref = oracle.rms_norm(x, 6, w, None, dy)
     assert_close(dx, ref["dx"], dtype, name="rms dx")
     assert_close(dw, ref["dweight"], dtype, np.sqrt(shape[0]), name="rms dweight")
@@ -124,8 +124,8 @@ def test_group_norm(rng, dtype, shape, groups, affine):
     C = shape[1]
     w = _data(rng, C, dtype) if affine else None
     b = _data(rng, C, dtype) if affine else None
-    y, saved = nn.group_norm_forward(x, groups, w, b, eps=1e-4)
-    dx, dw, db = nn.group_norm_backward(dy, saved)
+    y, saved = nbn.group_norm_forward(x, groups, w, b, eps=1e-4)
+    dx, dw, db = nbn.group_norm_backward(dy, saved)
     ref = oracle.group_norm(x, groups, w, b, 1e-4, dy)
     assert saved.mean.shape == (shape[0], groups)
     assert_close(y, ref["y"], dtype, name="y")
@@ -150,8 +150,8 @@ def test_instance_norm(rng, dtype, shape):
     C = shape[1]
     w = _data(rng, C, dtype)
     b = _data(rng, C, dtype)
-    y, saved = nn.instance_norm_forward(x, weight=w, bias=b)
-    dx, dw, db = nn.instance_norm_backward(dy, saved)
+    y, saved = nbn.instance_norm_forward(x, weight=w, bias=b)
+    dx, dw, db = nbn.instance_norm_backward(dy, saved)
     ref = oracle.instance_norm(x, w, b, 1e-5, dy)
     assert saved.rstd.shape == shape[:2]
     assert_close(y, ref["y"], dtype, name="y")
@@ -166,7 +166,7 @@ def test_instance_norm_running_stats(rng, dtype):
     x = _data(rng, (3, 4, 11), dtype, mean=2.0)
     rm = np.zeros(4, dtype)
     rv = np.ones(4, dtype)
-    nn.instance_norm(x, rm, rv, momentum=0.3)
+    nbn.instance_norm(x, rm, rv, momentum=0.3)
     xg = x.astype(np.float64)
     mean_ref = 0.3 * xg.mean(axis=2).mean(axis=0)
     var_ref = 0.7 + 0.3 * xg.var(axis=2, ddof=1).mean(axis=0)
@@ -175,8 +175,8 @@ def test_instance_norm_running_stats(rng, dtype):
     # eval: normalise with the running statistics, backward through fixed statistics
     dy = _data(rng, x.shape, dtype)
     w = _data(rng, 4, dtype)
-    y, saved = nn.instance_norm_forward(x, rm, rv, w, None, use_input_stats=False)
-    dx, dw, db = nn.instance_norm_backward(dy, saved)
+    y, saved = nbn.instance_norm_forward(x, rm, rv, w, None, use_input_stats=False)
+    dx, dw, db = nbn.instance_norm_backward(dy, saved)
     ref = oracle.batch_norm_eval(x, rm, rv, w, None, 1e-5, dy)
     assert saved.mean.shape == (3, 4)
     assert_close(y, ref["y"], dtype, name="y")
@@ -201,8 +201,8 @@ def test_batch_norm_training(rng, dtype, shape, affine):
     rm = _data(rng, C, dtype)
     rv = np.abs(_data(rng, C, dtype)) + 0.5
     rm0, rv0 = rm.copy(), rv.copy()
-    y, saved = nn.batch_norm_forward(x, rm, rv, w, b, training=True, momentum=0.2, eps=1e-3)
-    dx, dw, db = nn.batch_norm_backward(dy, saved)
+    y, saved = nbn.batch_norm_forward(x, rm, rv, w, b, training=True, momentum=0.2, eps=1e-3)
+    dx, dw, db = nbn.batch_norm_backward(dy, saved)
     ref = oracle.batch_norm_train(x, w, b, 1e-3, dy)
     assert saved.mean.shape == (C,)
     assert_close(y, ref["y"], dtype, name="y")
@@ -237,8 +237,8 @@ def test_batch_norm_wide_rows_take_slabs(rng, dtype, shape):
     C = shape[1]
     w = _data(rng, C, dtype)
     b = _data(rng, C, dtype)
-    y, saved = nn.batch_norm_forward(x, None, None, w, b, training=True)
-    dx, dw, db = nn.batch_norm_backward(dy, saved)
+    y, saved = nbn.batch_norm_forward(x, None, None, w, b, training=True)
+    dx, dw, db = nbn.batch_norm_backward(dy, saved)
     ref = oracle.batch_norm_train(x, w, b, 1e-5, dy)
     assert_close(y, ref["y"], dtype, name="y")
     assert_close(saved.mean, ref["mean"], dtype, 4.0, name="mean")
@@ -263,7 +263,7 @@ def test_batch_norm_fused_wide_rows_in_strips(rng, dtype, shape):
     C = shape[1]
     w = _data(rng, C, dtype)
     b = _data(rng, C, dtype)
-    y, saved = nn.batch_norm_forward(x, None, None, w, b, training=True)
+    y, saved = nbn.batch_norm_forward(x, None, None, w, b, training=True)
     ref = oracle.batch_norm_train(x, w, b, 1e-5)
     assert_close(y, ref["y"], dtype, name="y")
     assert_close(saved.mean, ref["mean"], dtype, 4.0, name="mean")
@@ -280,8 +280,8 @@ def test_batch_norm_eval(rng, dtype, shape):
     rm = _data(rng, C, dtype)
     rv = np.abs(_data(rng, C, dtype)) + 0.5
     rm0, rv0 = rm.copy(), rv.copy()
-    y, saved = nn.batch_norm_forward(x, rm, rv, w, b, training=False)
-    dx, dw, db = nn.batch_norm_backward(dy, saved)
+    y, saved = nbn.batch_norm_forward(x, rm, rv, w, b, training=False)
+    dx, dw, db = nbn.batch_norm_backward(dy, saved)
     ref = oracle.batch_norm_eval(x, rm, rv, w, b, 1e-5, dy)
     assert_close(y, ref["y"], dtype, name="y")
     assert_close(dx, ref["dx"], dtype, name="dx")
@@ -303,11 +303,11 @@ def _layouts(rng, shape, dtype):
 
 
 OPS = {
-    "layer_norm": (lambda x: nn.layer_norm_forward(x, x.shape[-1]), nn.layer_norm_backward),
-    "rms_norm": (lambda x: nn.rms_norm_forward(x, x.shape[-2:]), nn.rms_norm_backward),
-    "group_norm": (lambda x: nn.group_norm_forward(x, 2), nn.group_norm_backward),
-    "instance_norm": (lambda x: nn.instance_norm_forward(x), nn.instance_norm_backward),
-    "batch_norm": (lambda x: nn.batch_norm_forward(x, training=True), nn.batch_norm_backward),
+    "layer_norm": (lambda x: nbn.layer_norm_forward(x, x.shape[-1]), nbn.layer_norm_backward),
+    "rms_norm": (lambda x: nbn.rms_norm_forward(x, x.shape[-2:]), nbn.rms_norm_backward),
+    "group_norm": (lambda x: nbn.group_norm_forward(x, 2), nbn.group_norm_backward),
+    "instance_norm": (lambda x: nbn.instance_norm_forward(x), nbn.instance_norm_backward),
+    "batch_norm": (lambda x: nbn.batch_norm_forward(x, training=True), nbn.batch_norm_backward),
 }
 
 
@@ -333,11 +333,11 @@ def test_layouts_match_contiguous(rng, dtype, op):
 
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_out_argument(rng, op):
-    fwd = {"layer_norm": lambda x, **k: nn.layer_norm(x, x.shape[-1], **k),
-           "rms_norm": lambda x, **k: nn.rms_norm(x, x.shape[-1], **k),
-           "group_norm": lambda x, **k: nn.group_norm(x, 2, **k),
-           "instance_norm": lambda x, **k: nn.instance_norm(x, **k),
-           "batch_norm": lambda x, **k: nn.batch_norm(x, training=True, **k)}[op]
+    fwd = {"layer_norm": lambda x, **k: nbn.layer_norm(x, x.shape[-1], **k),
+           "rms_norm": lambda x, **k: nbn.rms_norm(x, x.shape[-1], **k),
+           "group_norm": lambda x, **k: nbn.group_norm(x, 2, **k),
+           "instance_norm": lambda x, **k: nbn.instance_norm(x, **k),
+           "batch_norm": lambda x, **k: nbn.batch_norm(x, training=True, **k)}[op]
     x = _data(rng, (3, 4, 5), np.float32)
     ref = fwd(x)
     out = np.empty_like(x)
@@ -403,11 +403,11 @@ def test_zero_size_batch(op):
 
 def test_saved_is_immutable_and_typed(rng):
     x = _data(rng, (4, 6), np.float32)
-    _, saved = nn.layer_norm_forward(x, 6)
+    _, saved = nbn.layer_norm_forward(x, 6)
     assert saved.mean.dtype == np.float32 and saved.rstd.dtype == np.float32
     with pytest.raises(AttributeError):
         saved.mean = None
-    _, saved64 = nn.layer_norm_forward(x.astype(np.float64), 6)
+    _, saved64 = nbn.layer_norm_forward(x.astype(np.float64), 6)
     assert saved64.rstd.dtype == np.float64
 
 
@@ -420,17 +420,17 @@ def test_finite_differences(rng, op):
     w = _data(rng, {"layer_norm": 5, "rms_norm": 5}.get(op, 4), np.float64)
     b = _data(rng, w.shape, np.float64)
     if op == "layer_norm":
-        f = lambda x, w, b: nn.layer_norm_forward(x, 5, w, b)  # noqa: E731
-        bwd = nn.layer_norm_backward
+        f = lambda x, w, b: nbn.layer_norm_forward(x, 5, w, b)  # noqa: E731
+        bwd = nbn.layer_norm_backward
     elif op == "rms_norm":
-        f = lambda x, w, b: nn.rms_norm_forward(x, 5, w)  # noqa: E731
-        bwd = lambda dy, s: nn.rms_norm_backward(dy, s) + (None,)  # noqa: E731
+        f = lambda x, w, b: nbn.rms_norm_forward(x, 5, w)  # noqa: E731
+        bwd = lambda dy, s: nbn.rms_norm_backward(dy, s) + (None,)  # noqa: E731
     elif op == "group_norm":
-        f = lambda x, w, b: nn.group_norm_forward(x, 2, w, b)  # noqa: E731
-        bwd = nn.group_norm_backward
+        f = lambda x, w, b: nbn.group_norm_forward(x, 2, w, b)  # noqa: E731
+        bwd = nbn.group_norm_backward
     else:
-        f = lambda x, w, b: nn.batch_norm_forward(x, None, None, w, b, True)  # noqa: E731
-        bwd = nn.batch_norm_backward
+        f = lambda x, w, b: nbn.batch_norm_forward(x, None, None, w, b, True)  # noqa: E731
+        bwd = nbn.batch_norm_backward
     _, saved = f(x, w, b)
     dx, dw, db = bwd(dy, saved)
 
@@ -462,7 +462,7 @@ def test_saved_record_is_read_only_and_stats_are_stable(rng):
     """Saved's public fields cannot be reassigned; mean/rstd, made on first access on the CPU
     rows path, are the same arrays on every access and match the oracle."""
     x = _data(rng, (3, 7), np.float32)
-    _, saved = nn.layer_norm_forward(x, 7)
+    _, saved = nbn.layer_norm_forward(x, 7)
     for name in ("op", "mean", "rstd"):
         with pytest.raises(AttributeError):
             setattr(saved, name, None)

@@ -7,7 +7,7 @@ import inspect
 import numpy as np
 import pytest
 
-import numbanorm as nn
+import numbanorm as nbn
 from conftest import ACCEPTED
 
 F32 = np.float32
@@ -49,24 +49,24 @@ def _functions():
     bad_2d = [(a if not (isinstance(a, np.ndarray) and a.shape == (C,)) else
                np.ones(H, a.dtype), e) for a, e in BAD_ARRAY]
     return {
-        "batch_norm": (nn.batch_norm, bn_args, dict(
+        "batch_norm": (nbn.batch_norm, bn_args, dict(
             params, running_mean=BAD_ARRAY[1:], running_var=BAD_ARRAY[1:],
             momentum=BAD_MOMENTUM)),
-        "batch_norm_forward": (nn.batch_norm_forward, bn_args, dict(
+        "batch_norm_forward": (nbn.batch_norm_forward, bn_args, dict(
             params, running_mean=BAD_ARRAY[1:], momentum=BAD_MOMENTUM)),
-        "instance_norm": (nn.instance_norm, dict(bn_args, training=None, use_input_stats=True),
+        "instance_norm": (nbn.instance_norm, dict(bn_args, training=None, use_input_stats=True),
                           dict(params, running_var=BAD_ARRAY[1:], momentum=BAD_MOMENTUM)),
-        "group_norm": (nn.group_norm, dict(num_groups=2, weight=_vec(), bias=_vec(), eps=1e-5),
+        "group_norm": (nbn.group_norm, dict(num_groups=2, weight=_vec(), bias=_vec(), eps=1e-5),
                        dict(params, num_groups=[(0, ValueError), (-2, ValueError),
                                                 (3, ValueError), (2.0, TypeError),
                                                 ("2", TypeError), (True, TypeError),
                                                 (None, TypeError)])),
-        "layer_norm": (nn.layer_norm, dict(lead, normalized_shape=(H, H)), dict(
+        "layer_norm": (nbn.layer_norm, dict(lead, normalized_shape=(H, H)), dict(
             weight=bad_2d, bias=bad_2d, eps=BAD_EPS, out=BAD_OUT,
             normalized_shape=[((H, H, H, H, H), ValueError), ((4,), ValueError),
                               ((), ValueError), (3.0, TypeError), ("55", TypeError),
                               ((-1,), ValueError), ((H, 5.0), TypeError), (None, TypeError)])),
-        "rms_norm": (nn.rms_norm, dict(normalized_shape=(H, H), weight=lead["weight"], eps=None),
+        "rms_norm": (nbn.rms_norm, dict(normalized_shape=(H, H), weight=lead["weight"], eps=None),
                      dict(weight=bad_2d, eps=BAD_EPS[:-2], out=BAD_OUT,
                           normalized_shape=[((4,), ValueError), (3.0, TypeError)])),
     }
@@ -102,15 +102,15 @@ def test_function_argument(name, arg, index, exc):
         np.testing.assert_array_equal(value, out_before)
 
 
-@pytest.mark.parametrize("fn", [nn.batch_norm, nn.layer_norm, nn.group_norm, nn.rms_norm,
-                                nn.instance_norm])
+@pytest.mark.parametrize("fn", [nbn.batch_norm, nbn.layer_norm, nbn.group_norm, nbn.rms_norm,
+                                nbn.instance_norm])
 @pytest.mark.parametrize("x,exc", [
     ("x", TypeError), (None, TypeError), (3.0, ValueError), (np.ones((N, C), np.int32), TypeError),
     (np.ones((N, C), bool), TypeError), (np.ones((N, C), np.longdouble), TypeError),
     ([[1, 2], [3, "a"]], TypeError), (np.ones((N, C), object), TypeError),
 ])
 def test_x_argument(fn, x, exc):
-    args = {nn.layer_norm: (C,), nn.rms_norm: (C,), nn.group_norm: (2,)}.get(fn, ())
+    args = {nbn.layer_norm: (C,), nbn.rms_norm: (C,), nbn.group_norm: (2,)}.get(fn, ())
     with pytest.raises(exc, match="x "):
         fn(x, *args)
 
@@ -119,38 +119,38 @@ def test_tensors_of_other_libraries():
     torch = pytest.importorskip("torch")
     x = _x()
     # PyTorch CPU tensors are converted like any array-like (zero-copy), and the result is NumPy.
-    y = nn.layer_norm(torch.from_numpy(x), (H, H))
+    y = nbn.layer_norm(torch.from_numpy(x), (H, H))
     assert isinstance(y, np.ndarray)
-    np.testing.assert_array_equal(y, nn.layer_norm(x, (H, H)))
+    np.testing.assert_array_equal(y, nbn.layer_norm(x, (H, H)))
     # A tensor that requires grad cannot be read without detaching: refused, naming x.
     with pytest.raises(TypeError, match="x must be a " + ACCEPTED + " array"):
-        nn.layer_norm(torch.ones(2, 3, requires_grad=True), 3)
+        nbn.layer_norm(torch.ones(2, 3, requires_grad=True), 3)
     # An integer tensor has the wrong dtype.
     with pytest.raises(TypeError, match="x must have dtype"):
-        nn.layer_norm(torch.ones(2, 3, dtype=torch.int32), 3)
+        nbn.layer_norm(torch.ones(2, 3, dtype=torch.int32), 3)
     # Running buffers that training updates must be NumPy arrays, so the update is visible.
     with pytest.raises(TypeError, match="running_mean must be a NumPy \\(or GPU\\) array"):
-        nn.batch_norm(x, torch.zeros(C), _vec(), training=True)
+        nbn.batch_norm(x, torch.zeros(C), _vec(), training=True)
 
 
 def test_dy_argument():
     x = _x()
-    y, saved = nn.group_norm_forward(x, 2)
+    y, saved = nbn.group_norm_forward(x, 2)
     for dy, exc in [("dy", TypeError), (np.ones((N, C, H), F32), ValueError),
                     (np.ones(x.shape), TypeError), (None, TypeError)]:
         with pytest.raises(exc, match="dy"):
-            nn.group_norm_backward(dy, saved)
+            nbn.group_norm_backward(dy, saved)
     for saved_bad in (None, (y, y), "saved"):
         with pytest.raises(TypeError, match="saved"):
-            nn.group_norm_backward(y, saved_bad)
+            nbn.group_norm_backward(y, saved_bad)
 
 
 LAYERS = [
-    (nn.BatchNorm1d, dict(num_features=C)), (nn.BatchNorm2d, dict(num_features=C)),
-    (nn.BatchNorm3d, dict(num_features=C)), (nn.InstanceNorm1d, dict(num_features=C)),
-    (nn.InstanceNorm2d, dict(num_features=C)), (nn.InstanceNorm3d, dict(num_features=C)),
-    (nn.LayerNorm, dict(normalized_shape=C)), (nn.GroupNorm, dict(num_groups=2, num_channels=C)),
-    (nn.RMSNorm, dict(normalized_shape=C)),
+    (nbn.BatchNorm1d, dict(num_features=C)), (nbn.BatchNorm2d, dict(num_features=C)),
+    (nbn.BatchNorm3d, dict(num_features=C)), (nbn.InstanceNorm1d, dict(num_features=C)),
+    (nbn.InstanceNorm2d, dict(num_features=C)), (nbn.InstanceNorm3d, dict(num_features=C)),
+    (nbn.LayerNorm, dict(normalized_shape=C)), (nbn.GroupNorm, dict(num_groups=2, num_channels=C)),
+    (nbn.RMSNorm, dict(normalized_shape=C)),
 ]
 BAD_CONSTRUCTOR = {
     "num_features": [(0, ValueError), (-1, ValueError), (2.5, TypeError), ("4", TypeError),
@@ -185,9 +185,9 @@ def test_layer_constructor_argument(cls, base, arg, value, exc):
 @pytest.mark.parametrize("cls,base", LAYERS)
 def test_layer_bad_input_leaves_state_untouched(cls, base):
     layer = cls(**base)
-    shape = {nn.BatchNorm1d: (N, C), nn.InstanceNorm1d: (N, C, H), nn.LayerNorm: (N, C),
-             nn.RMSNorm: (N, C), nn.BatchNorm3d: (N, C, 2, 2, 2),
-             nn.InstanceNorm3d: (N, C, 2, 2, 2)}.get(cls, (N, C, H, H))
+    shape = {nbn.BatchNorm1d: (N, C), nbn.InstanceNorm1d: (N, C, H), nbn.LayerNorm: (N, C),
+             nbn.RMSNorm: (N, C), nbn.BatchNorm3d: (N, C, 2, 2, 2),
+             nbn.InstanceNorm3d: (N, C, 2, 2, 2)}.get(cls, (N, C, H, H))
     state = {k: np.array(v, copy=True) for k, v in layer.state_dict().items()}
     bads = [np.ones(shape, np.int32), "x"]
     if state:  # a layer with parameters or buffers refuses another dtype; one without accepts it

@@ -3,7 +3,7 @@ norm) and the fused residual add + layer/RMS norm, against the float64 oracle an
 import numpy as np
 import pytest
 
-import numbanorm as nn
+import numbanorm as nbn
 import oracle
 from conftest import assert_close, assert_half
 
@@ -28,11 +28,11 @@ def _data(rng, shape, dtype, mean=0.0, std=1.0):
 def _op(name, x, w, b, axis=1, keep=True, **kw):
     """(y, saved) of one channel op, oracle-comparable arguments."""
     if name == "batch_norm":
-        return nn.batch_norm_forward(x, kw.get("rm"), kw.get("rv"), w, b, training=True,
+        return nbn.batch_norm_forward(x, kw.get("rm"), kw.get("rv"), w, b, training=True,
                                      channel_axis=axis)
     if name == "group_norm":
-        return nn.group_norm_forward(x, 2, w, b, channel_axis=axis)
-    return nn.instance_norm_forward(x, kw.get("rm"), kw.get("rv"), w, b, channel_axis=axis)
+        return nbn.group_norm_forward(x, 2, w, b, channel_axis=axis)
+    return nbn.instance_norm_forward(x, kw.get("rm"), kw.get("rv"), w, b, channel_axis=axis)
 
 
 def _oracle(name, x_nchw, w, b, dy_nchw):
@@ -62,7 +62,7 @@ def test_channels_last_matches_oracle(rng, op, shape, dtype):
         y_first = y if axis == 1 else y.transpose(perm)
         assert_close(y_first, ref["y"], dtype, scale=4.0, name=f"{op} y")
         assert y.strides == x.strides, "y keeps x's memory layout"
-        dx, dw, db = getattr(nn, f"{op}_backward")(dy, saved)
+        dx, dw, db = getattr(nbn, f"{op}_backward")(dy, saved)
         assert dx.strides == dy.strides
         assert_close(dx if axis == 1 else dx.transpose(perm), ref["dx"], dtype, scale=8.0,
                      name=f"{op} dx")
@@ -70,7 +70,7 @@ def test_channels_last_matches_oracle(rng, op, shape, dtype):
         assert_close(db, ref["dbias"], dtype, scale=50.0, name=f"{op} dbias")
         # dy of the other layout: dx in dy's layout, same numbers
         dy_other = np.ascontiguousarray(dy) if not dy.flags.c_contiguous else dy.copy()
-        dx2 = getattr(nn, f"{op}_backward")(dy_other, saved)[0]
+        dx2 = getattr(nbn, f"{op}_backward")(dy_other, saved)[0]
         np.testing.assert_array_equal(dx2, dx)
 
 
@@ -86,15 +86,15 @@ def test_channels_last_running_buffers_eval_and_out(rng):
         _op(op, xc, None, None, 1, rm=rm2, rv=rv2)
         np.testing.assert_allclose(rm, rm2, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(rv, rv2, rtol=1e-6, atol=1e-7)
-    y_eval = nn.batch_norm(x, rm, rv, channel_axis=-1)
-    np.testing.assert_allclose(y_eval.transpose(0, 3, 1, 2), nn.batch_norm(xc, rm, rv),
+    y_eval = nbn.batch_norm(x, rm, rv, channel_axis=-1)
+    np.testing.assert_allclose(y_eval.transpose(0, 3, 1, 2), nbn.batch_norm(xc, rm, rv),
                                rtol=1e-6, atol=1e-6)
-    ref = nn.group_norm(xc, 3)
+    ref = nbn.group_norm(xc, 3)
     out_first = np.empty_like(xc)
-    nn.group_norm(x, 3, out=np.moveaxis(out_first, 1, -1), channel_axis=-1)
+    nbn.group_norm(x, 3, out=np.moveaxis(out_first, 1, -1), channel_axis=-1)
     np.testing.assert_allclose(out_first, ref, rtol=1e-5, atol=1e-6)
     xi = x.copy()
-    assert nn.group_norm(xi, 3, out=xi, channel_axis=-1) is xi
+    assert nbn.group_norm(xi, 3, out=xi, channel_axis=-1) is xi
     np.testing.assert_allclose(xi.transpose(0, 3, 1, 2), ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(x, x.copy())  # inputs never modified
 
@@ -107,9 +107,9 @@ def test_channels_last_half(rng):
     dy = _data(rng, (2, 4, 5, 8), np.float32).astype(BF16)
     ref = oracle.group_norm(x.astype(np.float64).transpose(0, 3, 1, 2), 4, None, None, 1e-5,
                             dy.astype(np.float64).transpose(0, 3, 1, 2))
-    y, saved = nn.group_norm_forward(x, 4, channel_axis=-1)
+    y, saved = nbn.group_norm_forward(x, 4, channel_axis=-1)
     assert_half(y.transpose(0, 3, 1, 2), ref["y"], BF16, name="y")
-    dx = nn.group_norm_backward(dy, saved)[0]
+    dx = nbn.group_norm_backward(dy, saved)[0]
     assert_half(dx.transpose(0, 3, 1, 2), ref["dx"], BF16, name="dx")
 
 
@@ -124,8 +124,8 @@ def test_channels_last_bits_do_not_depend_on_threads(rng):
     for t in sorted({1, threads}):
         numba.set_num_threads(t)
         try:
-            y, saved = nn.group_norm_forward(x, 4, channel_axis=-1)
-            results.append((y,) + nn.group_norm_backward(dy, saved))
+            y, saved = nbn.group_norm_forward(x, 4, channel_axis=-1)
+            results.append((y,) + nbn.group_norm_backward(dy, saved))
         finally:
             numba.set_num_threads(threads)
     for a, b in zip(results[0], results[-1]):
@@ -141,9 +141,9 @@ def test_channels_last_matches_torch(rng):
     assert t.is_contiguous(memory_format=torch.channels_last)
     tw, tb = torch.from_numpy(w), torch.from_numpy(b)
     xv = t.numpy()  # the (N, C, H, W) view of channels-last memory
-    pairs = [(nn.group_norm(xv, 4, w, b), TF.group_norm(t, 4, tw, tb)),
-             (nn.instance_norm(xv, weight=w, bias=b), TF.instance_norm(t, weight=tw, bias=tb)),
-             (nn.batch_norm(xv, None, None, w, b, True),
+    pairs = [(nbn.group_norm(xv, 4, w, b), TF.group_norm(t, 4, tw, tb)),
+             (nbn.instance_norm(xv, weight=w, bias=b), TF.instance_norm(t, weight=tw, bias=tb)),
+             (nbn.batch_norm(xv, None, None, w, b, True),
               TF.batch_norm(t, None, None, tw, tb, True))]
     for ours, theirs in pairs:
         np.testing.assert_allclose(ours, theirs.numpy(), rtol=2e-5, atol=2e-5)
@@ -152,16 +152,16 @@ def test_channels_last_matches_torch(rng):
 def test_channel_axis_errors(rng):
     x = _data(rng, (2, 3, 4, 5), np.float32)
     with pytest.raises(ValueError, match="channel_axis must be 1 .* or -1"):
-        nn.batch_norm(x, channel_axis=2, training=True)
+        nbn.batch_norm(x, channel_axis=2, training=True)
     with pytest.raises(TypeError, match="channel_axis must be an int"):
-        nn.group_norm(x, 1, channel_axis=1.0)
+        nbn.group_norm(x, 1, channel_axis=1.0)
     with pytest.raises(ValueError, match="weight must have shape \\(5,\\)"):
-        nn.group_norm(x, 1, np.ones(3, np.float32), channel_axis=-1)
+        nbn.group_norm(x, 1, np.ones(3, np.float32), channel_axis=-1)
     with pytest.raises(ValueError, match="channel_axis must be 1"):
-        nn.GroupNorm(1, 5, channel_axis=0)
-    layer = nn.BatchNorm2d(5, channel_axis=-1)
+        nbn.GroupNorm(1, 5, channel_axis=0)
+    layer = nbn.BatchNorm2d(5, channel_axis=-1)
     y = layer(x)
-    np.testing.assert_allclose(y, nn.batch_norm(x, None, None, training=True, channel_axis=-1))
+    np.testing.assert_allclose(y, nbn.batch_norm(x, None, None, training=True, channel_axis=-1))
     assert layer.backward(np.ones_like(x)).shape == x.shape
 
 
@@ -189,20 +189,20 @@ def test_add_norm_matches_oracle(rng, shape, centered, dtype):
     dy, dh = _data(rng, shape, dtype), _data(rng, shape, dtype)
     h_ref, ref = _add_ref(x, r, L, w, b, dy, dh, centered)
     if centered:
-        y, h, saved = nn.add_layer_norm_forward(x, r, L, w, b)
-        dx, dres, dw, db = nn.add_layer_norm_backward(dy, saved, dh)
+        y, h, saved = nbn.add_layer_norm_forward(x, r, L, w, b)
+        dx, dres, dw, db = nbn.add_layer_norm_backward(dy, saved, dh)
         assert_close(db, ref["dbias"], dtype, scale=50.0, name="dbias")
     else:
-        y, h, saved = nn.add_rms_norm_forward(x, r, L, w)
-        dx, dres, dw = nn.add_rms_norm_backward(dy, saved, dh)
+        y, h, saved = nbn.add_rms_norm_forward(x, r, L, w)
+        dx, dres, dw = nbn.add_rms_norm_backward(dy, saved, dh)
     assert_close(h, h_ref, dtype, scale=8.0, name="h")
     assert_close(y, ref["y"], dtype, scale=8.0, name="y")
     assert_close(dx, ref["dx"], dtype, scale=16.0, name="dx")
     assert dres is dx
     assert_close(dw, ref["dweight"], dtype, scale=50.0, name="dweight")
     # without dh: the norm's gradient alone
-    dx0 = (nn.add_layer_norm_backward(dy, saved)[0] if centered
-           else nn.add_rms_norm_backward(dy, saved)[0])
+    dx0 = (nbn.add_layer_norm_backward(dy, saved)[0] if centered
+           else nbn.add_rms_norm_backward(dy, saved)[0])
     assert_close(dx0, ref["dx"] - dh, dtype, scale=16.0, name="dx without dh")
 
 
@@ -213,32 +213,32 @@ def test_add_norm_matches_torch(rng):
     tx, tr = torch.from_numpy(x).requires_grad_(), torch.from_numpy(r).requires_grad_()
     th = tx + tr
     ty = TF.layer_norm(th, (64,), torch.from_numpy(w), torch.from_numpy(b))
-    y, h = nn.add_layer_norm(x, r, 64, w, b)
+    y, h = nbn.add_layer_norm(x, r, 64, w, b)
     np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-5, atol=1e-5)
     ty2 = TF.rms_norm(th, (64,), torch.from_numpy(w))
-    np.testing.assert_allclose(nn.add_rms_norm(x, r, 64, w)[0], ty2.detach().numpy(),
+    np.testing.assert_allclose(nbn.add_rms_norm(x, r, 64, w)[0], ty2.detach().numpy(),
                                rtol=1e-5, atol=1e-5)
 
 
 def test_add_norm_in_place_half_and_errors(rng):
     x, r = _data(rng, (5, 40), np.float32), _data(rng, (5, 40), np.float32)
-    y_ref, h_ref = nn.add_layer_norm(x, r, 40)
+    y_ref, h_ref = nbn.add_layer_norm(x, r, 40)
     xi, ri = x.copy(), r.copy()
-    y, h = nn.add_layer_norm(xi, ri, 40, out=xi, residual_out=ri)
+    y, h = nbn.add_layer_norm(xi, ri, 40, out=xi, residual_out=ri)
     assert y is xi and h is ri
     np.testing.assert_array_equal(xi, y_ref)
     np.testing.assert_array_equal(ri, h_ref)
     with pytest.raises(ValueError, match="out overlaps x"):
-        nn.add_layer_norm_forward(x, r, 40, out=x)
+        nbn.add_layer_norm_forward(x, r, 40, out=x)
     with pytest.raises(ValueError, match="out and residual_out overlap"):
         buf = np.empty_like(x)
-        nn.add_layer_norm(x, r, 40, out=buf, residual_out=buf)
+        nbn.add_layer_norm(x, r, 40, out=buf, residual_out=buf)
     with pytest.raises(ValueError, match="residual must have x's shape"):
-        nn.add_layer_norm(x, r[:, :20], 40)
+        nbn.add_layer_norm(x, r[:, :20], 40)
     with pytest.raises(TypeError, match="residual must have dtype float32"):
-        nn.add_layer_norm(x, r.astype(np.float64), 40)
+        nbn.add_layer_norm(x, r.astype(np.float64), 40)
     with pytest.raises(ValueError, match="residual_dtype must be float32"):
-        nn.add_layer_norm(x, r, 40, residual_dtype=np.float64)
+        nbn.add_layer_norm(x, r, 40, residual_dtype=np.float64)
     if BF16 is None:
         return
     xb, rb = x.astype(BF16), r.astype(BF16)
@@ -246,15 +246,15 @@ def test_add_norm_in_place_half_and_errors(rng):
     h64 = xb.astype(np.float64) + rb.astype(np.float64)
     ref = oracle.layer_norm(h64, 40, None, None, 1e-5, dy.astype(np.float64))
     for rdt in (None, np.float32):
-        y, h, saved = nn.add_layer_norm_forward(xb, rb, 40, residual_dtype=rdt)
+        y, h, saved = nbn.add_layer_norm_forward(xb, rb, 40, residual_dtype=rdt)
         assert h.dtype == (BF16 if rdt is None else np.float32)
         assert_half(y, ref["y"], BF16, name="y")  # statistics of the unrounded sum
-        dx, dres, _, _ = nn.add_layer_norm_backward(dy, saved)
+        dx, dres, _, _ = nbn.add_layer_norm_backward(dy, saved)
         assert_half(dx, ref["dx"], BF16, name="dx")
         assert dres is dx
-    y, h, saved = nn.add_layer_norm_forward(xb, rb.astype(np.float32), 40,
+    y, h, saved = nbn.add_layer_norm_forward(xb, rb.astype(np.float32), 40,
                                             residual_dtype=np.float32)
-    dx, dres, _, _ = nn.add_layer_norm_backward(dy, saved, np.zeros((5, 40), np.float32))
+    dx, dres, _, _ = nbn.add_layer_norm_backward(dy, saved, np.zeros((5, 40), np.float32))
     assert dres.dtype == np.float32 and dx.dtype == BF16
     np.testing.assert_allclose(dres, ref["dx"], rtol=1e-4, atol=1e-4)
 
@@ -265,12 +265,12 @@ def test_channel_axis_on_dask(rng):
     da = pytest.importorskip("dask.array")
     x = _data(rng, (4, 6, 5, 8), np.float32)
     d = da.from_array(x, chunks=(2, 6, 5, 8))
-    y = nn.group_norm(d, 4, channel_axis=-1)
+    y = nbn.group_norm(d, 4, channel_axis=-1)
     assert y.shape == x.shape
-    np.testing.assert_allclose(y.compute(), nn.group_norm(x, 4, channel_axis=-1), rtol=1e-6,
+    np.testing.assert_allclose(y.compute(), nbn.group_norm(x, 4, channel_axis=-1), rtol=1e-6,
                                atol=1e-6)
     with pytest.raises(TypeError, match="not Dask ones"):
-        nn.add_layer_norm(d, d, 8)
+        nbn.add_layer_norm(d, d, 8)
 
 
 def test_channels_last_huge_float64(rng):
@@ -280,8 +280,8 @@ def test_channels_last_huge_float64(rng):
     dy = rng.standard_normal(x.shape)
     ref = oracle.group_norm(x.transpose(0, 3, 1, 2) / 1e300, 4, None, None, 0.0,
                             dy.transpose(0, 3, 1, 2))
-    y, saved = nn.group_norm_forward(x, 4, eps=0.0, channel_axis=-1)
-    dx = nn.group_norm_backward(dy, saved)[0]
+    y, saved = nbn.group_norm_forward(x, 4, eps=0.0, channel_axis=-1)
+    dx = nbn.group_norm_backward(dy, saved)[0]
     assert_close(y.transpose(0, 3, 1, 2), ref["y"], np.float64, scale=4.0, name="y")
     np.testing.assert_allclose(dx.transpose(0, 3, 1, 2) * 1e300, ref["dx"], rtol=1e-10,
                                atol=1e-12 * np.abs(ref["dx"]).max())
@@ -292,10 +292,10 @@ def test_fused_add_layers(rng):
     (dx, dresidual) with dh, parameter gradients set; without a residual, the plain norm."""
     x, r = _data(rng, (6, 32), np.float32), _data(rng, (6, 32), np.float32)
     dy, dh = _data(rng, (6, 32), np.float32), _data(rng, (6, 32), np.float32)
-    for layer, fwd, bwd in ((nn.LayerNorm(32), nn.add_layer_norm_forward,
-                             nn.add_layer_norm_backward),
-                            (nn.RMSNorm(32), nn.add_rms_norm_forward, nn.add_rms_norm_backward)):
-        params = (layer.weight, layer.bias) if isinstance(layer, nn.LayerNorm) else (layer.weight,)
+    for layer, fwd, bwd in ((nbn.LayerNorm(32), nbn.add_layer_norm_forward,
+                             nbn.add_layer_norm_backward),
+                            (nbn.RMSNorm(32), nbn.add_rms_norm_forward, nbn.add_rms_norm_backward)):
+        params = (layer.weight, layer.bias) if isinstance(layer, nbn.LayerNorm) else (layer.weight,)
         y, h = layer(x, r)
         y0, h0, saved = fwd(x, r, 32, *params)
         np.testing.assert_array_equal(y, y0)
@@ -305,9 +305,9 @@ def test_fused_add_layers(rng):
         np.testing.assert_array_equal(dx, grads[0])
         np.testing.assert_array_equal(layer.grad_weight, grads[2])
         y_plain = layer(x)
-        np.testing.assert_allclose(layer.backward(dy), nn.layer_norm_backward(
-            dy, nn.layer_norm_forward(x, 32)[1])[0] if isinstance(layer, nn.LayerNorm)
-            else nn.rms_norm_backward(dy, nn.rms_norm_forward(x, 32)[1])[0], rtol=1e-6,
+        np.testing.assert_allclose(layer.backward(dy), nbn.layer_norm_backward(
+            dy, nbn.layer_norm_forward(x, 32)[1])[0] if isinstance(layer, nbn.LayerNorm)
+            else nbn.rms_norm_backward(dy, nbn.rms_norm_forward(x, 32)[1])[0], rtol=1e-6,
             atol=1e-6)
         assert y_plain.shape == x.shape
         with pytest.raises(ValueError, match="dh is the gradient of h"):

@@ -16,7 +16,7 @@ import pytest
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
-import numbanorm as nn  # noqa: E402
+import numbanorm as nbn  # noqa: E402
 import oracle  # noqa: E402
 from conftest import (ACCEPTED, assert_close, assert_half, dx_scale, half_params,  # noqa: E402
                       ulp16)
@@ -130,8 +130,8 @@ def test_layer_and_rms_norm(rng, dtype, shape, params):
     x = _data(rng, shape, dtype, mean=3.0, std=2.0)
     dy = _data(rng, shape, dtype)
     w, b = half_params(rng, L, dtype, params)
-    y, saved = nn.layer_norm_forward(x, L, w, b)
-    dx, dw, db = nn.layer_norm_backward(dy, saved)
+    y, saved = nbn.layer_norm_forward(x, L, w, b)
+    dx, dw, db = nbn.layer_norm_backward(dy, saved)
     ref = oracle.layer_norm(x, L, w, b, 1e-5, dy)
     assert_half(y, ref["y"], dtype, name="y")
     assert_half(dx, ref["dx"], dtype, dx_scale(ref, dy, w), name="dx")
@@ -151,8 +151,8 @@ def test_layer_and_rms_norm(rng, dtype, shape, params):
     else:
         assert dw is None and db is None
     # rms_norm: eps=None is float32's eps for 16-bit input (PyTorch 2.13)
-    y, saved = nn.rms_norm_forward(x, L, w)
-    dx, dw = nn.rms_norm_backward(dy, saved)
+    y, saved = nbn.rms_norm_forward(x, L, w)
+    dx, dw = nbn.rms_norm_backward(dy, saved)
     ref = oracle.rms_norm(x, L, w, RMS_EPS, dy)
     assert_half(y, ref["y"], dtype, name="rms y")
     assert_half(dx, ref["dx"], dtype, dx_scale(ref, dy, w), name="rms dx")
@@ -169,8 +169,8 @@ def test_group_and_instance_norm(rng, dtype, shape, groups):
     x = _data(rng, shape, dtype, mean=-2.0, std=3.0)
     dy = _data(rng, shape, dtype)
     w, b = half_params(rng, C, dtype, "same")
-    y, saved = nn.group_norm_forward(x, groups, w, b)
-    dx, dw, db = nn.group_norm_backward(dy, saved)
+    y, saved = nbn.group_norm_forward(x, groups, w, b)
+    dx, dw, db = nbn.group_norm_backward(dy, saved)
     ref = oracle.group_norm(x, groups, w, b, 1e-5, dy)
     assert_half(y, ref["y"], dtype, name="y")
     assert_half(dx, ref["dx"], dtype, dx_scale(ref, dy, w), name="dx")
@@ -179,8 +179,8 @@ def test_group_and_instance_norm(rng, dtype, shape, groups):
     assert_half(db, ref["dbias"], dtype, scale, name="dbias")
     if len(shape) > 2:
         w, b = half_params(rng, C, dtype, "mixed")
-        y, saved = nn.instance_norm_forward(x, weight=w, bias=b)
-        dx, dw, db = nn.instance_norm_backward(dy, saved)
+        y, saved = nbn.instance_norm_forward(x, weight=w, bias=b)
+        dx, dw, db = nbn.instance_norm_backward(dy, saved)
         ref = oracle.instance_norm(x, w, b, 1e-5, dy)
         assert_half(y, ref["y"], dtype, name="instance y")
         assert_half(dx, ref["dx"], dtype, dx_scale(ref, dy, w), name="instance dx")
@@ -204,8 +204,8 @@ def test_batch_norm(rng, dtype, shape):
     w, b = half_params(rng, C, dtype, kind)
     pdt = w.dtype
     rm, rv = np.zeros(C, pdt), np.ones(C, pdt)
-    y, saved = nn.batch_norm_forward(x, rm, rv, w, b, training=True, momentum=0.5)
-    dx, dw, db = nn.batch_norm_backward(dy, saved)
+    y, saved = nbn.batch_norm_forward(x, rm, rv, w, b, training=True, momentum=0.5)
+    dx, dw, db = nbn.batch_norm_backward(dy, saved)
     ref = oracle.batch_norm_train(x, w, b, 1e-5, dy)
     assert_half(y, ref["y"], dtype, name="y")
     assert_half(dx, ref["dx"], dtype, dx_scale(ref, dy, w), name="dx")
@@ -215,8 +215,8 @@ def test_batch_norm(rng, dtype, shape):
     np.testing.assert_allclose(rv.astype(np.float64), (0.5 + 0.5 * ref["var_unbiased"])
                                .astype(pdt).astype(np.float64), rtol=1e-6)
     # eval with those buffers
-    y, saved = nn.batch_norm_forward(x, rm, rv, w, b, training=False)
-    dx, dw, db = nn.batch_norm_backward(dy, saved)
+    y, saved = nbn.batch_norm_forward(x, rm, rv, w, b, training=False)
+    dx, dw, db = nbn.batch_norm_backward(dy, saved)
     ref = oracle.batch_norm_eval(x, rm, rv, w, b, 1e-5, dy)
     assert_half(y, ref["y"], dtype, name="eval y")
     assert_half(dx, ref["dx"], dtype, dx_scale(ref, dy, w), name="eval dx")
@@ -230,16 +230,16 @@ def _torch_cases(torch, F, x, w, b, G):
     C = x.shape[1]
     return {
         "layer_norm": (lambda t, wt, bt: F.layer_norm(t, (L,), wt[:L], bt[:L]),
-                       lambda: nn.layer_norm(x, L, w[:L], b[:L]),
+                       lambda: nbn.layer_norm(x, L, w[:L], b[:L]),
                        lambda: oracle.layer_norm(x, L, w[:L], b[:L])["y"]),
         "rms_norm": (lambda t, wt, bt: F.rms_norm(t, (L,), wt[:L]),
-                     lambda: nn.rms_norm(x, L, w[:L]),
+                     lambda: nbn.rms_norm(x, L, w[:L]),
                      lambda: oracle.rms_norm(x, L, w[:L], RMS_EPS)["y"]),
         "group_norm": (lambda t, wt, bt: F.group_norm(t, G, wt[:C], bt[:C]),
-                       lambda: nn.group_norm(x, G, w[:C], b[:C]),
+                       lambda: nbn.group_norm(x, G, w[:C], b[:C]),
                        lambda: oracle.group_norm(x, G, w[:C], b[:C])["y"]),
         "batch_norm": (lambda t, wt, bt: F.batch_norm(t, None, None, wt[:C], bt[:C], True),
-                       lambda: nn.batch_norm(x, None, None, w[:C], b[:C], True),
+                       lambda: nbn.batch_norm(x, None, None, w[:C], b[:C], True),
                        lambda: oracle.batch_norm_train(x, w[:C], b[:C])["y"]),
     }
 
@@ -275,22 +275,22 @@ def test_float16_squares_overflow(rng):
     x = (60000 - 5000 * rng.random((6, 500))).astype(np.float16)
     x[::2] *= -1
     dy = _data(rng, x.shape, F16)
-    for fn, ref_fn in ((lambda: nn.layer_norm_forward(x, 500),
+    for fn, ref_fn in ((lambda: nbn.layer_norm_forward(x, 500),
                         lambda: oracle.layer_norm(x, 500, dy=dy)),
-                       (lambda: nn.rms_norm_forward(x, 500),
+                       (lambda: nbn.rms_norm_forward(x, 500),
                         lambda: oracle.rms_norm(x, 500, eps=RMS_EPS, dy=dy)),
-                       (lambda: nn.batch_norm_forward(x.reshape(6, 10, 50), training=True),
+                       (lambda: nbn.batch_norm_forward(x.reshape(6, 10, 50), training=True),
                         lambda: oracle.batch_norm_train(x.reshape(6, 10, 50), dy=dy.reshape(
                             6, 10, 50)))):
         y, saved = fn()
         ref = ref_fn()
-        dx = (nn.batch_norm_backward if saved.op == "batch_norm" else
-              nn.layer_norm_backward if saved.op == "layer_norm" else
-              lambda d, s: nn.rms_norm_backward(d, s))(dy.reshape(y.shape), saved)[0]
+        dx = (nbn.batch_norm_backward if saved.op == "batch_norm" else
+              nbn.layer_norm_backward if saved.op == "layer_norm" else
+              lambda d, s: nbn.rms_norm_backward(d, s))(dy.reshape(y.shape), saved)[0]
         assert np.isfinite(y).all() and np.isfinite(dx).all()
         assert_half(y, ref["y"], F16, name=saved.op + " y")
         assert_half(dx, ref["dx"], F16, dx_scale(ref, dy), name=saved.op + " dx")
-    z = nn.zscore(x, axis=1)
+    z = nbn.zscore(x, axis=1)
     assert_half(z, oracle.zscore(x, axis=1), F16, name="zscore")
 
 
@@ -299,15 +299,15 @@ def test_bfloat16_large_mean(rng):
     variance of the rounded values is kept."""
     x = _data(rng, (8, 4096), BF16, mean=1e4, std=100.0)
     dy = _data(rng, x.shape, BF16)
-    y, saved = nn.layer_norm_forward(x, 4096)
+    y, saved = nbn.layer_norm_forward(x, 4096)
     ref = oracle.layer_norm(x, 4096, dy=dy)
     assert_half(y, ref["y"], BF16, name="y")
-    assert_half(nn.layer_norm_backward(dy, saved)[0], ref["dx"], BF16, dx_scale(ref, dy),
+    assert_half(nbn.layer_norm_backward(dy, saved)[0], ref["dx"], BF16, dx_scale(ref, dy),
                 name="dx")
     np.testing.assert_allclose(1 / saved.rstd.astype(np.float64) ** 2, ref["var"] + 1e-5,
                                rtol=1e-6)
     xb = x.reshape(8, 64, 64)
-    y = nn.batch_norm(xb, None, None, training=True)
+    y = nbn.batch_norm(xb, None, None, training=True)
     assert_half(y, oracle.batch_norm_train(xb)["y"], BF16, name="batch_norm y")
 
 
@@ -319,11 +319,11 @@ def test_constant_groups_give_bias(dtype):
     b32 = np.array([0.1, -3.0, 7.0, 0.0], np.float32)
     for w, b in ((w16, b16), (w16.astype(np.float32), b32)):
         want = np.broadcast_to(b.astype(dtype)[None, :, None, None], x.shape)
-        np.testing.assert_array_equal(nn.group_norm(x, 2, w, b), want)
-        np.testing.assert_array_equal(nn.instance_norm(x, weight=w, bias=b), want)
-        np.testing.assert_array_equal(nn.batch_norm(x, None, None, w, b, True), want)
+        np.testing.assert_array_equal(nbn.group_norm(x, 2, w, b), want)
+        np.testing.assert_array_equal(nbn.instance_norm(x, weight=w, bias=b), want)
+        np.testing.assert_array_equal(nbn.batch_norm(x, None, None, w, b, True), want)
         rows = np.full((3, 4), 7.5, dtype)
-        np.testing.assert_array_equal(nn.layer_norm(rows, 4, w, b),
+        np.testing.assert_array_equal(nbn.layer_norm(rows, 4, w, b),
                                       np.broadcast_to(b.astype(dtype), rows.shape))
 
 
@@ -335,13 +335,13 @@ def test_layers(rng, dtype):
     x = _data(rng, (4, 6, 5, 5), dtype, mean=1.0)
     dy = _data(rng, x.shape, dtype)
     # a 16-bit layer keeps 16-bit parameters and gradients
-    ln = nn.LayerNorm((5, 5), dtype=dtype)
+    ln = nbn.LayerNorm((5, 5), dtype=dtype)
     assert ln.weight.dtype == dtype
     y = ln(x)
     ln.backward(dy)
     assert y.dtype == dtype and ln.grad_weight.dtype == dtype
     # a float32 layer on 16-bit input: float32 parameters and buffers (mixed), 16-bit output
-    bn = nn.BatchNorm2d(6)
+    bn = nbn.BatchNorm2d(6)
     y = bn(x)
     dx = bn.backward(dy)
     ref = oracle.batch_norm_train(x, dy=dy)
@@ -349,13 +349,13 @@ def test_layers(rng, dtype):
     assert bn.running_mean.dtype == bn.grad_weight.dtype == np.float32
     assert_half(y, ref["y"], dtype, name="y")
     assert_half(dx, ref["dx"], dtype, dx_scale(ref, dy), name="dx")
-    gn = nn.GroupNorm(3, 6, dtype=dtype)
+    gn = nbn.GroupNorm(3, 6, dtype=dtype)
     assert gn(x).dtype == dtype
-    rms = nn.RMSNorm(5)
+    rms = nbn.RMSNorm(5)
     assert_half(rms(x), oracle.rms_norm(x, 5, eps=RMS_EPS)["y"], dtype, name="RMSNorm")
-    inorm = nn.InstanceNorm2d(6, affine=True, track_running_stats=True, dtype=dtype)
+    inorm = nbn.InstanceNorm2d(6, affine=True, track_running_stats=True, dtype=dtype)
     assert inorm(x).dtype == dtype and inorm.running_var.dtype == dtype
-    state = nn.LayerNorm((5, 5), dtype=dtype)
+    state = nbn.LayerNorm((5, 5), dtype=dtype)
     state.load_state_dict({"weight": np.full((5, 5), 2.0, dtype),
                            "bias": np.zeros((5, 5), dtype)})
     assert state.weight.dtype == dtype and (state.weight.astype(np.float32) == 2).all()
@@ -364,12 +364,12 @@ def test_layers(rng, dtype):
 def test_dtype_errors(rng):
     x = _data(rng, (4, 6), BF16)
     f8 = np.ones((4, 6), ml_dtypes.float8_e4m3fn)
-    for fn in (lambda a: nn.layer_norm(a, 6), lambda a: nn.batch_norm(a, training=True),
-               lambda a: nn.rms_norm(a, 6), lambda a: nn.group_norm(a, 2)):
+    for fn in (lambda a: nbn.layer_norm(a, 6), lambda a: nbn.batch_norm(a, training=True),
+               lambda a: nbn.rms_norm(a, 6), lambda a: nbn.group_norm(a, 2)):
         with pytest.raises(TypeError, match=f"x must have dtype {ACCEPTED}, got float8"):
             fn(f8)
-    for fn, name in ((lambda a: nn.zscore(a), "a"), (lambda a: nn.minmax_scale(a), "X"),
-                     (lambda a: nn.normalize(a), "x"), (lambda a: nn.moments(a), "a")):
+    for fn, name in ((lambda a: nbn.zscore(a), "a"), (lambda a: nbn.minmax_scale(a), "X"),
+                     (lambda a: nbn.normalize(a), "x"), (lambda a: nbn.moments(a), "a")):
         with pytest.raises(TypeError, match=f"{name} must be an array of real numbers "
                                             r"\(float16, bfloat16"):
             fn(f8)
@@ -377,22 +377,22 @@ def test_dtype_errors(rng):
     w32 = np.ones(6, np.float32)
     with pytest.raises(TypeError, match="weight must have the input's dtype bfloat16 or "
                                         "float32, got float64"):
-        nn.layer_norm(x, 6, np.ones(6))
+        nbn.layer_norm(x, 6, np.ones(6))
     with pytest.raises(TypeError, match="bias must have the dtype of weight, float32"):
-        nn.layer_norm(x, 6, w32, np.zeros(6, BF16))
+        nbn.layer_norm(x, 6, w32, np.zeros(6, BF16))
     with pytest.raises(TypeError, match="running_var must have the dtype of weight"):
-        nn.batch_norm(x, np.zeros(6, np.float32), np.ones(6, BF16), w32, training=True)
+        nbn.batch_norm(x, np.zeros(6, np.float32), np.ones(6, BF16), w32, training=True)
     with pytest.raises(TypeError, match="weight must have the input's dtype float32, got "
                                         "bfloat16"):
-        nn.layer_norm(x.astype(np.float32), 6, np.ones(6, BF16))
+        nbn.layer_norm(x.astype(np.float32), 6, np.ones(6, BF16))
     # dy and out of the other 16-bit dtype
-    y, saved = nn.layer_norm_forward(x, 6)
+    y, saved = nbn.layer_norm_forward(x, 6)
     with pytest.raises(TypeError, match="dy must have the forward input's dtype bfloat16"):
-        nn.layer_norm_backward(np.ones((4, 6), np.float16), saved)
+        nbn.layer_norm_backward(np.ones((4, 6), np.float16), saved)
     with pytest.raises(TypeError, match="out must have the input's dtype bfloat16"):
-        nn.layer_norm(x, 6, out=np.empty((4, 6), np.float16))
+        nbn.layer_norm(x, 6, out=np.empty((4, 6), np.float16))
     with pytest.raises(TypeError, match="out must have dtype float16"):
-        nn.zscore(x.astype(np.float16), out=np.empty((4, 6), BF16))
+        nbn.zscore(x.astype(np.float16), out=np.empty((4, 6), BF16))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,27 +403,27 @@ def test_data_functions(rng, dtype):
     X = _data(rng, (3000, 7), dtype, mean=50.0, std=4.0)
     X[::31, 2] = np.nan
     for axis in (0, 1, (0, 1)):
-        z = nn.zscore(X, axis=axis, nan_policy="omit")
+        z = nbn.zscore(X, axis=axis, nan_policy="omit")
         assert_half(z, oracle.zscore(X, axis=axis, omit=True), dtype, name=f"zscore {axis}")
-    m = nn.minmax_scale(X, feature_range=(-1, 1))
+    m = nbn.minmax_scale(X, feature_range=(-1, 1))
     assert_half(m, oracle.minmax_scale(X, (-1, 1)), dtype, name="minmax_scale")
     Y = np.nan_to_num(X.astype(np.float32)).astype(dtype)
     for p in (2.0, 1.0, np.inf):
-        u = nn.normalize(Y, p=p, dim=1)
+        u = nbn.normalize(Y, p=p, dim=1)
         assert_half(u, oracle.normalize(Y, p, 1), dtype, name=f"normalize {p}")
-    mo = nn.moments(X, 0, "omit")
+    mo = nbn.moments(X, 0, "omit")
     Xf = X.astype(np.float64)
     assert mo.mean.dtype == np.float64
     np.testing.assert_allclose(mo.mean, np.nanmean(Xf, axis=0), rtol=1e-13)
     np.testing.assert_allclose(mo.var(), np.nanvar(Xf, axis=0), rtol=1e-12)
     np.testing.assert_array_equal(mo.min, np.nanmin(Xf, axis=0))
     np.testing.assert_array_equal(mo.max, np.nanmax(Xf, axis=0))
-    stream = nn.Moments.empty((7,), 0, "omit")
+    stream = nbn.Moments.empty((7,), 0, "omit")
     for chunk in np.array_split(X, 7):
         stream.update(chunk)
     np.testing.assert_allclose(stream.mean, mo.mean, rtol=1e-13)
-    z, saved = nn.zscore_forward(X[:, :3], axis=0, nan_policy="omit")
-    dz = nn.zscore_backward(np.ones_like(z), saved)
+    z, saved = nbn.zscore_forward(X[:, :3], axis=0, nan_policy="omit")
+    dz = nbn.zscore_backward(np.ones_like(z), saved)
     assert z.dtype == dz.dtype == dtype
 
 
@@ -450,8 +450,8 @@ def test_dask_half(rng):
     da = pytest.importorskip("dask.array")
     x = _data(rng, (400, 64), BF16, mean=2.0)
     d = da.from_array(x, chunks=(100, 64))
-    np.testing.assert_array_equal(nn.layer_norm(d, 64).compute(), nn.layer_norm(x, 64))
-    z = nn.zscore(d, axis=0).compute()
+    np.testing.assert_array_equal(nbn.layer_norm(d, 64).compute(), nbn.layer_norm(x, 64))
+    z = nbn.zscore(d, axis=0).compute()
     assert z.dtype == BF16
     assert_half(z, oracle.zscore(x, axis=0), BF16, name="dask zscore")
 
@@ -465,8 +465,8 @@ def route_case():
     rng = np.random.default_rng(5)
     x = (rng.standard_normal((5, 300)) * 3 + 1).astype(np.float16)
     dy = rng.standard_normal(x.shape).astype(np.float16)
-    y, saved = nn.layer_norm_forward(x, 300)
-    return x, dy, dict(y=y, dx=nn.layer_norm_backward(dy, saved)[0], z=nn.zscore(x, axis=1))
+    y, saved = nbn.layer_norm_forward(x, 300)
+    return x, dy, dict(y=y, dx=nbn.layer_norm_backward(dy, saved)[0], z=nbn.zscore(x, axis=1))
 
 
 _ROUTE_SCRIPT = r"""

@@ -7,19 +7,19 @@ import tracemalloc
 import numpy as np
 import pytest
 
-import numbanorm as nn
+import numbanorm as nbn
 
 SHAPE = (16, 32, 16, 16)  # 512 KiB of float32: far above the O(groups) extras
 C = SHAPE[1]
 OPS = {
-    "layer_norm": (lambda x: nn.layer_norm_forward(x, SHAPE[2:]), nn.layer_norm_backward),
-    "rms_norm": (lambda x: nn.rms_norm_forward(x, SHAPE[-1]), nn.rms_norm_backward),
-    "group_norm": (lambda x: nn.group_norm_forward(x, 8), nn.group_norm_backward),
-    "instance_norm": (lambda x: nn.instance_norm_forward(x), nn.instance_norm_backward),
-    "batch_norm": (lambda x: nn.batch_norm_forward(
-        x, np.zeros(C, x.dtype), np.ones(C, x.dtype), training=True), nn.batch_norm_backward),
-    "batch_norm_nc": (lambda x: nn.batch_norm_forward(x.reshape(SHAPE[0] * 16, -1),
-                                                      training=True), nn.batch_norm_backward),
+    "layer_norm": (lambda x: nbn.layer_norm_forward(x, SHAPE[2:]), nbn.layer_norm_backward),
+    "rms_norm": (lambda x: nbn.rms_norm_forward(x, SHAPE[-1]), nbn.rms_norm_backward),
+    "group_norm": (lambda x: nbn.group_norm_forward(x, 8), nbn.group_norm_backward),
+    "instance_norm": (lambda x: nbn.instance_norm_forward(x), nbn.instance_norm_backward),
+    "batch_norm": (lambda x: nbn.batch_norm_forward(
+        x, np.zeros(C, x.dtype), np.ones(C, x.dtype), training=True), nbn.batch_norm_backward),
+    "batch_norm_nc": (lambda x: nbn.batch_norm_forward(x.reshape(SHAPE[0] * 16, -1),
+                                                      training=True), nbn.batch_norm_backward),
 }
 
 

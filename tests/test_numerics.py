@@ -4,7 +4,7 @@ import numba
 import numpy as np
 import pytest
 
-import numbanorm as nn
+import numbanorm as nbn
 import oracle
 from numbanorm.cpu import _host as cpu_host
 
@@ -12,21 +12,21 @@ DTYPES = [np.float32, np.float64]
 
 # Each op as (forward, backward, oracle) on x of shape (8, 6, 40); forward and oracle take eps.
 OPS = {
-    "layer_norm": (lambda x, eps=1e-5: nn.layer_norm_forward(x, 40, eps=eps),
-                   nn.layer_norm_backward,
+    "layer_norm": (lambda x, eps=1e-5: nbn.layer_norm_forward(x, 40, eps=eps),
+                   nbn.layer_norm_backward,
                    lambda x, dy, eps=1e-5: oracle.layer_norm(x, 40, dy=dy, eps=eps)),
-    "group_norm": (lambda x, eps=1e-5: nn.group_norm_forward(x, 3, eps=eps),
-                   nn.group_norm_backward,
+    "group_norm": (lambda x, eps=1e-5: nbn.group_norm_forward(x, 3, eps=eps),
+                   nbn.group_norm_backward,
                    lambda x, dy, eps=1e-5: oracle.group_norm(x, 3, dy=dy, eps=eps)),
-    "instance_norm": (lambda x, eps=1e-5: nn.instance_norm_forward(x, eps=eps),
-                      nn.instance_norm_backward,
+    "instance_norm": (lambda x, eps=1e-5: nbn.instance_norm_forward(x, eps=eps),
+                      nbn.instance_norm_backward,
                       lambda x, dy, eps=1e-5: oracle.instance_norm(x, dy=dy, eps=eps)),
-    "batch_norm": (lambda x, eps=1e-5: nn.batch_norm_forward(x, training=True, eps=eps),
-                   nn.batch_norm_backward,
+    "batch_norm": (lambda x, eps=1e-5: nbn.batch_norm_forward(x, training=True, eps=eps),
+                   nbn.batch_norm_backward,
                    lambda x, dy, eps=1e-5: oracle.batch_norm_train(x, dy=dy, eps=eps)),
-    "batch_norm_nc": (lambda x, eps=1e-5: nn.batch_norm_forward(x.reshape(-1, 40), training=True,
+    "batch_norm_nc": (lambda x, eps=1e-5: nbn.batch_norm_forward(x.reshape(-1, 40), training=True,
                                                                 eps=eps),
-                      nn.batch_norm_backward,
+                      nbn.batch_norm_backward,
                       lambda x, dy, eps=1e-5: oracle.batch_norm_train(
                           x.reshape(-1, 40), dy=None if dy is None else dy.reshape(-1, 40),
                           eps=eps)),
@@ -162,8 +162,8 @@ def _check_float32_columns(rng, x):
     """batch_norm forward and backward of float32 (N, C) x against the float64 oracle, to a few
     float32 ulps: the variance, the mean (in standard deviations), y and dx."""
     dy = rng.standard_normal(x.shape).astype(np.float32)
-    y, saved = nn.batch_norm_forward(x, None, None, training=True)
-    dx = nn.batch_norm_backward(dy, saved)[0]
+    y, saved = nbn.batch_norm_forward(x, None, None, training=True)
+    dx = nbn.batch_norm_backward(dy, saved)[0]
     ref = oracle.batch_norm_train(x, dy=dy)
     var = 1.0 / saved._rstd64 ** 2 - 1e-5
     np.testing.assert_allclose(var, ref["var"].ravel(), rtol=5e-7)
@@ -191,13 +191,13 @@ def test_float32_columns_whose_mean_moves(rng, shape, pattern):
 
 
 LONG_ROWS = {  # groups of several BLOCK-value blocks; the last axis (3000) carries the drift
-    "layer_norm": ((6, 3000), lambda x: nn.layer_norm_forward(x, 3000),
+    "layer_norm": ((6, 3000), lambda x: nbn.layer_norm_forward(x, 3000),
                    lambda x, dy: oracle.layer_norm(x, 3000, dy=dy)),
-    "group_norm": ((2, 4, 3000), lambda x: nn.group_norm_forward(x, 2),
+    "group_norm": ((2, 4, 3000), lambda x: nbn.group_norm_forward(x, 2),
                    lambda x, dy: oracle.group_norm(x, 2, dy=dy)),
-    "instance_norm": ((2, 3, 3000), nn.instance_norm_forward,
+    "instance_norm": ((2, 3, 3000), nbn.instance_norm_forward,
                       lambda x, dy: oracle.instance_norm(x, dy=dy)),
-    "batch_norm": ((3, 2, 3000), lambda x: nn.batch_norm_forward(x, training=True),
+    "batch_norm": ((3, 2, 3000), lambda x: nbn.batch_norm_forward(x, training=True),
                    lambda x, dy: oracle.batch_norm_train(x, dy=dy)),
 }
 
@@ -216,7 +216,7 @@ def test_float32_long_groups_whose_mean_moves(rng, op, pattern):
     x = (rng.standard_normal(shape) + 1e3 + drift).astype(np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)
     y, saved = fwd(x)
-    dx = getattr(nn, f"{op}_backward")(dy, saved)[0]
+    dx = getattr(nbn, f"{op}_backward")(dy, saved)[0]
     ref = ref_fn(x, dy)
     var = 1.0 / saved._rstd64.ravel() ** 2 - 1e-5
     np.testing.assert_allclose(var, ref["var"].ravel(), rtol=5e-7)
@@ -260,7 +260,7 @@ def test_nan_stays_in_its_group(rng, op, bad):
 def test_nan_stays_in_its_channel(rng):
     x = rng.standard_normal((8, 6, 40)).astype(np.float32)
     x[2, 4, 7] = np.nan
-    y = nn.batch_norm(x, training=True)
+    y = nbn.batch_norm(x, training=True)
     assert np.isnan(y[:, 4]).all()
     assert not np.isnan(np.delete(y, 4, axis=1)).any()
 
@@ -295,22 +295,22 @@ def _results(rng_seed):
         y, saved = fwd(x)
         out += [y] + [g for g in bwd(dy.reshape(y.shape), saved) if g is not None]
     long_rows = x.reshape(-1, 4800)[:, :4096].copy()
-    y, saved = nn.layer_norm_forward(long_rows, 4096, np.ones(4096, np.float32),
+    y, saved = nbn.layer_norm_forward(long_rows, 4096, np.ones(4096, np.float32),
                                      np.zeros(4096, np.float32))
-    out += [y] + list(nn.layer_norm_backward(np.ones_like(y), saved))
+    out += [y] + list(nbn.layer_norm_backward(np.ones_like(y), saved))
     X = x.reshape(-1, 40)
     X[::7, 3] = np.nan
     for axis in (0, 1):
-        out += [nn.zscore(X, axis=axis, nan_policy="omit"), nn.minmax_scale(X, axis=axis),
-                nn.normalize(X, dim=axis), nn.moments(X, axis, "omit").var()]
+        out += [nbn.zscore(X, axis=axis, nan_policy="omit"), nbn.minmax_scale(X, axis=axis),
+                nbn.normalize(X, dim=axis), nbn.moments(X, axis, "omit").var()]
     # sparse: several chunks of stored values (per slot and per position: numbanorm._sparse)
     import scipy.sparse as sp
     S = sp.csr_array(np.where(rng.random((2000, 200)) < 0.4,
                               np.resize(x, (2000, 200)).astype(np.float64), 0.0))
     S.data[::11] = np.nan
     for axis in (0, 1):
-        out += [nn.normalize(S, dim=axis).data, nn.moments(S, axis, "omit").var()]
-    out.append(nn.StandardScaler(with_mean=False).fit(S).var_)
+        out += [nbn.normalize(S, dim=axis).data, nbn.moments(S, axis, "omit").var()]
+    out.append(nbn.StandardScaler(with_mean=False).fit(S).var_)
     return out
 
 
@@ -370,8 +370,8 @@ def test_slab_grouping_never_changes_a_result(rng):
     try:
         for threads in (1, numba.config.NUMBA_NUM_THREADS):
             numba.set_num_threads(threads)
-            y, saved = nn.batch_norm_forward(x, training=True)
-            results.append((y,) + tuple(g for g in nn.batch_norm_backward(dy, saved)
+            y, saved = nbn.batch_norm_forward(x, training=True)
+            results.append((y,) + tuple(g for g in nbn.batch_norm_backward(dy, saved)
                                         if g is not None))
     finally:
         numba.set_num_threads(before)
@@ -382,7 +382,7 @@ def test_slab_grouping_never_changes_a_result(rng):
 def test_eps_zero_and_variance_below_eps(rng):
     x = (rng.standard_normal((4, 50)) * 1e-4).astype(np.float64)
     for eps in (0.0, 1e-5):
-        y = nn.layer_norm(x, 50, eps=eps)
+        y = nbn.layer_norm(x, 50, eps=eps)
         np.testing.assert_allclose(y, oracle.layer_norm(x, 50, eps=eps)["y"], rtol=1e-10,
                                    atol=1e-12)
 
@@ -393,13 +393,13 @@ def test_concurrent_calls_match_serial(rng):
     from concurrent.futures import ThreadPoolExecutor
     xs = [(rng.standard_normal((64, 32, 50)) + i).astype(np.float32) for i in range(8)]
     dy = rng.standard_normal((64, 32, 50)).astype(np.float32)
-    layer = nn.BatchNorm1d(32)
+    layer = nbn.BatchNorm1d(32)
     layer.running_mean[:] = rng.standard_normal(32)
     layer.eval()
 
     def work(x):
-        y, saved = nn.group_norm_forward(x, 8)
-        return (y, nn.group_norm_backward(dy, saved)[0], nn.batch_norm(x, training=True),
+        y, saved = nbn.group_norm_forward(x, 8)
+        return (y, nbn.group_norm_backward(dy, saved)[0], nbn.batch_norm(x, training=True),
                 layer(x))
 
     serial = [work(x) for x in xs]

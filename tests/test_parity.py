@@ -7,23 +7,23 @@ import inspect
 import numpy as np
 import pytest
 
-import numbanorm as nn
+import numbanorm as nbn
 from numbanorm.cpu import _host as cpu_host
 
 DTYPES = [np.float32, np.float64]
 
 # op -> (forward(x, w, b), backward, x shapes with a zero-size dimension, parameter shape)
 EMPTY = {
-    "layer_norm": (lambda x, w, b: nn.layer_norm_forward(x, 5, w, b), nn.layer_norm_backward,
+    "layer_norm": (lambda x, w, b: nbn.layer_norm_forward(x, 5, w, b), nbn.layer_norm_backward,
                    [(0, 5), (3, 0, 5)], (5,)),
-    "rms_norm": (lambda x, w, b: nn.rms_norm_forward(x, 5, w), nn.rms_norm_backward,
+    "rms_norm": (lambda x, w, b: nbn.rms_norm_forward(x, 5, w), nbn.rms_norm_backward,
                  [(0, 5), (3, 0, 5)], (5,)),
-    "group_norm": (lambda x, w, b: nn.group_norm_forward(x, 1, w, b), nn.group_norm_backward,
+    "group_norm": (lambda x, w, b: nbn.group_norm_forward(x, 1, w, b), nbn.group_norm_backward,
                    [(0, 2), (0, 2, 3), (2, 2, 0)], (2,)),
-    "instance_norm": (lambda x, w, b: nn.instance_norm_forward(x, None, None, w, b),
-                      nn.instance_norm_backward, [(0, 2, 3), (2, 2, 0)], (2,)),
-    "batch_norm": (lambda x, w, b: nn.batch_norm_forward(x, None, None, w, b, True),
-                   nn.batch_norm_backward, [(0, 2), (0, 2, 3), (2, 2, 0)], (2,)),
+    "instance_norm": (lambda x, w, b: nbn.instance_norm_forward(x, None, None, w, b),
+                      nbn.instance_norm_backward, [(0, 2, 3), (2, 2, 0)], (2,)),
+    "batch_norm": (lambda x, w, b: nbn.batch_norm_forward(x, None, None, w, b, True),
+                   nbn.batch_norm_backward, [(0, 2), (0, 2, 3), (2, 2, 0)], (2,)),
 }
 
 
@@ -62,11 +62,11 @@ def test_empty_batch_large_parameters_after_parallel_calls(rng, dtype):
     C = 2048
     w = rng.standard_normal(C).astype(dtype)
     b = rng.standard_normal(C).astype(dtype)
-    for fwd, bwd in ((lambda x: nn.layer_norm_forward(x, C, w, b), nn.layer_norm_backward),
-                     (lambda x: nn.batch_norm_forward(x, None, None, w, b, True),
-                      nn.batch_norm_backward),
-                     (lambda x: nn.group_norm_forward(x.reshape(-1, C, 1), 8, w, b),
-                      nn.group_norm_backward)):
+    for fwd, bwd in ((lambda x: nbn.layer_norm_forward(x, C, w, b), nbn.layer_norm_backward),
+                     (lambda x: nbn.batch_norm_forward(x, None, None, w, b, True),
+                      nbn.batch_norm_backward),
+                     (lambda x: nbn.group_norm_forward(x.reshape(-1, C, 1), 8, w, b),
+                      nbn.group_norm_backward)):
         x = rng.standard_normal((64, C)).astype(dtype)
         saved = fwd(x)[1]
         bwd(rng.standard_normal(saved._shape).astype(dtype), saved)
@@ -78,7 +78,7 @@ def test_empty_batch_large_parameters_after_parallel_calls(rng, dtype):
 
 @pytest.mark.parametrize("op", ["batch_norm", "instance_norm"])
 def test_empty_batch_leaves_running_buffers_untouched(rng, op):
-    fwd = nn.batch_norm_forward if op == "batch_norm" else nn.instance_norm_forward
+    fwd = nbn.batch_norm_forward if op == "batch_norm" else nbn.instance_norm_forward
     for shape in [(0, 3, 4), (2, 3, 0)]:
         rm = rng.standard_normal(3).astype(np.float32)
         rv = rng.random(3).astype(np.float32) + 0.5
@@ -127,7 +127,7 @@ def test_constructor_signature_matches_torch(name):
     """Names, order, defaults and keyword-only marks of every parameter as in torch 2.13; our
     one extension, channel_axis (batch, group and instance norm), keyword-only, last,
     default 1 (PyTorch's layout)."""
-    ours = dict(inspect.signature(getattr(nn, name)).parameters)
+    ours = dict(inspect.signature(getattr(nbn, name)).parameters)
     theirs = inspect.signature(getattr(torch.nn, name)).parameters
     extra = ours.pop("channel_axis", None)
     if name.startswith(("BatchNorm", "InstanceNorm", "GroupNorm")):
@@ -156,7 +156,7 @@ def test_bias_false_matches_torch(rng, name):
         shape, kwargs = CHANNEL_LAYERS[name]
         args = (4,)
     theirs = getattr(torch.nn, name)(*args, bias=False, dtype=torch.float64, **kwargs)
-    ours = getattr(nn, name)(*args, bias=False, dtype=np.float64, **kwargs)
+    ours = getattr(nbn, name)(*args, bias=False, dtype=np.float64, **kwargs)
     assert ours.bias is None and ours.weight is not None
     assert list(ours.state_dict()) == list(theirs.state_dict())
     with torch.no_grad():
@@ -182,7 +182,7 @@ def test_device_argument(name):
     """device= means what .to() means; 'cpu' and None keep NumPy parameters, and anything else
     is refused by name."""
     args = {"GroupNorm": (2, 4), "LayerNorm": (4,), "RMSNorm": (4,)}.get(name, (4,))
-    cls = getattr(nn, name)
+    cls = getattr(nbn, name)
     for device in (None, "cpu", torch.device("cpu")):
         layer = cls(*args, device=device)
         assert layer.device == "cpu"
@@ -227,10 +227,10 @@ def test_batch_norm_constant_channels_are_exactly_bias(rng, monkeypatch, shape, 
     x[:, 3] = -3.7e3
     w = rng.standard_normal(4).astype(dtype) if affine else None
     b = rng.standard_normal(4).astype(dtype) if affine else None
-    y, saved = nn.batch_norm_forward(x, None, None, w, b, True)
+    y, saved = nbn.batch_norm_forward(x, None, None, w, b, True)
     for c in (1, 3):
         np.testing.assert_array_equal(y[:, c], 0.0 if b is None else b[c])
-    dx = nn.batch_norm_backward(rng.standard_normal(shape).astype(dtype), saved)[0]
+    dx = nbn.batch_norm_backward(rng.standard_normal(shape).astype(dtype), saved)[0]
     assert np.all(np.isfinite(dx))
 
 
@@ -250,7 +250,7 @@ def test_constant_groups_are_exactly_bias(rng, monkeypatch, op, dtype, parallel)
         x[5] = -3.7e3
         w = rng.standard_normal(L).astype(dtype)
         b = rng.standard_normal(L).astype(dtype)
-        y = nn.layer_norm(x, L, w, b)
+        y = nbn.layer_norm(x, L, w, b)
         for r in (2, 5):
             np.testing.assert_array_equal(y[r], b)
         return
@@ -259,7 +259,7 @@ def test_constant_groups_are_exactly_bias(rng, monkeypatch, op, dtype, parallel)
     b = rng.standard_normal(6).astype(dtype)
     x[1, 2:4] = 0.1  # group_norm's group 1 of sample 1 (3 groups of 2 channels)
     x[2, 0:2] = -3.7e3
-    y = (nn.group_norm(x, 3, w, b) if op == "group_norm"
-         else nn.instance_norm(x, weight=w, bias=b))
+    y = (nbn.group_norm(x, 3, w, b) if op == "group_norm"
+         else nbn.instance_norm(x, weight=w, bias=b))
     for n, c in ((1, 2), (1, 3), (2, 0), (2, 1)):
         np.testing.assert_array_equal(y[n, c], b[c])

@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-import numbanorm as nn
+import numbanorm as nbn
 
 sk = pytest.importorskip("sklearn")
 from sklearn import preprocessing as skp  # noqa: E402
@@ -76,7 +76,7 @@ MINMAX_ATTRS = ["data_min_", "data_max_", "data_range_", "scale_", "min_", "n_sa
                                     {"with_mean": False, "with_std": False}])
 def test_standard_scaler(rng, dtype, kwargs):
     X = _X(rng, dtype)
-    ours, theirs = nn.StandardScaler(**kwargs), skp.StandardScaler(**kwargs)
+    ours, theirs = nbn.StandardScaler(**kwargs), skp.StandardScaler(**kwargs)
     y = ours.fit_transform(X)
     _same_output(y, theirs.fit_transform(X), dtype, _sk_rounding(theirs, dtype))
     _same_attrs(ours, theirs, STANDARD_ATTRS, dtype)
@@ -92,13 +92,13 @@ def test_standard_scaler(rng, dtype, kwargs):
                  0.0 if dtype == np.float64 else 2e-6 * np.abs(theirs.mean_ if
                                                                theirs.mean_ is not None else 0))
     # a stream of batches, and weights
-    ours, theirs = nn.StandardScaler(**kwargs), skp.StandardScaler(**kwargs)
+    ours, theirs = nbn.StandardScaler(**kwargs), skp.StandardScaler(**kwargs)
     for batch in np.array_split(X, 7):
         ours.partial_fit(batch)
         theirs.partial_fit(batch)
     _same_attrs(ours, theirs, STANDARD_ATTRS, dtype)
     w = rng.random(len(X)) * 3
-    ours = nn.StandardScaler(**kwargs).fit(X, sample_weight=w)
+    ours = nbn.StandardScaler(**kwargs).fit(X, sample_weight=w)
     theirs = skp.StandardScaler(**kwargs).fit(X, sample_weight=w)
     _same_attrs(ours, theirs, STANDARD_ATTRS, dtype)
     _same_output(ours.transform(X), theirs.transform(X), dtype, _sk_rounding(theirs, dtype))
@@ -108,7 +108,7 @@ def test_standard_scaler(rng, dtype, kwargs):
 @pytest.mark.parametrize("kwargs", [{}, {"feature_range": (-2, 3)}, {"clip": True}])
 def test_minmax_scaler(rng, dtype, kwargs):
     X = _X(rng, dtype)
-    ours, theirs = nn.MinMaxScaler(**kwargs), skp.MinMaxScaler(**kwargs)
+    ours, theirs = nbn.MinMaxScaler(**kwargs), skp.MinMaxScaler(**kwargs)
     y = ours.fit_transform(X)
     # scikit-learn's X*scale_ + min_ rounds |X*scale_|, large where |X| >> the range
     eps = np.finfo(dtype).eps
@@ -120,7 +120,7 @@ def test_minmax_scaler(rng, dtype, kwargs):
     _same_output(ours.transform(Y), theirs.transform(Y), dtype, 1.5 * rounding)
     _same_output(ours.inverse_transform(Y), theirs.inverse_transform(Y), dtype,
                  4 * eps * np.abs(theirs.data_max_) + 4 * eps * np.abs(theirs.data_min_))
-    ours, theirs = nn.MinMaxScaler(**kwargs), skp.MinMaxScaler(**kwargs)
+    ours, theirs = nbn.MinMaxScaler(**kwargs), skp.MinMaxScaler(**kwargs)
     for batch in np.array_split(X, 5):
         ours.partial_fit(batch)
         theirs.partial_fit(batch)
@@ -132,7 +132,7 @@ def test_minmax_scaler(rng, dtype, kwargs):
 def test_normalizer(rng, dtype, norm):
     X = _X(rng, dtype, nan=False)
     X[7] = 0.0  # a zero row stays zero
-    ours, theirs = nn.Normalizer(norm), skp.Normalizer(norm)
+    ours, theirs = nbn.Normalizer(norm), skp.Normalizer(norm)
     _same_output(ours.fit_transform(X), theirs.fit_transform(X), dtype)
     Xn = X.copy()
     Xn[2, 2] = np.nan
@@ -145,7 +145,7 @@ def test_float32_large_offset_minmax_is_exact(rng):
     """scikit-learn's X*scale_ + min_ loses the low digits of float32 data far from 0 against
     its range; numbanorm's (X - data_min_)*scale_ + lo does not."""
     X = (rng.random((1000, 2)) * 10 + 1e4).astype(np.float32)
-    ours = nn.MinMaxScaler().fit_transform(X)
+    ours = nbn.MinMaxScaler().fit_transform(X)
     ref = ((X.astype(np.float64) - X.min(0)) / (X.max(0) - X.min(0)).astype(np.float64))
     np.testing.assert_allclose(ours, ref, atol=3e-7)
     assert np.abs(skp.MinMaxScaler().fit_transform(X) - ref).max() > 1e-5
@@ -153,7 +153,7 @@ def test_float32_large_offset_minmax_is_exact(rng):
 
 def test_copy_false_transforms_in_place(rng):
     X = _X(rng, np.float64)
-    s = nn.StandardScaler(copy=False).fit(X)
+    s = nbn.StandardScaler(copy=False).fit(X)
     Y = X.copy()
     out = s.transform(Y)
     assert out is Y
@@ -167,7 +167,7 @@ def test_protocol_pipeline_clone_grid_search(rng):
     from sklearn.pipeline import make_pipeline
     X = rng.standard_normal((200, 4)) * 5 + 3
     y = (X[:, 0] + X[:, 1] > 6).astype(int)
-    for scaler in (nn.StandardScaler(), nn.MinMaxScaler(), nn.Normalizer()):
+    for scaler in (nbn.StandardScaler(), nbn.MinMaxScaler(), nbn.Normalizer()):
         c = clone(scaler)
         assert c.get_params() == scaler.get_params() and c is not scaler
         pipe = make_pipeline(scaler, LogisticRegression())
@@ -175,18 +175,18 @@ def test_protocol_pipeline_clone_grid_search(rng):
         np.testing.assert_allclose(pipe.fit(X, y).predict_proba(X),
                                    ref.fit(X, y).predict_proba(X), rtol=1e-6, atol=1e-8)
     grid = {"standardscaler__with_mean": [True, False], "logisticregression__C": [0.1, 1.0]}
-    search = GridSearchCV(make_pipeline(nn.StandardScaler(), LogisticRegression()), grid, cv=3)
+    search = GridSearchCV(make_pipeline(nbn.StandardScaler(), LogisticRegression()), grid, cv=3)
     search.fit(X, y)
     assert set(search.best_params_) == set(grid)
-    s = nn.MinMaxScaler().set_params(feature_range=(-1, 1))
+    s = nbn.MinMaxScaler().set_params(feature_range=(-1, 1))
     assert s.get_params()["feature_range"] == (-1, 1)
-    assert repr(nn.StandardScaler(with_mean=False)) == "StandardScaler(with_mean=False)"
+    assert repr(nbn.StandardScaler(with_mean=False)) == "StandardScaler(with_mean=False)"
 
 
 def test_errors(rng):
     X = _X(rng, np.float64, nan=False)
-    for est in (nn.StandardScaler(), nn.MinMaxScaler(), nn.Normalizer()):
-        if isinstance(est, nn.Normalizer):  # stateless, as scikit-learn's: no fit needed
+    for est in (nbn.StandardScaler(), nbn.MinMaxScaler(), nbn.Normalizer()):
+        if isinstance(est, nbn.Normalizer):  # stateless, as scikit-learn's: no fit needed
             np.testing.assert_allclose(est.transform(X), skp.Normalizer().transform(X),
                                        rtol=1e-12)
         else:
@@ -196,19 +196,19 @@ def test_errors(rng):
         with pytest.raises(ValueError, match="features"):
             est.transform(X[:, :3])
     with pytest.raises(ValueError, match="feature range"):
-        nn.MinMaxScaler(feature_range=(2, 1)).fit(X)
+        nbn.MinMaxScaler(feature_range=(2, 1)).fit(X)
     with pytest.raises(ValueError, match="norm"):
-        nn.Normalizer(norm="l3").fit(X).transform(X)
+        nbn.Normalizer(norm="l3").fit(X).transform(X)
     with pytest.raises(ValueError, match="2D"):
-        nn.StandardScaler().fit(X[:, 0])
+        nbn.StandardScaler().fit(X[:, 0])
     before = X.copy()
-    nn.StandardScaler().fit_transform(X)
+    nbn.StandardScaler().fit_transform(X)
     np.testing.assert_array_equal(X, before, strict=True)
 
 
-@parametrize_with_checks([nn.StandardScaler(), nn.StandardScaler(with_mean=False),
-                          nn.MinMaxScaler(),
-                          nn.MaxAbsScaler(), nn.Normalizer()])
+@parametrize_with_checks([nbn.StandardScaler(), nbn.StandardScaler(with_mean=False),
+                          nbn.MinMaxScaler(),
+                          nbn.MaxAbsScaler(), nbn.Normalizer()])
 def test_check_estimator(estimator, check):
     check(estimator)
 
@@ -220,12 +220,12 @@ def test_scalers_without_scikit_learn():
         import sys
         sys.modules["sklearn"] = None  # import sklearn raises ImportError
         import numpy as np
-        import numbanorm as nn
+        import numbanorm as nbn
         assert "sklearn" not in [m.split(".")[0] for m in sys.modules if sys.modules[m]]
         rng = np.random.default_rng(0)
         X = rng.standard_normal((100, 3)) * 4 + 1
         X[5, 1] = np.nan
-        s = nn.StandardScaler().fit(X)
+        s = nbn.StandardScaler().fit(X)
         m = np.nanmean(X, axis=0)
         np.testing.assert_allclose(s.mean_, m, rtol=1e-13)
         np.testing.assert_allclose(s.transform(X), (X - m) / np.nanstd(X, axis=0),
@@ -233,12 +233,12 @@ def test_scalers_without_scikit_learn():
         for b in np.array_split(X, 4):
             s.partial_fit(b)
         assert s.get_params() == {"copy": True, "with_mean": True, "with_std": True}
-        y = nn.MinMaxScaler((-1, 1)).fit_transform(X)
+        y = nbn.MinMaxScaler((-1, 1)).fit_transform(X)
         assert np.nanmin(y) == -1 and abs(np.nanmax(y) - 1) < 1e-15
-        np.testing.assert_allclose(np.abs(nn.Normalizer("l1").fit_transform(np.nan_to_num(X))
+        np.testing.assert_allclose(np.abs(nbn.Normalizer("l1").fit_transform(np.nan_to_num(X))
                                           ).sum(1), 1.0)
         try:
-            nn.StandardScaler().transform(X)
+            nbn.StandardScaler().transform(X)
         except ValueError as e:
             assert "not fitted" in str(e)
         else:
@@ -246,10 +246,10 @@ def test_scalers_without_scikit_learn():
         import scipy.sparse as sp  # sparse input needs no scikit-learn either
         D = np.where(np.abs(np.nan_to_num(X)) > 3, np.nan_to_num(X), 0.0)
         S = sp.csc_array(D)
-        y = nn.MaxAbsScaler().fit_transform(S)
+        y = nbn.MaxAbsScaler().fit_transform(S)
         assert y.format == "csc"
         np.testing.assert_allclose(y.toarray(), D / np.abs(D).max(axis=0), rtol=1e-15)
-        s = nn.StandardScaler(with_mean=False).fit(S)
+        s = nbn.StandardScaler(with_mean=False).fit(S)
         np.testing.assert_allclose(s.var_, D.var(axis=0), rtol=1e-13)
         print("ok")
     """)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import numbanorm as nn
+import numbanorm as nbn
 from conftest import TOLERANCES
 import oracle
 
@@ -97,13 +97,13 @@ def test_layer_and_rms_norm(case, rms):
     x_before = x.copy()
     if rms:
         b = None
-        y, saved = nn.rms_norm_forward(x, nshape, w, eps=case["eps"])
-        dx, dw = nn.rms_norm_backward(dy, saved)
+        y, saved = nbn.rms_norm_forward(x, nshape, w, eps=case["eps"])
+        dx, dw = nbn.rms_norm_backward(dy, saved)
         db = None
         ref = oracle.rms_norm(x, nshape, w, case["eps"], dy)
     else:
-        y, saved = nn.layer_norm_forward(x, nshape, w, b, eps=case["eps"])
-        dx, dw, db = nn.layer_norm_backward(dy, saved)
+        y, saved = nbn.layer_norm_forward(x, nshape, w, b, eps=case["eps"])
+        dx, dw, db = nbn.layer_norm_backward(dy, saved)
         ref = oracle.layer_norm(x, nshape, w, b, case["eps"], dy)
     assert (dw is None) == (w is None) and (db is None) == (b is None)
     _compare((y, dx, dw, db), ref, case, x_before, int(np.prod(nshape)))
@@ -115,8 +115,8 @@ def test_group_norm(case):
     x, dy = case["x"], case["dy"]
     w, b = _params(case, x.shape[1])
     x_before = x.copy()
-    y, saved = nn.group_norm_forward(x, case["groups"], w, b, eps=case["eps"])
-    dx, dw, db = nn.group_norm_backward(dy, saved)
+    y, saved = nbn.group_norm_forward(x, case["groups"], w, b, eps=case["eps"])
+    dx, dw, db = nbn.group_norm_backward(dy, saved)
     ref = oracle.group_norm(x, case["groups"], w, b, case["eps"], dy)
     assert saved.mean.shape == (x.shape[0], case["groups"])
     _compare((y, dx, dw, db), ref, case, x_before, x.size // x.shape[0] // case["groups"])
@@ -128,12 +128,12 @@ def test_instance_norm(case):
     x, dy = case["x"], case["dy"]
     if np.prod(x.shape[2:]) == 1:
         with pytest.raises(ValueError, match="more than 1 spatial element"):
-            nn.instance_norm(x)
+            nbn.instance_norm(x)
         return
     w, b = _params(case, x.shape[1])
     x_before = x.copy()
-    y, saved = nn.instance_norm_forward(x, weight=w, bias=b, eps=case["eps"])
-    dx, dw, db = nn.instance_norm_backward(dy, saved)
+    y, saved = nbn.instance_norm_forward(x, weight=w, bias=b, eps=case["eps"])
+    dx, dw, db = nbn.instance_norm_backward(dy, saved)
     ref = oracle.instance_norm(x, w, b, case["eps"], dy)
     _compare((y, dx, dw, db), ref, case, x_before, int(np.prod(x.shape[2:])))
 
@@ -152,12 +152,12 @@ def test_batch_norm(case, training):
     x_before = x.copy()
     if training and n == 1:
         with pytest.raises(ValueError, match="more than 1 value per channel"):
-            nn.batch_norm(x, running_mean, running_var, w, b, training=True)
+            nbn.batch_norm(x, running_mean, running_var, w, b, training=True)
         np.testing.assert_array_equal(running_mean, rm0)
         return
-    y, saved = nn.batch_norm_forward(x, running_mean, running_var, w, b, training=training,
+    y, saved = nbn.batch_norm_forward(x, running_mean, running_var, w, b, training=training,
                                      momentum=0.25, eps=case["eps"])
-    dx, dw, db = nn.batch_norm_backward(dy, saved)
+    dx, dw, db = nbn.batch_norm_backward(dy, saved)
     if training:
         ref = oracle.batch_norm_train(x, w, b, case["eps"], dy)
         rtol = TOLERANCES[dtype][0] * (1 + abs(case["offset"]))

@@ -7,7 +7,7 @@ import sys
 
 SCRIPT = r"""
 import numpy as np
-import numbanorm as nn
+import numbanorm as nbn
 import oracle
 from conftest import assert_close
 
@@ -16,11 +16,11 @@ x = (rng.standard_normal((3, 4, 10)) + 2.0).astype(np.float32)
 dy = rng.standard_normal(x.shape).astype(np.float32)
 w = (1 + 0.1 * rng.standard_normal(4)).astype(np.float32)
 cases = [
-    (lambda: nn.layer_norm_forward(x, 10), nn.layer_norm_backward,
+    (lambda: nbn.layer_norm_forward(x, 10), nbn.layer_norm_backward,
      oracle.layer_norm(x, 10, dy=dy)),
-    (lambda: nn.group_norm_forward(x, 2, w), nn.group_norm_backward,
+    (lambda: nbn.group_norm_forward(x, 2, w), nbn.group_norm_backward,
      oracle.group_norm(x, 2, w, dy=dy)),
-    (lambda: nn.batch_norm_forward(x, None, None, w, training=True), nn.batch_norm_backward,
+    (lambda: nbn.batch_norm_forward(x, None, None, w, training=True), nbn.batch_norm_backward,
      oracle.batch_norm_train(x, w, dy=dy)),
 ]
 for fwd, bwd, ref in cases:
@@ -32,14 +32,14 @@ for fwd, bwd, ref in cases:
 import ml_dtypes
 for dt in (np.float16, ml_dtypes.bfloat16):
     xh, dyh = x.astype(dt), dy.astype(dt)
-    y, saved = nn.layer_norm_forward(xh, 10)
-    y32, saved32 = nn.layer_norm_forward(xh.astype(np.float32), 10)
+    y, saved = nbn.layer_norm_forward(xh, 10)
+    y32, saved32 = nbn.layer_norm_forward(xh.astype(np.float32), 10)
     np.testing.assert_array_equal(y, y32.astype(dt))
-    np.testing.assert_array_equal(nn.layer_norm_backward(dyh, saved)[0],
-                                  nn.layer_norm_backward(dyh.astype(np.float32), saved32)[0]
+    np.testing.assert_array_equal(nbn.layer_norm_backward(dyh, saved)[0],
+                                  nbn.layer_norm_backward(dyh.astype(np.float32), saved32)[0]
                                   .astype(dt))
-    np.testing.assert_array_equal(nn.batch_norm(xh, None, None, w, training=True),
-                                  nn.batch_norm(xh.astype(np.float32), None, None, w,
+    np.testing.assert_array_equal(nbn.batch_norm(xh, None, None, w, training=True),
+                                  nbn.batch_norm(xh.astype(np.float32), None, None, w,
                                                 training=True).astype(dt))
 print("pure python ok")
 """

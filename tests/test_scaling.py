@@ -4,7 +4,7 @@ input and numerical robustness."""
 import numpy as np
 import pytest
 
-import numbanorm as nn
+import numbanorm as nbn
 import oracle
 from numbanorm._layout import layout
 
@@ -45,12 +45,12 @@ def test_zscore_matches_oracle(rng, shape, axis, dtype, order):
     x = _data(rng, shape, dtype, order)
     before = x.copy()
     for ddof in (0, 1):
-        _close(nn.zscore(x, axis=axis, ddof=ddof), oracle.zscore(x, axis, ddof), dtype)
+        _close(nbn.zscore(x, axis=axis, ddof=ddof), oracle.zscore(x, axis, ddof), dtype)
     xn = x.copy(order="K")
     xn[np.unravel_index(np.arange(0, x.size, 5), x.shape)] = np.nan
-    _close(nn.zscore(xn, axis=axis, nan_policy="omit"), oracle.zscore(xn, axis, 0, True),
+    _close(nbn.zscore(xn, axis=axis, nan_policy="omit"), oracle.zscore(xn, axis, 0, True),
            dtype)
-    _close(nn.zscore(xn, axis=axis), oracle.zscore(xn, axis, 0), dtype)
+    _close(nbn.zscore(xn, axis=axis), oracle.zscore(xn, axis, 0), dtype)
     np.testing.assert_array_equal(x, before)
 
 
@@ -59,11 +59,11 @@ def test_zscore_matches_oracle(rng, shape, axis, dtype, order):
 @pytest.mark.parametrize("shape,axis", AXES)
 def test_minmax_and_normalize_match_oracle(rng, shape, axis, dtype, order):
     x = _data(rng, shape, dtype, order)
-    _close(nn.minmax_scale(x, (-2, 3), axis=axis), oracle.minmax_scale(x, (-2, 3), axis), dtype,
+    _close(nbn.minmax_scale(x, (-2, 3), axis=axis), oracle.minmax_scale(x, (-2, 3), axis), dtype,
            5.0)
     dim = axis if axis is not None else tuple(range(x.ndim))
     for p in (1.0, 2.0, 3.0, 0.5, np.inf):
-        _close(nn.normalize(x, p, dim), oracle.normalize(x, p, dim), dtype)
+        _close(nbn.normalize(x, p, dim), oracle.normalize(x, p, dim), dtype)
 
 
 def test_layouts_copy_only_when_they_must(rng):
@@ -92,7 +92,7 @@ def test_against_scipy(rng):
         for axis in (0, 1, (0, 2), None, -1):
             for ddof in (0, 2):
                 for policy in ("propagate", "omit"):
-                    ours = nn.zscore(x, axis=axis, ddof=ddof, nan_policy=policy)
+                    ours = nbn.zscore(x, axis=axis, ddof=ddof, nan_policy=policy)
                     theirs = stats.zscore(x, axis=axis, ddof=ddof, nan_policy=policy)
                     assert ours.dtype == theirs.dtype
                     np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
@@ -100,16 +100,16 @@ def test_against_scipy(rng):
                                                **({"rtol": 2e-5, "atol": 2e-5}
                                                   if dtype == np.float32 else TOL[dtype]))
         with pytest.raises(ValueError, match="nan"):
-            nn.zscore(x, nan_policy="raise")
+            nbn.zscore(x, nan_policy="raise")
         with pytest.raises(ValueError):
             stats.zscore(x, nan_policy="raise")
     # integer input: float64, as scipy
     xi = rng.integers(-5, 5, (20, 3))
-    np.testing.assert_allclose(nn.zscore(xi), stats.zscore(xi), rtol=1e-13, atol=1e-13)
-    assert nn.zscore(xi).dtype == np.float64
-    assert nn.zscore(xi > 0).dtype == np.float64
+    np.testing.assert_allclose(nbn.zscore(xi), stats.zscore(xi), rtol=1e-13, atol=1e-13)
+    assert nbn.zscore(xi).dtype == np.float64
+    assert nbn.zscore(xi > 0).dtype == np.float64
     # one value per slice with ddof=1: NaN, as scipy
-    np.testing.assert_array_equal(np.isnan(nn.zscore(np.ones((1, 3)), ddof=1)), True)
+    np.testing.assert_array_equal(np.isnan(nbn.zscore(np.ones((1, 3)), ddof=1)), True)
 
 
 def test_against_scikit_learn(rng):
@@ -121,7 +121,7 @@ def test_against_scikit_learn(rng):
         X[:, 5] = np.nan  # all NaN: NaN
         for axis in (0, 1):
             for fr in ((0, 1), (-3, 0.5)):
-                ours = nn.minmax_scale(X, fr, axis=axis)
+                ours = nbn.minmax_scale(X, fr, axis=axis)
                 theirs = pre.minmax_scale(X, fr, axis=axis)
                 assert ours.dtype == theirs.dtype
                 np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
@@ -130,7 +130,7 @@ def test_against_scikit_learn(rng):
                                            atol=t["atol"] * (fr[1] - fr[0]))
     X = _data(rng, (30, 4), np.float64)
     y = X.copy()
-    nn.minmax_scale(y, copy=False)
+    nbn.minmax_scale(y, copy=False)
     np.testing.assert_allclose(y, pre.minmax_scale(X), rtol=1e-12, atol=1e-12)
 
 
@@ -142,7 +142,7 @@ def test_against_torch_forward(rng):
         x[1, 2] = 0.0  # a zero vector along dim 2: x / eps
         for p in (1, 2, 3.5, 0.7, np.inf):
             for dim in (1, -1, (0, 2), 0):
-                ours = nn.normalize(x, p, dim)
+                ours = nbn.normalize(x, p, dim)
                 theirs = F.normalize(torch.tensor(x), p, dim).numpy()
                 t = TOL[dtype] if dtype == np.float64 else dict(rtol=2e-6, atol=2e-6)
                 np.testing.assert_allclose(ours, theirs, **t)
@@ -191,20 +191,20 @@ def test_backward_matches_torch_autograd(rng, shape, axis):
     dy = rng.standard_normal(shape)
     axes = tuple(range(x.ndim)) if axis is None else ((axis,) if np.isscalar(axis) else axis)
     for ddof in (0, 1):
-        _, saved = nn.zscore_forward(x, axis, ddof)
+        _, saved = nbn.zscore_forward(x, axis, ddof)
         _, g = _torch_grad(torch, lambda t: _torch_zscore(torch, t, axes, ddof, False), x, dy)
-        np.testing.assert_allclose(nn.zscore_backward(dy, saved), g, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(nbn.zscore_backward(dy, saved), g, rtol=1e-10, atol=1e-12)
     # ties at the min and max: torch's amin/amax share the gradient evenly
     xt = np.round(x)
-    _, saved = nn.minmax_scale_forward(xt, (-1, 2), axis=axis)
+    _, saved = nbn.minmax_scale_forward(xt, (-1, 2), axis=axis)
     _, g = _torch_grad(torch, lambda t: _torch_minmax(torch, t, axes, (-1, 2), np.float64),
                        xt, dy)
-    np.testing.assert_allclose(nn.minmax_scale_backward(dy, saved), g, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(nbn.minmax_scale_backward(dy, saved), g, rtol=1e-10, atol=1e-12)
     for p in (1.0, 2.0, 3.0, 0.5, np.inf):
         xp_ = xt if p == np.inf else x  # ties in max |x| for inf
-        _, saved = nn.normalize_forward(xp_, p, axes)
+        _, saved = nbn.normalize_forward(xp_, p, axes)
         _, g = _torch_grad(torch, lambda t: torch.nn.functional.normalize(t, p, axes), xp_, dy)
-        np.testing.assert_allclose(nn.normalize_backward(dy, saved), g, rtol=1e-10,
+        np.testing.assert_allclose(nbn.normalize_backward(dy, saved), g, rtol=1e-10,
                                    atol=1e-12, err_msg=f"p={p}")
 
 
@@ -214,15 +214,15 @@ def test_backward_with_nan_omitted_matches_torch(rng):
     x[2, 1] = x[7, 1] = x[5, 3] = np.nan
     dy = rng.standard_normal(x.shape)
     ok = ~np.isnan(x)
-    _, saved = nn.zscore_forward(x, 0, 1, "omit")
-    dx = nn.zscore_backward(dy, saved)
+    _, saved = nbn.zscore_forward(x, 0, 1, "omit")
+    dx = nbn.zscore_backward(dy, saved)
     xt = torch.tensor(x, requires_grad=True)
     y = _torch_zscore(torch, xt, (0,), 1, True)
     y.backward(torch.tensor(np.where(ok, dy, 0.0)))
     np.testing.assert_allclose(dx[ok], xt.grad.numpy()[ok], rtol=1e-10, atol=1e-12)
     assert np.isnan(dx[~ok]).all()
-    _, saved = nn.minmax_scale_forward(x, axis=0)
-    dx = nn.minmax_scale_backward(dy, saved)
+    _, saved = nbn.minmax_scale_forward(x, axis=0)
+    dx = nbn.minmax_scale_backward(dy, saved)
     xt = torch.tensor(x, requires_grad=True)
     y = _torch_minmax(torch, xt, (0,), (0, 1), np.float64)
     y.backward(torch.tensor(np.where(ok, dy, 0.0)))
@@ -245,15 +245,15 @@ def test_backward_finite_differences(rng, op):
     x = rng.standard_normal((4, 6)) + 0.5
     dy = rng.standard_normal(x.shape)
     if op == "zscore":
-        fwd, bwd, f = (lambda a: nn.zscore_forward(a, 1, 1), nn.zscore_backward,
-                       lambda a: nn.zscore(a, 1, 1))
+        fwd, bwd, f = (lambda a: nbn.zscore_forward(a, 1, 1), nbn.zscore_backward,
+                       lambda a: nbn.zscore(a, 1, 1))
     elif op == "minmax":
-        fwd, bwd, f = (lambda a: nn.minmax_scale_forward(a, (0, 5), axis=0),
-                       nn.minmax_scale_backward, lambda a: nn.minmax_scale(a, (0, 5), axis=0))
+        fwd, bwd, f = (lambda a: nbn.minmax_scale_forward(a, (0, 5), axis=0),
+                       nbn.minmax_scale_backward, lambda a: nbn.minmax_scale(a, (0, 5), axis=0))
     else:
         p = float(op[-1])
-        fwd, bwd, f = (lambda a: nn.normalize_forward(a, p, (0, 1)), nn.normalize_backward,
-                       lambda a: nn.normalize(a, p, (0, 1)))
+        fwd, bwd, f = (lambda a: nbn.normalize_forward(a, p, (0, 1)), nbn.normalize_backward,
+                       lambda a: nbn.normalize(a, p, (0, 1)))
     _, saved = fwd(x)
     np.testing.assert_allclose(bwd(dy, saved), _fd(f, x, dy), rtol=1e-6, atol=1e-7)
 
@@ -261,9 +261,9 @@ def test_backward_finite_differences(rng, op):
 def test_float32_backward_close_to_float64(rng):
     x = (rng.standard_normal((50, 4)) + 3).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
-    for fwd, bwd in ((lambda a: nn.zscore_forward(a), nn.zscore_backward),
-                     (lambda a: nn.minmax_scale_forward(a), nn.minmax_scale_backward),
-                     (lambda a: nn.normalize_forward(a, dim=0), nn.normalize_backward)):
+    for fwd, bwd in ((lambda a: nbn.zscore_forward(a), nbn.zscore_backward),
+                     (lambda a: nbn.minmax_scale_forward(a), nbn.minmax_scale_backward),
+                     (lambda a: nbn.normalize_forward(a, dim=0), nbn.normalize_backward)):
         d32 = bwd(dy, fwd(x)[1])
         d64 = bwd(dy.astype(np.float64), fwd(x.astype(np.float64))[1])
         assert d32.dtype == np.float32
@@ -276,20 +276,20 @@ def test_float32_backward_close_to_float64(rng):
 @pytest.mark.parametrize("shape,axis", [((3000, 4), 0), ((4, 3000), 1), ((20, 4, 150), (0, 2))])
 def test_float32_large_mean_keeps_its_variance(rng, shape, axis):
     x = (rng.standard_normal(shape) + 1e6).astype(np.float32)
-    m = nn.moments(x, axis)
+    m = nbn.moments(x, axis)
     ref = np.var(x.astype(np.float64), axis=axis)
     np.testing.assert_allclose(m.var(), ref, rtol=1e-5)
-    z = nn.zscore(x, axis)
+    z = nbn.zscore(x, axis)
     np.testing.assert_allclose(z, oracle.zscore(x, axis), rtol=1e-4, atol=1e-4)
 
 
 def test_huge_float32_stays_finite_and_right(rng):
     x = (rng.standard_normal((200, 3)) * 1e30).astype(np.float32)
     for axis in (0, 1):
-        z = nn.zscore(x, axis)
+        z = nbn.zscore(x, axis)
         assert np.isfinite(z).all()
         np.testing.assert_allclose(z, oracle.zscore(x, axis), rtol=1e-5, atol=1e-5)
-        y = nn.normalize(x, dim=axis)
+        y = nbn.normalize(x, dim=axis)
         assert np.isfinite(y).all()
         np.testing.assert_allclose(y, oracle.normalize(x, 2, axis), rtol=1e-5, atol=1e-6)
 
@@ -297,7 +297,7 @@ def test_huge_float32_stays_finite_and_right(rng):
 def test_huge_and_tiny_float64_norms(rng):
     for scale in (1e200, 1e-200):
         x = rng.standard_normal((5, 40)) * scale
-        y = nn.normalize(x, dim=1, eps=0.0)  # (the default eps clamps norms of 1e-199)
+        y = nbn.normalize(x, dim=1, eps=0.0)  # (the default eps clamps norms of 1e-199)
         ref = (x / scale) / np.linalg.norm(x / scale, axis=1, keepdims=True)
         np.testing.assert_allclose(y, ref, rtol=1e-13)
 
@@ -305,19 +305,19 @@ def test_huge_and_tiny_float64_norms(rng):
 def test_nan_propagates_only_to_its_slice(rng):
     x = rng.standard_normal((30, 5))
     x[4, 2] = np.nan
-    for f in (lambda a: nn.zscore(a), lambda a: nn.normalize(a, dim=0)):
+    for f in (lambda a: nbn.zscore(a), lambda a: nbn.normalize(a, dim=0)):
         y = f(x)
         assert np.isnan(y[:, 2]).all()
         assert np.isfinite(np.delete(y, 2, axis=1)).all()
-    y = nn.minmax_scale(x)  # NaN ignored in the statistics, kept in place
+    y = nbn.minmax_scale(x)  # NaN ignored in the statistics, kept in place
     assert np.isnan(y[4, 2]) and np.isfinite(np.delete(y.ravel(), 4 * 5 + 2)).all()
 
 
 def test_out_argument(rng):
     for order in ("C", "F"):
         x = _data(rng, (30, 6), np.float32, order)
-        for f in (lambda a, **k: nn.zscore(a, 0, **k), lambda a, **k: nn.minmax_scale(a, **k),
-                  lambda a, **k: nn.normalize(a, dim=0, **k)):
+        for f in (lambda a, **k: nbn.zscore(a, 0, **k), lambda a, **k: nbn.minmax_scale(a, **k),
+                  lambda a, **k: nbn.normalize(a, dim=0, **k)):
             expected = f(x)
             for out_order in ("C", "F"):
                 out = np.empty(x.shape, x.dtype, order=out_order)
@@ -332,28 +332,28 @@ def test_out_argument(rng):
 # bad input: named, before any work, nothing written
 
 BAD = [
-    (lambda x, o: nn.zscore(x, axis=2), ValueError, "axis"),
-    (lambda x, o: nn.zscore(x, axis=(0, -2)), ValueError, "axis"),
-    (lambda x, o: nn.zscore(x, axis=1.0), TypeError, "axis"),
-    (lambda x, o: nn.zscore(x, nan_policy="ignore"), ValueError, "nan_policy"),
-    (lambda x, o: nn.zscore(x, ddof=-1), ValueError, "ddof"),
-    (lambda x, o: nn.zscore(x, ddof=1.5), TypeError, "ddof"),
-    (lambda x, o: nn.zscore(x, out=o[:, :2]), ValueError, "out"),
-    (lambda x, o: nn.zscore(x, out=o.astype(np.float32)), TypeError, "out"),
-    (lambda x, o: nn.zscore(x, out=o[1:]), ValueError, "out"),
-    (lambda x, o: nn.zscore(x.astype(np.complex128)), TypeError, "complex"),
-    (lambda x, o: nn.zscore("abc"), TypeError, "a"),
-    (lambda x, o: nn.minmax_scale(x, (1, 1)), ValueError, "feature range"),
-    (lambda x, o: nn.minmax_scale(x, (2, 1)), ValueError, "feature range"),
-    (lambda x, o: nn.minmax_scale(x, 5), TypeError, "feature_range"),
-    (lambda x, o: nn.normalize(x, p=0), ValueError, "p"),
-    (lambda x, o: nn.normalize(x, p=-2), ValueError, "p"),
-    (lambda x, o: nn.normalize(x, p=np.nan), ValueError, "p"),
-    (lambda x, o: nn.normalize(x, eps=-1e-3), ValueError, "eps"),
-    (lambda x, o: nn.normalize(x, dim=3), ValueError, "dim"),
-    (lambda x, o: nn.moments(x, nan_policy="x"), ValueError, "nan_policy"),
-    (lambda x, o: nn.zscore_backward(x, nn.minmax_scale_forward(x)[1]), TypeError, "saved"),
-    (lambda x, o: nn.zscore_backward(x[:2], nn.zscore_forward(x)[1]), ValueError, "dy"),
+    (lambda x, o: nbn.zscore(x, axis=2), ValueError, "axis"),
+    (lambda x, o: nbn.zscore(x, axis=(0, -2)), ValueError, "axis"),
+    (lambda x, o: nbn.zscore(x, axis=1.0), TypeError, "axis"),
+    (lambda x, o: nbn.zscore(x, nan_policy="ignore"), ValueError, "nan_policy"),
+    (lambda x, o: nbn.zscore(x, ddof=-1), ValueError, "ddof"),
+    (lambda x, o: nbn.zscore(x, ddof=1.5), TypeError, "ddof"),
+    (lambda x, o: nbn.zscore(x, out=o[:, :2]), ValueError, "out"),
+    (lambda x, o: nbn.zscore(x, out=o.astype(np.float32)), TypeError, "out"),
+    (lambda x, o: nbn.zscore(x, out=o[1:]), ValueError, "out"),
+    (lambda x, o: nbn.zscore(x.astype(np.complex128)), TypeError, "complex"),
+    (lambda x, o: nbn.zscore("abc"), TypeError, "a"),
+    (lambda x, o: nbn.minmax_scale(x, (1, 1)), ValueError, "feature range"),
+    (lambda x, o: nbn.minmax_scale(x, (2, 1)), ValueError, "feature range"),
+    (lambda x, o: nbn.minmax_scale(x, 5), TypeError, "feature_range"),
+    (lambda x, o: nbn.normalize(x, p=0), ValueError, "p"),
+    (lambda x, o: nbn.normalize(x, p=-2), ValueError, "p"),
+    (lambda x, o: nbn.normalize(x, p=np.nan), ValueError, "p"),
+    (lambda x, o: nbn.normalize(x, eps=-1e-3), ValueError, "eps"),
+    (lambda x, o: nbn.normalize(x, dim=3), ValueError, "dim"),
+    (lambda x, o: nbn.moments(x, nan_policy="x"), ValueError, "nan_policy"),
+    (lambda x, o: nbn.zscore_backward(x, nbn.minmax_scale_forward(x)[1]), TypeError, "saved"),
+    (lambda x, o: nbn.zscore_backward(x[:2], nbn.zscore_forward(x)[1]), ValueError, "dy"),
 ]
 
 
@@ -374,10 +374,10 @@ def test_nan_with_raise_is_refused_before_any_work(rng):
     x[2, 2] = np.nan
     out = np.full(x.shape, 7.0)
     with pytest.raises(ValueError, match="nan"):
-        nn.zscore(x, nan_policy="raise", out=out)
+        nbn.zscore(x, nan_policy="raise", out=out)
     np.testing.assert_array_equal(out, 7.0)
     with pytest.raises(ValueError, match="nan"):
-        nn.moments(x, nan_policy="raise")
+        nbn.moments(x, nan_policy="raise")
 
 
 def test_minmax_scale_refuses_infinity_before_writing():
@@ -386,7 +386,7 @@ def test_minmax_scale_refuses_infinity_before_writing():
     x = np.array([[1.0, 4.0], [np.inf, 5.0], [3.0, -np.inf]])
     out = np.full_like(x, 7.0)
     with pytest.raises(ValueError, match="X contains infinity"):
-        nn.minmax_scale(x, out=out)
+        nbn.minmax_scale(x, out=out)
     np.testing.assert_array_equal(out, 7.0)
     with pytest.raises(ValueError, match="X contains infinity"):
-        nn.minmax_scale(np.array([[1.0], [-np.inf]]), axis=0)
+        nbn.minmax_scale(np.array([[1.0], [-np.inf]]), axis=0)

@@ -6,7 +6,7 @@ and the refusals."""
 import numpy as np
 import pytest
 
-import numbanorm as nn
+import numbanorm as nbn
 
 sp = pytest.importorskip("scipy.sparse")
 skp = pytest.importorskip("sklearn.preprocessing")
@@ -56,17 +56,17 @@ def test_normalize_and_normalizer_match_scikit_learn(rng, fmt, dtype):
         before = X.copy()
         for norm in ("l1", "l2", "max"):
             for axis in (0, 1):
-                y = nn.normalize(X, p=P[norm], dim=axis)
+                y = nbn.normalize(X, p=P[norm], dim=axis)
                 assert type(y) is type(X) and y.dtype == X.dtype
                 np.testing.assert_array_equal(y.indices, X.indices)
                 np.testing.assert_array_equal(y.indptr, X.indptr)
                 _close(y, skp.normalize(X, norm=norm, axis=axis), dtype)
                 # the dense path on the same values
-                _close(y, nn.normalize(X.toarray(), p=P[norm], dim=axis), dtype)
-            ours, ref = nn.Normalizer(norm).fit_transform(X), skp.Normalizer(norm).fit_transform(X)
+                _close(y, nbn.normalize(X.toarray(), p=P[norm], dim=axis), dtype)
+            ours, ref = nbn.Normalizer(norm).fit_transform(X), skp.Normalizer(norm).fit_transform(X)
             assert type(ours) is type(ref)
             _close(ours, ref, dtype)
-        _close(nn.normalize(X, dim=None), X / np.sqrt((X.toarray().astype(float) ** 2).sum()),
+        _close(nbn.normalize(X, dim=None), X / np.sqrt((X.toarray().astype(float) ** 2).sum()),
                dtype)
         assert (X != before).nnz == 0 and X.indices is not y.indices
 
@@ -79,7 +79,7 @@ def test_standard_scaler_matches_scikit_learn(rng, dtype):
         w = rng.random(X.shape[0])
         for kw in (dict(with_mean=False), dict(with_mean=False, with_std=False)):
             for weight in (None, w):
-                a = nn.StandardScaler(**kw).fit(X, sample_weight=weight)
+                a = nbn.StandardScaler(**kw).fit(X, sample_weight=weight)
                 b = skp.StandardScaler(**kw).fit(X, sample_weight=weight)
                 _same_attrs(a, b, names, dtype)
             ya, yb = a.transform(X), b.transform(X)
@@ -89,15 +89,15 @@ def test_standard_scaler_matches_scikit_learn(rng, dtype):
             assert type(za) is type(zb)
             _close(za, zb, dtype)
             # partial_fit over chunks, weighted and not
-            a, b = nn.StandardScaler(**kw), skp.StandardScaler(**kw)
+            a, b = nbn.StandardScaler(**kw), skp.StandardScaler(**kw)
             for k in range(0, X.shape[0], 100):
                 rows = slice(k, k + 100)
                 a.partial_fit(X[rows], sample_weight=w[rows])
                 b.partial_fit(X[rows], sample_weight=w[rows])
             _same_attrs(a, b, names, dtype if dtype == np.float64 else np.float32)
     with pytest.raises(ValueError, match="Cannot center sparse matrices"):
-        nn.StandardScaler().fit(X)
-    fitted = nn.StandardScaler().fit(X.toarray())
+        nbn.StandardScaler().fit(X)
+    fitted = nbn.StandardScaler().fit(X.toarray())
     with pytest.raises(ValueError, match="Cannot center sparse matrices"):
         fitted.transform(X)
 
@@ -107,26 +107,26 @@ def test_max_abs_scaler_matches_scikit_learn(rng, dtype):
     names = ("max_abs_", "scale_", "n_samples_seen_")
     for X in (_random(rng, fmt="csc", dtype=dtype, nan=True),
               _random(rng, fmt="csr", kind="matrix", dtype=dtype, nan=True).toarray()):
-        a, b = nn.MaxAbsScaler().fit(X), skp.MaxAbsScaler().fit(X)
+        a, b = nbn.MaxAbsScaler().fit(X), skp.MaxAbsScaler().fit(X)
         _same_attrs(a, b, names, dtype)
         for f in ("transform", "inverse_transform"):
             ya, yb = getattr(a, f)(X), getattr(b, f)(X)
             assert type(ya) is type(yb) and ya.dtype == yb.dtype
             _close(ya, yb, dtype)
         for axis in (0, 1):
-            ya, yb = nn.maxabs_scale(X, axis=axis), skp.maxabs_scale(X, axis=axis)
+            ya, yb = nbn.maxabs_scale(X, axis=axis), skp.maxabs_scale(X, axis=axis)
             assert type(ya) is type(yb)
             _close(ya, yb, dtype)
-        a, b = nn.MaxAbsScaler(clip=True), skp.MaxAbsScaler(clip=True)
+        a, b = nbn.MaxAbsScaler(clip=True), skp.MaxAbsScaler(clip=True)
         for k in range(0, X.shape[0], 150):
             a.partial_fit(X[k:k + 150])
             b.partial_fit(X[k:k + 150])
         _same_attrs(a, b, names, dtype)
         _close(a.transform(3 * X), b.transform(3 * X), dtype)
     v = rng.standard_normal(50)
-    _close(nn.maxabs_scale(v), skp.maxabs_scale(v), np.float64)
+    _close(nbn.maxabs_scale(v), skp.maxabs_scale(v), np.float64)
     with pytest.raises(ValueError, match="axis"):
-        nn.maxabs_scale(v, axis=2)
+        nbn.maxabs_scale(v, axis=2)
 
 
 @pytest.mark.parametrize("nan_policy", ["propagate", "omit"])
@@ -135,32 +135,32 @@ def test_moments_count_the_implicit_zeros(rng, nan_policy):
         X = _random(rng, fmt=fmt, nan=True)
         D = X.toarray()
         for axis in (0, 1, None):
-            m, ref = nn.moments(X, axis, nan_policy), nn.moments(D, axis, nan_policy)
+            m, ref = nbn.moments(X, axis, nan_policy), nbn.moments(D, axis, nan_policy)
             assert m.shape == ref.shape
             for f in ("count", "mean", "m2", "min", "max"):
                 np.testing.assert_allclose(getattr(m, f), getattr(ref, f), rtol=1e-12,
                                            atol=1e-12, equal_nan=True, err_msg=f)
     # scikit-learn's mean_variance_axis, NaN ignored as its scalers do
     mean, var = mean_variance_axis(X, 0)
-    m = nn.moments(X, 0, "omit")
+    m = nbn.moments(X, 0, "omit")
     np.testing.assert_allclose(m.mean, mean, rtol=1e-12)
     np.testing.assert_allclose(m.var(), var, rtol=1e-12)
     with pytest.raises(ValueError, match="nan"):
-        nn.moments(X, 0, "raise")
+        nbn.moments(X, 0, "raise")
 
 
 def test_sparse_chunks_merge_in_any_order(rng):
     """1000 sparse chunks' statistics merged in random orders (Moments.update, merge) equal
     the one-shot statistics within 1e-13."""
     X = _random(rng, shape=(5000, 12), density=0.3) * 1e3 + 0
-    one = nn.moments(X, 0)
+    one = nbn.moments(X, 0)
     chunks = [X[k:k + 5] for k in range(0, 5000, 5)]
-    stream = nn.Moments.empty((12,), axis=0)
+    stream = nbn.Moments.empty((12,), axis=0)
     for c in chunks:
         stream.update(c)
-    parts = [nn.moments(c, 0) for c in chunks]
+    parts = [nbn.moments(c, 0) for c in chunks]
     for order in (rng.permutation(1000), rng.permutation(1000)):
-        merged = nn.Moments.empty((12,))
+        merged = nbn.Moments.empty((12,))
         for i in order:
             merged = merged + parts[i]
         for m in (stream, merged):
@@ -179,8 +179,8 @@ def test_float32_far_from_zero_keeps_its_variance(rng):
     X = sp.csr_array((1e6 + rng.standard_normal((n, d))).astype(np.float32))
     dense = X.toarray()
     exact = dense.astype(np.float64).var(axis=0)
-    fit = nn.StandardScaler(with_mean=False).fit(X)
-    stream = nn.StandardScaler(with_mean=False)
+    fit = nbn.StandardScaler(with_mean=False).fit(X)
+    stream = nbn.StandardScaler(with_mean=False)
     for k in range(0, n, n // 10):
         stream.partial_fit(X[k:k + n // 10])
     for est in (fit, stream, skp.StandardScaler(with_mean=False).fit(X)):
@@ -204,13 +204,13 @@ def test_structure(rng, index_dtype):
         X.data.flags.writeable = False
     keep = (X.data.copy(), X.indices.copy(), X.indptr.copy())
     for axis in (0, 1):
-        m, ref = nn.moments(X, axis), nn.moments(D, axis)
+        m, ref = nbn.moments(X, axis), nbn.moments(D, axis)
         for f in ("count", "mean", "m2", "min", "max"):
             np.testing.assert_allclose(getattr(m, f), getattr(ref, f), rtol=1e-14, atol=1e-14)
-        y = nn.normalize(X, dim=axis)
+        y = nbn.normalize(X, dim=axis)
         assert y.indices.dtype == index_dtype and y.nnz == X.nnz  # the pattern kept
-        np.testing.assert_allclose(y.toarray(), nn.normalize(D, dim=axis), rtol=1e-14)
-    for scaler in (nn.MaxAbsScaler(), nn.StandardScaler(with_mean=False)):
+        np.testing.assert_allclose(y.toarray(), nbn.normalize(D, dim=axis), rtol=1e-14)
+    for scaler in (nbn.MaxAbsScaler(), nbn.StandardScaler(with_mean=False)):
         np.testing.assert_allclose(scaler.fit_transform(X).toarray(),
                                    scaler.fit_transform(D), rtol=1e-14)
     for a, b in zip(keep, (X.data, X.indices, X.indptr)):
@@ -218,48 +218,48 @@ def test_structure(rng, index_dtype):
     C = sp.csr_array(D)
     for other in (sp.coo_array(C), sp.lil_array(C), sp.dia_array(C), sp.bsr_array(C),
                   sp.dok_array(C)):
-        y = nn.normalize(other)
+        y = nbn.normalize(other)
         assert y.format == "csr"
-        np.testing.assert_allclose(y.toarray(), nn.normalize(D), rtol=1e-14)
-        np.testing.assert_allclose(nn.MaxAbsScaler().fit_transform(other).toarray(),
+        np.testing.assert_allclose(y.toarray(), nbn.normalize(D), rtol=1e-14)
+        np.testing.assert_allclose(nbn.MaxAbsScaler().fit_transform(other).toarray(),
                                    skp.MaxAbsScaler().fit_transform(D), rtol=1e-14)
     ints = sp.csr_array(D.astype(np.int64))
-    assert nn.maxabs_scale(ints).dtype == np.float64
+    assert nbn.maxabs_scale(ints).dtype == np.float64
 
 
 def test_refusals(rng):
     X = _random(rng)
-    for f in (lambda: nn.zscore(X), lambda: nn.minmax_scale(X),
-              lambda: nn.minmax_scale(X, feature_range=(0, 1))):
+    for f in (lambda: nbn.zscore(X), lambda: nbn.minmax_scale(X),
+              lambda: nbn.minmax_scale(X, feature_range=(0, 1))):
         with pytest.raises(TypeError, match="fills in the zeros.*maxabs_scale"):
             f()
     with pytest.raises(TypeError, match="scipy.sparse"):
-        nn.layer_norm(X, 30)
+        nbn.layer_norm(X, 30)
     with pytest.raises(TypeError, match="out="):
-        nn.normalize(X, out=X.copy())
+        nbn.normalize(X, out=X.copy())
     with pytest.raises(TypeError, match="complex"):
-        nn.normalize(X.astype(np.complex128))
+        nbn.normalize(X.astype(np.complex128))
     with pytest.raises(TypeError, match="dense"):
-        nn.normalize_forward(X)
+        nbn.normalize_forward(X)
     with pytest.raises(ValueError, match="device='cuda'"):
-        nn.normalize(X, device="cuda")
+        nbn.normalize(X, device="cuda")
     bad = sp.csr_array((np.ones(2), np.array([1, 9]), np.array([0, 2, 2])), shape=(2, 3))
-    for f in (lambda: nn.moments(bad, 0), lambda: nn.normalize(bad, dim=0),
-              lambda: nn.MaxAbsScaler().fit(bad)):
+    for f in (lambda: nbn.moments(bad, 0), lambda: nbn.normalize(bad, dim=0),
+              lambda: nbn.MaxAbsScaler().fit(bad)):
         with pytest.raises(ValueError, match="not a valid CSR matrix"):
             f()
     Xi = X.copy()
     Xi.data[4] = np.inf
-    for f in (lambda: nn.StandardScaler(with_mean=False).fit(Xi),
-              lambda: nn.MaxAbsScaler().fit(Xi),
-              lambda: nn.MaxAbsScaler().fit(X).transform(Xi),
-              lambda: nn.Normalizer().fit_transform(Xi)):
+    for f in (lambda: nbn.StandardScaler(with_mean=False).fit(Xi),
+              lambda: nbn.MaxAbsScaler().fit(Xi),
+              lambda: nbn.MaxAbsScaler().fit(X).transform(Xi),
+              lambda: nbn.Normalizer().fit_transform(Xi)):
         with pytest.raises(ValueError, match="infinity"):
             f()
     da = pytest.importorskip("dask.array")
     lazy = da.from_array(sp.csr_matrix(X), chunks=(100, 30), asarray=False)
     with pytest.raises(TypeError, match="scipy.sparse chunks"):
-        nn.normalize(lazy)
+        nbn.normalize(lazy)
 
 
 def test_norms_of_huge_and_tiny_values():
@@ -270,5 +270,5 @@ def test_norms_of_huge_and_tiny_values():
     D[0, :3], D[1, 2:5], D[2, 1], D[3, 0] = 1e200, 1e-200, 3.0, -1e300
     for fmt in (sp.csr_array, sp.csc_array):
         for dim in (0, 1, None):
-            np.testing.assert_allclose(nn.normalize(fmt(D), dim=dim).toarray(),
-                                       nn.normalize(D, dim=dim), rtol=1e-14, atol=0)
+            np.testing.assert_allclose(nbn.normalize(fmt(D), dim=dim).toarray(),
+                                       nbn.normalize(D, dim=dim), rtol=1e-14, atol=0)

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-import numbanorm as nn
+import numbanorm as nbn
 from numbanorm import Moments
 
 
@@ -17,7 +17,7 @@ def test_moments_match_numpy(rng, shape, axis, dtype):
     x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
     x.reshape(-1)[::11] = np.nan
     xf = x.astype(np.float64)
-    m = nn.moments(x, axis, "omit")
+    m = nbn.moments(x, axis, "omit")
     n = np.sum(~np.isnan(xf), axis=axis)
     np.testing.assert_array_equal(m.count, n)
     np.testing.assert_allclose(m.mean, np.nanmean(xf, axis=axis), rtol=1e-13, atol=1e-14)
@@ -25,7 +25,7 @@ def test_moments_match_numpy(rng, shape, axis, dtype):
     np.testing.assert_allclose(m.std(1), np.nanstd(xf, axis=axis, ddof=1), rtol=1e-12)
     np.testing.assert_array_equal(m.min, np.nanmin(xf, axis=axis))
     np.testing.assert_array_equal(m.max, np.nanmax(xf, axis=axis))
-    p = nn.moments(x, axis)  # propagate: NaN where a NaN entered
+    p = nbn.moments(x, axis)  # propagate: NaN where a NaN entered
     np.testing.assert_array_equal(np.isnan(p.mean), np.isnan(np.mean(xf, axis=axis)))
     np.testing.assert_array_equal(np.isnan(p.min), np.isnan(np.min(xf, axis=axis)))
     np.testing.assert_array_equal(p.count, np.full(p.shape, xf.size // max(p.count.size, 1)))
@@ -36,7 +36,7 @@ def test_constant_and_empty_positions(rng):
     x = rng.standard_normal((40, 3))
     x[:, 1] = 0.1
     x[:, 2] = np.nan
-    m = nn.moments(x, 0, "omit")
+    m = nbn.moments(x, 0, "omit")
     assert m.mean[1] == 0.1 and m.var()[1] < 1e-30
     assert m.count[2] == 0 and np.isnan(m.mean[2]) and np.isnan(m.var()[2])
     assert m.min[2] == np.inf and m.max[2] == -np.inf
@@ -50,8 +50,8 @@ def test_thousand_chunks_merge_to_the_one_shot_statistics(rng, order):
     one-shot statistics keep 1e-15 there, see test_large_mean_small_spread_float64.)"""
     x = rng.standard_normal((20000, 4)) * np.array([1.0, 1e-3, 1e3, 5.0]) + np.array(
         [0.0, 1e-2, -7e3, 3.0])
-    whole = nn.moments(x, 0)
-    parts = [nn.moments(c, 0) for c in np.array_split(x, 1000)]
+    whole = nbn.moments(x, 0)
+    parts = [nbn.moments(c, 0) for c in np.array_split(x, 1000)]
     if order == "reversed":
         parts = parts[::-1]
     elif order == "shuffled":
@@ -80,7 +80,7 @@ def test_update_streams_chunks(rng):
     m = Moments.empty((3, 4), axis=0, nan_policy="omit")
     for c in np.array_split(x, 37):
         assert m.update(c) is m
-    whole = nn.moments(x, 0, "omit")
+    whole = nbn.moments(x, 0, "omit")
     for a, b in zip(m.to_arrays(), whole.to_arrays()):
         np.testing.assert_allclose(a, b, rtol=1e-13)
     with pytest.raises(ValueError, match="shape"):
@@ -88,7 +88,7 @@ def test_update_streams_chunks(rng):
 
 
 def test_pickle_and_arrays_round_trip(rng):
-    m = nn.moments(rng.standard_normal((30, 5)), 0, "omit")
+    m = nbn.moments(rng.standard_normal((30, 5)), 0, "omit")
     for back in (pickle.loads(pickle.dumps(m)), Moments.from_arrays(*m.to_arrays()),
                  Moments.unstack(m.stack())):
         for a, b in zip(back.to_arrays(), m.to_arrays()):
@@ -98,9 +98,9 @@ def test_pickle_and_arrays_round_trip(rng):
 
 
 def test_merge_errors(rng):
-    a = nn.moments(rng.standard_normal((5, 3)))
+    a = nbn.moments(rng.standard_normal((5, 3)))
     with pytest.raises(ValueError, match="shape"):
-        a.merge(nn.moments(rng.standard_normal((5, 4))))
+        a.merge(nbn.moments(rng.standard_normal((5, 4))))
     with pytest.raises(TypeError, match="Moments"):
         a.merge(3)
     with pytest.raises(ValueError, match="shape"):
@@ -118,8 +118,8 @@ def test_large_mean_small_spread_float64(rng):
     import math
     x = rng.standard_normal((20000, 3)) * 1e-3 + 1e4
     exact = np.array([math.fsum((x[:, j] - math.fsum(x[:, j]) / len(x)) ** 2) for j in range(3)])
-    np.testing.assert_allclose(nn.moments(x, 0).m2, exact, rtol=1e-14)
-    np.testing.assert_allclose(nn.moments(np.ascontiguousarray(x.T), 1).m2, exact, rtol=1e-14)
+    np.testing.assert_allclose(nbn.moments(x, 0).m2, exact, rtol=1e-14)
+    np.testing.assert_allclose(nbn.moments(np.ascontiguousarray(x.T), 1).m2, exact, rtol=1e-14)
 
 
 @pytest.mark.parametrize("values", [[1.0, np.inf, 2.0], [1.0, -np.inf, 2.0], [np.inf, -np.inf],
@@ -131,12 +131,12 @@ def test_infinity_gives_numpys_mean(values):
     x = np.array(values)
     with np.errstate(invalid="ignore"):
         want_mean, want_omit = np.mean(x), np.nanmean(x)
-    m = nn.moments(x)
+    m = nbn.moments(x)
     np.testing.assert_array_equal(m.mean, want_mean)
     assert np.isnan(m.var())
-    np.testing.assert_array_equal(nn.moments(x, nan_policy="omit").mean, want_omit)
-    merged = nn.moments(np.array([5.0, 6.0])) + m
+    np.testing.assert_array_equal(nbn.moments(x, nan_policy="omit").mean, want_omit)
+    merged = nbn.moments(np.array([5.0, 6.0])) + m
     np.testing.assert_array_equal(merged.mean, want_mean)
     da = pytest.importorskip("dask.array")
-    lazy = nn.moments(da.from_array(x, chunks=2)).compute()
+    lazy = nbn.moments(da.from_array(x, chunks=2)).compute()
     np.testing.assert_array_equal(lazy.mean, want_mean)

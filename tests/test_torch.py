@@ -4,7 +4,7 @@ Skipped only when torch is not installed (CI installs the CPU build)."""
 import numpy as np
 import pytest
 
-import numbanorm as nn
+import numbanorm as nbn
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
@@ -35,23 +35,23 @@ def _grads(torch_fn, x, params, dy):
 
 CASES = {
     "layer_norm": ((6, 9, 33), lambda x, w, b: TF.layer_norm(x, (33,), w, b, 1e-5),
-                   lambda x, w, b: nn.layer_norm_forward(x, 33, w, b, 1e-5),
-                   nn.layer_norm_backward, (33,)),
+                   lambda x, w, b: nbn.layer_norm_forward(x, 33, w, b, 1e-5),
+                   nbn.layer_norm_backward, (33,)),
     "layer_norm_2d": ((5, 7, 11), lambda x, w, b: TF.layer_norm(x, (7, 11), w, b, 1e-5),
-                      lambda x, w, b: nn.layer_norm_forward(x, (7, 11), w, b, 1e-5),
-                      nn.layer_norm_backward, (7, 11)),
+                      lambda x, w, b: nbn.layer_norm_forward(x, (7, 11), w, b, 1e-5),
+                      nbn.layer_norm_backward, (7, 11)),
     "group_norm": ((4, 12, 7, 5), lambda x, w, b: TF.group_norm(x, 4, w, b, 1e-5),
-                   lambda x, w, b: nn.group_norm_forward(x, 4, w, b, 1e-5),
-                   nn.group_norm_backward, (12,)),
+                   lambda x, w, b: nbn.group_norm_forward(x, 4, w, b, 1e-5),
+                   nbn.group_norm_backward, (12,)),
     "instance_norm": ((3, 5, 9, 8), lambda x, w, b: TF.instance_norm(x, None, None, w, b),
-                      lambda x, w, b: nn.instance_norm_forward(x, None, None, w, b),
-                      nn.instance_norm_backward, (5,)),
+                      lambda x, w, b: nbn.instance_norm_forward(x, None, None, w, b),
+                      nbn.instance_norm_backward, (5,)),
     "batch_norm": ((16, 5, 9, 8), lambda x, w, b: TF.batch_norm(x, None, None, w, b, True),
-                   lambda x, w, b: nn.batch_norm_forward(x, None, None, w, b, True),
-                   nn.batch_norm_backward, (5,)),
+                   lambda x, w, b: nbn.batch_norm_forward(x, None, None, w, b, True),
+                   nbn.batch_norm_backward, (5,)),
     "batch_norm_2d": ((300, 40), lambda x, w, b: TF.batch_norm(x, None, None, w, b, True),
-                      lambda x, w, b: nn.batch_norm_forward(x, None, None, w, b, True),
-                      nn.batch_norm_backward, (40,)),
+                      lambda x, w, b: nbn.batch_norm_forward(x, None, None, w, b, True),
+                      nbn.batch_norm_backward, (40,)),
 }
 
 
@@ -80,8 +80,8 @@ def test_rms_norm(rng, dtype, shape):
     w = rng.standard_normal(shape[-1:]).astype(dtype)
     for eps in (None, 1e-3):
         y_t, dx_t, (dw_t,) = _grads(lambda a, b: TF.rms_norm(a, shape[-1:], b, eps), x, (w,), dy)
-        y, saved = nn.rms_norm_forward(x, shape[-1:], w, eps)
-        dx, dw = nn.rms_norm_backward(dy, saved)
+        y, saved = nbn.rms_norm_forward(x, shape[-1:], w, eps)
+        dx, dw = nbn.rms_norm_backward(dy, saved)
         _close(y, y_t, dtype, "y")
         _close(dx, dx_t, dtype, "dx")
         _close(dw, dw_t, dtype, "dweight")
@@ -96,8 +96,8 @@ def test_batch_norm_eval_gradients(rng, dtype):
     w, b = rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
     y_t, dx_t, (dw_t, db_t) = _grads(
         lambda a, ww, bb: TF.batch_norm(a, T(rm), T(rv), ww, bb, False), x, (w, b), dy)
-    y, saved = nn.batch_norm_forward(x, rm, rv, w, b, training=False)
-    dx, dw, db = nn.batch_norm_backward(dy, saved)
+    y, saved = nbn.batch_norm_forward(x, rm, rv, w, b, training=False)
+    dx, dw, db = nbn.batch_norm_backward(dy, saved)
     for ours, theirs, name in ((y, y_t, "y"), (dx, dx_t, "dx"), (dw, dw_t, "dw"),
                                (db, db_t, "db")):
         _close(ours, theirs, dtype, name)
@@ -129,7 +129,7 @@ def test_layers_over_training_steps(rng, dtype, name, kwargs, shape):
     gradients and buffers all follow PyTorch's module."""
     tdtype = torch.float32 if dtype == np.float32 else torch.float64
     theirs = getattr(torch.nn, name)(**kwargs, dtype=tdtype)
-    ours = getattr(nn, name)(**kwargs, dtype=dtype)
+    ours = getattr(nbn, name)(**kwargs, dtype=dtype)
     # non-trivial parameters, the same on both sides
     with torch.no_grad():
         for p in theirs.parameters():
@@ -171,7 +171,7 @@ def test_state_dict_round_trip_both_ways(rng):
     with torch.no_grad():
         theirs.weight.copy_(torch.randn(5))
         theirs.bias.copy_(torch.randn(5))
-    ours = nn.BatchNorm2d(5)
+    ours = nbn.BatchNorm2d(5)
     ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
     theirs.eval()
     ours.eval()
@@ -192,6 +192,6 @@ def test_float32_large_mean_variance_beats_torch(rng):
     """float32 data with mean 1e6 and std 1: the variance within 1e-5 relative of float64."""
     x = (rng.standard_normal((4096, 8)) + 1e6).astype(np.float32)
     ref = x.astype(np.float64).var(axis=0)
-    _, saved = nn.batch_norm_forward(x, training=True, eps=0.0)
+    _, saved = nbn.batch_norm_forward(x, training=True, eps=0.0)
     var = 1.0 / saved.rstd.astype(np.float64) ** 2
     np.testing.assert_allclose(var, ref, rtol=1e-5)

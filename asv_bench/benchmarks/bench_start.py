@@ -19,13 +19,13 @@ def _setup(cache):
     new empty one in each sample's process when cache is None), the imports and the data."""
     where = repr(cache) if cache else "__import__('tempfile').mkdtemp(prefix='numbanorm-asv-')"
     return (f"import os\nos.environ['NUMBA_CACHE_DIR'] = {where}\nimport numpy as np\n"
-            "import numbanorm as nn\n"
+            "import numbanorm as nbn\n"
             "x = np.random.default_rng(0).standard_normal((16, 64, 32, 32)).astype(np.float32)\n")
 
 
 def _call(op):
-    return (f"y, saved = nn.{op}_forward(x, {_ARGS[op]})\n"
-            f"nn.{op}_backward(np.ones_like(y), saved)\n")
+    return (f"y, saved = nbn.{op}_forward(x, {_ARGS[op]})\n"
+            f"nbn.{op}_backward(np.ones_like(y), saved)\n")
 
 
 class Start:

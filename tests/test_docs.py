@@ -1,0 +1,96 @@
+"""The documentation cannot rot: every public name has a numpydoc docstring (numpydoc's own
+validator) whose examples run as doctests, and the README's code blocks run as written."""
+import doctest
+import importlib.util
+import os
+import re
+import types
+
+import numpy as np
+import pytest
+
+import numbanorm
+
+PUBLIC = sorted(n for n in dir(numbanorm) if not n.startswith("_")
+                and not isinstance(getattr(numbanorm, n), types.ModuleType))
+
+# numpydoc's checks that every public name must pass: a docstring (GL08), every parameter
+# documented (PR01) and none that does not exist (PR02), a Returns section for functions
+# (RT01), an Examples section (EX01).
+REQUIRED = ("GL08", "PR01", "PR02", "RT01", "EX01")
+# The forward records are built by the forward functions, never by users: their docstrings
+# document attributes, not constructor arguments.
+RECORDS = ("Saved", "ScalingSaved", "MixSaved")
+
+
+def test_the_public_names_are_the_documented_set():
+    """The list the docs site's API reference is built from names every public name."""
+    listed = set(re.findall(r"^   (\w+)$", open(os.path.join(
+        os.path.dirname(__file__), "..", "docs", "api.rst")).read(), re.M))
+    assert listed == set(PUBLIC), (set(PUBLIC) - listed, listed - set(PUBLIC))
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_numpydoc_docstring(name):
+    validate = pytest.importorskip("numpydoc.validate")
+    obj = getattr(numbanorm, name)
+    errors = [(code, msg) for code, msg in validate.validate(f"numbanorm.{name}")["errors"]
+              if code in REQUIRED and not (code == "RT01" and isinstance(obj, type))
+              and not (code == "PR01" and name in RECORDS)]
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_docstring_examples_run(name):
+    """The examples of the name and of its methods, as doctests (np and nbn imported)."""
+    obj = getattr(numbanorm, name)
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    tests = finder.find(obj, f"numbanorm.{name}", module=False,
+                        globs={"np": np, "nbn": numbanorm})
+    assert tests and sum(len(t.examples) for t in tests) > 0, name
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    lines = []
+    for test in tests:
+        runner.run(test, out=lines.append)
+    assert runner.summarize(verbose=False).failed == 0, "".join(lines)
+
+
+def _readme_blocks():
+    text = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def test_readme_code_blocks_run(tmp_path, monkeypatch):
+    """Every python block of the README, in order, in one namespace (later blocks use
+    earlier blocks' names). Blocks whose optional dependency is missing are skipped, and the
+    GPU block runs only on a real GPU (the simulator would take minutes on its shapes)."""
+    monkeypatch.chdir(tmp_path)
+    blocks = _readme_blocks()
+    assert len(blocks) >= 10
+    needs = {"import torch": "torch", "import ml_dtypes": "ml_dtypes", "sklearn": "sklearn",
+             "scipy.sparse": "scipy", "dask.array": "zarr", "from numba import cuda": "gpu"}
+    ran, skipped = 0, []
+    namespace = {}
+    for block in blocks:
+        missing = [mod for key, mod in needs.items() if key in block and not (
+            _real_gpu() if mod == "gpu" else importlib.util.find_spec(mod))]
+        if missing:
+            skipped.append(missing)
+            continue
+        if "da.from_zarr" in block:  # the block's input, small, where it reads it
+            import dask.array as da
+            da.from_array(np.random.default_rng(0).standard_normal((1000, 8)), chunks=250
+                          ).astype(np.float32).to_zarr("measurements.zarr")
+        exec(compile(block, "README.md", "exec"), namespace)
+        ran += 1
+    assert ran >= len(blocks) - 2, skipped
+
+
+def _real_gpu():
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return False
+    try:
+        numbanorm._device.cuda()
+    except numbanorm.CudaUnavailableError:
+        return False
+    return True
