@@ -526,6 +526,46 @@ def _p90(samples):
     return float(np.percentile(samples, 90))
 
 
+class Progress:
+    """'[i/n] label' lines on a stream (stderr), each with the time so far and, from the second
+    case on, an estimate of the time left: the mean time of the cases done times the cases
+    left."""
+
+    def __init__(self, n, stream):
+        self.n, self.stream, self.t0 = n, stream, time.perf_counter()
+
+    def step(self, i, label):
+        elapsed = time.perf_counter() - self.t0
+        left = (f", about {_duration(elapsed / (i - 1) * (self.n - i + 1))} left"
+                if i > 1 else "")
+        print(f"[{i}/{self.n}] {label} ({_duration(elapsed)} so far{left})", file=self.stream,
+              flush=True)
+
+
+def _duration(seconds):
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def column_notes(columns, bytes_counted="each array the pass reads or writes, once"):
+    """The output's footer: one line per column shown, saying what it is."""
+    notes = {
+        "median": "median: the median over the repeats of the time per call (each repeat "
+                  "loops the call for at least --min-run seconds)",
+        "p90": "p90: the 90th percentile of the same repeats (a busy machine shows here first)",
+        "range": "range: the fastest and slowest repeat",
+        "GB/s": f"GB/s: the bytes the call must move ({bytes_counted}) over the median time",
+        "%bw": "%bw: GB/s as a percentage of the triad bandwidth measured at the start (above "
+               "100: the arrays fit in cache)",
+        "%floor": "%floor: the same against the triad bandwidth measured at the start",
+        "vs": "vs X: X's time / numbanorm's time, medians of ratios paired per repeat (above "
+              "1: numbanorm is faster); columns only for the references installed here",
+        "max err": "max err: numbanorm's largest absolute error against a float64 NumPy "
+                   "computation of the same input, relative to the largest |value| of that "
+                   "result",
+    }
+    return ["columns:"] + [f"  {notes[c]}" for c in columns if c in notes]
+
+
 def load_warning(threads):
     """A line warning that other processes are using the cores the timed threads want (the
     1-minute load average above the number of cores), or None."""
@@ -588,8 +628,9 @@ def measure_cases(cases, threads, progress, describe, run_one, torch_threads=Fal
     start = load_warning(threads)
     bandwidth = triad_bandwidth()
     rows = []
+    steps = Progress(len(cases), progress)
     for i, case in enumerate(cases, 1):
-        print(f"[{i}/{len(cases)}] {describe(case)}", file=progress, flush=True)
+        steps.step(i, describe(case))
         rows.append(run_one(case, bandwidth))
     return threads, bandwidth, rows, load_warnings(start, threads, progress)
 
@@ -700,6 +741,11 @@ def _fmt_table(rows, bandwidth, threads):
         geo = math.exp(sum(math.log(v) for v in ratios) / len(ratios))
         lines.append(f"geometric mean vs torch: {geo:.2f}x over {len(ratios)} cases; "
                      f"slowest {min(ratios):.2f}x")
+    lines += column_notes(["median", "p90", "range", "GB/s", "%bw"]
+                          + (["vs"] if versus else []) + ["max err"])
+    if "f32" in versus or "np-f32" in versus:
+        lines.append("  vs f32: numbanorm on the same values in float32; vs np-f32: NumPy "
+                     "computing 16-bit input in float32")
     return "\n".join(lines)
 
 
@@ -721,9 +767,9 @@ def run(cases, repeats=5, min_run=0.05, threads=None, with_torch=True, with_nump
     start = load_warning(threads)
     bandwidth = triad_bandwidth() if measure_bandwidth else None
     rows = []
+    steps = Progress(len(cases), progress)
     for i, (op, shape, dtype) in enumerate(cases, 1):
-        print(f"[{i}/{len(cases)}] {op} {'x'.join(map(str, shape))} {dtype}", file=progress,
-              flush=True)
+        steps.step(i, f"{op} {'x'.join(map(str, shape))} {dtype}")
         rows += run_case(op, shape, dtype, repeats, min_run, torch_ok, with_numpy, bandwidth,
                          preallocated)
     warnings = load_warnings(start, threads, progress)

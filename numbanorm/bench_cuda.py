@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 
-from .bench import (LRN, MEAN_WEIGHT, VAR_WEIGHT, _gate, _paired_ratio, _summary, _time,
-                    _time_paired, _torch_reference, np_dtype)
+from .bench import (LRN, MEAN_WEIGHT, VAR_WEIGHT, Progress, _gate, _paired_ratio, _summary,
+                    _time, _time_paired, _torch_reference, column_notes, np_dtype)
 
 # The H100 shapes of issue 3 (float32), and two of them in 16 bits (issue 27).
 STANDARD = [
@@ -207,19 +207,28 @@ def run(cases=None, repeats=5, min_run=0.2, with_torch=True, as_json=False, prog
     from ._device import _simulated
     bandwidth = copy_bandwidth(1 << 20 if _simulated() else 1 << 30)
     rows = []
-    for op, shape, dtype in cases or STANDARD:
-        print(f"  {op} {shape} {dtype} ...", file=progress, flush=True)
+    cases = cases or STANDARD
+    steps = Progress(len(cases), progress)
+    for i, (op, shape, dtype) in enumerate(cases, 1):
+        steps.step(i, f"{op} {shape} {dtype}")
         rows += run_case(op, shape, repeats, min_run, bandwidth, with_torch, dtype)
     if as_json:
         return json.dumps(dict(gpu=facts["gpu"], copy_gb_per_s=bandwidth, rows=rows), indent=1)
+    torch_column = any(r["vs_torch"] is not None for r in rows)
     lines = [f"GPU: {facts['gpu']}; device copy bandwidth {bandwidth:.0f} GB/s "
              f"(read + write); medians of {repeats}",
              f"{'op':20s} {'shape':20s} {'dtype':9s} {'pass':8s} {'median':>10s} {'GB/s':>8s} "
-             f"{'% copy':>7s} {'vs torch':>9s}"]
+             f"{'% copy':>7s}" + (f" {'vs torch':>9s}" if torch_column else "")]
     for r in rows:
         vs = "-" if r["vs_torch"] is None else f"{r['vs_torch']:.2f}x"
         lines.append(f"{r['op']:20s} {str(tuple(r['shape'])):20s} {r['dtype']:9s} "
                      f"{r['pass_']:8s} "
-                     f"{r['median_s'] * 1e6:8.1f}us {r['gb_per_s']:8.0f} {r['pct_copy']:6.0f}% "
-                     f"{vs:>9s}")
+                     f"{r['median_s'] * 1e6:8.1f}us {r['gb_per_s']:8.0f} {r['pct_copy']:6.0f}%"
+                     + (f" {vs:>9s}" if torch_column else ""))
+    if not torch_column:
+        lines.append("PyTorch with CUDA is not installed here: no 'vs torch' column")
+    lines += column_notes(["median", "GB/s"] + (["vs"] if torch_column else []),
+                          "each array the pass reads or writes, once")
+    lines.append("  % copy: GB/s as a percentage of the device copy bandwidth measured at the "
+                 "start")
     return "\n".join(lines)

@@ -19,8 +19,8 @@ import math
 
 import numpy as np
 
-from .bench import (HALF, _p90, _paired_ratio, _summary, _tensor, _time_paired, measure_cases,
-                    np_dtype)
+from .bench import (HALF, _p90, _paired_ratio, _summary, _tensor, _time_paired, column_notes,
+                    measure_cases, np_dtype)
 
 # (function, shape, axis, dtype, nan): the shapes of the data-normalization issue
 SHAPES = [((1_000_000, 32), 0), ((32, 250_000), 1), ((64, 3, 224, 224), (2, 3))]
@@ -241,6 +241,11 @@ def _fmt(rows, bandwidth, threads, preallocated):
                      f"{math.exp(sum(map(math.log, fastest)) / len(fastest)):.2f}x")
     if preallocated:
         lines.append("numbanorm wrote into preallocated arrays (out=); the others allocated")
+    lines += column_notes(["median", "p90", "range", "GB/s", "%floor"]
+                          + (["vs"] if names else []) + ["max err"],
+                          "three passes over the data: 3 x its bytes")
+    lines.append(f"  stream{STREAM_CHUNKS}: StandardScaler.partial_fit over {STREAM_CHUNKS} "
+                 "chunks, then each chunk transformed")
     return "\n".join(lines)
 
 

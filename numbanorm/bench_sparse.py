@@ -25,7 +25,8 @@ import math
 
 import numpy as np
 
-from .bench import _p90, _paired_ratio, _summary, _time_paired, measure_cases, np_dtype
+from .bench import (_p90, _paired_ratio, _summary, _time_paired, column_notes, measure_cases,
+                    np_dtype)
 from .bench_data import _installed
 
 FUNCTIONS = ("normalize", "standard", "maxabs", "stream")
@@ -177,6 +178,9 @@ def _fmt(rows, bandwidth, threads):
         lines.append(f"against the fastest alternative of each case: slowest "
                      f"{min(fastest):.2f}x, geometric mean "
                      f"{math.exp(sum(map(math.log, fastest)) / len(fastest)):.2f}x")
+    lines += column_notes(["median", "p90", "range", "GB/s", "%floor"]
+                          + (["vs"] if names else []) + ["max err"],
+                          "nnz*(item + index) + 2*nnz*item bytes")
     return "\n".join(lines)
 
 
