@@ -193,7 +193,10 @@ def channel_params(x, weight, bias, running_mean, running_var, will_update):
                                    (running_mean, "running_mean"),
                                    (running_var, "running_var")))
     if (running_mean is None) != (running_var is None):
-        raise ValueError("running_mean and running_var must be given together (or both None)")
+        given, missing = (("running_mean", "running_var") if running_var is None
+                          else ("running_var", "running_mean"))
+        raise ValueError(f"running_mean and running_var must be given together (or both "
+                         f"None), got {given} and {missing}=None")
     return weight, bias, running_mean, running_var
 
 

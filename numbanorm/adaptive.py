@@ -492,7 +492,7 @@ def _batch_instance_norm(x, gate, running_mean, running_var, weight, bias, train
     if training and not np.all((rho >= 0.0) & (rho <= 1.0)):
         bad = rho[~((rho >= 0.0) & (rho <= 1.0))]
         raise ValueError(f"gate must lie in [0, 1] in training mode, got values such as "
-                         f"{bad[0]!r}: clamp it after each optimiser step "
+                         f"{float(bad[0])!r}: clamp it after each optimiser step "
                          "(BatchInstanceNorm*.clamp_gate(), or np.clip(gate, 0, 1, out=gate))")
     if not training and running_mean is None:
         raise ValueError("running_mean and running_var are required when training=False "

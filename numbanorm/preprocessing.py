@@ -95,7 +95,7 @@ if not _SKLEARN:
     def validate_data(estimator, X, reset=True, copy=False, ensure_all_finite=True, **_):
         X = V.data_array(X, "X")
         if not isinstance(X, np.ndarray):
-            raise TypeError("X must be a NumPy array (the scalers run on the CPU)")
+            raise TypeError(f"X must be a NumPy array here, got {type(X).__name__}")
         if X.ndim != 2:
             raise ValueError(f"Expected 2D array, got {X.ndim}D array instead: reshape your "
                              "data with X.reshape(-1, 1) for a single feature or "

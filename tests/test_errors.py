@@ -55,8 +55,11 @@ def test_parameter_shapes_and_dtypes():
            np.zeros(3, np.float32), np.ones(4, np.float32))
     raises(TypeError, "running_var must have the input's dtype", nbn.batch_norm, X4,
            np.zeros(4, np.float32), np.ones(4), training=True)
-    raises(ValueError, "running_mean and running_var must be given together", nbn.batch_norm,
-           X4, np.zeros(4, np.float32), None, training=True)
+    raises(ValueError, "running_mean and running_var must be given together.*got running_mean "
+           "and running_var=None", nbn.batch_norm, X4, np.zeros(4, np.float32), None,
+           training=True)
+    raises(ValueError, "got running_var and running_mean=None", nbn.batch_norm, X4, None,
+           np.ones(4, np.float32), training=True)
 
 
 def test_normalized_shape():
