@@ -311,12 +311,12 @@ def test_local_response_norm_matches_oracle_and_torch(rng, case, dtype):
 
 
 def test_local_response_norm_on_pytorch_opinfo_samples():
-    """PyTorch 2.13's own sample inputs for nbn.functional.local_response_norm (the OpInfo in
+    """PyTorch 2.13's own sample inputs for nn.functional.local_response_norm (the OpInfo in
     torch.testing._internal.common_methods_invocations), forward and autograd backward."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("expecttest")
     from torch.testing._internal.common_methods_invocations import op_db
-    op = next(o for o in op_db if o.name == "nbn.functional.local_response_norm")
+    op = next(o for o in op_db if o.name == "nn.functional.local_response_norm")
     seen = 0
     for dtype, tdtype in ((np.float32, torch.float32), (np.float64, torch.float64)):
         for sample in op.sample_inputs("cpu", tdtype, requires_grad=True):
