@@ -1,7 +1,7 @@
 """Docstring sections that many public names share (numpydoc), put in place by `fill`.
 
 A docstring line holding only ``%(name)s`` becomes the snippet `name`, every line of it
-indented as that placeholder was. The examples in the docstrings assume
+indented as that placeholder was (snippets may hold placeholders too). The examples in the docstrings assume
 ``import numpy as np`` and ``import numbanorm as nbn`` (tests/test_docs.py runs them so).
 """
 import re
@@ -108,6 +108,105 @@ The layer is called on x (``layer(x)``, its `forward`) and keeps what `backward`
 names) behave as PyTorch's.""",
 })
 
+# -- the layer families' shared sections (1d, 2d and 3d differ in shape only) -----------------
+SNIPPETS.update({
+    "batch_norm_layer": """\
+Parameters
+----------
+%(channel_params)s
+affine : bool, default True
+    Whether the layer has weight (ones) and bias (zeros).
+track_running_stats : bool, default True
+    Whether the layer keeps running_mean, running_var and num_batches_tracked: updated in
+    training mode, used in eval mode (without them, batch statistics in both modes).
+%(layer_device_dtype)s
+%(channel_keywords)s
+
+Attributes
+----------
+%(layer_attributes)s
+%(running_attributes)s
+
+Notes
+-----
+%(layer_methods)s
+
+See Also
+--------
+batch_norm""",
+    "instance_norm_layer": """\
+Parameters
+----------
+%(channel_params)s
+affine : bool, default False
+    Whether the layer has weight (ones) and bias (zeros).
+track_running_stats : bool, default False
+    Whether the layer keeps running_mean, running_var and num_batches_tracked: updated in
+    training mode and used in eval mode (without them, instance statistics in both modes).
+%(layer_device_dtype)s
+%(channel_keywords)s
+
+Attributes
+----------
+%(layer_attributes)s
+%(running_attributes)s
+
+Notes
+-----
+%(layer_methods)s
+Unbatched input (without N) is taken, as PyTorch takes it.
+
+See Also
+--------
+instance_norm""",
+    "batch_instance_norm_layer": """\
+Parameters
+----------
+%(channel_params)s
+affine : bool, default True
+    Whether the layer has weight (ones) and bias (zeros).
+track_running_stats : bool, default True
+    Whether the layer keeps BN's running statistics.
+%(layer_device_dtype)s
+
+Attributes
+----------
+%(layer_attributes)s
+gate, grad_gate : ndarray of shape (C,)
+    The gate and its gradient (set by `backward`).
+%(running_attributes)s
+
+See Also
+--------
+batch_instance_norm""",
+})
+
+SNIPPETS.update({
+    "backward_params": """\
+dy : ndarray
+    The gradient of y: y's shape and dtype.
+%(saved)s
+%(dx_out)s""",
+    "returns_y": """\
+Returns
+-------
+y : ndarray
+    x's shape and dtype.""",
+    "switch_norm_params": """\
+using_moving_average : bool, default True
+    False averages the batch statistics over the batches seen instead (running =
+    sum/count, with the unbiased variance; num_batches_tracked counts them and is saved in
+    the state_dict). The reference release adds raw sums into its buffers and never divides
+    by the count, so its eval mode normalises with sums, not averages.
+using_bn : bool, default True
+    Whether BN's statistics enter the mix.
+last_gamma : bool, default False
+    Whether weight starts at zeros (the last layer of a residual block) instead of ones.
+reference : bool, default False
+    The reference code's variances (see `switch_norm`); by default exact biased ones.
+%(layer_device_dtype)s""",
+})
+
 _PLACEHOLDER = re.compile(r"^([ \t]*)%\((\w+)\)s[ \t]*$", re.M)
 
 
@@ -119,6 +218,8 @@ def _expand(match):
 def fill(obj):
     """obj with the placeholders of its docstring expanded (docstrings stripped by python -OO
     stay None)."""
-    if obj.__doc__:
-        obj.__doc__ = _PLACEHOLDER.sub(_expand, obj.__doc__)
+    doc = obj.__doc__
+    while doc and _PLACEHOLDER.search(doc):  # (a snippet may hold placeholders of its own)
+        doc = _PLACEHOLDER.sub(_expand, doc)
+    obj.__doc__ = doc
     return obj

@@ -350,10 +350,7 @@ def switch_norm(x, mean_weight, var_weight, running_mean=None, running_var=None,
     %(out)s
     %(device)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
 
     %(raises)s
 
@@ -391,10 +388,7 @@ def switch_norm_forward(x, mean_weight, var_weight, running_mean=None, running_v
     %(out)s
     %(device)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
     saved : MixSaved
         saved.mean and saved.rstd are the mixed per-(n, c) statistics (float64, (N, C)).
 
@@ -564,10 +558,7 @@ def batch_instance_norm(x, gate, running_mean=None, running_var=None, weight=Non
     %(out)s
     %(device)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
 
     %(raises)s
 
@@ -602,10 +593,7 @@ def batch_instance_norm_forward(x, gate, running_mean=None, running_var=None, we
     %(out)s
     %(device)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
     saved : MixSaved
         saved.mean and saved.rstd are IN's per-(n, c) statistics, saved.bn_mean and
         saved.bn_rstd BN's per channel (float64).

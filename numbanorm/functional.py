@@ -290,10 +290,7 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, t
     %(device)s
     %(channel_axis)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
 
     %(raises)s
 
@@ -334,10 +331,7 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
     %(device)s
     %(channel_axis)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
     %(saved_returns)s
         Both have shape (C,).
 
@@ -364,10 +358,7 @@ def batch_norm_backward(dy, saved, *, dx_out=None):
 
     Parameters
     ----------
-    dy : ndarray
-        The gradient of y: y's shape and dtype.
-    %(saved)s
-    %(dx_out)s
+    %(backward_params)s
 
     Returns
     -------
@@ -444,10 +435,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
     %(out)s
     %(device)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
 
     %(raises)s
 
@@ -482,10 +470,7 @@ def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5, *,
     %(out)s
     %(device)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
     %(saved_returns)s
         Both have shape ``x.shape[:-len(normalized_shape)]``.
 
@@ -512,10 +497,7 @@ def layer_norm_backward(dy, saved, *, dx_out=None):
 
     Parameters
     ----------
-    dy : ndarray
-        The gradient of y: y's shape and dtype.
-    %(saved)s
-    %(dx_out)s
+    %(backward_params)s
 
     Returns
     -------
@@ -563,10 +545,7 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, device=Non
     %(out)s
     %(device)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
 
     %(raises)s
 
@@ -600,10 +579,7 @@ def rms_norm_forward(x, normalized_shape, weight=None, eps=None, *, out=None, de
     %(out)s
     %(device)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
     saved : Saved
         What the backward needs. saved.mean is None; saved.rstd = 1/sqrt(mean(x^2) + eps),
         of shape ``x.shape[:-len(normalized_shape)]``.
@@ -631,10 +607,7 @@ def rms_norm_backward(dy, saved, *, dx_out=None):
 
     Parameters
     ----------
-    dy : ndarray
-        The gradient of y: y's shape and dtype.
-    %(saved)s
-    %(dx_out)s
+    %(backward_params)s
 
     Returns
     -------
@@ -782,10 +755,7 @@ def add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e
         16-bit x), before h is rounded.
     %(device)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
     h : ndarray
         x + residual: x's shape, residual_dtype (default x's dtype).
 
@@ -921,10 +891,7 @@ def add_rms_norm(x, residual, normalized_shape, weight=None, eps=None, *, out=No
         As `add_layer_norm`.
     %(device)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
     h : ndarray
         x + residual: x's shape, residual_dtype (default x's dtype).
 
@@ -1073,10 +1040,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None, dev
     %(device)s
     %(channel_axis)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
 
     %(raises)s
 
@@ -1120,10 +1084,7 @@ def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=N
     %(device)s
     %(channel_axis)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
     %(saved_returns)s
         Both have shape (N, num_groups).
 
@@ -1149,10 +1110,7 @@ def group_norm_backward(dy, saved, *, dx_out=None):
 
     Parameters
     ----------
-    dy : ndarray
-        The gradient of y: y's shape and dtype.
-    %(saved)s
-    %(dx_out)s
+    %(backward_params)s
 
     Returns
     -------
@@ -1245,10 +1203,7 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     %(device)s
     %(channel_axis)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
 
     %(raises)s
 
@@ -1285,10 +1240,7 @@ def instance_norm_forward(x, running_mean=None, running_var=None, weight=None, b
     %(device)s
     %(channel_axis)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
     %(saved_returns)s
         Both have shape (N, C).
 
@@ -1315,10 +1267,7 @@ def instance_norm_backward(dy, saved, *, dx_out=None):
 
     Parameters
     ----------
-    dy : ndarray
-        The gradient of y: y's shape and dtype.
-    %(saved)s
-    %(dx_out)s
+    %(backward_params)s
 
     Returns
     -------
@@ -1394,10 +1343,7 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, out=None, devi
     %(out)s
     %(device)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
 
     %(raises)s
 
@@ -1428,10 +1374,7 @@ def local_response_norm_forward(x, size, alpha=1e-4, beta=0.75, k=1.0, *, out=No
     %(out)s
     %(device)s
 
-    Returns
-    -------
-    y : ndarray
-        x's shape and dtype.
+    %(returns_y)s
     saved : Saved
         What the backward needs; saved.mean and saved.rstd are None.
 
@@ -1457,10 +1400,7 @@ def local_response_norm_backward(dy, saved, *, dx_out=None):
 
     Parameters
     ----------
-    dy : ndarray
-        The gradient of y: y's shape and dtype.
-    %(saved)s
-    %(dx_out)s
+    %(backward_params)s
 
     Returns
     -------

@@ -376,29 +376,7 @@ class _BatchNorm(_ChannelNorm):
 class BatchNorm1d(_BatchNorm):
     """Batch normalization of (N, C) or (N, C, L) input, as ``torch.nn.BatchNorm1d``.
 
-    Parameters
-    ----------
-    %(channel_params)s
-    affine : bool, default True
-        Whether the layer has weight (ones) and bias (zeros).
-    track_running_stats : bool, default True
-        Whether the layer keeps running_mean, running_var and num_batches_tracked: updated in
-        training mode, used in eval mode (without them, batch statistics in both modes).
-    %(layer_device_dtype)s
-    %(channel_keywords)s
-
-    Attributes
-    ----------
-    %(layer_attributes)s
-    %(running_attributes)s
-
-    Notes
-    -----
-    %(layer_methods)s
-
-    See Also
-    --------
-    batch_norm
+    %(batch_norm_layer)s
 
     Examples
     --------
@@ -419,29 +397,7 @@ class BatchNorm1d(_BatchNorm):
 class BatchNorm2d(_BatchNorm):
     """Batch normalization of (N, C, H, W) input, as ``torch.nn.BatchNorm2d``.
 
-    Parameters
-    ----------
-    %(channel_params)s
-    affine : bool, default True
-        Whether the layer has weight (ones) and bias (zeros).
-    track_running_stats : bool, default True
-        Whether the layer keeps running_mean, running_var and num_batches_tracked: updated in
-        training mode, used in eval mode (without them, batch statistics in both modes).
-    %(layer_device_dtype)s
-    %(channel_keywords)s
-
-    Attributes
-    ----------
-    %(layer_attributes)s
-    %(running_attributes)s
-
-    Notes
-    -----
-    %(layer_methods)s
-
-    See Also
-    --------
-    batch_norm
+    %(batch_norm_layer)s
 
     Examples
     --------
@@ -462,29 +418,7 @@ class BatchNorm2d(_BatchNorm):
 class BatchNorm3d(_BatchNorm):
     """Batch normalization of (N, C, D, H, W) input, as ``torch.nn.BatchNorm3d``.
 
-    Parameters
-    ----------
-    %(channel_params)s
-    affine : bool, default True
-        Whether the layer has weight (ones) and bias (zeros).
-    track_running_stats : bool, default True
-        Whether the layer keeps running_mean, running_var and num_batches_tracked: updated in
-        training mode, used in eval mode (without them, batch statistics in both modes).
-    %(layer_device_dtype)s
-    %(channel_keywords)s
-
-    Attributes
-    ----------
-    %(layer_attributes)s
-    %(running_attributes)s
-
-    Notes
-    -----
-    %(layer_methods)s
-
-    See Also
-    --------
-    batch_norm
+    %(batch_norm_layer)s
 
     Examples
     --------
@@ -536,30 +470,7 @@ class InstanceNorm1d(_InstanceNorm):
     """Instance normalization of (N, C, L) or unbatched (C, L) input, as
     ``torch.nn.InstanceNorm1d``.
 
-    Parameters
-    ----------
-    %(channel_params)s
-    affine : bool, default False
-        Whether the layer has weight (ones) and bias (zeros).
-    track_running_stats : bool, default False
-        Whether the layer keeps running_mean, running_var and num_batches_tracked: updated in
-        training mode and used in eval mode (without them, instance statistics in both modes).
-    %(layer_device_dtype)s
-    %(channel_keywords)s
-
-    Attributes
-    ----------
-    %(layer_attributes)s
-    %(running_attributes)s
-
-    Notes
-    -----
-    %(layer_methods)s
-    Unbatched input (without N) is taken, as PyTorch takes it.
-
-    See Also
-    --------
-    instance_norm
+    %(instance_norm_layer)s
 
     Examples
     --------
@@ -578,30 +489,7 @@ class InstanceNorm2d(_InstanceNorm):
     """Instance normalization of (N, C, H, W) or unbatched (C, H, W) input, as
     ``torch.nn.InstanceNorm2d``.
 
-    Parameters
-    ----------
-    %(channel_params)s
-    affine : bool, default False
-        Whether the layer has weight (ones) and bias (zeros).
-    track_running_stats : bool, default False
-        Whether the layer keeps running_mean, running_var and num_batches_tracked: updated in
-        training mode and used in eval mode (without them, instance statistics in both modes).
-    %(layer_device_dtype)s
-    %(channel_keywords)s
-
-    Attributes
-    ----------
-    %(layer_attributes)s
-    %(running_attributes)s
-
-    Notes
-    -----
-    %(layer_methods)s
-    Unbatched input (without N) is taken, as PyTorch takes it.
-
-    See Also
-    --------
-    instance_norm
+    %(instance_norm_layer)s
 
     Examples
     --------
@@ -620,30 +508,7 @@ class InstanceNorm3d(_InstanceNorm):
     """Instance normalization of (N, C, D, H, W) or unbatched (C, D, H, W) input, as
     ``torch.nn.InstanceNorm3d``.
 
-    Parameters
-    ----------
-    %(channel_params)s
-    affine : bool, default False
-        Whether the layer has weight (ones) and bias (zeros).
-    track_running_stats : bool, default False
-        Whether the layer keeps running_mean, running_var and num_batches_tracked: updated in
-        training mode and used in eval mode (without them, instance statistics in both modes).
-    %(layer_device_dtype)s
-    %(channel_keywords)s
-
-    Attributes
-    ----------
-    %(layer_attributes)s
-    %(running_attributes)s
-
-    Notes
-    -----
-    %(layer_methods)s
-    Unbatched input (without N) is taken, as PyTorch takes it.
-
-    See Also
-    --------
-    instance_norm
+    %(instance_norm_layer)s
 
     Examples
     --------
@@ -1098,18 +963,7 @@ class SwitchNorm1d(_SwitchNorm):
     momentum : float, optional
         PyTorch's convention, ``new = (1 - momentum)*old + momentum*batch``; None: 0.003, the
         reference's decay of 0.997.
-    using_moving_average : bool, default True
-        False averages the batch statistics over the batches seen instead (running =
-        sum/count, with the unbiased variance; num_batches_tracked counts them and is saved in
-        the state_dict). The reference release adds raw sums into its buffers and never divides
-        by the count, so its eval mode normalises with sums, not averages.
-    using_bn : bool, default True
-        Whether BN's statistics enter the mix.
-    last_gamma : bool, default False
-        Whether weight starts at zeros (the last layer of a residual block) instead of ones.
-    reference : bool, default False
-        The reference code's variances (see `switch_norm`); by default exact biased ones.
-    %(layer_device_dtype)s
+    %(switch_norm_params)s
 
     Attributes
     ----------
@@ -1160,18 +1014,7 @@ class SwitchNorm2d(_SwitchNorm):
     momentum : float, optional
         PyTorch's convention, ``new = (1 - momentum)*old + momentum*batch``; None: 0.1, the
         reference's decay of 0.9.
-    using_moving_average : bool, default True
-        False averages the batch statistics over the batches seen instead (running =
-        sum/count, with the unbiased variance; num_batches_tracked counts them and is saved in
-        the state_dict). The reference release adds raw sums into its buffers and never divides
-        by the count, so its eval mode normalises with sums, not averages.
-    using_bn : bool, default True
-        Whether BN's statistics enter the mix.
-    last_gamma : bool, default False
-        Whether weight starts at zeros (the last layer of a residual block) instead of ones.
-    reference : bool, default False
-        The reference code's variances (see `switch_norm`); by default exact biased ones.
-    %(layer_device_dtype)s
+    %(switch_norm_params)s
 
     Attributes
     ----------
@@ -1222,18 +1065,7 @@ class SwitchNorm3d(SwitchNorm2d):
     momentum : float, optional
         PyTorch's convention, ``new = (1 - momentum)*old + momentum*batch``; None: 0.1, the
         reference's decay of 0.9.
-    using_moving_average : bool, default True
-        False averages the batch statistics over the batches seen instead (running =
-        sum/count, with the unbiased variance; num_batches_tracked counts them and is saved in
-        the state_dict). The reference release adds raw sums into its buffers and never divides
-        by the count, so its eval mode normalises with sums, not averages.
-    using_bn : bool, default True
-        Whether BN's statistics enter the mix.
-    last_gamma : bool, default False
-        Whether weight starts at zeros (the last layer of a residual block) instead of ones.
-    reference : bool, default False
-        The reference code's variances (see `switch_norm`); by default exact biased ones.
-    %(layer_device_dtype)s
+    %(switch_norm_params)s
 
     Attributes
     ----------
@@ -1322,25 +1154,7 @@ class BatchInstanceNorm1d(_BatchInstanceNorm):
     (hyseob/Batch-Instance-Normalization). Call `clamp_gate` after each optimiser step, as the
     reference does: a forward in training mode refuses a gate outside [0, 1].
 
-    Parameters
-    ----------
-    %(channel_params)s
-    affine : bool, default True
-        Whether the layer has weight (ones) and bias (zeros).
-    track_running_stats : bool, default True
-        Whether the layer keeps BN's running statistics.
-    %(layer_device_dtype)s
-
-    Attributes
-    ----------
-    %(layer_attributes)s
-    gate, grad_gate : ndarray of shape (C,)
-        The gate and its gradient (set by `backward`).
-    %(running_attributes)s
-
-    See Also
-    --------
-    batch_instance_norm
+    %(batch_instance_norm_layer)s
 
     Examples
     --------
@@ -1363,25 +1177,7 @@ class BatchInstanceNorm2d(_BatchInstanceNorm):
     (hyseob/Batch-Instance-Normalization). Call `clamp_gate` after each optimiser step, as the
     reference does: a forward in training mode refuses a gate outside [0, 1].
 
-    Parameters
-    ----------
-    %(channel_params)s
-    affine : bool, default True
-        Whether the layer has weight (ones) and bias (zeros).
-    track_running_stats : bool, default True
-        Whether the layer keeps BN's running statistics.
-    %(layer_device_dtype)s
-
-    Attributes
-    ----------
-    %(layer_attributes)s
-    gate, grad_gate : ndarray of shape (C,)
-        The gate and its gradient (set by `backward`).
-    %(running_attributes)s
-
-    See Also
-    --------
-    batch_instance_norm
+    %(batch_instance_norm_layer)s
 
     Examples
     --------
@@ -1404,25 +1200,7 @@ class BatchInstanceNorm3d(_BatchInstanceNorm):
     (hyseob/Batch-Instance-Normalization). Call `clamp_gate` after each optimiser step, as the
     reference does: a forward in training mode refuses a gate outside [0, 1].
 
-    Parameters
-    ----------
-    %(channel_params)s
-    affine : bool, default True
-        Whether the layer has weight (ones) and bias (zeros).
-    track_running_stats : bool, default True
-        Whether the layer keeps BN's running statistics.
-    %(layer_device_dtype)s
-
-    Attributes
-    ----------
-    %(layer_attributes)s
-    gate, grad_gate : ndarray of shape (C,)
-        The gate and its gradient (set by `backward`).
-    %(running_attributes)s
-
-    See Also
-    --------
-    batch_instance_norm
+    %(batch_instance_norm_layer)s
 
     Examples
     --------
