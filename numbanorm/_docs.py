@@ -1,8 +1,9 @@
 """Docstring sections that many public names share (numpydoc), put in place by `fill`.
 
 A docstring line holding only ``%(name)s`` becomes the snippet `name`, every line of it
-indented as that placeholder was (snippets may hold placeholders too). The examples in the docstrings assume
-``import numpy as np`` and ``import numbanorm as nbn`` (tests/test_docs.py runs them so).
+indented as that placeholder was (snippets may hold placeholders too). The examples in the
+docstrings assume ``import numpy as np`` and ``import numbanorm as nbn`` (tests/test_docs.py
+runs them so).
 """
 import re
 
