@@ -194,6 +194,14 @@ COLUMN_BLOCK_MAX_ROWS = 32
 # of the gain at the float32 accuracy the table above gives 64-row blocks.
 CHANNELS_LAST_BLOCK_ROWS = 64
 
+# Few large channels-last images are cut into chunks of rows, so that the threads share them:
+# fewer than CHANNELS_LAST_SPLIT_ITEMS images (above the serial size) are cut into
+# K = min(ceil(CHANNELS_LAST_SPLIT_ITEMS / N), S // CHANNELS_LAST_SPLIT_MIN_ROWS) chunks each.
+# The shape decides K, never the thread count, so results do not depend on it; the chunks
+# cost a second read of the image from memory (its statistics, then its output pass).
+CHANNELS_LAST_SPLIT_ITEMS = 4
+CHANNELS_LAST_SPLIT_MIN_ROWS = 256
+
 # Bytes of a strip of the column statistics and backward sums: wider rows are cut into strips of
 # this many bytes, reduced as separate work items, so that blocks keep COLUMN_BLOCK_MAX_ROWS rows
 # and each item's per-column arrays stay in L1/L2. Unstripped, (64, 65536) float32 ran blocks of

@@ -132,6 +132,51 @@ def test_channels_last_bits_do_not_depend_on_threads(rng):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", DTYPES + ["bfloat16"])
+@pytest.mark.parametrize("op", ["group_norm", "instance_norm"])
+@pytest.mark.parametrize("shape", [(1, 48, 48, 16), (2, 24, 30, 48)])
+def test_few_large_images_are_split(rng, shape, op, dtype):
+    """Fewer images than CHANNELS_LAST_SPLIT_ITEMS, each cut into chunks of rows (the split_*
+    kernels): the oracle's numbers, forward and backward, the same bits on one thread and on
+    all."""
+    import numba
+    from numbanorm.cpu._host import _image_chunks
+    N, S, C = shape[0], shape[1] * shape[2], shape[-1]
+    assert _image_chunks(N, S, N * S * C) > 1  # the split path is the one tested
+    if dtype == "bfloat16" and BF16 is None:
+        pytest.skip("ml_dtypes not installed")
+    dt = BF16 if dtype == "bfloat16" else np.dtype(dtype)
+    x = _data(rng, shape, np.float32, mean=3.0, std=2.0).astype(dt)
+    dy = _data(rng, shape, np.float32).astype(dt)
+    pdt = np.float32 if dtype == "bfloat16" else dt
+    w, b = _data(rng, C, pdt), _data(rng, C, pdt)
+    G = 4 if op == "group_norm" else C
+    x64, dy64 = (a.astype(np.float64).transpose(0, 3, 1, 2) for a in (x, dy))
+    ref = oracle.group_norm(x64, G, w.astype(np.float64), b.astype(np.float64), 1e-5, dy64)
+    results = []
+    threads = numba.get_num_threads()
+    for t in sorted({1, threads}):
+        numba.set_num_threads(t)
+        try:
+            fwd = getattr(nbn, f"{op}_forward")
+            y, saved = (fwd(x, G, w, b, channel_axis=-1) if op == "group_norm"
+                        else fwd(x, None, None, w, b, channel_axis=-1))
+            results.append((y,) + getattr(nbn, f"{op}_backward")(dy, saved))
+        finally:
+            numba.set_num_threads(threads)
+    for a, c in zip(results[0], results[-1]):
+        np.testing.assert_array_equal(a, c)
+    y, dx, dw, db = results[-1]
+    if dtype == "bfloat16":
+        assert_half(y.transpose(0, 3, 1, 2), ref["y"], BF16, name="y")
+        assert_half(dx.transpose(0, 3, 1, 2), ref["dx"], BF16, name="dx")
+        return
+    assert_close(y.transpose(0, 3, 1, 2), ref["y"], dt.type, scale=4.0, name="y")
+    assert_close(dx.transpose(0, 3, 1, 2), ref["dx"], dt.type, scale=8.0, name="dx")
+    assert_close(dw, ref["dweight"], dt.type, scale=50.0, name="dweight")
+    assert_close(db, ref["dbias"], dt.type, scale=50.0, name="dbias")
+
+
 @pytest.mark.skipif(torch is None, reason="PyTorch not installed")
 def test_channels_last_matches_torch(rng):
     """PyTorch channels_last tensors, and our transposed NumPy views, give the same numbers."""
@@ -273,10 +318,11 @@ def test_channel_axis_on_dask(rng):
         nbn.add_layer_norm(d, d, 8)
 
 
-def test_channels_last_huge_float64(rng):
+@pytest.mark.parametrize("shape", [(3, 5, 4, 8), (1, 48, 48, 16)])  # one image, split
+def test_channels_last_huge_float64(rng, shape):
     """float64 |x| ~ 1e300 channels-last: squares beyond float64 are rescaled (the forward
     redoes such images on the rows kernels), the backward's sums are of xhat: finite, right."""
-    x = rng.standard_normal((3, 5, 4, 8)) * 1e300
+    x = rng.standard_normal(shape) * 1e300
     dy = rng.standard_normal(x.shape)
     ref = oracle.group_norm(x.transpose(0, 3, 1, 2) / 1e300, 4, None, None, 0.0,
                             dy.transpose(0, 3, 1, 2))

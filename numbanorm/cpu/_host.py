@@ -79,7 +79,8 @@ import numpy as np
 from .._chan import lp_norms, rescaled_norms
 from .._dtypes import compute, kernel_view as _kv
 from .._layout import DataView, layout
-from .._config import (BLOCK, CHANNELS_LAST_BLOCK_ROWS, COLUMN_BLOCK_BYTES,
+from .._config import (BLOCK, CHANNELS_LAST_BLOCK_ROWS, CHANNELS_LAST_SPLIT_ITEMS,
+                       CHANNELS_LAST_SPLIT_MIN_ROWS, COLUMN_BLOCK_BYTES,
                        COLUMN_BLOCK_MAX_ROWS, COLUMN_MIN_ROWS,
                        COLUMN_PARTIAL_MIN_ELEMENTS, COLUMN_SHIFT_MIN_ROWS, COLUMN_STRIP_BYTES,
                        COLUMN_SUMS_ROWS, DATA_PARTIAL_MIN_ELEMENTS, FUSED_COLUMNS_MAX_ELEMENTS,
@@ -400,9 +401,19 @@ def channels_last_forward(x3, G, weight, bias, eps, y3=None):
     if N and C:
         strip = _column_strip(C, x3.itemsize)
         rows_per_block = CHANNELS_LAST_BLOCK_ROWS
-        _twins(channels_last, x3.size).forward(
-            _kv(x3), G, _param(weight, C, x3.dtype, 1), _param(bias, C, x3.dtype, 0), eps,
-            rows_per_block, COLUMN_SHIFT_MIN_ROWS, strip, _kv(y3), mean, rstd)
+        w, b = _param(weight, C, x3.dtype, 1), _param(bias, C, x3.dtype, 0)
+        K = _image_chunks(N, S, x3.size)
+        if K > 1:  # few large images: (image, chunk) items, in three kernels
+            pmean, pm2 = np.empty((N, K, C)), np.empty((N, K, C))
+            channels_last.split_moments(_kv(x3), K, rows_per_block, COLUMN_SHIFT_MIN_ROWS,
+                                        strip, pmean, pm2)
+            mh, a, b_ = (np.empty((N, C), compute(x3.dtype)) for _ in range(3))
+            channels_last.split_terms(pmean, pm2, S, G, w, b, eps, mean, rstd, mh, a, b_)
+            channels_last.split_affine(_kv(x3), K, mh, a, b_, _kv(y3))
+        else:
+            _twins(channels_last, x3.size).forward(
+                _kv(x3), G, w, b, eps, rows_per_block, COLUMN_SHIFT_MIN_ROWS, strip, _kv(y3),
+                mean, rstd)
         if S and not (rstd > 0.0).all():  # inf variance (or NaN data, which stays NaN)
             x_cf = np.ascontiguousarray(x3.transpose(0, 2, 1))
             y_cf, m, r, _ = rows_forward(x_cf, ("rows", N * G, C // G * S, G, S, C, True),
@@ -411,6 +422,16 @@ def channels_last_forward(x3, G, weight, bias, eps, y3=None):
             mean[...] = m.reshape(N, G)
             rstd[...] = r.reshape(N, G)
     return y3, mean, rstd
+
+
+def _image_chunks(N, S, size):
+    """Chunks of rows each of N channels-last images of S rows is cut into: 1, or, for fewer
+    than CHANNELS_LAST_SPLIT_ITEMS images above the serial size, enough that the (image,
+    chunk) items number CHANNELS_LAST_SPLIT_ITEMS, each of at least
+    CHANNELS_LAST_SPLIT_MIN_ROWS rows. The shape decides, not the thread count."""
+    if N >= CHANNELS_LAST_SPLIT_ITEMS or _serial(size):
+        return 1
+    return max(1, min(-(-CHANNELS_LAST_SPLIT_ITEMS // N), S // CHANNELS_LAST_SPLIT_MIN_ROWS))
 
 
 def channels_last_backward(dy3, saved, dx3=None):
@@ -426,10 +447,20 @@ def channels_last_backward(dy3, saved, dx3=None):
     sdy = np.zeros((N, C))
     sdyx = np.zeros((N, C))
     if N and C and S:
-        _twins(channels_last, x3.size).backward(
-            _kv(dy3), _kv(x3), G, saved._mean64.reshape(N, G), saved._rstd64.reshape(N, G),
-            _param(saved._weight, C, x3.dtype, 1), CHANNELS_LAST_BLOCK_ROWS, _kv(dx3), sdy,
-            sdyx)
+        mean, rstd = saved._mean64.reshape(N, G), saved._rstd64.reshape(N, G)
+        w = _param(saved._weight, C, x3.dtype, 1)
+        K = _image_chunks(N, S, x3.size)
+        if K > 1:  # as the forward was cut: (image, chunk) items
+            psdy, psdyx = np.empty((N, K, C)), np.empty((N, K, C))
+            channels_last.split_sums(_kv(dy3), _kv(x3), K, G, mean, rstd,
+                                     CHANNELS_LAST_BLOCK_ROWS, psdy, psdyx)
+            u, md, mx = (np.empty((N, C), compute(x3.dtype)) for _ in range(3))
+            channels_last.split_grad_terms(psdy, psdyx, S, G, w, sdy, sdyx, u, md, mx)
+            channels_last.split_dx(_kv(dy3), _kv(x3), K, G, mean, rstd, u, md, mx, _kv(dx3))
+        else:
+            _twins(channels_last, x3.size).backward(
+                _kv(dy3), _kv(x3), G, mean, rstd, w, CHANNELS_LAST_BLOCK_ROWS, _kv(dx3), sdy,
+                sdyx)
     dweight = dbias = None
     if saved._weight is not None:
         dweight = _cast(sdyx.sum(axis=0), saved._param_dtype)

@@ -24,8 +24,14 @@ two passes over memory, statistics then output, took 1.6x the time of NCHW insta
                  mx = sum_c w[c]*sum(dy*xhat)/M (M = Cg*S), and
                  dx = rstd*((dy*w[c] - md) - xhat*mx)
 
-The item's partition (the whole image, in blocks fixed by the shape) and every merge order
-are fixed, so results do not depend on the thread count. The per-(n, c) sums of the backward
+Few large images (N below CHANNELS_LAST_SPLIT_ITEMS, numbanorm.cpu._host chooses by the
+shape) would leave threads idle: each image is then cut into K chunks of rows, and the work
+items are (image, chunk) in three kernels (split_*): the chunks' per-column moments, their
+merge per image in order with the group terms (or the backward's sums and group terms), and
+the output pass. The image is read twice from memory instead of once from cache.
+
+The item's partition (the whole image, or its K chunks, in blocks fixed by the shape) and
+every merge order are fixed, so results do not depend on the thread count. The per-(n, c) sums of the backward
 come back to the host for dweight = sum_n sum(dy*xhat) and dbias = sum_n sum(dy).
 """
 import types
@@ -35,7 +41,8 @@ from numba import njit, prange
 
 from .._config import ELEMENTWISE_JIT, JIT
 from ._half import ld, st
-from ._moments import borrowed, like, parallel_and_serial, rstd_of, split_mean, work
+from ._moments import (borrowed, chan_merge, like, parallel_and_serial, rstd_of, split_mean,
+                       work)
 from .channels import _column_chunk, _merge_columns, affine_terms
 
 SERIAL = types.SimpleNamespace()  # the serial twins (see _moments.parallel_and_serial)
@@ -92,7 +99,14 @@ def _forward_image(x3, n, G, weight, bias, eps, rows_per_block, shift_min_rows, 
     _image_moments(x2, rows_per_block, shift_min_rows, strip, col_mean, col_m2)
     mh, a, b = work(x3, C), work(x3, C), work(x3, C)
     _terms(S, G, weight, bias, eps, col_mean, col_m2, mean[n], rstd[n], mh, a, b)
-    for s in range(S):
+    _affine_rows(x2, 0, S, mh, a, b, y2)
+
+
+@njit(inline='always', **JIT)
+def _affine_rows(x2, r0, r1, mh, a, b, y2):
+    """y = (x - mh)*a + b per column, rows r0:r1 of the (S, C) image."""
+    C = x2.shape[1]
+    for s in range(r0, r1):
         xi = x2[s]
         yi = y2[s]
         for c in range(C):
@@ -173,18 +187,32 @@ def _backward_image(dy3, x3, n, G, mean, rstd, weight, rows_per_block, dx3, sdy3
     dy2, x2, dx2, mean_g, rstd_g = dy3[n], x3[n], dx3[n], mean[n], rstd[n]
     sdy, sdyx = sdy3[n], sdyx3[n]
     S, C = x2.shape
+    mh, r, lo = work(x2, C), work(x2, C), work(x2, C)
+    _xhat_terms(mean_g, rstd_g, G, mh, r, lo)
+    _image_sums(dy2, x2, mh, r, lo, rows_per_block, sdy, sdyx)
+    u, md, mx = work(x2, C), work(x2, C), work(x2, C)
+    _group_terms(sdy, sdyx, weight, G, S, u, md, mx)
+    _image_dx(dy2, x2, mh, r, lo, u, md, mx, dx2)
+
+
+@njit(inline='always', **JIT)
+def _xhat_terms(mean_g, rstd_g, G, mh, r, lo):
+    """Per channel, xhat = (x - mh)*r - lo: the group's rstd in x's dtype and its mean split
+    (split_mean)."""
+    C = mh.size
     Cg = C // G
-    mh = work(x2, C)
-    r = work(x2, C)
-    lo = work(x2, C)
     for c in range(C):
         g = c // Cg
         r[c] = like(r, rstd_g[g])
         mh[c], lo[c] = split_mean(r[c], mean_g[g])
-    _image_sums(dy2, x2, mh, r, lo, rows_per_block, sdy, sdyx)
-    u = work(x2, C)
-    md = work(x2, C)
-    mx = work(x2, C)
+
+
+@njit(inline='always', **JIT)
+def _group_terms(sdy, sdyx, weight, G, S, u, md, mx):
+    """Per channel of an image of S rows: u = w[c], and its group's md = sum_c w*sum(dy)/M and
+    mx = sum_c w*sum(dy*xhat)/M (M = Cg*S), in x's dtype."""
+    C = u.size
+    Cg = C // G
     M = float(S * Cg)
     for g in range(G):
         sg = 0.0
@@ -197,7 +225,6 @@ def _backward_image(dy3, x3, n, G, mean, rstd, weight, rows_per_block, dx3, sdy3
             u[c] = like(u, weight[c])
             md[c] = like(md, sg / M)
             mx[c] = like(mx, sgx / M)
-    _image_dx(dy2, x2, mh, r, lo, u, md, mx, dx2)
 
 
 @parallel_and_serial(JIT)
@@ -208,3 +235,122 @@ def backward(dy3, x3, G, mean, rstd, weight, rows_per_block, dx3, sdy, sdyx):
         _backward_image(borrowed(dy3), borrowed(x3), np.intp(n), G, borrowed(mean),
                         borrowed(rstd), borrowed(weight), rows_per_block, borrowed(dx3),
                         borrowed(sdy), borrowed(sdyx))
+
+
+# ---------------------------------------------------------------------------------------------
+# few large images: (image, chunk of rows) work items
+
+@njit(**JIT)
+def chunk_rows(S, K, k):
+    """Rows [r0, r1) of chunk k of an image of S rows cut into K chunks."""
+    per = (S + K - 1) // K
+    return min(S, k * per), min(S, (k + 1) * per)
+
+
+@njit(**JIT)
+def _moments_item(x3, i, K, rows_per_block, shift_min_rows, strip, pmean, pm2):
+    n, k = i // K, i % K
+    r0, r1 = chunk_rows(x3.shape[1], K, k)
+    _image_moments(x3[n, r0:r1], rows_per_block, shift_min_rows, strip, pmean[n, k], pm2[n, k])
+
+
+@parallel_and_serial(JIT)
+def split_moments(x3, K, rows_per_block, shift_min_rows, strip, pmean, pm2):
+    """Per (image, chunk, column) (mean, M2) of the chunks' rows into pmean, pm2 ((N, K, C)
+    float64), as the whole image's are taken (_image_moments)."""
+    for i in prange(x3.shape[0] * K):
+        _moments_item(borrowed(x3), np.intp(i), K, rows_per_block, shift_min_rows, strip,
+                      borrowed(pmean), borrowed(pm2))
+
+
+@njit(**JIT)
+def split_terms(pmean, pm2, S, G, weight, bias, eps, mean, rstd, mh, a, b):
+    """Per image: its K chunks' per-column (mean, M2) Chan-merged in chunk order, then the
+    group statistics (mean, rstd: (N, G)) and the output terms mh, a, b ((N, C), x's compute
+    dtype) as an unsplit image's (_terms)."""
+    N, K, C = pmean.shape
+    col_mean = np.empty(C)
+    col_m2 = np.empty(C)
+    for n in range(N):
+        count = 0.0
+        for k in range(K):
+            r0, r1 = chunk_rows(S, K, k)
+            nb = float(r1 - r0)
+            for c in range(C):
+                if k == 0:
+                    col_mean[c] = pmean[n, k, c]
+                    col_m2[c] = pm2[n, k, c]
+                elif nb > 0.0:
+                    _, col_mean[c], col_m2[c] = chan_merge(count, col_mean[c], col_m2[c], nb,
+                                                           pmean[n, k, c], pm2[n, k, c])
+            count += nb
+        _terms(S, G, weight, bias, eps, col_mean, col_m2, mean[n], rstd[n], mh[n], a[n], b[n])
+
+
+@njit(**JIT)
+def _affine_item(x3, i, K, mh, a, b, y3):
+    n, k = i // K, i % K
+    r0, r1 = chunk_rows(x3.shape[1], K, k)
+    _affine_rows(x3[n], r0, r1, mh[n], a[n], b[n], y3[n])
+
+
+@parallel_and_serial(JIT)
+def split_affine(x3, K, mh, a, b, y3):
+    """y = (x - mh)*a + b of every (image, chunk), mh, a, b per (image, channel)."""
+    for i in prange(x3.shape[0] * K):
+        _affine_item(borrowed(x3), np.intp(i), K, borrowed(mh), borrowed(a), borrowed(b),
+                     borrowed(y3))
+
+
+@njit(**JIT)
+def _sums_item(dy3, x3, i, K, G, mean, rstd, rows_per_block, psdy, psdyx):
+    n, k = i // K, i % K
+    C = x3.shape[2]
+    r0, r1 = chunk_rows(x3.shape[1], K, k)
+    mh, r, lo = work(x3, C), work(x3, C), work(x3, C)
+    _xhat_terms(mean[n], rstd[n], G, mh, r, lo)
+    _image_sums(dy3[n, r0:r1], x3[n, r0:r1], mh, r, lo, rows_per_block, psdy[n, k],
+                psdyx[n, k])
+
+
+@parallel_and_serial(JIT)
+def split_sums(dy3, x3, K, G, mean, rstd, rows_per_block, psdy, psdyx):
+    """Per (image, chunk, column) float64 sum(dy) and sum(dy*xhat) into psdy, psdyx
+    ((N, K, C)), as an unsplit image's (_image_sums)."""
+    for i in prange(x3.shape[0] * K):
+        _sums_item(borrowed(dy3), borrowed(x3), np.intp(i), K, G, borrowed(mean),
+                   borrowed(rstd), rows_per_block, borrowed(psdy), borrowed(psdyx))
+
+
+@njit(**JIT)
+def split_grad_terms(psdy, psdyx, S, G, weight, sdy, sdyx, u, md, mx):
+    """Per image: the chunks' sums added in chunk order (sdy, sdyx: (N, C) float64) and the
+    terms u, md, mx of its dx ((N, C), x's compute dtype), as an unsplit image's."""
+    N, K, C = psdy.shape
+    for n in range(N):
+        for c in range(C):
+            sdy[n, c] = 0.0
+            sdyx[n, c] = 0.0
+        for k in range(K):
+            for c in range(C):
+                sdy[n, c] += psdy[n, k, c]
+                sdyx[n, c] += psdyx[n, k, c]
+        _group_terms(sdy[n], sdyx[n], weight, G, S, u[n], md[n], mx[n])
+
+
+@njit(**JIT)
+def _dx_item(dy3, x3, i, K, G, mean, rstd, u, md, mx, dx3):
+    n, k = i // K, i % K
+    C = x3.shape[2]
+    r0, r1 = chunk_rows(x3.shape[1], K, k)
+    mh, r, lo = work(x3, C), work(x3, C), work(x3, C)
+    _xhat_terms(mean[n], rstd[n], G, mh, r, lo)
+    _image_dx(dy3[n, r0:r1], x3[n, r0:r1], mh, r, lo, u[n], md[n], mx[n], dx3[n, r0:r1])
+
+
+@parallel_and_serial(JIT)
+def split_dx(dy3, x3, K, G, mean, rstd, u, md, mx, dx3):
+    """dx of every (image, chunk), with the per-image terms of split_grad_terms."""
+    for i in prange(x3.shape[0] * K):
+        _dx_item(borrowed(dy3), borrowed(x3), np.intp(i), K, G, borrowed(mean),
+                 borrowed(rstd), borrowed(u), borrowed(md), borrowed(mx), borrowed(dx3))
