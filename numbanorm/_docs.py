@@ -208,6 +208,40 @@ reference : bool, default False
 %(layer_device_dtype)s""",
 })
 
+SNIPPETS.update({
+    "switch_norm_state": """\
+grad_weight, grad_bias, grad_mean_weight, grad_var_weight : ndarray or None
+    Set by `backward`, in the parameters' shapes.
+num_batches_tracked : int or None
+    The batches averaged (using_moving_average=False only).
+training : bool
+    Training mode.""",
+    "switch_norm_spatial": """\
+The reference code's parameters, buffers and state_dict keys and shapes
+(switchablenorms/Switchable-Normalization), so its checkpoints load as they are (use
+reference=True for its numbers). mean_weight and var_weight have 2 entries (IN, LN) with
+using_bn=False.
+
+Parameters
+----------
+num_features : int
+    C, the number of channels.
+eps : float, default 1e-5
+momentum : float, optional
+    PyTorch's convention, ``new = (1 - momentum)*old + momentum*batch``; None: 0.1, the
+    reference's decay of 0.9.""",
+})
+
+SNIPPETS.update({
+    "channel_grads": """\
+Returns
+-------
+dx : ndarray
+    x's shape and dtype (dy's memory layout).
+dweight, dbias : ndarray of shape (C,) or None
+    The parameters' dtype; None where the forward had no weight (bias).""",
+})
+
 _PLACEHOLDER = re.compile(r"^([ \t]*)%\((\w+)\)s[ \t]*$", re.M)
 
 

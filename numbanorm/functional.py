@@ -360,12 +360,7 @@ def batch_norm_backward(dy, saved, *, dx_out=None):
     ----------
     %(backward_params)s
 
-    Returns
-    -------
-    dx : ndarray
-        x's shape and dtype (dy's memory layout).
-    dweight, dbias : ndarray of shape (C,) or None
-        The parameters' dtype; None where the forward had no weight (bias).
+    %(channel_grads)s
 
     %(raises_backward)s
 
@@ -1112,12 +1107,7 @@ def group_norm_backward(dy, saved, *, dx_out=None):
     ----------
     %(backward_params)s
 
-    Returns
-    -------
-    dx : ndarray
-        x's shape and dtype (dy's memory layout).
-    dweight, dbias : ndarray of shape (C,) or None
-        None where the forward had no weight (bias).
+    %(channel_grads)s
 
     %(raises_backward)s
 
@@ -1269,12 +1259,7 @@ def instance_norm_backward(dy, saved, *, dx_out=None):
     ----------
     %(backward_params)s
 
-    Returns
-    -------
-    dx : ndarray
-        x's shape and dtype (dy's memory layout).
-    dweight, dbias : ndarray of shape (C,) or None
-        None where the forward had no weight (bias).
+    %(channel_grads)s
 
     %(raises_backward)s
 

@@ -972,12 +972,7 @@ class SwitchNorm1d(_SwitchNorm):
         The mixing logits (ones at first).
     running_mean, running_var : ndarray of shape (1, C) or None
         BN's running statistics, zeros at first (None without using_bn).
-    grad_weight, grad_bias, grad_mean_weight, grad_var_weight : ndarray or None
-        Set by `backward`, in the parameters' shapes.
-    num_batches_tracked : int or None
-        The batches averaged (using_moving_average=False only).
-    training : bool
-        Training mode.
+    %(switch_norm_state)s
 
     See Also
     --------
@@ -1001,19 +996,7 @@ class SwitchNorm2d(_SwitchNorm):
     """Switchable Normalization of (N, C, H, W) input: IN, LN and BN statistics mixed (Luo et
     al., ICLR 2019).
 
-    The reference code's parameters, buffers and state_dict keys and shapes
-    (switchablenorms/Switchable-Normalization), so its checkpoints load as they are (use
-    reference=True for its numbers). mean_weight and var_weight have 2 entries (IN, LN) with
-    using_bn=False.
-
-    Parameters
-    ----------
-    num_features : int
-        C, the number of channels.
-    eps : float, default 1e-5
-    momentum : float, optional
-        PyTorch's convention, ``new = (1 - momentum)*old + momentum*batch``; None: 0.1, the
-        reference's decay of 0.9.
+    %(switch_norm_spatial)s
     %(switch_norm_params)s
 
     Attributes
@@ -1023,12 +1006,7 @@ class SwitchNorm2d(_SwitchNorm):
         The mixing logits (ones at first).
     running_mean, running_var : ndarray of shape (1, C, 1) or None
         BN's running statistics, zeros at first (None without using_bn).
-    grad_weight, grad_bias, grad_mean_weight, grad_var_weight : ndarray or None
-        Set by `backward`, in the parameters' shapes.
-    num_batches_tracked : int or None
-        The batches averaged (using_moving_average=False only).
-    training : bool
-        Training mode.
+    %(switch_norm_state)s
 
     See Also
     --------
@@ -1052,19 +1030,7 @@ class SwitchNorm3d(SwitchNorm2d):
     """Switchable Normalization of (N, C, D, H, W) input: IN, LN and BN statistics mixed (Luo
     et al., ICLR 2019).
 
-    The reference code's parameters, buffers and state_dict keys and shapes
-    (switchablenorms/Switchable-Normalization), so its checkpoints load as they are (use
-    reference=True for its numbers). mean_weight and var_weight have 2 entries (IN, LN) with
-    using_bn=False.
-
-    Parameters
-    ----------
-    num_features : int
-        C, the number of channels.
-    eps : float, default 1e-5
-    momentum : float, optional
-        PyTorch's convention, ``new = (1 - momentum)*old + momentum*batch``; None: 0.1, the
-        reference's decay of 0.9.
+    %(switch_norm_spatial)s
     %(switch_norm_params)s
 
     Attributes
@@ -1074,12 +1040,7 @@ class SwitchNorm3d(SwitchNorm2d):
         The mixing logits (ones at first).
     running_mean, running_var : ndarray of shape (1, C, 1) or None
         BN's running statistics, zeros at first (None without using_bn).
-    grad_weight, grad_bias, grad_mean_weight, grad_var_weight : ndarray or None
-        Set by `backward`, in the parameters' shapes.
-    num_batches_tracked : int or None
-        The batches averaged (using_moving_average=False only).
-    training : bool
-        Training mode.
+    %(switch_norm_state)s
 
     See Also
     --------
