@@ -31,8 +31,9 @@ merge per image in order with the group terms (or the backward's sums and group 
 the output pass. The image is read twice from memory instead of once from cache.
 
 The item's partition (the whole image, or its K chunks, in blocks fixed by the shape) and
-every merge order are fixed, so results do not depend on the thread count. The per-(n, c) sums of the backward
-come back to the host for dweight = sum_n sum(dy*xhat) and dbias = sum_n sum(dy).
+every merge order are fixed, so results do not depend on the thread count. The per-(n, c)
+sums of the backward come back to the host for dweight = sum_n sum(dy*xhat) and
+dbias = sum_n sum(dy).
 """
 import types
 
