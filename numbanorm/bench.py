@@ -720,7 +720,7 @@ def run_case(op, shape, dtype, repeats, min_run, with_torch, with_numpy, bandwid
 
 def _fmt_table(rows, bandwidth, threads):
     versus = [v for v in ("numpy", "np-f32", "torch", "f32") if any(f"vs_{v}" in r for r in rows)]
-    head = (f"{'op':<21}{'shape':<20}{'dtype':<9}{'pass':<9}{'median':>10}{'p90':>10}"
+    head = (f"{'op':<21}{'shape':<20}{'dtype':<9}{'pass':<9}{'median':>11}{'p90':>11}"
             f"{'range':>21}"
             f"{'GB/s':>8}{'%bw':>6}" + "".join(f"{'vs ' + v:>11}" for v in versus)
             + f"{'max err':>10}")
@@ -733,7 +733,7 @@ def _fmt_table(rows, bandwidth, threads):
         pct = f"{r['pct_bandwidth']:.0f}" if r["pct_bandwidth"] is not None else "-"
         lines.append(
             f"{r['op']:<21}{'x'.join(map(str, r['shape'])):<20}{r['dtype']:<9}{r['pass']:<9}"
-            f"{r['median_s'] * 1e3:>8.4g}ms{r['p90_s'] * 1e3:>8.4g}ms{rng_:>21}"
+            f"{r['median_s'] * 1e3:>9.4g}ms{r['p90_s'] * 1e3:>9.4g}ms{rng_:>21}"
             f"{r['gb_per_s']:>8.1f}{pct:>6}"
             f"{vs}{r['max_rel_err']:>10.1e}")
     ratios = [r["vs_torch"] for r in rows if "vs_torch" in r]

@@ -216,8 +216,8 @@ def run_case(fn, shape, axis, dtype, nan, repeats, min_run, bandwidth, prealloca
 def _fmt(rows, bandwidth, threads, preallocated):
     names = [n for n in ("numpy", "np-f32", "scipy", "sklearn", "numbagg", "torch", "f32")
              if any(f"vs_{n}" in r for r in rows)]
-    head = (f"{'function':<13}{'shape':<17}{'axis':<7}{'dtype':<9}{'NaN':<4}{'median':>10}"
-            f"{'p90':>10}{'range':>19}{'GB/s':>7}{'%floor':>7}"
+    head = (f"{'function':<13}{'shape':<17}{'axis':<7}{'dtype':<9}{'NaN':<4}{'median':>11}"
+            f"{'p90':>11}{'range':>19}{'GB/s':>7}{'%floor':>7}"
             + "".join(f"{'vs ' + n:>11}" for n in names) + f"{'max err':>9}")
     lines = [f"numbanorm bench --suite data: {threads} thread(s), triad bandwidth "
              f"{bandwidth:.1f} GB/s; GB/s and %floor count three passes (3 x bytes); "
@@ -230,8 +230,8 @@ def _fmt(rows, bandwidth, threads, preallocated):
         pct = f"{r['pct_floor']:.0f}" if r["pct_floor"] is not None else "-"
         fn = r["function"] if r["function"] != "stream" else f"stream{STREAM_CHUNKS}"
         lines.append(f"{fn:<13}{'x'.join(map(str, r['shape'])):<17}{ax:<7}{r['dtype']:<9}"
-                     f"{'yes' if r['nan'] else 'no':<4}{r['median_s'] * 1e3:>8.4g}ms"
-                     f"{r['p90_s'] * 1e3:>8.4g}ms{rng_:>19}"
+                     f"{'yes' if r['nan'] else 'no':<4}{r['median_s'] * 1e3:>9.4g}ms"
+                     f"{r['p90_s'] * 1e3:>9.4g}ms{rng_:>19}"
                      f"{r['gb_per_s']:>7.1f}{pct:>7}{vs}{r['max_rel_err']:>9.1e}")
     others = [[r[k] for k in r if k.startswith("vs_") and k != "vs_f32"] for r in rows]
     fastest = [min(v) for v in others if v]

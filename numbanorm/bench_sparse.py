@@ -157,7 +157,7 @@ def run_case(fn, shape, density, dtype, repeats, min_run, bandwidth):
 
 def _fmt(rows, bandwidth, threads):
     names = [n for n in ("sklearn", "scipy", "scipy-diag") if any(f"vs_{n}" in r for r in rows)]
-    head = (f"{'function':<12}{'shape':<15}{'density':<9}{'dtype':<9}{'median':>10}{'p90':>10}"
+    head = (f"{'function':<12}{'shape':<15}{'density':<9}{'dtype':<9}{'median':>11}{'p90':>11}"
             f"{'range':>19}{'GB/s':>7}{'%floor':>7}"
             + "".join(f"{'vs ' + n:>15}" for n in names) + f"{'max err':>9}")
     lines = [f"numbanorm bench --suite sparse: {threads} thread(s), triad bandwidth "
@@ -170,7 +170,7 @@ def _fmt(rows, bandwidth, threads):
         pct = f"{r['pct_floor']:.0f}" if r["pct_floor"] is not None else "-"
         fn = r["function"] if r["function"] != "stream" else f"stream{STREAM_CHUNKS}"
         lines.append(f"{fn:<12}{'x'.join(map(str, r['shape'])):<15}{r['density']:<9g}"
-                     f"{r['dtype']:<9}{r['median_s'] * 1e3:>8.4g}ms{r['p90_s'] * 1e3:>8.4g}ms"
+                     f"{r['dtype']:<9}{r['median_s'] * 1e3:>9.4g}ms{r['p90_s'] * 1e3:>9.4g}ms"
                      f"{rng_:>19}{r['gb_per_s']:>7.1f}{pct:>7}{vs}{r['max_rel_err']:>9.1e}")
     fastest = [min(r[k] for k in r if k.startswith("vs_")) for r in rows
                if any(k.startswith("vs_") for k in r)]
