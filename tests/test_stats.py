@@ -32,6 +32,30 @@ def test_moments_match_numpy(rng, shape, axis, dtype):
     assert m.shape == np.mean(xf, axis=axis).shape
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 37), (3, 37), (9, 37), (4099, 37), (2, 140000),
+                                   (1, 270000), (7, 20000)])
+def test_column_range_and_nan_counts(rng, shape, dtype):
+    """min, max and counts per column (the column kernels' range pass, four rows a loop, and
+    chunks past the last row where a few rows are cut into more chunks) against NumPy, with
+    NaN, +-inf, -0.0 and an all-NaN column."""
+    x = rng.standard_normal(shape) * 10
+    for value, share in ((np.nan, 0.1), (np.inf, 0.02), (-np.inf, 0.02), (-0.0, 0.05)):
+        x[rng.random(x.shape) < share] = value
+    x[:, 5] = np.nan
+    x = x.astype(dtype)
+    m = nbn.moments(x, 0, nan_policy="omit")
+    xf = x.astype(np.float64)
+    valid = ~np.isnan(xf)
+    np.testing.assert_array_equal(m.count, valid.sum(0))
+    lo = np.where(valid, xf, np.inf).min(0)
+    hi = np.where(valid, xf, -np.inf).max(0)
+    np.testing.assert_array_equal(m.min[valid.any(0)], lo[valid.any(0)])
+    np.testing.assert_array_equal(m.max[valid.any(0)], hi[valid.any(0)])
+    y = nbn.minmax_scale(np.where(np.isinf(x), 0, x).astype(dtype))  # (infinity is refused)
+    assert np.isnan(y[:, 5]).all() and np.isnan(y).sum() == np.isnan(x).sum()
+
+
 def test_constant_and_empty_positions(rng):
     x = rng.standard_normal((40, 3))
     x[:, 1] = 0.1

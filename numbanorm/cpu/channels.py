@@ -843,14 +843,30 @@ def _data_column_chunk(x2, omit, start, stop, m0, m1, rows_per_block, n_k, mean_
 @njit(**JIT)
 def _data_column_range(x2, start, stop, m0, m1, lo_k, hi_k, nan_k):
     """min, max (NaN ignored) and NaN count of columns m0:m1 over rows start:stop into lo_k,
-    hi_k, nan_k, vectorised across the columns as integer order keys (_moments.order_key)."""
+    hi_k, nan_k, vectorised across the columns as integer order keys (_moments.order_key).
+    Four rows a loop: the per-column keys and counts are loaded and stored once per four rows
+    (the loop is bound by those, as _data_column_chunk's sums are)."""
     W = m1 - m0
     mag, inf_bits, shift = float_bits(x2)
     klo = np.full(W, mag)
     khi = np.full(W, ~mag)
     nn = nan_k[m0:m1]
     nn[:] = 0.0
-    for i in range(start, stop):
+    b4 = start + max(0, stop - start) // 4 * 4  # (a chunk past the last row is empty)
+    for i in range(start, b4, 4):
+        xa, xb, xc, xd = x2[i, m0:m1], x2[i + 1, m0:m1], x2[i + 2, m0:m1], x2[i + 3, m0:m1]
+        for j in range(W):
+            va, vb, vc, vd = bits_of(xa[j]), bits_of(xb[j]), bits_of(xc[j]), bits_of(xd[j])
+            ka, kb = order_key(va, mag, shift), order_key(vb, mag, shift)
+            kc, kd = order_key(vc, mag, shift), order_key(vd, mag, shift)
+            na, nb = (va & mag) > inf_bits, (vb & mag) > inf_bits
+            nc, nd = (vc & mag) > inf_bits, (vd & mag) > inf_bits
+            nn[j] += (na + nb) + (nc + nd)
+            klo[j] = min(klo[j], min(min(mag if na else ka, mag if nb else kb),
+                                     min(mag if nc else kc, mag if nd else kd)))
+            khi[j] = max(khi[j], max(max(~mag if na else ka, ~mag if nb else kb),
+                                     max(~mag if nc else kc, ~mag if nd else kd)))
+    for i in range(b4, stop):
         xi = x2[i, m0:m1]
         for j in range(W):
             v = bits_of(xi[j])
