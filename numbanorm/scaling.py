@@ -169,10 +169,11 @@ def zscore(a, axis=0, ddof=0, nan_policy="propagate", *, out=None, device=None):
     Notes
     -----
     The mean and M2 come from one read of the data by a blocked Welford/Chan reduction,
-    merged in float64, so float32 data keeps its accuracy where the float32 mean of the
-    values is far from 0: scipy's float32 result can be off by much more than numbanorm's.
-    On a float32 column of mean 545 and std 0.17, scipy's z-scores were off by up to 4.6 and
-    numbanorm's by 5.4e-7 (both against a float64 computation).
+    merged in float64, so float32 data keeps its accuracy where its mean is far from 0
+    against its spread, and scipy's float32 result can be off by much more than numbanorm's.
+    ``python scripts/float32_references.py``: on (100000, 8) float32 columns of means up to
+    1000 and stds down to 0.17 with 1% NaN (nan_policy='omit'), scipy's z-scores were off by
+    up to 3.6 and numbanorm's by 4.8e-7 from the float64 result of the same input.
 
     Examples
     --------
