@@ -56,6 +56,13 @@ TypeError
 ValueError
     dy's shape or side (NumPy or GPU) differs from the forward's, or dx_out does not
     fit.""",
+    "raises_data_backward": """\
+Raises
+------
+TypeError
+    saved is not the record of the matching ``*_forward``.
+ValueError
+    dy's shape or side (NumPy or GPU) differs from the forward's.""",
     "saved_returns": """\
 saved : Saved
     What the backward needs (x is kept by reference, as autograd keeps it: modifying x

@@ -227,8 +227,7 @@ def run(cases=None, repeats=5, min_run=0.2, with_torch=True, as_json=False, prog
                      + (f" {vs:>9s}" if torch_column else ""))
     if not torch_column:
         lines.append("PyTorch with CUDA is not installed here: no 'vs torch' column")
-    lines += column_notes(["median", "GB/s"] + (["vs"] if torch_column else []),
-                          "each array the pass reads or writes, once")
+    lines += column_notes(["median", "GB/s"] + (["vs"] if torch_column else []))
     lines.append("  % copy: GB/s as a percentage of the device copy bandwidth measured at the "
                  "start")
     return "\n".join(lines)

@@ -221,6 +221,7 @@ def zscore_forward(a, axis=0, ddof=0, nan_policy="propagate", *, out=None, devic
     return _zscore(a, axis, ddof, nan_policy, out, True, device)
 
 
+@fill
 def zscore_backward(dy, saved):
     """The gradient of a `zscore_forward`, as PyTorch's autograd gives it.
 
@@ -239,12 +240,7 @@ def zscore_backward(dy, saved):
     dx : ndarray
         a's shape and dtype.
 
-    Raises
-    ------
-    TypeError
-        saved is not a zscore_forward's record.
-    ValueError
-        dy's shape or side (NumPy or GPU) differs from the forward's.
+    %(raises_data_backward)s
 
     See Also
     --------
@@ -382,6 +378,7 @@ def minmax_scale_forward(X, feature_range=(0, 1), *, axis=0, out=None, device=No
     return _minmax(X, feature_range, axis, True, out, True, device)
 
 
+@fill
 def minmax_scale_backward(dy, saved):
     """The gradient of a `minmax_scale_forward`, with PyTorch's amin/amax rule at ties.
 
@@ -403,12 +400,7 @@ def minmax_scale_backward(dy, saved):
     dx : ndarray
         X's shape and dtype.
 
-    Raises
-    ------
-    TypeError
-        saved is not a minmax_scale_forward's record.
-    ValueError
-        dy's shape or side (NumPy or GPU) differs from the forward's.
+    %(raises_data_backward)s
 
     See Also
     --------
@@ -546,6 +538,7 @@ def normalize_forward(x, p=2.0, dim=1, eps=1e-12, *, out=None, device=None):
     return _normalize(x, p, dim, eps, out, True, device)
 
 
+@fill
 def normalize_backward(dy, saved):
     """The gradient of a `normalize_forward`, as PyTorch's autograd gives it for
     x/norm.clamp_min(eps).
@@ -566,12 +559,7 @@ def normalize_backward(dy, saved):
     dx : ndarray
         x's shape and dtype.
 
-    Raises
-    ------
-    TypeError
-        saved is not a normalize_forward's record.
-    ValueError
-        dy's shape or side (NumPy or GPU) differs from the forward's.
+    %(raises_data_backward)s
 
     See Also
     --------

@@ -188,8 +188,7 @@ def _backward_image(dy3, x3, n, G, mean, rstd, weight, rows_per_block, dx3, sdy3
     dy2, x2, dx2, mean_g, rstd_g = dy3[n], x3[n], dx3[n], mean[n], rstd[n]
     sdy, sdyx = sdy3[n], sdyx3[n]
     S, C = x2.shape
-    mh, r, lo = work(x2, C), work(x2, C), work(x2, C)
-    _xhat_terms(mean_g, rstd_g, G, mh, r, lo)
+    mh, r, lo = _xhat_terms(x2, mean_g, rstd_g, G)
     _image_sums(dy2, x2, mh, r, lo, rows_per_block, sdy, sdyx)
     u, md, mx = work(x2, C), work(x2, C), work(x2, C)
     _group_terms(sdy, sdyx, weight, G, S, u, md, mx)
@@ -197,15 +196,17 @@ def _backward_image(dy3, x3, n, G, mean, rstd, weight, rows_per_block, dx3, sdy3
 
 
 @njit(inline='always', **JIT)
-def _xhat_terms(mean_g, rstd_g, G, mh, r, lo):
-    """Per channel, xhat = (x - mh)*r - lo: the group's rstd in x's dtype and its mean split
-    (split_mean)."""
-    C = mh.size
+def _xhat_terms(x, mean_g, rstd_g, G):
+    """(mh, r, lo) per channel of the image x ((S, C) or (N, S, C)), xhat = (x - mh)*r - lo:
+    the group's rstd in x's dtype and its mean split (split_mean)."""
+    C = x.shape[-1]
     Cg = C // G
+    mh, r, lo = work(x, C), work(x, C), work(x, C)
     for c in range(C):
         g = c // Cg
         r[c] = like(r, rstd_g[g])
         mh[c], lo[c] = split_mean(r[c], mean_g[g])
+    return mh, r, lo
 
 
 @njit(inline='always', **JIT)
@@ -248,10 +249,17 @@ def chunk_rows(S, K, k):
     return min(S, k * per), min(S, (k + 1) * per)
 
 
+@njit(inline='always', **JIT)
+def _item_rows(i, K, S):
+    """(image, chunk, first row, end row) of work item i of the split kernels."""
+    n, k = i // K, i % K
+    r0, r1 = chunk_rows(S, K, k)
+    return n, k, r0, r1
+
+
 @njit(**JIT)
 def _moments_item(x3, i, K, rows_per_block, shift_min_rows, strip, pmean, pm2):
-    n, k = i // K, i % K
-    r0, r1 = chunk_rows(x3.shape[1], K, k)
+    n, k, r0, r1 = _item_rows(i, K, x3.shape[1])
     _image_moments(x3[n, r0:r1], rows_per_block, shift_min_rows, strip, pmean[n, k], pm2[n, k])
 
 
@@ -290,8 +298,7 @@ def split_terms(pmean, pm2, S, G, weight, bias, eps, mean, rstd, mh, a, b):
 
 @njit(**JIT)
 def _affine_item(x3, i, K, mh, a, b, y3):
-    n, k = i // K, i % K
-    r0, r1 = chunk_rows(x3.shape[1], K, k)
+    n, _, r0, r1 = _item_rows(i, K, x3.shape[1])
     _affine_rows(x3[n], r0, r1, mh[n], a[n], b[n], y3[n])
 
 
@@ -305,11 +312,8 @@ def split_affine(x3, K, mh, a, b, y3):
 
 @njit(**JIT)
 def _sums_item(dy3, x3, i, K, G, mean, rstd, rows_per_block, psdy, psdyx):
-    n, k = i // K, i % K
-    C = x3.shape[2]
-    r0, r1 = chunk_rows(x3.shape[1], K, k)
-    mh, r, lo = work(x3, C), work(x3, C), work(x3, C)
-    _xhat_terms(mean[n], rstd[n], G, mh, r, lo)
+    n, k, r0, r1 = _item_rows(i, K, x3.shape[1])
+    mh, r, lo = _xhat_terms(x3, mean[n], rstd[n], G)
     _image_sums(dy3[n, r0:r1], x3[n, r0:r1], mh, r, lo, rows_per_block, psdy[n, k],
                 psdyx[n, k])
 
@@ -341,11 +345,8 @@ def split_grad_terms(psdy, psdyx, S, G, weight, sdy, sdyx, u, md, mx):
 
 @njit(**JIT)
 def _dx_item(dy3, x3, i, K, G, mean, rstd, u, md, mx, dx3):
-    n, k = i // K, i % K
-    C = x3.shape[2]
-    r0, r1 = chunk_rows(x3.shape[1], K, k)
-    mh, r, lo = work(x3, C), work(x3, C), work(x3, C)
-    _xhat_terms(mean[n], rstd[n], G, mh, r, lo)
+    n, _, r0, r1 = _item_rows(i, K, x3.shape[1])
+    mh, r, lo = _xhat_terms(x3, mean[n], rstd[n], G)
     _image_dx(dy3[n, r0:r1], x3[n, r0:r1], mh, r, lo, u[n], md[n], mx[n], dx3[n, r0:r1])
 
 
