@@ -30,6 +30,10 @@ LAYERS = ("layer_norm", "rms_norm", "batch_norm", "group_norm", "instance_norm",
 DATA = ("zscore", "minmax_scale", "normalize", "moments", "scalers", "sparse")
 OPS = LAYERS + DATA
 DTYPES = ("float32", "float64", "float16", "bfloat16")
+# Ops whose forwards leave rows that need moments' rare paths to a redo kernel compiled only
+# for such data (cpu._moments.moments): warmup gives them a NaN row too.
+REDO_OPS = ("layer_norm", "rms_norm", "group_norm", "instance_norm", "add_layer_norm",
+            "add_rms_norm")
 DEFAULT_DTYPES = ("float32", "float64")
 # Ops that share kernels, warmed in one process under --jobs (apart, each would compile the
 # shared kernels again), and their cold seconds in float32 + float64 on the 2-core machine
@@ -115,6 +119,16 @@ def _layer_calls(op, x, p):
         for run in runs:
             y, saved = run()
             getattr(A if op in A.__all__ else F, f"{op}_backward")(dy, saved)
+    if op in REDO_OPS:  # a NaN row: the rows kernels' redo kernels (cpu.rows.forward_redo)
+        xn = x.copy()
+        xn.flat[0] = np.nan
+        if op.startswith("add_"):
+            getattr(F, op)(xn, xn, C, *((w, b) if op == "add_layer_norm" else (w,)))
+        else:
+            {"layer_norm": lambda: F.layer_norm(xn, C, w, b),
+             "rms_norm": lambda: F.rms_norm(xn, C, w),
+             "group_norm": lambda: F.group_norm(xn, 2, w, b),
+             "instance_norm": lambda: F.instance_norm(xn, weight=w, bias=b)}[op]()
 
 
 def _channels_last_runs(x, p, affine, instance=False):

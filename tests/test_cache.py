@@ -86,6 +86,28 @@ def test_processes_share_an_empty_cache(tmp_path):
     assert last["counts"][0] == 0 and last["counts"][1] > 0, last
 
 
+def test_rare_paths_compile_only_when_needed(tmp_path):
+    """The common rows kernels compile without moments' rare paths (cpu._moments.moments): an
+    ordinary layer_norm and add_layer_norm leave their redo kernels uncompiled and unloaded;
+    a row that needs them (NaN here) brings them, and the right result."""
+    code = """
+import json
+import numpy as np
+import numbanorm as nbn
+from numbanorm.cpu import rows
+x = np.random.default_rng(0).standard_normal((300, 256)).astype(np.float32)
+nbn.layer_norm(x, 256)
+nbn.add_layer_norm(x, x, 256)
+before = [len(rows.forward_redo.signatures), len(rows.add_forward_redo.signatures)]
+x[5, 3] = np.nan
+y = nbn.layer_norm(x, 256)
+ok = bool(np.isnan(y[5]).all() and not np.isnan(np.delete(y, 5, axis=0)).any())
+print(json.dumps([before, len(rows.forward_redo.signatures), ok]))
+"""
+    before, after, ok = _run(code, _env(tmp_path))
+    assert before == [0, 0] and after == 1 and ok
+
+
 def test_counts_see_this_process():
     from numbanorm import _cache
     import numbanorm as nbn

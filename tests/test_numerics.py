@@ -257,6 +257,51 @@ def test_nan_stays_in_its_group(rng, op, bad):
     np.testing.assert_allclose(y[ok], ref[ok], rtol=1e-5, atol=2e-6)
 
 
+_RARE_OPS = {
+    "layer_norm": lambda x, L, out: nbn.layer_norm(x, L, eps=1e-5, out=out),
+    "rms_norm": lambda x, L, out: nbn.rms_norm(x, L, eps=1e-5, out=out),
+    "add_layer_norm": lambda x, L, out: nbn.add_layer_norm(
+        x, np.zeros_like(x), L, eps=1e-5, out=out)[0],
+}
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the oracle's NaN row
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("shape", [(9, 40), (9, 4096), (900, 64)])  # serial, pairs, rows
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", sorted(_RARE_OPS))
+def test_rare_rows_among_ordinary_ones(rng, op, dtype, shape, inplace):
+    """Rows that need the rare paths of cpu._moments.moments (a float32 block sum past
+    float32's range, squares that overflow float32 or float64 or underflow float32, NaN) among
+    ordinary and constant rows: the common kernels mark them and leave them unwritten (y may
+    be x), the redo kernel computes them, and every row matches the float64 reference, in
+    place too (y over x: (9, 4096) runs the pairs kernel, whose odd last row is paired with
+    itself)."""
+    R, L = shape
+    x = (rng.standard_normal(shape) + 0.5).astype(dtype)
+    big = 1e37 if dtype == np.float32 else 1e300
+    x[1] = x[1] * (big / 4) + big / 2            # float32: the block sums overflow
+    x[3] = x[3] * (1e25 if dtype == np.float32 else 1e300)   # squares overflow
+    x[4] = x[4] * 1e-22                          # float32: squares underflow
+    x[5] = 7.0                                   # constant: stays on the common path
+    x[7, L // 2] = np.nan
+    y = _RARE_OPS[op](x.copy(), L, None)
+    if inplace:
+        xi = x.copy()
+        assert _RARE_OPS[op](xi, L, xi) is xi
+        np.testing.assert_array_equal(xi, y)
+    centered = op != "rms_norm"
+    for r in range(R):  # each row against the float64 reference of the row scaled by 2**-k
+        row = x[r].astype(np.float64)
+        k = 0 if r == 7 else int(np.frexp(np.abs(row).max())[1])
+        ref = oracle.layer_norm(np.ldexp(row, -k)[None], L, eps=np.ldexp(1e-5, -2 * k),
+                                centered=centered)["y"][0]
+        if r == 7:
+            assert np.isnan(y[r]).all()
+            continue
+        np.testing.assert_allclose(y[r], ref, rtol=2e-5, atol=2e-5, err_msg=f"row {r}")
+
+
 def test_nan_stays_in_its_channel(rng):
     x = rng.standard_normal((8, 6, 40)).astype(np.float32)
     x[2, 4, 7] = np.nan

@@ -151,16 +151,28 @@ def rows_forward(x, geometry, weight, bias, eps, y=None):
             _param(bias, C, x.dtype, 0)
         xk, yk = (_kv(x2), _kv(y2)) if x.itemsize == 2 else (x2, y2)
         if _serial(x.size):
-            rows.forward_serial(xk, G, S, w, b, eps, centered, yk, mean64, rstd64)
-        # (16-bit rows count as float32 here: their weight and bias are float32, and it is
-        # their loads the pairs halve; (8, 512, 4096) in pairs: forward 2.07x -> 2.19x and
-        # backward 1.68x -> 1.94x float32's speed in float16, 1.95x -> 1.97x and 1.50x ->
-        # 1.73x in bfloat16, /tmp timing of 9 interleaved rounds)
-        elif G == 1 and S == 1 and L * max(x.itemsize, 4) >= ROW_PAIR_MIN_BYTES:
-            rows.forward_pairs(xk, w, b, eps, centered, yk, mean64, rstd64)
+            marked = rows.forward_serial(xk, G, S, w, b, eps, centered, yk, mean64, rstd64)
         else:
-            rows.forward(xk, G, S, w, b, eps, centered, yk, mean64, rstd64)
+            marked = np.zeros(1, np.uint8)
+            # (16-bit rows count as float32 here: their weight and bias are float32, and it is
+            # their loads the pairs halve; (8, 512, 4096) in pairs: forward 2.07x -> 2.19x and
+            # backward 1.68x -> 1.94x float32's speed in float16, 1.95x -> 1.97x and 1.50x ->
+            # 1.73x in bfloat16, /tmp timing of 9 interleaved rounds)
+            if G == 1 and S == 1 and L * max(x.itemsize, 4) >= ROW_PAIR_MIN_BYTES:
+                rows.forward_pairs(xk, w, b, eps, centered, yk, mean64, rstd64, marked)
+            else:
+                rows.forward(xk, G, S, w, b, eps, centered, yk, mean64, rstd64, marked)
+            marked = marked[0]
+        if marked:  # rows that need the rare paths (see cpu._moments.moments)
+            rows.forward_redo(xk, _marked(rstd64), G, S, w, b, eps, centered, yk, mean64,
+                              rstd64)
     return y, mean64, rstd64, x2
+
+
+def _marked(rstd64):
+    """The rows a common kernel marked for its redo kernel (rstd 0, which no computed row has:
+    see cpu.rows._forward_row)."""
+    return np.flatnonzero(rstd64 == 0.0)
 
 
 def rows_backward(dy, saved, dx=None):
@@ -228,9 +240,14 @@ def add_rows_forward(x2, r2, weight, bias, eps, centered, y2=None, h2=None, h_dt
     if R:
         dt = x2.dtype
         per = max(1, min(R, -(-SERIAL_MAX_ELEMENTS // max(L, 1)) // 8))
-        _twins(rows, x2.size).add_forward(
-            _kv(x2), _kv(r2), _param(weight, L, dt, 1), _param(bias, L, dt, 0), eps, centered,
-            per, _kv(y2), _kv(h2), mean64, rstd64)
+        args = (_kv(x2), _kv(r2), _param(weight, L, dt, 1), _param(bias, L, dt, 0), eps,
+                centered)
+        marked = np.zeros(1, np.uint8)
+        _twins(rows, x2.size).add_forward(*args, per, _kv(y2), _kv(h2), mean64, rstd64, marked)
+        if marked[0]:
+            xk, rk, *params = args
+            rows.add_forward_redo(xk, rk, _marked(rstd64), *params, _kv(y2), _kv(h2), mean64,
+                                  rstd64)
     exact = np.dtype(h2.dtype) == compute(x2.dtype)
     return y2, h2, mean64, rstd64, ((h2, None) if exact else (x2, r2))
 

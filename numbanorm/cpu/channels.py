@@ -86,7 +86,7 @@ def _slab_chunk_moments(x2, C, c0, c1, start, stop, inv, pmean_k, pm2_k):
     for i in range(start, stop):
         n = float((i - start) * S)
         for c in range(c0, c1):
-            mb, m2b = block_moments(x2[i * C + c], True, _entry(inv, c))
+            mb, m2b = block_moments(x2[i * C + c], True, _entry(inv, c), True)
             _, pmean_k[c], pm2_k[c] = chan_merge(n, pmean_k[c], pm2_k[c], float(S), mb, m2b)
 
 

@@ -17,7 +17,11 @@ Backward, per row, with xhat = (x - mean)*rstd and g = dy*w[c]:
 Sums run in x's dtype over blocks of at most BLOCK values, blocks and rows are combined in
 float64, elementwise arithmetic is in x's dtype (see _moments). The row is read from memory
 once per pass, the second pass of a row hits cache. Each kernel has a parallel driver and a
-serial one for small inputs. Long layer_norm and rms_norm rows (ROW_PAIR_MIN_BYTES) go two at
+serial one for small inputs. The forward kernels compile without the rare paths of
+_moments.moments: a row that needs them (a float32 sum or square past float32's range or below
+its precision, float64 squares that overflow, non-finite data) is marked (rstd 0, y not
+written, so x is intact where y is x) and computed again by forward_redo (add_forward_redo),
+compiled on first need. Long layer_norm and rms_norm rows (ROW_PAIR_MIN_BYTES) go two at
 a time, forward and backward (forward_pairs, backward_pairs): each weight and bias value is
 then loaded once for both rows.
 
@@ -53,13 +57,19 @@ def _affine(xs, mean, rstd, w, b, ys):
 
 
 @njit(inline='always', **JIT)
-def _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
+def _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out, redo):
+    """Row r's y, mean and rstd; returns 1 for a row marked for forward_redo (redo None and
+    the row needs the rare paths of _moments.moments: rstd_out[r] = 0, y[r] not written, so
+    x[r] is intact where y is x), else 0."""
     # Inner loops run 0-based over slices so that they vectorise (see _moments.block_moments).
     L = x.shape[1]
     x, y, weight, bias = borrowed(x), borrowed(y), borrowed(weight), borrowed(bias)
     xr = x[r]
     yr = y[r]
-    mean, var_scaled, inv = moments(xr, centered)
+    mean, var_scaled, inv = moments(xr, centered, redo)
+    if inv == 0.0:
+        rstd_out[r] = 0.0
+        return 1
     rstd = rstd_of(var_scaled, inv, eps)
     mean_out[r] = mean
     rstd_out[r] = rstd
@@ -75,16 +85,21 @@ def _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
             # rstd*w rounded once per channel; the loop's *1 is exact
             _affine(xr[sl], mean, like(zero, rstd * weight[c0 + j]), like(zero, 1.0),
                     bias[c0 + j], yr[sl])
+    return 0
 
 
 @njit(parallel=True, **JIT)
-def forward(x, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
+def forward(x, G, S, weight, bias, eps, centered, y, mean_out, rstd_out, marked):
     """y, mean, rstd of every row (see the module docstring); parallel over rows. Its body is
     inlined, not a compiled function shared with forward_serial as the backward's is: shared,
     it compiled no faster for a first forward (3.8 s either way, scripts/first_call.py) and
-    took 4-9% longer on short rows ((16384, 128): 0.92x, (64, 1024): 0.94x, scripts/ab.py)."""
+    took 4-9% longer on short rows ((16384, 128): 0.92x, (64, 1024): 0.94x, scripts/ab.py).
+    marked[0] is set to 1 when a row is marked for forward_redo (see _forward_row; a count
+    returned as a parallel reduction cost 0.25 s of compile time, np.all over the rows 1.3 us
+    of a (64, 1024) call)."""
     for r in prange(x.shape[0]):
-        _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
+        if _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out, None):
+            marked[0] = 1
 
 
 @njit(inline='always', **JIT)
@@ -92,11 +107,27 @@ def _forward_pair(x, ra, rb, weight, bias, eps, centered, y, mean_out, rstd_out)
     """_forward_row for rows ra and rb (rb may be ra) of parameters per element (S == 1,
     G == 1), their affine in one loop: each weight and bias value is loaded once for both rows.
     Same arithmetic per element as _affine (measured: the same bits as `forward`, both kernels
-    loaded from the cache)."""
+    loaded from the cache). Returns 1 when a row was marked for forward_redo (see
+    _forward_row); the other row of the pair is then computed alone, as a row paired with
+    itself is, so its bits do not depend on its neighbour's data. A row paired with itself (an
+    odd last row, or the partner of a marked row) writes its second copy to scratch: y may be
+    x, and the loop reads xb[j] after it writes ya[j]."""
     x, y, weight, bias = borrowed(x), borrowed(y), borrowed(weight), borrowed(bias)
-    xa, xb, ya, yb = x[ra], x[rb], y[ra], y[rb]
-    ma, va, ia = moments(xa, centered)
-    mb, vb, ib = moments(xb, centered)
+    ma, va, ia = moments(x[ra], centered, None)
+    mb, vb, ib = moments(x[rb], centered, None)
+    marked = 0
+    if ia == 0.0:
+        rstd_out[ra] = 0.0
+        marked = 1
+        ra, ma, va, ia = rb, mb, vb, ib
+    if ib == 0.0:
+        rstd_out[rb] = 0.0
+        marked = 1
+        rb, mb, vb, ib = ra, ma, va, ia
+    if ia == 0.0:
+        return marked
+    xa, xb, ya = x[ra], x[rb], y[ra]
+    yb = y[rb] if rb != ra else np.empty_like(ya)
     sa = rstd_of(va, ia, eps)
     sb = rstd_of(vb, ib, eps)
     mean_out[ra] = ma
@@ -112,25 +143,42 @@ def _forward_pair(x, ra, rb, weight, bias, eps, centered, y, mean_out, rstd_out)
         bj = bias[j]
         ya[j] = st(ya, ((ld(xa[j]) - mha) * fa - loa) * wj + bj)
         yb[j] = st(yb, ((ld(xb[j]) - mhb) * fb - lob) * wj + bj)
+    return marked
 
 
 @njit(parallel=True, **JIT)
-def forward_pairs(x, weight, bias, eps, centered, y, mean_out, rstd_out):
+def forward_pairs(x, weight, bias, eps, centered, y, mean_out, rstd_out, marked):
     """`forward` for S == 1, G == 1 (layer_norm, rms_norm) and long rows (ROW_PAIR_MIN_BYTES),
     parallel over pairs of rows; an odd last row is paired with itself. A kernel of its own, so
     that it compiles only when such rows come (within `forward`, its second parallel loop
     took that kernel's compile from 6 s to 16 s)."""
     R = x.shape[0]
     for p in prange((R + 1) // 2):
-        _forward_pair(x, 2 * p, min(2 * p + 1, R - 1), weight, bias, eps, centered, y,
-                      mean_out, rstd_out)
+        if _forward_pair(x, 2 * p, min(2 * p + 1, R - 1), weight, bias, eps, centered, y,
+                         mean_out, rstd_out):
+            marked[0] = 1
 
 
 @njit(**JIT)
 def forward_serial(x, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
-    """`forward` on one thread, for inputs too small to pay for a parallel region."""
+    """`forward` on one thread, for inputs too small to pay for a parallel region; returns
+    the number of rows marked for forward_redo."""
+    marked = 0
     for r in range(x.shape[0]):
-        _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out)
+        marked += _forward_row(x, r, G, S, weight, bias, eps, centered, y, mean_out, rstd_out,
+                               None)
+    return marked
+
+
+@njit(**JIT)
+def forward_redo(x, marked, G, S, weight, bias, eps, centered, y, mean_out, rstd_out):
+    """`forward` of the rows `marked` by the common kernels (forward, forward_serial,
+    forward_pairs), with the rare paths of _moments.moments: compiled on the first input that
+    needs them (an overflowing float32 sum, a float32 block not exact enough, float64 squares
+    that overflow, non-finite data). The same arithmetic as the common kernels elsewhere."""
+    for i in range(marked.size):
+        _forward_row(x, marked[i], G, S, weight, bias, eps, centered, y, mean_out, rstd_out,
+                     True)
 
 
 @njit(inline='always', **JIT)
@@ -543,34 +591,54 @@ def _add_row(xr, rr, s):
 
 
 @njit(**JIT)
-def _add_forward_rows(x, res, r0, r1, weight, bias, eps, centered, y, h, mean_out, rstd_out):
-    """Rows r0:r1 of add_forward (the work item of both drivers: compiled once)."""
+def _add_forward_rows(x, res, rows, weight, bias, eps, centered, y, h, mean_out, rstd_out,
+                      redo):
+    """The rows `rows` (a range, or an array of row indices) of add_forward (the work item of
+    both drivers: compiled once), or of add_forward_redo (redo True). Returns the number of
+    rows marked for add_forward_redo (see _forward_row; h[r] and y[r] not written, so x and
+    residual are intact where y and h are they)."""
     s = work(x, x.shape[1])
-    for r in range(r0, r1):
+    marked = 0
+    for r in rows:
         _add_row(x[r], res[r], s)
+        mean, var_scaled, inv = moments(s, centered, redo)
+        if inv == 0.0:
+            rstd_out[r] = 0.0
+            marked += 1
+            continue
         hr = h[r]
         for j in range(s.size):
             hr[j] = st(hr, s[j])
-        mean, var_scaled, inv = moments(s, centered)
         rstd = rstd_of(var_scaled, inv, eps)
         mean_out[r] = mean
         rstd_out[r] = rstd
         _affine(s, mean, like(s, rstd), weight, bias, y[r])
+    return marked
 
 
 @parallel_and_serial(JIT)
-def add_forward(x, res, weight, bias, eps, centered, rows_per_item, y, h, mean_out, rstd_out):
+def add_forward(x, res, weight, bias, eps, centered, rows_per_item, y, h, mean_out, rstd_out,
+                marked):
     """h = x + residual (stored in h's dtype) and y = norm(x + residual) of (R, L) rows, the
     statistics from the sum in the compute dtype before h's rounding (as flash-attn and
     vLLM): x and residual read once, y and h written once. Row r's arithmetic is `forward`'s
     on the sum; y and h may be x and residual themselves (a row is read before it is
-    written). Items of rows_per_item rows (any: a row's result does not depend on them)."""
+    written). Items of rows_per_item rows (any: a row's result does not depend on them).
+    marked[0] is set to 1 when a row is marked for add_forward_redo (see forward)."""
     R = x.shape[0]
     for i in prange((R + rows_per_item - 1) // rows_per_item):
         r0 = np.intp(i) * rows_per_item
-        _add_forward_rows(borrowed(x), borrowed(res), r0, min(R, r0 + rows_per_item),
-                          borrowed(weight), borrowed(bias), eps, centered, borrowed(y),
-                          borrowed(h), borrowed(mean_out), borrowed(rstd_out))
+        if _add_forward_rows(borrowed(x), borrowed(res), range(r0, min(R, r0 + rows_per_item)),
+                             borrowed(weight), borrowed(bias), eps, centered, borrowed(y),
+                             borrowed(h), borrowed(mean_out), borrowed(rstd_out), None):
+            marked[0] = 1
+
+
+@njit(**JIT)
+def add_forward_redo(x, res, marked, weight, bias, eps, centered, y, h, mean_out, rstd_out):
+    """add_forward of the rows `marked` by it, with the rare paths (see forward_redo)."""
+    _add_forward_rows(x, res, marked, weight, bias, eps, centered, y, h, mean_out, rstd_out,
+                      True)
 
 
 @njit(**BACKWARD_JIT)
