@@ -4,8 +4,10 @@ cache (cold: its kernels compile), then again with the cache that run left (warm
 Per case, the seconds of the first call alone (data made and libraries imported before the
 clock starts). Cases: each op's forward, forward + backward pairs, the README's quick-start
 blocks together (its Functional API, Layers and scientific-code examples, PyTorch and
-scikit-learn imported before the clock), and `import numbanorm` after `import numba`. Your own
-cache is not touched.
+scikit-learn imported before the clock), `import numbanorm` after `import numba`, and the floor
+any Numba library pays: the first call of a one-line `@njit(cache=True)` function (cold: Numba
+compiles it; warm: it loads it, after Numba's start-up in the process). Your own cache is not
+touched.
 
     python scripts/first_call.py [--case NAME ...] [--repeats 1] [--json]
 """
@@ -90,8 +92,16 @@ def _seconds(program, env):
     return float(out.split()[-1])
 
 
+# the floor: a one-line cached function in a module of its own (Numba caches only functions
+# defined in files); ONE_LINE is written to a temporary directory put on the child's path
+ONE_LINE = "from numba import njit\n\n\n@njit(cache=True)\ndef one(a):\n    return a + 1.0\n"
+FLOOR = ("import time\nimport numba_one_line\nt0 = time.perf_counter()\nnumba_one_line.one(1.0)\n"
+         "print(time.perf_counter() - t0)\n")
+
+
 def cases():
-    out = [(name, _program(call, "op"), "forward") for name, call in FORWARD.items()]
+    out = [("Numba alone: @njit one-liner", FLOOR, "floor")]
+    out += [(name, _program(call, "op"), "forward") for name, call in FORWARD.items()]
     out += [(name, _program(call, "op"), "pair") for name, call in PAIRS.items()]
     readme = "\n".join(line for line in _readme_blocks().splitlines()
                        if not line.startswith(("import numpy", "import numbanorm")))
@@ -113,12 +123,18 @@ def main():
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as cache:
                 env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+                if kind == "floor":
+                    with open(os.path.join(cache, "numba_one_line.py"), "w") as f:
+                        f.write(ONE_LINE)
+                    env["PYTHONPATH"] = os.pathsep.join(
+                        [cache] + [p for p in [os.environ.get("PYTHONPATH")] if p])
                 cold.append(_seconds(program, env))
                 warm.append(_seconds(program, env))
         rows.append((name, kind, cold, warm))
         if not args.json:
-            print(f"{name:24s} {kind:8s} cold {statistics.median(cold):6.2f} s "
-                  f"(range {min(cold):.2f}-{max(cold):.2f})   warm {statistics.median(warm):6.3f} s "
+            print(f"{name:28s} {kind:8s} cold {statistics.median(cold):6.2f} s "
+                  f"(range {min(cold):.2f}-{max(cold):.2f})   "
+                  f"warm {statistics.median(warm):6.3f} s "
                   f"(range {min(warm):.3f}-{max(warm):.3f})", flush=True)
     imports = [_seconds(IMPORT, dict(os.environ)) for _ in range(max(5, args.repeats))]
     load = os.getloadavg()[0]
