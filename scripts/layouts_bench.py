@@ -1,6 +1,15 @@
 """Channels-last images and the fused residual add + norm, timed against numbanorm's own
 channels-first / add-then-norm paths and PyTorch CPU in one run: medians of repeats, ratios
-(>1: numbanorm's new path faster). Usage: python scripts/layouts_bench.py [--repeats 15]"""
+(>1: numbanorm's new path faster).
+
+With --cold MB the channels-last table reads one of several copies of its data in turn (each
+copy's input, output and gradients made beforehand, the copies of a shape MB megabytes
+together), so that every timed call finds its arrays out of cache, as a layer in a network
+whose activations outgrow the caches does; without it, every call reads the same arrays, which
+a large last-level cache then holds between calls. Each median then covers repeats x copies
+calls.
+
+Usage: python scripts/layouts_bench.py [--repeats 15] [--cold MB] [--no-torch] [--no-fused]"""
 import argparse
 import os
 import time
@@ -10,30 +19,34 @@ import numpy as np
 import numbanorm as nbn
 
 
-def _median(f, repeats):
-    f()
+def _median(f, repeats, copies=1):
+    """Median ms of f(i), i cycling through range(copies) (f(0) first, untimed)."""
+    f(0)
     ts = []
-    for _ in range(repeats):
+    for r in range(repeats * copies):
         t0 = time.perf_counter()
-        f()
+        f((r + 1) % copies)
         ts.append(time.perf_counter() - t0)
     return float(np.median(ts)) * 1e3
 
 
-def channels_last(repeats, torch):
+def channels_last(repeats, torch, cold_mb=0):
     rng = np.random.default_rng(0)
-    print("channels-last (N, H, W, C) float32: ms, medians; ratios of the others' time to ours")
+    how = f", each call on one of the copies of {cold_mb} MB (--cold)" if cold_mb else ""
+    print(f"channels-last (N, H, W, C) float32: ms, medians{how}; ratios of the others' time "
+          "to ours")
     print(f"{'op':<14}{'shape':<18}{'pass':<5}{'CL':>8}{'NCHW':>8}{'view*':>8}{'torch':>8}"
           f"{'NCHW/CL':>9}{'view/CL':>9}{'torch/CL':>9}")
     for shape in ((32, 56, 56, 64), (8, 28, 28, 256)):
         N, H, W, C = shape
-        x = rng.standard_normal(shape).astype(np.float32)
-        dy = rng.standard_normal(shape).astype(np.float32)
-        xc = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-        dyc = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))
+        x0 = rng.standard_normal(shape).astype(np.float32)
+        copies = max(1, -(-cold_mb * 2**20 // (4 * x0.nbytes)))  # x, dy, y, dx: 4 arrays
+        xs = [x0 + np.float32(i) for i in range(copies)]   # copy i: x, dy, y and channels-first
+        dys = [rng.standard_normal(shape).astype(np.float32) for _ in range(copies)]
+        xcs = [np.ascontiguousarray(x.transpose(0, 3, 1, 2)) for x in xs]
+        dycs = [np.ascontiguousarray(dy.transpose(0, 3, 1, 2)) for dy in dys]
+        ys, ycs = [np.empty_like(x0) for _ in xs], [np.empty_like(xc) for xc in xcs]
         w, b = np.ones(C, np.float32), np.zeros(C, np.float32)
-        y = np.empty_like(x)
-        yc = np.empty_like(xc)
         ops = {
             "batch_norm": (lambda a, **k: nbn.batch_norm_forward(a, None, None, w, b, True, **k),
                            nbn.batch_norm_backward),
@@ -43,32 +56,35 @@ def channels_last(repeats, torch):
                               nbn.instance_norm_backward),
         }
         for name, (fwd, bwd) in ops.items():
-            _, s_cl = fwd(x, channel_axis=-1)
-            _, s_c = fwd(xc)
-            t = {"CL": _median(lambda: fwd(x, channel_axis=-1, out=y), repeats),
-                 "NCHW": _median(lambda: fwd(xc, out=yc), repeats)}
+            s_cl = [fwd(x, channel_axis=-1)[1] for x in xs]
+            s_c = [fwd(xc)[1] for xc in xcs]
+            t = {"CL": _median(lambda i: fwd(xs[i], channel_axis=-1, out=ys[i]), repeats,
+                               copies),
+                 "NCHW": _median(lambda i: fwd(xcs[i], out=ycs[i]), repeats, copies)}
             # *the path before channels-last kernels: the transposed view copied first
-            t["view"] = _median(lambda: fwd(np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
-                                            out=yc), repeats)
-            tb = {"CL": _median(lambda: bwd(dy, s_cl, dx_out=y), repeats),
-                  "NCHW": _median(lambda: bwd(dyc, s_c, dx_out=yc), repeats),
-                  "view": _median(lambda: bwd(np.ascontiguousarray(dy.transpose(0, 3, 1, 2)),
-                                              s_c, dx_out=yc), repeats)}
+            t["view"] = _median(lambda i: fwd(np.ascontiguousarray(xs[i].transpose(0, 3, 1, 2)),
+                                              out=ycs[i]), repeats, copies)
+            tb = {"CL": _median(lambda i: bwd(dys[i], s_cl[i], dx_out=ys[i]), repeats, copies),
+                  "NCHW": _median(lambda i: bwd(dycs[i], s_c[i], dx_out=ycs[i]), repeats,
+                                  copies),
+                  "view": _median(lambda i: bwd(np.ascontiguousarray(
+                      dys[i].transpose(0, 3, 1, 2)), s_c[i], dx_out=ycs[i]), repeats, copies)}
             if torch is not None:
                 F = torch.nn.functional
-                tx = torch.from_numpy(x).permute(0, 3, 1, 2)
+                txs = [torch.from_numpy(x).permute(0, 3, 1, 2) for x in xs]
                 tw, tbias = torch.from_numpy(w), torch.from_numpy(b)
                 tf = {"batch_norm": lambda a: F.batch_norm(a, None, None, tw, tbias, True),
                       "group_norm": lambda a: F.group_norm(a, 32, tw, tbias),
                       "instance_norm": lambda a: F.instance_norm(a, weight=tw, bias=tbias)}[name]
-                t["torch"] = _median(lambda: tf(tx), repeats)
-                txg = tx.detach().clone(memory_format=torch.channels_last).requires_grad_()
-                tdy = torch.from_numpy(dy).permute(0, 3, 1, 2)
+                t["torch"] = _median(lambda i: tf(txs[i]), repeats, copies)
+                txgs = [tx.detach().clone(memory_format=torch.channels_last).requires_grad_()
+                        for tx in txs]
+                tdys = [torch.from_numpy(dy).permute(0, 3, 1, 2) for dy in dys]
 
-                def step():
-                    txg.grad = None
-                    tf(txg).backward(tdy)
-                tb["torch"] = max(0.0, _median(step, repeats) - t["torch"])
+                def step(i):
+                    txgs[i].grad = None
+                    tf(txgs[i]).backward(tdys[i])
+                tb["torch"] = max(0.0, _median(step, repeats, copies) - t["torch"])
             for label, tt in (("fwd", t), ("bwd", tb)):
                 tor = tt.get("torch", float("nan"))
                 print(f"{name:<14}{str(shape):<18}{label:<5}{tt['CL']:8.3f}{tt['NCHW']:8.3f}"
@@ -147,6 +163,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--cold", type=int, default=0, metavar="MB",
+                   help="channels-last table: each call on one of copies of its data, MB "
+                        "megabytes together")
+    p.add_argument("--no-fused", action="store_true", help="the channels-last table only")
     a = p.parse_args()
     torch = None
     if not a.no_torch:
@@ -156,8 +176,9 @@ def main():
         except ImportError:
             torch = None
     print(f"load average {os.getloadavg()[0]:.2f}, {len(os.sched_getaffinity(0))} cores")
-    channels_last(a.repeats, torch)
-    fused(a.repeats, torch)
+    channels_last(a.repeats, torch, a.cold)
+    if not a.no_fused:
+        fused(a.repeats, torch)
 
 
 if __name__ == "__main__":
