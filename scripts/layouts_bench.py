@@ -2,12 +2,13 @@
 channels-first / add-then-norm paths and PyTorch CPU in one run: medians of repeats, ratios
 (>1: numbanorm's new path faster).
 
-With --cold MB the channels-last table reads one of several copies of its data in turn (each
-copy's input, output and gradients made beforehand, the copies of a shape MB megabytes
-together), so that every timed call finds its arrays out of cache, as a layer in a network
-whose activations outgrow the caches does; without it, every call reads the same arrays, which
-a large last-level cache then holds between calls. Each median then covers repeats x copies
-calls.
+With --cold MB the channels-last table reads one of several copies of its inputs in turn (x,
+dy and the forward's record of each made beforehand, the copies of a shape MB megabytes
+together), so that every call reads its input from memory, as a layer in a network whose
+activations outgrow the caches does; without it, every call reads the same arrays, which a
+large last-level cache then holds between calls. Outputs are one array per shape either way,
+reused (out=, dx_out=), as an allocator hands the memory just freed to the next call, which is
+what PyTorch's outputs get. Each median then covers repeats x copies calls.
 
 Usage: python scripts/layouts_bench.py [--repeats 15] [--cold MB] [--no-torch] [--no-fused]"""
 import argparse
@@ -40,12 +41,12 @@ def channels_last(repeats, torch, cold_mb=0):
     for shape in ((32, 56, 56, 64), (8, 28, 28, 256)):
         N, H, W, C = shape
         x0 = rng.standard_normal(shape).astype(np.float32)
-        copies = max(1, -(-cold_mb * 2**20 // (4 * x0.nbytes)))  # x, dy, y, dx: 4 arrays
+        copies = max(1, -(-cold_mb * 2**20 // (2 * x0.nbytes)))  # x and dy
         xs = [x0 + np.float32(i) for i in range(copies)]   # copy i: x, dy, y and channels-first
         dys = [rng.standard_normal(shape).astype(np.float32) for _ in range(copies)]
         xcs = [np.ascontiguousarray(x.transpose(0, 3, 1, 2)) for x in xs]
         dycs = [np.ascontiguousarray(dy.transpose(0, 3, 1, 2)) for dy in dys]
-        ys, ycs = [np.empty_like(x0) for _ in xs], [np.empty_like(xc) for xc in xcs]
+        y, yc = np.empty_like(x0), np.empty_like(xcs[0])   # outputs: one each, reused
         w, b = np.ones(C, np.float32), np.zeros(C, np.float32)
         ops = {
             "batch_norm": (lambda a, **k: nbn.batch_norm_forward(a, None, None, w, b, True, **k),
@@ -58,17 +59,17 @@ def channels_last(repeats, torch, cold_mb=0):
         for name, (fwd, bwd) in ops.items():
             s_cl = [fwd(x, channel_axis=-1)[1] for x in xs]
             s_c = [fwd(xc)[1] for xc in xcs]
-            t = {"CL": _median(lambda i: fwd(xs[i], channel_axis=-1, out=ys[i]), repeats,
+            t = {"CL": _median(lambda i: fwd(xs[i], channel_axis=-1, out=y), repeats,
                                copies),
-                 "NCHW": _median(lambda i: fwd(xcs[i], out=ycs[i]), repeats, copies)}
+                 "NCHW": _median(lambda i: fwd(xcs[i], out=yc), repeats, copies)}
             # *the path before channels-last kernels: the transposed view copied first
             t["view"] = _median(lambda i: fwd(np.ascontiguousarray(xs[i].transpose(0, 3, 1, 2)),
-                                              out=ycs[i]), repeats, copies)
-            tb = {"CL": _median(lambda i: bwd(dys[i], s_cl[i], dx_out=ys[i]), repeats, copies),
-                  "NCHW": _median(lambda i: bwd(dycs[i], s_c[i], dx_out=ycs[i]), repeats,
+                                              out=yc), repeats, copies)
+            tb = {"CL": _median(lambda i: bwd(dys[i], s_cl[i], dx_out=y), repeats, copies),
+                  "NCHW": _median(lambda i: bwd(dycs[i], s_c[i], dx_out=yc), repeats,
                                   copies),
                   "view": _median(lambda i: bwd(np.ascontiguousarray(
-                      dys[i].transpose(0, 3, 1, 2)), s_c[i], dx_out=ycs[i]), repeats, copies)}
+                      dys[i].transpose(0, 3, 1, 2)), s_c[i], dx_out=yc), repeats, copies)}
             if torch is not None:
                 F = torch.nn.functional
                 txs = [torch.from_numpy(x).permute(0, 3, 1, 2) for x in xs]
