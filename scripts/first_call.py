@@ -24,6 +24,7 @@ SETUP = """
 import numpy as np
 rng = np.random.default_rng(0)
 x4 = rng.standard_normal((16, 64, 32, 32)).astype(np.float32)   # 1M values: parallel kernels
+x4_nhwc = np.ascontiguousarray(x4.transpose(0, 2, 3, 1))        # the same, channels-last
 d4 = np.ones_like(x4)
 w64, b64 = np.ones(64, np.float32), np.zeros(64, np.float32)
 mw3, g64 = np.zeros(3), np.full(64, 0.5, np.float32)
@@ -44,6 +45,8 @@ FORWARD = {
     "switch_norm": "nbn.switch_norm(x4, mw3, mw3, None, None, w64, b64, training=True)",
     "batch_instance_norm": "nbn.batch_instance_norm(x4, g64, None, None, w64, b64, True)",
     "local_response_norm": "nbn.local_response_norm(x4, 5)",
+    "group_norm NHWC": "nbn.group_norm(x4_nhwc, 8, w64, b64, channel_axis=-1)",
+    "add_layer_norm": "nbn.add_layer_norm(x4, d4, (32, 32))",
 }
 PAIRS = {
     "layer_norm fwd+bwd": "y, s = nbn.layer_norm_forward(x4, (32, 32)); "
