@@ -175,7 +175,8 @@ def forward_redo(x, marked, G, S, weight, bias, eps, centered, y, mean_out, rstd
     """`forward` of the rows `marked` by the common kernels (forward, forward_serial,
     forward_pairs), with the rare paths of _moments.moments: compiled on the first input that
     needs them (an overflowing float32 sum, a float32 block not exact enough, float64 squares
-    that overflow, non-finite data). The same arithmetic as the common kernels elsewhere."""
+    that overflow, non-finite data). The common kernels' code with those paths compiled in
+    (a compiled function of its own: its loops may round in other last bits than theirs)."""
     for i in range(marked.size):
         _forward_row(x, marked[i], G, S, weight, bias, eps, centered, y, mean_out, rstd_out,
                      True)
