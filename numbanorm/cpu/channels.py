@@ -763,18 +763,14 @@ def small_backward(dy2, x2, C, mean, rstd, weight, training, rows_per_block, dx2
 # data normalization (numbanorm.scaling): mergeable moments of every column
 
 @njit(**JIT)
-def _data_column_chunk(x2, omit, start, stop, m0, m1, rows_per_block, n_k, mean_k, m2_k,
-                       lo_k, hi_k, nan_k):
+def _data_column_chunk(x2, omit, start, stop, m0, m1, rows_per_block, n_k, mean_k, m2_k):
     """count, mean, M2 of columns m0:m1 over rows start:stop of x2 into n_k, mean_k, m2_k
-    (rows of the (K, M) partials), and with lo_k not None min, max (NaN ignored) and the NaN
-    count. Blocks of rows_per_block rows, all in float64, vectorised across the columns: a
+    (rows of the (K, M) partials). Blocks of rows_per_block rows, all in float64, vectorised across the columns: a
     column's first block with values is centred on its own mean c (a sum read, then a centred
     read from cache), every later block on c too (read once), and the blocks' means are
     merged as offsets from c (as rows.data_moments)."""
     W = m1 - m0
     x2 = borrowed(x2)  # row views in the loops without reference counting (see _moments)
-    if lo_k is not None:
-        _data_column_range(x2, start, stop, m0, m1, lo_k, hi_k, nan_k)
     cnt = n_k[m0:m1]
     off = mean_k[m0:m1]
     m2 = m2_k[m0:m1]
@@ -909,20 +905,20 @@ def data_column_moments(x2, omit, rows_per_block, strip, pn, pmean, pm2, plo, ph
     the statistics (every value, or the non-NaN ones when omit is not None), with plo not None
     also min, max and NaN count; pn, pmean, pm2 and plo, phi, pnan: (K, M), any contents.
     Work items are (chunk of rows, strip of columns), as in column_partials; the K chunks merge
-    afterwards in order (merge_data_partials)."""
+    afterwards in order (merge_data_partials). The range is its own call before the moments
+    (the chunk then comes from cache): _data_column_chunk has no range variant to compile,
+    so stats.moments reuses the moments kernel that zscore and the scalers compile."""
     N, M = x2.shape
     K = pn.shape[0]
     strips = (M + strip - 1) // strip
     per = (N + K - 1) // K
     for item in prange(K * strips):
         k, m0, m1 = _column_item(item, strip, M)
-        if plo is None:
-            _data_column_chunk(x2, omit, k * per, min(N, (k + 1) * per), m0, m1,
-                               rows_per_block, pn[k], pmean[k], pm2[k], None, None, None)
-        else:
-            _data_column_chunk(x2, omit, k * per, min(N, (k + 1) * per), m0, m1,
-                               rows_per_block, pn[k], pmean[k], pm2[k], plo[k], phi[k],
-                               pnan[k])
+        start, stop = k * per, min(N, (k + 1) * per)
+        if plo is not None:
+            _data_column_range(x2, start, stop, m0, m1, plo[k], phi[k], pnan[k])
+        _data_column_chunk(x2, omit, start, stop, m0, m1, rows_per_block, pn[k], pmean[k],
+                           pm2[k])
 
 
 @_parallel_and_serial(JIT)
