@@ -765,10 +765,10 @@ def small_backward(dy2, x2, C, mean, rstd, weight, training, rows_per_block, dx2
 @njit(**JIT)
 def _data_column_chunk(x2, omit, start, stop, m0, m1, rows_per_block, n_k, mean_k, m2_k):
     """count, mean, M2 of columns m0:m1 over rows start:stop of x2 into n_k, mean_k, m2_k
-    (rows of the (K, M) partials). Blocks of rows_per_block rows, all in float64, vectorised across the columns: a
-    column's first block with values is centred on its own mean c (a sum read, then a centred
-    read from cache), every later block on c too (read once), and the blocks' means are
-    merged as offsets from c (as rows.data_moments)."""
+    (rows of the (K, M) partials). Blocks of rows_per_block rows, all in float64, vectorised
+    across the columns: a column's first block with values is centred on its own mean c (a
+    sum read, then a centred read from cache), every later block on c too (read once), and
+    the blocks' means are merged as offsets from c (as rows.data_moments)."""
     W = m1 - m0
     x2 = borrowed(x2)  # row views in the loops without reference counting (see _moments)
     cnt = n_k[m0:m1]
