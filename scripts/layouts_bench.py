@@ -2,9 +2,9 @@
 channels-first / add-then-norm paths and PyTorch CPU in one run: medians of repeats, ratios
 (>1: numbanorm's new path faster).
 
-The sides are interleaved: each round times a block of BLOCK consecutive calls of every side, in
-a shuffled order, and a ratio is the median of the per-round ratios, with its interquartile range
-in brackets (see _rounds for why).
+The sides are interleaved: each round times a block of BLOCK consecutive calls of every side
+(after WARMUP_S seconds of untimed calls), in a shuffled order, and a ratio is the median of the
+per-round ratios, with its interquartile range in brackets (see _rounds for why).
 
 With --cold MB the channels-last table reads one of several copies of its inputs in turn (x,
 dy and the forward's record of each made beforehand, the copies of a shape MB megabytes
@@ -12,7 +12,7 @@ together), so that every call reads its input from memory, as a layer in a netwo
 activations outgrow the caches does; without it, every call reads the same arrays, which a
 large last-level cache then holds between calls. Outputs are one array per shape either way,
 reused (out=, dx_out=), as an allocator hands the memory just freed to the next call, which is
-what PyTorch's outputs get. Each copy is then read `repeats` times by each side.
+what PyTorch's outputs get. Each copy is then timed `repeats` times on each side.
 
 Usage: python scripts/layouts_bench.py [--repeats 9] [--cold MB] [--no-torch] [--no-fused]"""
 import argparse
@@ -23,24 +23,26 @@ import numpy as np
 
 import numbanorm as nbn
 
-BLOCK = 5  # consecutive calls of one side per round (see _rounds)
+BLOCK = 5  # timed consecutive calls of one side per round (see _rounds)
+WARMUP_S = 0.01  # untimed calls of a side before its block
 
 
 def _rounds(fs, repeats, copies=1, block=BLOCK):
     """Per-round ms of each f(i) in the dict fs, interleaved: every round runs each side in
-    turn, in an order shuffled per round (a seeded generator), as a block of `block`
-    consecutive calls whose median is that side's time in the round. Rounds: repeats, times
-    ceil(copies/block) with copies, so that each copy is read `repeats` times. The t-th call of
-    the k-th side of fs reads copy (t + 1 + k*copies//len(fs)) % copies, so that no side reads
-    a copy another side has just brought into the caches (each f(0) first, untimed). With one
-    copy (every call on the same arrays) each block starts with an untimed call.
+    turn, in an order shuffled per round (a seeded generator): untimed calls for WARMUP_S
+    seconds (at least one), then a block of `block` timed calls whose median is that side's
+    time in the round. Rounds: repeats, times ceil(copies/block) with copies, so that each
+    copy is timed `repeats` times. The t-th timed call of the k-th side of fs reads copy
+    (t + 1 + k*copies//len(fs)) % copies, so that no side reads a copy another side has just
+    brought into the caches; the untimed calls read the side's last copy again.
 
-    Blocks, not single calls: what a side leaves behind slows the next side's first calls
-    (a side that writes fresh outputs, 64 MB of new pages, slowed the next side's timed call
-    by up to 1.6x, even after an untimed call), while a run of one side alone is what the
-    figures describe. Interleaved blocks, not one side's run after another's: this shared
-    machine's speed drifts between runs (PyTorch's channels-last group_norm forward took 1.77
-    ms in one sequential run and 2.79 in the next)."""
+    Why so: timed one side after another, this shared machine's speed drifted between runs
+    (PyTorch's channels-last group_norm forward took 1.77 ms in one such run and 2.79 in the
+    next). Interleaved single calls were slowed by the side before: after it, or after any
+    pause, a side's first calls run slow and settle over about 10 ms (add_layer_norm
+    (4096, 768) with out=: 2.7, 2.4, 1.8, 1.4, then 1.2 ms; after a 0.5 s sleep 4.8, 2.9,
+    2.1, 1.5, 1.4, 1.2), and a side that writes fresh outputs (64 MB of new pages) slowed the
+    next side's call by up to 1.6x."""
     for f in fs.values():
         f(0)
     ts = {k: [] for k in fs}
@@ -51,8 +53,11 @@ def _rounds(fs, repeats, copies=1, block=BLOCK):
     for r in range(repeats * -(-copies // block)):
         for k in order.permutation(len(sides)):
             name, f = sides[k]
-            if copies == 1:
-                f(0)
+            last = (calls + k * step) % copies
+            t_end = time.perf_counter() + WARMUP_S
+            f(last)
+            while time.perf_counter() < t_end:
+                f(last)
             block_ts = []
             for t in range(calls, calls + block):
                 i = (t + 1 + k * step) % copies
