@@ -205,7 +205,7 @@ def fused(repeats, torch):
                 bw["torch fwd"] = fw["torch"]
             tt = _rounds(fw, repeats)
             tt.update(_rounds(bw, repeats))
-            nan = np.full(repeats, np.nan)
+            nan = np.full(len(tt["f"]), np.nan)  # a row of rounds without PyTorch
             tor = tt.get("torch", nan)
             tob = (np.maximum(0.0, tt["torch fwd+bwd"] - tt["torch fwd"])
                    if torch is not None else nan)
